@@ -1,0 +1,1 @@
+"""dtService core shared by the modules and plugins of this project."""

@@ -1,0 +1,71 @@
+"""WireGuard key pairs for dtService interfaces.
+
+This module owns the one cryptographic decision of the project: what a WireGuard key is.
+Keys are X25519 (Curve25519) keys in WireGuard's text form, the standard base64 of the 32
+raw bytes (44 characters), exactly what ``wg genkey`` / ``wg pubkey`` print and what
+``wg setconf`` and the dtService objects (``publicKey``) carry.
+
+Private keys are generated here with ``cryptography`` (no ``wg`` binary needed on the
+controller) and clamped like ``wg genkey`` does, so a key made here and one made by
+``wg genkey`` are indistinguishable. Nothing here logs, stores or echoes a private key:
+errors about a bad key never include the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+__all__ = ["KEY_LENGTH", "generate_private_key", "is_valid_key", "public_key_of"]
+
+KEY_LENGTH = 32
+_RAW = serialization.Encoding.Raw
+
+
+def _decode(text: str) -> bytes | None:
+    if not isinstance(text, str) or len(text) != 44 or not text.endswith("="):
+        return None
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
+    return raw if len(raw) == KEY_LENGTH else None
+
+
+def is_valid_key(text: str) -> bool:
+    """True if ``text`` is a WireGuard key in text form (base64 of 32 bytes).
+
+    Never raises, whatever ``text`` is; both private and public keys have this form.
+    """
+    return _decode(text) is not None
+
+
+def generate_private_key() -> str:
+    """A new random X25519 private key in WireGuard's base64 form, clamped like ``wg genkey``."""
+    raw = bytearray(
+        X25519PrivateKey.generate().private_bytes(
+            _RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+        )
+    )
+    # Same clamping as wg genkey: the public key is unaffected (X25519 clamps anyway), but
+    # the stored form then matches what `wg show IF private-key` prints back.
+    raw[0] &= 248
+    raw[31] = (raw[31] & 127) | 64
+    return base64.b64encode(bytes(raw)).decode("ascii")
+
+
+def public_key_of(private_key: str) -> str:
+    """The public key (base64) of a WireGuard private key (base64).
+
+    Raises ``ValueError`` (without echoing the input) if ``private_key`` is not a key.
+    """
+    raw = _decode(private_key)
+    if raw is None:
+        raise ValueError("not a WireGuard private key (expected base64 of 32 bytes)")
+    public = X25519PrivateKey.from_private_bytes(raw).public_key()
+    return base64.b64encode(
+        public.public_bytes(_RAW, serialization.PublicFormat.Raw)
+    ).decode("ascii")

@@ -1,0 +1,227 @@
+"""The federation plan: what every provisioner-owned field should hold. Pure, no I/O.
+
+Owns the rules of the seed's objects: which peer is the server, what a server's ``peers``
+table holds after clients come and go, what a client's ``peers`` and ``spec.server`` hold,
+which labels a pod carries, and the declared plan the lookup plugin returns to playbooks.
+Addresses and ports come from ``addressing``; reading and writing is ``reconcile``'s job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from .addressing import interface_name, peer_id, peer_label_key, server_address
+
+SERVER = "server"
+CLIENT = "client"
+LABEL_PREFIX = "sid.sightline.dtservice."
+
+
+class PlanError(ValueError):
+    """Declared input that cannot be planned; ``reason`` is the dtService status word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    namespace: str
+    address: str
+    port_range: str = "51820-51919"
+
+
+@dataclass(frozen=True)
+class Domain:
+    """A dtDomain's spec: members in order (the first is home), pool and WireGuard settings."""
+
+    name: str
+    members: tuple[Member, ...]
+    pool: str = "100.96.0.0/12"
+    subnet_prefix: int = 24
+    persistent_keepalive: int = 25
+    mtu: int = 1420
+
+    @property
+    def home(self) -> Member:
+        return self.members[0]
+
+    def member(self, *, name: str | None = None, namespace: str | None = None) -> Member | None:
+        for candidate in self.members:
+            if (name is None or candidate.name == name) and (namespace is None or candidate.namespace == namespace):
+                return candidate
+        return None
+
+    def to_spec(self) -> dict[str, Any]:
+        return {"members": [{"name": m.name, "namespace": m.namespace, "address": m.address,
+                             "portRange": m.port_range} for m in self.members],
+                "pool": self.pool, "subnetPrefix": self.subnet_prefix,
+                "persistentKeepalive": self.persistent_keepalive, "mtu": self.mtu}
+
+
+def domain_from_object(obj: Mapping[str, Any]) -> Domain:
+    spec = obj["spec"]
+    return Domain(
+        name=obj["metadata"]["name"],
+        members=tuple(Member(name=m["name"], namespace=m["namespace"], address=m["address"],
+                             port_range=m.get("portRange", "51820-51919")) for m in spec["members"]),
+        pool=spec.get("pool", "100.96.0.0/12"), subnet_prefix=spec.get("subnetPrefix", 24),
+        persistent_keepalive=spec.get("persistentKeepalive", 25), mtu=spec.get("mtu", 1420))
+
+
+def role_of(entry: Mapping[str, Any]) -> str | None:
+    """The role a ``peers`` entry carries in its one ``sid.sightline.dtservice.<id>`` label."""
+    for key, value in (entry.get("labels") or {}).items():
+        if key.startswith(LABEL_PREFIX):
+            return value
+    return None
+
+
+def id_of(entry: Mapping[str, Any]) -> str | None:
+    for key in (entry.get("labels") or {}):
+        if key.startswith(LABEL_PREFIX):
+            return key[len(LABEL_PREFIX):]
+    return None
+
+
+def peer_entry(*, uid: str, role: str, public_key: str) -> dict[str, Any]:
+    return {"labels": {peer_label_key(uid=uid): role}, "publicKey": public_key}
+
+
+def self_entry(service: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """The (address, entry) a dtService records for itself in its own ``peers``."""
+    own = peer_id(uid=service["metadata"]["uid"])
+    for address, entry in (service.get("peers") or {}).items():
+        if id_of(entry) == own:
+            return address, entry
+    return None
+
+
+def server_table(*, subnet: str, server_uid: str, server_key: str,
+                 current: Mapping[str, Any], live_clients: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The server's ``peers`` after reconciling: the server at ``.1``; every live client at
+    the address the table gives it, else at the address it recorded for itself when that is
+    free (repairs a hand-edited table); entries of departed clients are dropped (freed)."""
+    table = {server_address(subnet=subnet): peer_entry(uid=server_uid, role=SERVER, public_key=server_key)}
+    clients = {peer_id(uid=c["metadata"]["uid"]): c for c in live_clients}
+    for address, entry in sorted(current.items()):
+        owner = id_of(entry)
+        if role_of(entry) == CLIENT and owner in clients and address not in table:
+            recorded = self_entry(clients[owner])
+            key = recorded[1]["publicKey"] if recorded else entry["publicKey"]
+            table[address] = {"labels": dict(entry["labels"]), "publicKey": key}
+    placed = {id_of(entry) for entry in table.values()}
+    for owner, client in sorted(clients.items()):
+        recorded = self_entry(client)
+        if owner not in placed and recorded and recorded[0] not in table:
+            table[recorded[0]] = {"labels": dict(recorded[1]["labels"]), "publicKey": recorded[1]["publicKey"]}
+    return table
+
+
+def client_fields(*, hub_table: Mapping[str, Any], subnet: str, endpoint: str,
+                  own_address: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A client's ``peers`` (the server and itself, as the seed shows) and ``spec.server``."""
+    hub_address = server_address(subnet=subnet)
+    hub = hub_table[hub_address]
+    peers = {hub_address: dict(hub), own_address: dict(hub_table[own_address])}
+    return peers, {"endpoint": endpoint, "peer": subnet, "publicKey": hub["publicKey"]}
+
+
+def pod_labels(*, uid: str, role: str) -> dict[str, str]:
+    return {peer_label_key(uid=uid): role}
+
+
+# -- the declared plan (lookup plugin) ------------------------------------------------------
+
+@dataclass
+class DeclaredNetwork:
+    name: str
+    domain: str
+    attachments: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def server_node(self) -> str:
+        return self.attachments[0]["node"]
+
+
+def declared_plan(*, domains: Iterable[Mapping[str, Any]], nodes: Mapping[str, Mapping[str, Any]],
+                  services: Mapping[str, Iterable[Mapping[str, Any]]],
+                  node_order: Iterable[str]) -> dict[str, Any]:
+    """Check the inventory's declarations and order them: one network per name, its server
+    the first node (in inventory order) that attaches a pod, every attachment on a member.
+    Raises PlanError for what the API server or the reconciler would refuse anyway, so a
+    playbook fails before it changes anything."""
+    by_name = {}
+    for domain in domains:
+        if domain["name"] in by_name:
+            raise PlanError("Failed", f"dtDomain {domain['name']!r} is declared twice")
+        unknown = [m for m in domain["members"] if m not in nodes]
+        if unknown:
+            raise PlanError("Failed", f"dtDomain {domain['name']!r} lists members that are not inventory hosts: {unknown}")
+        by_name[domain["name"]] = domain
+    networks: dict[str, DeclaredNetwork] = {}
+    for node in node_order:
+        for service in services.get(node, []):
+            name, domain = service["name"], service["domain"]
+            if domain not in by_name:
+                raise PlanError("DomainNotFound", f"{node}: dtService {name!r} names dtDomain {domain!r}, "
+                                f"which is not declared (declared: {sorted(by_name)})")
+            if node not in by_name[domain]["members"]:
+                raise PlanError("NotAMember", f"{node}: dtService {name!r}: node {node} is not a member "
+                                f"of dtDomain {domain!r} (members: {by_name[domain]['members']})")
+            network = networks.setdefault(name, DeclaredNetwork(name=name, domain=domain))
+            if network.domain != domain:
+                raise PlanError("NetworkNameTaken", f"{node}: network {name!r} already belongs to dtDomain "
+                                f"{network.domain!r}; a name is one network in the whole federation")
+            if any(a["node"] == node for a in network.attachments):
+                raise PlanError("Failed", f"{node}: network {name!r} is attached twice on this node")
+            network.attachments.append({"node": node, "pod": service["pod"]})
+    return {
+        "networks": {n.name: {"domain": n.domain, "server_node": n.server_node,
+                              "attachments": n.attachments,
+                              "interfaces": {a["node"]: interface_name(namespace=nodes[a["node"]]["namespace"],
+                                                                       network=n.name)
+                                             for a in n.attachments}}
+                     for n in networks.values()},
+        "serves": {node: sorted(n.name for n in networks.values() if n.server_node == node)
+                   for node in node_order},
+    }
+
+
+def label_changes(*, pods: Mapping[str, Mapping[str, Any]],
+                  wanted: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str | None]]:
+    """Per pod, the label patch (None removes) that makes its dtService labels ``wanted``."""
+    changes = {}
+    for name, pod in pods.items():
+        have = {k: v for k, v in (pod["metadata"].get("labels") or {}).items() if k.startswith(LABEL_PREFIX)}
+        want = dict(wanted.get(name) or {})
+        patch: dict[str, str | None] = {k: None for k in have if k not in want}
+        patch.update({k: v for k, v in want.items() if have.get(k) != v})
+        if patch:
+            changes[name] = patch
+    return changes
+
+
+# -- rendering the user-side objects ---------------------------------------------------------
+
+def domain_object(*, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "sid.sightlineinnovation.com/v1", "kind": "dtDomain",
+            "metadata": {"name": name}, "spec": dict(spec)}
+
+
+def service_object(*, name: str, domain: str, pod: str) -> dict[str, Any]:
+    """A dtService as a user writes it (the seed's YAML): only the user's fields."""
+    return {"apiVersion": "sid.sightlineinnovation.com/v1", "kind": "dtService",
+            "metadata": {"name": name}, "spec": {"domainSelector": domain, "podSelector": pod}}
+
+
+def pods_labels(outcomes: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
+    """Pod name -> every dtService label it should carry, from reconcile outcomes."""
+    labels: dict[str, dict[str, str]] = {}
+    for outcome in outcomes:
+        if outcome.get("pod") and outcome.get("pod_labels"):
+            labels.setdefault(outcome["pod"], {}).update(outcome["pod_labels"])
+    return labels

@@ -1,0 +1,340 @@
+"""Reconciling the dtServices of one node against the federation's API servers.
+
+Owns the control-plane steps for each dtService of a node: its key Secret, the network's
+registry entry on the domain's home dtDomain, the address claim on the server's ``peers``
+table, the dtService's own ``peers`` / ``spec.server`` / ``status`` and its Events. Every
+shared table is written with its ``resourceVersion``; a Conflict means another provisioner
+got there first, so the step re-reads and runs again. The rules themselves live in ``plan``.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from . import addressing, keys, plan
+from .cluster import API_VERSION, Cluster, Conflict, NodeRef
+
+KEY_SECRET_LABEL = "sid.sightlineinnovation.com/dtservice"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "dtservice-provisioner"}
+PUBLIC_KEY_ANNOTATION = "sid.sightlineinnovation.com/public-key"
+PRIVATE_KEY_FIELD = "privatekey"
+MAX_ATTEMPTS = 20
+WAITING_STATES = {"WaitingForPod", "Pending"}
+
+
+def key_secret_name(service: str) -> str:
+    return f"dtservice-{service}-wg"
+
+
+@dataclass
+class Outcome:
+    """What reconciling one dtService did and found. Never holds a private key."""
+
+    name: str
+    status: str
+    message: str = ""
+    role: str | None = None
+    address: str | None = None
+    subnet: str | None = None
+    interface: str | None = None
+    pod: str | None = None
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    changed: bool = False
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("before", "after")}
+
+    def diff(self) -> dict[str, Any]:
+        header = f"dtService {self.name}"
+        return {"before_header": header, "after_header": header, "before": self.before, "after": self.after}
+
+
+def owned_fields(service: Mapping[str, Any]) -> dict[str, Any]:
+    return {"peers": service.get("peers") or {}, "server": (service.get("spec") or {}).get("server"),
+            "status": service.get("status")}
+
+
+class NodeReconciler:
+    """Reconciles the dtServices in one node's namespace; reads are cached for one pass."""
+
+    def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef]) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.federation = federation
+        self._services: dict[str, list[dict]] = {}
+        self._domains: dict[tuple[str, str], dict | None] = {}
+
+    # -- cached reads ---------------------------------------------------------------------
+    def _member_node(self, member: plan.Member) -> NodeRef:
+        node = self.federation.get(member.name)
+        if node is None:
+            raise plan.PlanError("Failed", f"member {member.name} of the domain has no connection "
+                                 "details (not a host of this inventory)")
+        return node
+
+    def services_of(self, node: NodeRef) -> list[dict]:
+        if node.name not in self._services:
+            self._services[node.name] = self.cluster.list_services(node)
+        return self._services[node.name]
+
+    def service_on(self, node: NodeRef, name: str) -> dict | None:
+        return next((s for s in self.services_of(node) if s["metadata"]["name"] == name), None)
+
+    def _remember(self, node: NodeRef, service: dict) -> None:
+        items = self.services_of(node)
+        items[:] = [s for s in items if s["metadata"]["name"] != service["metadata"]["name"]] + [service]
+
+    def domain_object(self, node: NodeRef, name: str, *, fresh: bool = False) -> dict | None:
+        key = (node.name, name)
+        if fresh or key not in self._domains:
+            self._domains[key] = self.cluster.get_domain(node, name)
+        return self._domains[key]
+
+    # -- the pass -------------------------------------------------------------------------
+    def reconcile(self, *, only: set[str] | None = None) -> list[Outcome]:
+        pods = self.cluster.list_pods(self.node)
+        secrets = self.cluster.list_secrets(self.node, label_selector=KEY_SECRET_LABEL)
+        outcomes = []
+        ordered = sorted(self.services_of(self.node),
+                         key=lambda s: (s["metadata"].get("creationTimestamp", ""), s["metadata"]["name"]))
+        for service in ordered:
+            if (only is not None and service["metadata"]["name"] not in only) \
+                    or service["metadata"].get("deletionTimestamp"):
+                continue
+            outcomes.append(self.reconcile_service(service, pods=pods, secrets=secrets))
+        return outcomes
+
+    def reconcile_service(self, service: dict, *, pods: Mapping[str, dict],
+                          secrets: Mapping[str, dict]) -> Outcome:
+        name = service["metadata"]["name"]
+        before = owned_fields(service)
+        writes_before = self.cluster.writes
+        try:
+            outcome = self._attach(service, pods=pods, secrets=secrets)
+        except (plan.PlanError, addressing.AllocationError) as problem:
+            outcome = Outcome(name=name, status=problem.reason, message=str(problem))
+        current = self.service_on(self.node, name) or service
+        self._set_status(current, outcome)
+        outcome.before = before
+        outcome.after = owned_fields(self.service_on(self.node, name) or current)
+        outcome.changed = self.cluster.writes > writes_before
+        return outcome
+
+    def _attach(self, service: dict, *, pods: Mapping[str, dict], secrets: Mapping[str, dict]) -> Outcome:
+        name = service["metadata"]["name"]
+        spec = service["spec"]
+        domain_obj = self.domain_object(self.node, spec["domainSelector"])
+        if domain_obj is None:
+            raise plan.PlanError("DomainNotFound", f"dtDomain {spec['domainSelector']!r} does not exist in "
+                                 f"namespace {self.node.namespace}")
+        domain = plan.domain_from_object(domain_obj)
+        me = domain.member(name=self.node.name, namespace=self.node.namespace)
+        if me is None:
+            raise plan.PlanError("NotAMember", f"node {self.node.name} ({self.node.namespace}) is not a member "
+                                 f"of dtDomain {domain.name}; members: {[m.name for m in domain.members]}")
+        public_key = self.ensure_key(service, secrets)
+        entry = self._registry_entry(service, domain, me)
+        uid = service["metadata"]["uid"]
+        if entry["server"]["id"] == addressing.peer_id(uid=uid):
+            role, address = plan.SERVER, addressing.server_address(subnet=entry["subnet"])
+            self._serve(service, domain, entry, public_key)
+        else:
+            role = plan.CLIENT
+            address = self._join(service, domain, entry, public_key)
+        pod = pods.get(spec["podSelector"])
+        running = bool(pod) and pod.get("status", {}).get("phase") == "Running"
+        outcome = Outcome(name=name, status="Pending", role=role, address=address, subnet=entry["subnet"],
+                          interface=addressing.interface_name(namespace=self.node.namespace, network=name),
+                          pod=spec["podSelector"], pod_labels=plan.pod_labels(uid=uid, role=role))
+        if not running:
+            outcome.status = "WaitingForPod"
+            outcome.message = (f"pod {spec['podSelector']!r} " + ("is not running yet" if pod else "does not exist yet")
+                               + f"; the interface is added when it runs (address {address} is reserved)")
+        elif service.get("status") == "Connected":
+            outcome.status = "Connected"
+        return outcome
+
+    # -- keys -----------------------------------------------------------------------------
+    def ensure_key(self, service: dict, secrets: Mapping[str, dict]) -> str:
+        """The dtService's public key; makes its key Secret when missing or left by an
+        earlier object of the same name. The private key goes only into the Secret."""
+        return ensure_key_secret(cluster=self.cluster, node=self.node, service=service,
+                                 secret=secrets.get(key_secret_name(service["metadata"]["name"])))
+
+    # -- registry -------------------------------------------------------------------------
+    def _registry_entry(self, service: dict, domain: plan.Domain, me: plan.Member) -> dict:
+        name = service["metadata"]["name"]
+        own_id = addressing.peer_id(uid=service["metadata"]["uid"])
+        home = self._member_node(domain.home)
+        fresh = False
+        for _ in range(MAX_ATTEMPTS):
+            home_obj = self.domain_object(home, domain.name, fresh=fresh)
+            if home_obj is None:
+                raise plan.PlanError("DomainNotFound", f"dtDomain {domain.name!r} is missing on its home "
+                                     f"node {domain.home.name} ({domain.home.namespace})")
+            networks = dict((home_obj.get("status") or {}).get("networks") or {})
+            entry = networks.get(name)
+            server = (entry or {}).get("server", {})
+            if entry and server.get("id") == own_id:
+                return entry
+            if entry and (server.get("namespace"), server.get("name")) == (self.node.namespace, name):
+                # The server's dtService was deleted and made again here: it stays the server.
+                networks[name] = {**entry, "server": {**server, "id": own_id}}
+            elif entry:
+                hub = self.service_on(self._member_node(domain.member(name=server["node"]) or domain.home), name)
+                if hub is not None and addressing.peer_id(uid=hub["metadata"]["uid"]) == server["id"]:
+                    return entry
+                # The server's dtService is gone: the network ends and the next pod starts it anew.
+                del networks[name]
+                networks.update(self._new_network(name, domain, me, own_id, networks))
+            else:
+                self._check_name_free(name, domain)
+                networks.update(self._new_network(name, domain, me, own_id, networks))
+            body = copy.deepcopy(home_obj)
+            body.setdefault("status", {})["networks"] = networks
+            try:
+                self._domains[(home.name, domain.name)] = self.cluster.replace_domain_status(home, body)
+                return networks[name]
+            except Conflict:
+                fresh = True
+        raise plan.PlanError("Failed", f"the registry of dtDomain {domain.name} kept changing; gave up after "
+                             f"{MAX_ATTEMPTS} attempts")
+
+    def _new_network(self, name: str, domain: plan.Domain, me: plan.Member, own_id: str,
+                     networks: Mapping[str, Any]) -> dict:
+        subnet = addressing.allocate_subnet(pool=domain.pool, prefix=domain.subnet_prefix,
+                                            taken=[n["subnet"] for n in networks.values()])
+        ports = [int(n["endpoint"].rsplit(":", 1)[1]) for n in networks.values() if n["server"]["node"] == me.name]
+        port = addressing.allocate_port(port_range=me.port_range, taken=ports)
+        return {name: {"subnet": subnet, "endpoint": f"{me.address}:{port}",
+                       "server": {"node": me.name, "namespace": me.namespace, "name": name, "id": own_id}}}
+
+    def _check_name_free(self, name: str, domain: plan.Domain) -> None:
+        for other in self.cluster.list_domains(self.node):
+            if other["metadata"]["name"] == domain.name:
+                continue
+            other_domain = plan.domain_from_object(other)
+            home_obj = self.domain_object(self._member_node(other_domain.home), other_domain.name)
+            if name in ((home_obj or {}).get("status") or {}).get("networks", {}):
+                raise plan.PlanError("NetworkNameTaken", f"network {name!r} already exists in dtDomain "
+                                     f"{other_domain.name}; a name is one network in the whole federation")
+
+    # -- server and clients ---------------------------------------------------------------
+    def _live_clients(self, name: str, domain: plan.Domain) -> list[dict]:
+        clients = []
+        for member in domain.members:
+            if member.name == self.node.name:
+                continue
+            other = self.service_on(self._member_node(member), name)
+            if other and other["spec"].get("domainSelector") == domain.name \
+                    and not other["metadata"].get("deletionTimestamp"):
+                clients.append(other)
+        return clients
+
+    def _serve(self, service: dict, domain: plan.Domain, entry: dict, public_key: str) -> None:
+        def desired(current: dict) -> dict:
+            body = copy.deepcopy(current)
+            body["peers"] = plan.server_table(subnet=entry["subnet"], server_uid=current["metadata"]["uid"],
+                                              server_key=public_key, current=current.get("peers") or {},
+                                              live_clients=self._live_clients(current["metadata"]["name"], domain))
+            body["spec"].pop("server", None)
+            return body
+        self._update(self.node, service["metadata"]["name"], desired)
+
+    def _join(self, service: dict, domain: plan.Domain, entry: dict, public_key: str) -> str:
+        name = service["metadata"]["name"]
+        uid = service["metadata"]["uid"]
+        own_id = addressing.peer_id(uid=uid)
+        hub_node = self._member_node(domain.member(name=entry["server"]["node"]) or domain.home)
+        recorded = plan.self_entry(service)
+        claimed: dict[str, str] = {}
+
+        def claim(hub: dict) -> dict:
+            table = hub.get("peers") or {}
+            owners = {address: plan.id_of(e) for address, e in table.items()}
+            address = addressing.claim_address(subnet=entry["subnet"], peers=owners, peer_key=own_id,
+                                               preferred=recorded[0] if recorded else None)
+            claimed["address"] = address
+            body = copy.deepcopy(hub)
+            body.setdefault("peers", {})
+            body["peers"] = {a: e for a, e in body["peers"].items() if plan.id_of(e) != own_id or a == address}
+            body["peers"][address] = plan.peer_entry(uid=uid, role=plan.CLIENT, public_key=public_key)
+            return body
+        hub = self._update(hub_node, name, claim)
+        address = claimed["address"]
+
+        def own(current: dict) -> dict:
+            body = copy.deepcopy(current)
+            body["peers"], body["spec"]["server"] = plan.client_fields(
+                hub_table=hub["peers"], subnet=entry["subnet"], endpoint=entry["endpoint"], own_address=address)
+            return body
+        self._update(self.node, name, own)
+        return address
+
+    def _update(self, node: NodeRef, name: str, desired: Callable[[dict], dict]) -> dict:
+        """Write ``desired(current)`` when it differs, re-reading on Conflict."""
+        current = self.service_on(node, name)
+        for _ in range(MAX_ATTEMPTS):
+            if current is None:
+                raise plan.PlanError("ServerUnreachable", f"dtService {name} is missing on node {node.name}")
+            body = desired(current)
+            if body == current:
+                return current
+            try:
+                current = self.cluster.replace_service(node, body)
+                self._remember(node, current)
+                return current
+            except Conflict:
+                # Re-read this object first, then (lazily) everything else: a client that
+                # claimed an address in it is then also seen as live.
+                self._services.clear()
+                current = self.cluster.get_service(node, name)
+        raise plan.PlanError("Failed", f"dtService {name} on {node.name} kept changing; gave up after "
+                             f"{MAX_ATTEMPTS} attempts")
+
+    # -- status ---------------------------------------------------------------------------
+    def _set_status(self, service: dict, outcome: Outcome) -> None:
+        if service.get("status") == outcome.status:
+            return
+        body = copy.deepcopy(service)
+        body["status"] = outcome.status
+        try:
+            self._remember(self.node, self.cluster.replace_service_status(self.node, body))
+        except Conflict:
+            return  # the next pass writes it; the object moved on under us
+        if outcome.status != "Connected":
+            self.cluster.record_event(self.node, service=service, reason=outcome.status,
+                                      message=outcome.message or outcome.status,
+                                      warning=outcome.status not in WAITING_STATES)
+
+
+def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, Any],
+                      secret: Mapping[str, Any] | None) -> str:
+    """Return the public key of the dtService's key Secret, making the Secret when it is
+    missing, unreadable or owned by an earlier object of the same name."""
+    meta = service["metadata"]
+    if secret is not None:
+        owners = [ref.get("uid") for ref in secret["metadata"].get("ownerReferences") or []]
+        private = base64.b64decode((secret.get("data") or {}).get(PRIVATE_KEY_FIELD, "")).decode()
+        if meta["uid"] in owners and keys.is_valid_key(private):
+            return keys.public_key_of(private)
+        cluster.delete_secret(node, secret["metadata"]["name"])
+    private = keys.generate_private_key()
+    public = keys.public_key_of(private)
+    cluster.create_secret(node, {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {
+            "name": key_secret_name(meta["name"]), "namespace": node.namespace,
+            "labels": {**MANAGED_BY, KEY_SECRET_LABEL: meta["name"]},
+            "annotations": {PUBLIC_KEY_ANNOTATION: public},
+            "ownerReferences": [{"apiVersion": API_VERSION, "kind": "dtService", "name": meta["name"],
+                                 "uid": meta["uid"]}],
+        },
+        "data": {PRIVATE_KEY_FIELD: base64.b64encode(private.encode()).decode()},
+    })
+    return public

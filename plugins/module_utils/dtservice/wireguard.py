@@ -1,0 +1,585 @@
+"""The dtService data plane: WireGuard interfaces inside pod network namespaces.
+
+This module owns every change made to a live interface, through ``ip``, ``wg`` and
+``wireguard-go`` run as subprocesses (no extra Python dependency on the nodes):
+
+- ``ensure_interface`` creates an interface in the *node's* network namespace, so its UDP
+  socket is bound there (kernel WireGuard keeps the socket in the namespace the link was
+  created in; ``wireguard-go`` keeps it in the namespace of its process), moves it into the
+  pod's namespace and configures it; on later runs it changes only what differs, with
+  ``wg syncconf``, never by recreating the interface, so live tunnels are not disturbed;
+- ``remove_interface`` deletes it and anything ``wireguard-go`` left behind;
+- ``interface_exists``, ``interface_public_key`` and ``latest_handshakes`` read state.
+
+Network namespaces are given as a path (``/var/run/netns/x``, ``/proc/PID/ns/net``) or as
+an ``ip netns`` name; ``None`` for the node means the namespace this process runs in.
+
+Secrets: the private key only travels in a 0600 file in a private temporary directory
+(removed right after ``wg`` reads it); it is never in a process's argv, a return value or
+an exception message (``wg``'s stderr is scrubbed before it is quoted).
+
+``wireguard-go`` specifics handled here: it refuses to start on a kernel it believes has
+WireGuard unless ``WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1``; its control sockets
+live in ``/var/run/wireguard`` for the whole machine, so ``wg`` finds an interface by
+name from any namespace and names must be unique machine-wide; setting ``listen_port``
+always rebinds its socket, so a sync sends the port only when it really changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+from .keys import is_valid_key, public_key_of
+from .wgconfig import Peer, render_setconf
+
+__all__ = [
+    "Peer",
+    "WireGuardError",
+    "ensure_interface",
+    "interface_exists",
+    "interface_public_key",
+    "latest_handshakes",
+    "remove_interface",
+]
+
+WIREGUARD_GO_ENV = "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD"
+SOCKET_DIR = "/var/run/wireguard"
+NETNS_DIR = "/var/run/netns"
+_IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_TIMEOUT = 60
+
+
+class WireGuardError(RuntimeError):
+    """A data-plane operation failed; the message is for a human and holds no secret."""
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _netns_path(netns: str) -> str:
+    return netns if "/" in netns else os.path.join(NETNS_DIR, netns)
+
+
+def _argv(netns: str | None, argv: list[str]) -> list[str]:
+    # nsenter --net switches only the network namespace: the temp file and the wireguard-go
+    # sockets stay visible, unlike `ip netns exec` which also remounts /sys and /etc.
+    if netns is None:
+        return argv
+    return ["nsenter", f"--net={_netns_path(netns)}", "--", *argv]
+
+
+def _run(
+    argv: list[str],
+    *,
+    netns: str | None = None,
+    check: bool = True,
+    secrets: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    full = _argv(netns, argv)
+    try:
+        proc = subprocess.run(
+            full,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=_TIMEOUT,
+            env=env,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise WireGuardError(f"{' '.join(full)}: {exc}") from None
+    if check and proc.returncode != 0:
+        raise WireGuardError(
+            f"{' '.join(full)} failed (exit {proc.returncode}): "
+            f"{_redact(proc.stderr.strip() or proc.stdout.strip(), secrets)}"
+        )
+    return proc
+
+
+def _redact(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _IFNAME.match(name):
+        raise WireGuardError(
+            f"bad interface name {name!r}: 1..15 characters of [A-Za-z0-9_.-]"
+        )
+
+
+def _netns_alive(netns: str) -> bool:
+    return os.path.exists(_netns_path(netns))
+
+
+def _link(name: str, netns: str | None) -> dict | None:
+    if netns is not None and not _netns_alive(netns):
+        return None
+    proc = _run(["ip", "-j", "link", "show", "dev", name], netns=netns, check=False)
+    if proc.returncode != 0:
+        return None
+    data = json.loads(proc.stdout or "[]")
+    return data[0] if data else None
+
+
+def _wg_show(name: str, pod_netns: str, field: str) -> list[list[str]]:
+    # Always run `wg` in the pod's namespace: kernel WireGuard is found by netlink there,
+    # and wireguard-go by its machine-wide socket, so one call site serves both.
+    out = _run(["wg", "show", name, field], netns=pod_netns).stdout
+    return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+
+def _with_key_file(
+    text: str, secrets: Sequence[str], use: Callable[[str], object]
+) -> None:
+    # tmpfs when available so the key never lands on a persistent disk; mkdtemp is 0700.
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    tmpdir = tempfile.mkdtemp(prefix="dtwg-", dir=base)
+    try:
+        path = os.path.join(tmpdir, "wg.conf")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        use(path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _apply_config(
+    name: str, pod_netns: str, verb: str, text: str, secrets: Sequence[str]
+) -> None:
+    _with_key_file(
+        text,
+        secrets,
+        lambda path: _run(["wg", verb, name, path], netns=pod_netns, secrets=secrets),
+    )
+
+
+# ---------------------------------------------------------------- wireguard-go processes
+
+
+def _wireguard_go_pids(name: str) -> list[int]:
+    """PIDs of wireguard-go processes serving interface ``name`` (argv ``wireguard-go NAME``)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                args = handle.read().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in args if a]
+        if (
+            len(args) >= 2
+            and os.path.basename(args[0]) == "wireguard-go"
+            and args[-1] == name
+        ):
+            pids.append(int(entry))
+    return pids
+
+
+def _tun_attached(pid: int, name: str) -> bool:
+    """True if process ``pid`` still holds a TUN file attached to a link called ``name``."""
+    fd_dir = f"/proc/{pid}/fdinfo"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            with open(os.path.join(fd_dir, fd)) as handle:
+                if f"iff:\t{name}\n" in handle.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def _wait_gone(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if os.path.exists(f"/proc/{p}")]
+    return alive
+
+
+def _reap_orphans(name: str) -> bool:
+    """Stop wireguard-go processes for ``name`` whose link is gone; True if any went away."""
+    orphans = [p for p in _wireguard_go_pids(name) if not _tun_attached(p, name)]
+    if not orphans:
+        return False
+    # They normally exit on their own within moments of losing their TUN link.
+    alive = _wait_gone(orphans, 3.0)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in alive:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        alive = _wait_gone(alive, 2.0)
+    if alive:
+        raise WireGuardError(f"wireguard-go for {name} (pid {alive}) does not stop")
+    return True
+
+
+def _remove_stale_socket(name: str) -> bool:
+    path = os.path.join(SOCKET_DIR, f"{name}.sock")
+    if not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return False  # somebody still answers on it: not stale
+    except OSError:
+        os.unlink(path)
+        return True
+    finally:
+        probe.close()
+
+
+# ------------------------------------------------------------------------- reading
+
+
+def interface_exists(*, name: str, pod_netns: str) -> bool:
+    """True if a link called ``name`` exists in the pod's network namespace."""
+    _check_name(name)
+    return _link(name, pod_netns) is not None
+
+
+def interface_public_key(*, name: str, pod_netns: str) -> str | None:
+    """The live public key of interface ``name`` in the pod, or None if absent or keyless."""
+    _check_name(name)
+    if _link(name, pod_netns) is None:
+        return None
+    rows = _wg_show(name, pod_netns, "public-key")
+    key = rows[0][0] if rows else ""
+    return key if is_valid_key(key) else None
+
+
+def latest_handshakes(*, name: str, pod_netns: str) -> dict[str, int]:
+    """Peer public key -> epoch seconds of its latest handshake (0 = never).
+
+    Raises ``WireGuardError`` if the interface does not exist in the pod.
+    """
+    _check_name(name)
+    if _link(name, pod_netns) is None:
+        raise WireGuardError(f"no interface {name} in {pod_netns}")
+    return {
+        row[0]: int(row[1]) for row in _wg_show(name, pod_netns, "latest-handshakes")
+    }
+
+
+def _live_peers(name: str, pod_netns: str) -> dict[str, dict]:
+    peers: dict[str, dict] = {}
+    for key, nets in _wg_show(name, pod_netns, "allowed-ips"):
+        allowed = [] if nets == "(none)" else nets.split()
+        peers[key] = {"allowed_ips": allowed, "endpoint": None, "keepalive": 0}
+    for key, endpoint in _wg_show(name, pod_netns, "endpoints"):
+        peers[key]["endpoint"] = None if endpoint == "(none)" else endpoint
+    for key, keepalive in _wg_show(name, pod_netns, "persistent-keepalive"):
+        peers[key]["keepalive"] = 0 if keepalive == "off" else int(keepalive)
+    return peers
+
+
+def _networks(nets: Sequence[str]) -> set[str]:
+    return {str(ipaddress.ip_network(n, strict=False)) for n in nets}
+
+
+def _split_endpoint(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _endpoint_matches(wanted: str, live: str | None) -> bool:
+    if live is None:
+        return False
+    host, port = _split_endpoint(wanted)
+    live_host, live_port = _split_endpoint(live)
+    if port != live_port:
+        return False
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address(live_host)
+    except ValueError:
+        pass
+    # A DNS name: wg stores what it resolved to, so compare against the resolution.
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    except OSError:
+        return False
+    return any(
+        ipaddress.ip_address(info[4][0]) == ipaddress.ip_address(live_host)
+        for info in infos
+    )
+
+
+def _peer_differs(peer: Peer, live: dict) -> bool:
+    if _networks(peer.allowed_ips) != _networks(live["allowed_ips"]):
+        return True
+    # No endpoint wanted means the peer roams to us: whatever wg learned is right.
+    if peer.endpoint is not None and not _endpoint_matches(
+        peer.endpoint, live["endpoint"]
+    ):
+        return True
+    return (peer.persistent_keepalive or 0) != live["keepalive"]
+
+
+# ------------------------------------------------------------------------- changing
+
+
+def _validate(name, pod_netns, address, mtu, listen_port, private_key, peers) -> None:
+    _check_name(name)
+    if not isinstance(pod_netns, str) or not pod_netns:
+        raise WireGuardError("pod_netns must be a namespace name or path")
+    try:
+        ipaddress.ip_interface(address)
+    except (TypeError, ValueError):
+        raise WireGuardError(f"bad interface address {address!r}") from None
+    if isinstance(mtu, bool) or not isinstance(mtu, int) or not 576 <= mtu <= 65535:
+        raise WireGuardError(f"mtu must be an integer 576..65535, got {mtu!r}")
+    if (
+        isinstance(listen_port, bool)
+        or not isinstance(listen_port, int)
+        or not 1 <= listen_port <= 65535
+    ):
+        raise WireGuardError(
+            f"listen_port must be an integer 1..65535, got {listen_port!r}"
+        )
+    if not is_valid_key(private_key):
+        raise WireGuardError("private_key is not a WireGuard key (base64 of 32 bytes)")
+    keys = [p.public_key for p in peers]
+    if any(not isinstance(p, Peer) for p in peers) or len(set(keys)) != len(keys):
+        raise WireGuardError("peers must be distinct Peer objects (one per public key)")
+
+
+def _create_link(name: str, node_netns: str | None, mtu: int) -> str:
+    """Create the link in the node namespace; returns 'kernel' or 'wireguard-go'."""
+    if (
+        _run(
+            ["ip", "link", "add", "dev", name, "type", "wireguard"],
+            netns=node_netns,
+            check=False,
+        ).returncode
+        == 0
+    ):
+        kind = "kernel"
+    else:
+        env = {k: v for k, v in os.environ.items() if k != "LOG_LEVEL"}
+        env[WIREGUARD_GO_ENV] = "1"
+        # The daemonised child must not inherit our pipes (LOG_LEVEL unset keeps it on
+        # /dev/null) or waiting for this command would last as long as the interface.
+        _run(["wireguard-go", name], netns=node_netns, env=env)
+        kind = "wireguard-go"
+    # Set the MTU while still in the node namespace: wireguard-go learns it from netlink
+    # there, and would not see a change made after the move.
+    _run(["ip", "link", "set", "dev", name, "mtu", str(mtu)], netns=node_netns)
+    return kind
+
+
+def _sync_link(
+    name: str, pod_netns: str, address: str, mtu: int, forward: bool, check_mode: bool
+) -> bool:
+    """Address, MTU, up and forwarding of an existing link in the pod; True if changed."""
+    link = _link(name, pod_netns)
+    if link is None:
+        raise WireGuardError(f"interface {name} vanished from {pod_netns}")
+    wanted = ipaddress.ip_interface(address)
+    proc = _run(["ip", "-j", "addr", "show", "dev", name], netns=pod_netns)
+    live = set()
+    for info in (json.loads(proc.stdout or "[]") or [{}])[0].get("addr_info", []):
+        if info.get("scope") == "global":
+            live.add(ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}"))
+    commands = []
+    if wanted not in live:
+        commands.append(["ip", "addr", "add", str(wanted), "dev", name])
+    # Addresses we did not ask for go: a reallocated address must not linger.
+    commands += [
+        ["ip", "addr", "del", str(a), "dev", name]
+        for a in sorted(live - {wanted}, key=str)
+    ]
+    if link.get("mtu") != mtu:
+        commands.append(["ip", "link", "set", "dev", name, "mtu", str(mtu)])
+    if "UP" not in link.get("flags", []):
+        commands.append(["ip", "link", "set", "dev", name, "up"])
+    if forward:
+        sysctl = (
+            "net.ipv4.ip_forward"
+            if wanted.version == 4
+            else "net.ipv6.conf.all.forwarding"
+        )
+        if _run(["sysctl", "-n", sysctl], netns=pod_netns).stdout.strip() != "1":
+            commands.append(["sysctl", "-q", "-w", f"{sysctl}=1"])
+    if not check_mode:
+        for argv in commands:
+            _run(argv, netns=pod_netns)
+    return bool(commands)
+
+
+def ensure_interface(
+    *,
+    name: str,
+    node_netns: str | None,
+    pod_netns: str,
+    address: str,
+    mtu: int,
+    listen_port: int,
+    private_key: str,
+    peers: list[Peer],
+    forward: bool,
+    check_mode: bool = False,
+) -> dict:
+    """Make interface ``name`` in the pod's namespace match the arguments; idempotent.
+
+    Absent: created in ``node_netns`` (kernel WireGuard if available, else wireguard-go),
+    given its MTU, moved into ``pod_netns``, then configured with ``wg setconf``, its
+    ``address`` and brought up. Present: only what differs is changed, peers through
+    ``wg syncconf`` (existing sessions survive), the address, MTU, link state, and for
+    ``forward=True`` the namespace's IP forwarding (a hub relays between its clients;
+    ``forward=False`` leaves the sysctl alone, the pod may forward for its own reasons).
+
+    After applying, the live public key must equal the one of ``private_key``.
+    ``check_mode`` reports what would change and changes nothing.
+
+    Returns ``{'changed', 'created', 'peers_added', 'peers_removed', 'peers_updated',
+    'public_key'}``; the private key is never returned.
+    """
+    _validate(name, pod_netns, address, mtu, listen_port, private_key, peers)
+    secrets = (private_key,)
+    public_key = public_key_of(private_key)
+    if not _netns_alive(pod_netns):
+        raise WireGuardError(f"pod network namespace {pod_netns} does not exist")
+    result = {
+        "changed": False,
+        "created": False,
+        "peers_added": [],
+        "peers_removed": [],
+        "peers_updated": [],
+        "public_key": public_key,
+    }
+
+    if _link(name, pod_netns) is None:
+        result.update(
+            changed=True, created=True, peers_added=[p.public_key for p in peers]
+        )
+        if check_mode:
+            return result
+        _clear_leftovers(name, node_netns, pod_netns)
+        _create_link(name, node_netns, mtu)
+        try:
+            _run(
+                ["ip", "link", "set", "dev", name, "netns", _netns_path(pod_netns)],
+                netns=node_netns,
+            )
+            config = render_setconf(
+                private_key=private_key, listen_port=listen_port, peers=peers
+            )
+            _apply_config(name, pod_netns, "setconf", config, secrets)
+            _sync_link(name, pod_netns, address, mtu, forward, check_mode=False)
+        except Exception:
+            # A half-made interface would make the next run think it exists; start clean.
+            _delete_everywhere(name, node_netns, pod_netns)
+            raise
+    else:
+        live_peers = _live_peers(name, pod_netns)
+        wanted = {p.public_key: p for p in peers}
+        result["peers_added"] = [k for k in wanted if k not in live_peers]
+        result["peers_removed"] = sorted(k for k in live_peers if k not in wanted)
+        result["peers_updated"] = [
+            k
+            for k, p in wanted.items()
+            if k in live_peers and _peer_differs(p, live_peers[k])
+        ]
+        key_differs = interface_public_key(name=name, pod_netns=pod_netns) != public_key
+        port_differs = (
+            int(_wg_show(name, pod_netns, "listen-port")[0][0]) != listen_port
+        )
+        wg_changed = bool(
+            key_differs
+            or port_differs
+            or result["peers_added"]
+            or result["peers_removed"]
+            or result["peers_updated"]
+        )
+        if wg_changed and not check_mode:
+            # syncconf leaves fields it is not given alone; an explicit keepalive of 0 is
+            # needed to switch a live keepalive off.
+            sync_peers = [
+                dataclasses.replace(p, persistent_keepalive=p.persistent_keepalive or 0)
+                for p in peers
+            ]
+            config = render_setconf(
+                private_key=private_key if key_differs else None,
+                listen_port=listen_port if port_differs else None,
+                peers=sync_peers,
+            )
+            _apply_config(name, pod_netns, "syncconf", config, secrets)
+        link_changed = _sync_link(name, pod_netns, address, mtu, forward, check_mode)
+        result["changed"] = wg_changed or link_changed
+        if check_mode:
+            return result
+
+    live_key = interface_public_key(name=name, pod_netns=pod_netns)
+    if live_key != public_key:
+        raise WireGuardError(
+            f"interface {name} in {pod_netns} reports public key {live_key} after apply, "
+            f"but the configured private key's public key is {public_key}"
+        )
+    return result
+
+
+def _clear_leftovers(name: str, node_netns: str | None, pod_netns: str) -> None:
+    """Before creating: remove traces of an earlier half-finished or orphaned interface."""
+    node_path = None if node_netns is None else _netns_path(node_netns)
+    # Created but never moved (a run died in between): it carries nothing yet.
+    if _netns_path(pod_netns) != node_path and _link(name, node_netns) is not None:
+        _run(["ip", "link", "del", "dev", name], netns=node_netns)
+    _reap_orphans(name)
+    if any(_tun_attached(pid, name) for pid in _wireguard_go_pids(name)):
+        raise WireGuardError(
+            f"interface name {name} is in use by a wireguard-go process for a link outside "
+            f"{pod_netns}; wireguard-go names must be unique machine-wide"
+        )
+    _remove_stale_socket(name)
+
+
+def _delete_everywhere(name: str, node_netns: str | None, pod_netns: str) -> None:
+    for netns in (pod_netns, node_netns):
+        if _link(name, netns) is not None:
+            _run(["ip", "link", "del", "dev", name], netns=netns, check=False)
+    _reap_orphans(name)
+    _remove_stale_socket(name)
+
+
+def remove_interface(*, name: str, pod_netns: str) -> bool:
+    """Delete interface ``name`` from the pod and whatever wireguard-go left; idempotent.
+
+    Works when the pod's namespace is already gone (its links died with it; a lingering
+    wireguard-go process or socket is still cleaned up). A wireguard-go process that still
+    holds a live link of that name elsewhere is left alone. Returns True if anything was
+    removed.
+    """
+    _check_name(name)
+    removed = False
+    if _link(name, pod_netns) is not None:
+        _run(["ip", "link", "del", "dev", name], netns=pod_netns)
+        removed = True
+    # wireguard-go exits by itself once its TUN link is gone; _reap_orphans waits for
+    # that and stops only the ones that did not.
+    removed |= _reap_orphans(name)
+    removed |= _remove_stale_socket(name)
+    return removed
