@@ -262,8 +262,10 @@ class Testbed:
         self._remember_netns(netns)
         run("ip", "netns", "add", netns)
         run("ip", "-n", netns, "link", "set", "lo", "up")
-        # The pod's own address sits on a dummy link: pods reach each other only over overlays.
-        run("ip", "-n", netns, "link", "add", "eth0", "type", "dummy")
+        # Like a CNI, a veth to the node carries the pod's own address; pods of different
+        # nodes are not routed to each other: they meet only over dtService overlays.
+        run("ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name",
+            f"vpod{pod_index}-{generation}"[:15], "netns", node.netns)
         run("ip", "-n", netns, "addr", "add", f"{pod_ip}/32", "dev", "eth0")
         run("ip", "-n", netns, "link", "set", "eth0", "up")
         netns_path = f"/run/netns/{netns}"

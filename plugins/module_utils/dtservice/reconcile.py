@@ -23,6 +23,8 @@ PUBLIC_KEY_ANNOTATION = "sid.sightlineinnovation.com/public-key"
 PRIVATE_KEY_FIELD = "privatekey"
 MAX_ATTEMPTS = 20
 WAITING_STATES = {"WaitingForPod", "Pending"}
+# The seed's happy path shows `Events: <none>`: only states a user must act on or wait for get one.
+QUIET_STATES = {"Connected", "Pending"}
 
 
 def key_secret_name(service: str) -> str:
@@ -307,7 +309,7 @@ class NodeReconciler:
             self._remember(self.node, self.cluster.replace_service_status(self.node, body))
         except Conflict:
             return  # the next pass writes it; the object moved on under us
-        if outcome.status != "Connected":
+        if outcome.status not in QUIET_STATES:
             self.cluster.record_event(self.node, service=service, reason=outcome.status,
                                       message=outcome.message or outcome.status,
                                       warning=outcome.status not in WAITING_STATES)

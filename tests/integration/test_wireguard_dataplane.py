@@ -1,0 +1,366 @@
+"""Real data-plane tests of dtservice/wireguard.py: wireguard-go in network namespaces.
+
+Needs root (network namespaces, TUN). Builds its own underlay (netns_fixture.py):
+three "node" namespaces on a bridge with 198.18.1.10-12, one "pod" namespace per node.
+Every interface is made and changed ONLY through the wireguard.py API; `ip`/`wg`/`ping`
+are used directly only to observe and to generate traffic.
+
+Topology (the seed's hub and spoke): hub in pod0 = 100.96.250.1/24, clients in pod1
+(.2) and pod2 (.3); the hub forwards between clients. The tests run in file order and
+share the topology; each one states what it proves.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parents[1] / "plugins" / "module_utils"))
+sys.path.insert(0, str(HERE))
+
+from netns_fixture import SOCKET_DIR, Underlay, in_ns, wireguard_go_pids  # noqa: I001
+
+from dtservice import wireguard
+from dtservice.keys import generate_private_key, public_key_of
+from dtservice.wireguard import Peer, WireGuardError
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (netns, TUN devices)")
+
+HUB, C1, C2 = "100.96.250.1", "100.96.250.2", "100.96.250.3"
+HUB_PORT = 51820
+MTU = 1380
+HANDSHAKE_TIMEOUT = 20.0
+
+
+class Federation:
+    """The shared state: underlay, keys and the arguments each interface was applied with."""
+
+    def __init__(self, underlay: Underlay):
+        self.ul = underlay
+        self.keys = {role: generate_private_key() for role in ("hub", "c1", "c2")}
+        self.names = {role: underlay.ifname(role) for role in ("hub", "c1", "c2")}
+        self.extra_peers: list[Peer] = []
+
+    def pub(self, role: str) -> str:
+        return public_key_of(self.keys[role])
+
+    def hub_args(self) -> dict:
+        clients = [
+            Peer(public_key=self.pub("c1"), allowed_ips=[f"{C1}/32"]),
+            Peer(public_key=self.pub("c2"), allowed_ips=[f"{C2}/32"]),
+        ]
+        return {
+            "name": self.names["hub"],
+            "node_netns": self.ul.node(0),
+            "pod_netns": self.ul.pod_path(0),
+            "address": f"{HUB}/24",
+            "mtu": MTU,
+            "listen_port": HUB_PORT,
+            "private_key": self.keys["hub"],
+            "peers": clients + self.extra_peers,
+            "forward": True,
+        }
+
+    def client_args(self, i: int) -> dict:
+        role = f"c{i}"
+        hub = Peer(
+            public_key=self.pub("hub"),
+            allowed_ips=["100.96.250.0/24"],
+            endpoint=f"{self.ul.node_address(0)}:{HUB_PORT}",
+            persistent_keepalive=25,
+        )
+        return {
+            "name": self.names[role],
+            "node_netns": self.ul.node(i),
+            "pod_netns": self.ul.pod_path(i),
+            "address": f"100.96.250.{1 + i}/24",
+            "mtu": MTU,
+            "listen_port": HUB_PORT + i,
+            "private_key": self.keys[role],
+            "peers": [hub],
+            "forward": False,
+        }
+
+
+@pytest.fixture(scope="module")
+def fed():
+    underlay = Underlay(nodes=3)
+    try:
+        underlay.build()
+        yield Federation(underlay)
+    finally:
+        underlay.destroy()
+
+
+def ping(netns: str, dest: str, *extra: str, count: int = 3) -> tuple[int, int]:
+    """(transmitted, received) of a ping run inside ``netns``."""
+    out = in_ns(netns, "ping", "-n", "-c", str(count), "-W", "2", *extra, dest, check=False)
+    match = re.search(r"(\d+) packets transmitted, (\d+) received", out.stdout)
+    assert match, out.stdout + out.stderr
+    return int(match.group(1)), int(match.group(2))
+
+
+def wait_handshakes(name: str, pod_netns: str, peers: list[str]) -> float:
+    """Poll latest_handshakes until every peer has one; returns seconds waited."""
+    start = time.monotonic()
+    while True:
+        shakes = wireguard.latest_handshakes(name=name, pod_netns=pod_netns)
+        if all(shakes.get(p, 0) > 0 for p in peers):
+            return time.monotonic() - start
+        if time.monotonic() - start > HANDSHAKE_TIMEOUT:
+            pytest.fail(f"no handshake on {name} within {HANDSHAKE_TIMEOUT}s: {shakes}")
+        time.sleep(0.2)
+
+
+def udp_ports(netns: str) -> str:
+    return in_ns(netns, "ss", "-Hlun").stdout
+
+
+# ------------------------------------------------------------------------------ tests
+
+
+def test_create_hub_and_clients_keeps_key_out_of_argv(fed, monkeypatch):
+    """Creation through the API: result contract, no private key in any argv or result,
+    UDP sockets in the node namespaces, interfaces in the pods, handshakes happen."""
+    seen_argv: list[list[str]] = []
+    real_run = subprocess.run
+
+    def spy(argv, *args, **kwargs):
+        seen_argv.append(list(argv))
+        return real_run(argv, *args, **kwargs)
+
+    monkeypatch.setattr(wireguard.subprocess, "run", spy)
+    results = {
+        "hub": wireguard.ensure_interface(**fed.hub_args()),
+        "c1": wireguard.ensure_interface(**fed.client_args(1)),
+        "c2": wireguard.ensure_interface(**fed.client_args(2)),
+    }
+    monkeypatch.undo()
+
+    for role, result in results.items():
+        assert result["changed"] and result["created"], result
+        assert result["public_key"] == fed.pub(role)
+        assert result["peers_removed"] == []
+        assert fed.keys[role] not in repr(result)
+        assert not any(fed.keys[role] in arg for argv in seen_argv for arg in argv)
+    assert sorted(results["hub"]["peers_added"]) == sorted([fed.pub("c1"), fed.pub("c2")])
+    assert any(argv[-3:-1] == ["wireguard-go", fed.names["hub"]][:2] or
+               "wireguard-go" in argv for argv in seen_argv)
+
+    for i, role in enumerate(("hub", "c1", "c2")):
+        name = fed.names[role]
+        assert wireguard.interface_exists(name=name, pod_netns=fed.ul.pod_path(i))
+        assert wireguard.interface_public_key(name=name, pod_netns=fed.ul.pod_path(i)) == fed.pub(role)
+        # The link lives in the pod, not in the node ...
+        assert in_ns(fed.ul.node(i), "ip", "link", "show", name, check=False).returncode != 0
+        link = in_ns(fed.ul.pod(i), "ip", "-o", "link", "show", name).stdout
+        assert f"mtu {MTU}" in link and ",UP" in link
+        # ... while its UDP socket stays on the node, where the underlay address is.
+        assert f":{HUB_PORT + i}" in udp_ports(fed.ul.node(i))
+        assert f":{HUB_PORT + i}" not in udp_ports(fed.ul.pod(i))
+        assert len(wireguard_go_pids(name)) == 1
+    assert in_ns(fed.ul.pod(0), "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
+    assert in_ns(fed.ul.pod(1), "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+
+    waited = wait_handshakes(fed.names["hub"], fed.ul.pod_path(0), [fed.pub("c1"), fed.pub("c2")])
+    print(f"handshakes after {waited:.2f}s")
+
+
+def test_ping_hub_and_client_to_client_through_hub(fed):
+    assert ping(fed.ul.pod(1), HUB) == (3, 3)
+    assert ping(fed.ul.pod(2), HUB) == (3, 3)
+    assert ping(fed.ul.pod(1), C2) == (3, 3)  # pod1 -> hub -> pod2
+    assert ping(fed.ul.pod(2), C1) == (3, 3)
+
+
+TCP_SERVER = """
+import hashlib, socket, sys
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2]))); srv.listen(1)
+print("ready", flush=True)
+srv.settimeout(20); conn, peer = srv.accept(); conn.settimeout(20)
+digest, total = hashlib.sha256(), 0
+while chunk := conn.recv(65536):
+    digest.update(chunk); total += len(chunk)
+conn.sendall(f"{total} {digest.hexdigest()} {peer[0]}".encode()); conn.close()
+"""
+
+TCP_CLIENT = """
+import hashlib, os, socket, sys
+data = os.urandom(int(sys.argv[3]))
+conn = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+conn.sendall(data); conn.shutdown(socket.SHUT_WR)
+reply = b""
+while chunk := conn.recv(4096):
+    reply += chunk
+print(len(data), hashlib.sha256(data).hexdigest(), reply.decode())
+"""
+
+
+def test_tcp_stream_between_clients_through_hub(fed):
+    """1 MiB over TCP from pod1 to pod2, relayed by the hub; both ends agree on the hash
+    and the server sees pod1's overlay address (no NAT anywhere)."""
+    server = subprocess.Popen(
+        ["ip", "netns", "exec", fed.ul.pod(2), sys.executable, "-c", TCP_SERVER, C2, "5001"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        out = in_ns(fed.ul.pod(1), sys.executable, "-c", TCP_CLIENT, C2, "5001", str(1 << 20))
+        sent, sent_hash, got, got_hash, peer = out.stdout.split()
+        assert (sent, sent_hash) == (got, got_hash)
+        assert int(got) == 1 << 20
+        assert peer == C1
+    finally:
+        server.kill()
+        server.communicate()
+
+
+def test_rerun_is_unchanged_and_check_mode_changes_nothing(fed):
+    for args in (fed.hub_args(), fed.client_args(1), fed.client_args(2)):
+        result = wireguard.ensure_interface(**args)
+        assert result["changed"] is False, result
+        assert result["created"] is False
+        assert result["peers_added"] == result["peers_removed"] == result["peers_updated"] == []
+
+    extra = Peer(public_key=public_key_of(generate_private_key()), allowed_ips=["100.96.250.99/32"])
+    args = fed.hub_args()
+    args["peers"] = [*args["peers"], extra]
+    args["mtu"] = MTU - 100
+    result = wireguard.ensure_interface(**args, check_mode=True)
+    assert result["changed"] is True and result["peers_added"] == [extra.public_key]
+    live = wireguard.latest_handshakes(name=fed.names["hub"], pod_netns=fed.ul.pod_path(0))
+    assert extra.public_key not in live
+    assert f"mtu {MTU}" in in_ns(fed.ul.pod(0), "ip", "-o", "link", "show", fed.names["hub"]).stdout
+
+
+def test_adding_and_removing_peers_does_not_drop_live_traffic(fed):
+    """A 6 s ping at 20 packets/s from pod1 to pod2 (through the hub) while five peers are
+    added to and then removed from the hub with ensure_interface: zero packets lost."""
+    count = 120
+    pinger = subprocess.Popen(
+        ["ip", "netns", "exec", fed.ul.pod(1), "ping", "-n", "-i", "0.05", "-c", str(count),
+         "-W", "2", C2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(1.0)
+        fed.extra_peers = [
+            Peer(public_key=public_key_of(generate_private_key()),
+                 allowed_ips=[f"100.96.250.{10 + i}/32"])
+            for i in range(5)
+        ]
+        added = wireguard.ensure_interface(**fed.hub_args())
+        assert added["changed"] and not added["created"]
+        assert sorted(added["peers_added"]) == sorted(p.public_key for p in fed.extra_peers)
+        live = wireguard.latest_handshakes(name=fed.names["hub"], pod_netns=fed.ul.pod_path(0))
+        assert len(live) == 7
+        time.sleep(1.5)
+        gone = [p.public_key for p in fed.extra_peers]
+        fed.extra_peers = []
+        removed = wireguard.ensure_interface(**fed.hub_args())
+        assert sorted(removed["peers_removed"]) == sorted(gone)
+        assert removed["peers_added"] == []
+        out, err = pinger.communicate(timeout=30)
+    finally:
+        if pinger.poll() is None:
+            pinger.kill()
+            pinger.communicate()
+    match = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert match, out + err
+    assert (int(match.group(1)), int(match.group(2))) == (count, count), out.splitlines()[-2:]
+    live = wireguard.latest_handshakes(name=fed.names["hub"], pod_netns=fed.ul.pod_path(0))
+    assert set(live) == {fed.pub("c1"), fed.pub("c2")}
+
+
+def _tx_bytes(name: str, netns: str) -> int:
+    out = in_ns(netns, "wg", "show", name, "transfer").stdout.split()
+    return int(out[2])
+
+
+def test_cryptokey_routing_drops_spoofed_source(fed):
+    """pod2 sends with pod1's overlay address: the packets leave pod2 encrypted (its tx
+    counter grows) but the hub drops them (source not in client2's AllowedIPs)."""
+    name, pod = fed.names["c2"], fed.ul.pod(2)
+    in_ns(pod, "ip", "addr", "add", f"{C1}/32", "dev", name)
+    before = _tx_bytes(name, pod)
+    assert ping(pod, HUB, "-I", C1) == (3, 0)
+    assert _tx_bytes(name, pod) > before + 3 * 64
+    assert ping(pod, HUB) == (3, 3)  # the genuine source still works
+
+    # ensure_interface converges the address set back (the stray address goes).
+    result = wireguard.ensure_interface(**fed.client_args(2))
+    assert result["changed"] is True and result["peers_added"] == []
+    assert f"{C1}/32" not in in_ns(pod, "ip", "-o", "addr", "show", "dev", name).stdout
+    assert wireguard.ensure_interface(**fed.client_args(2))["changed"] is False
+
+
+def test_key_rotation_in_place(fed):
+    """A new private key for client1 is applied without recreating its interface; the hub
+    learns the new public key, a new handshake follows and traffic flows again."""
+    old_pub = fed.pub("c1")
+    pids_before = wireguard_go_pids(fed.names["c1"])
+    fed.keys["c1"] = generate_private_key()
+    result = wireguard.ensure_interface(**fed.client_args(1))
+    assert result["changed"] and not result["created"]
+    assert result["public_key"] == fed.pub("c1") != old_pub
+    assert wireguard_go_pids(fed.names["c1"]) == pids_before
+    hub = wireguard.ensure_interface(**fed.hub_args())
+    assert hub["peers_added"] == [fed.pub("c1")] and hub["peers_removed"] == [old_pub]
+    assert ping(fed.ul.pod(1), HUB, count=5)[1] >= 4  # the first may wait for the handshake
+    wait_handshakes(fed.names["hub"], fed.ul.pod_path(0), [fed.pub("c1")])
+    assert ping(fed.ul.pod(1), C2) == (3, 3)
+
+
+def test_errors_name_no_secret(fed):
+    args = fed.client_args(1)
+    with pytest.raises(WireGuardError) as info:
+        wireguard.ensure_interface(**{**args, "pod_netns": "/var/run/netns/dtwgtest-absent"})
+    assert fed.keys["c1"] not in str(info.value)
+    with pytest.raises(WireGuardError) as info:
+        wireguard.ensure_interface(**{**args, "private_key": "x" * 44})
+    assert "x" * 44 not in str(info.value)
+    with pytest.raises(WireGuardError):
+        wireguard.ensure_interface(**{**args, "name": "much-too-long-name"})
+
+
+def _assert_gone(name: str, pod_netns: str | None) -> None:
+    if pod_netns is not None and os.path.exists(pod_netns):
+        assert not wireguard.interface_exists(name=name, pod_netns=pod_netns)
+    assert not os.path.exists(os.path.join(SOCKET_DIR, f"{name}.sock"))
+    assert wireguard_go_pids(name) == []
+
+
+def test_remove_interface_leaves_nothing(fed):
+    """remove_interface: link, socket and process gone; idempotent; also when the pod's
+    namespace has already been deleted; the remaining tunnel keeps working."""
+    name2, pod2 = fed.names["c2"], fed.ul.pod_path(2)
+    assert wireguard.remove_interface(name=name2, pod_netns=pod2) is True
+    _assert_gone(name2, pod2)
+    assert wireguard.remove_interface(name=name2, pod_netns=pod2) is False
+    assert ping(fed.ul.pod(1), HUB) == (3, 3)
+
+    # The pod dies first (its namespace is deleted), the agent cleans up afterwards.
+    name1, pod1 = fed.names["c1"], fed.ul.pod_path(1)
+    subprocess.run(["ip", "netns", "del", fed.ul.pod(1)], check=True)
+    fed.ul.created.remove(fed.ul.pod(1))
+    wireguard.remove_interface(name=name1, pod_netns=pod1)
+    _assert_gone(name1, None)
+    assert wireguard.remove_interface(name=name1, pod_netns=pod1) is False
+
+    name0, pod0 = fed.names["hub"], fed.ul.pod_path(0)
+    assert wireguard.remove_interface(name=name0, pod_netns=pod0) is True
+    _assert_gone(name0, pod0)
+    assert f":{HUB_PORT}" not in udp_ports(fed.ul.node(0))
+    assert fed.ul.destroy() == []  # nothing had to be forced
