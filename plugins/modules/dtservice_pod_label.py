@@ -7,9 +7,10 @@ DOCUMENTATION = r"""
 module: dtservice_pod_label
 short_description: Label pods with their dtService role
 description:
-  - Merges C(sid.sightline.dtservice.<id>: server|client) labels into pods (one patch per pod
-    whose labels differ) and removes C(sid.sightline.dtservice.*) labels of dtServices that
-    no longer attach the pod. Supports check mode (server-side dry run) and diff mode.
+  - "Merges C(sid.sightline.dtservice.<id>) labels (value C(server) or C(client)) into pods,
+    one patch per pod whose labels differ, and removes C(sid.sightline.dtservice.*) labels of
+    dtServices that no longer attach the pod. Supports check mode (server-side dry run) and
+    diff mode."
 options:
   node:
     description: The node whose pods are labelled.

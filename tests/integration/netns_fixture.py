@@ -101,10 +101,30 @@ class Underlay:
         for i in range(self.nodes):
             self._add_ns(self.node(i))
             self._add_ns(self.pod(i))
-            in_ns(ul, "ip", "link", "add", f"v{i}", "type", "veth",
-                  "peer", "name", "eth0", "netns", self.node(i))
+            in_ns(
+                ul,
+                "ip",
+                "link",
+                "add",
+                f"v{i}",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                self.node(i),
+            )
             in_ns(ul, "ip", "link", "set", f"v{i}", "master", "br0", "up")
-            in_ns(self.node(i), "ip", "addr", "add", f"{self.node_address(i)}/24", "dev", "eth0")
+            in_ns(
+                self.node(i),
+                "ip",
+                "addr",
+                "add",
+                f"{self.node_address(i)}/24",
+                "dev",
+                "eth0",
+            )
             in_ns(self.node(i), "ip", "link", "set", "eth0", "up")
         # The underlay itself must work before WireGuard is blamed for anything.
         for i in range(1, self.nodes):

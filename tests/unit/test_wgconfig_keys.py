@@ -13,9 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 # The core is plain Python under plugins/module_utils, importable without Ansible.
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils")
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
 
 from dtservice import wgconfig
 from dtservice.keys import generate_private_key, is_valid_key, public_key_of
@@ -50,9 +48,7 @@ def test_generated_keys_are_valid_distinct_and_clamped():
         assert is_valid_key(public_key_of(key))
 
 
-@pytest.mark.skipif(
-    shutil.which("wg") is None, reason="wg (wireguard-tools) not installed"
-)
+@pytest.mark.skipif(shutil.which("wg") is None, reason="wg (wireguard-tools) not installed")
 def test_public_key_agrees_with_wg_pubkey():
     for _ in range(5):
         private = generate_private_key()
@@ -160,13 +156,9 @@ def test_setconf_exact_text():
 
 
 def test_setconf_omits_unset_interface_fields_and_empty_allowed_ips():
-    text = render_setconf(
-        private_key=None, listen_port=None, peers=[Peer(public_key=C1, allowed_ips=[])]
-    )
+    text = render_setconf(private_key=None, listen_port=None, peers=[Peer(public_key=C1, allowed_ips=[])])
     assert text == f"[Interface]\n\n[Peer]\nPublicKey = {C1}\n"
-    assert (
-        render_setconf(private_key=None, listen_port=None, peers=[]) == "[Interface]\n"
-    )
+    assert render_setconf(private_key=None, listen_port=None, peers=[]) == "[Interface]\n"
 
 
 def test_keepalive_zero_is_rendered():
@@ -174,9 +166,7 @@ def test_keepalive_zero_is_rendered():
     text = render_setconf(
         private_key=None,
         listen_port=None,
-        peers=[
-            Peer(public_key=C1, allowed_ips=["100.96.250.2/32"], persistent_keepalive=0)
-        ],
+        peers=[Peer(public_key=C1, allowed_ips=["100.96.250.2/32"], persistent_keepalive=0)],
     )
     assert "PersistentKeepalive = 0\n" in text
 
@@ -319,9 +309,7 @@ peers_strategy = st.lists(
     peers=peers_strategy,
 )
 def test_setconf_round_trips(private, port, peers):
-    interface, parsed = _parse(
-        render_setconf(private_key=private, listen_port=port, peers=peers)
-    )
+    interface, parsed = _parse(render_setconf(private_key=private, listen_port=port, peers=peers))
     assert interface.get("PrivateKey") == private
     assert interface.get("ListenPort") == (None if port is None else str(port))
     assert len(parsed) == len(peers)
@@ -331,11 +319,7 @@ def test_setconf_round_trips(private, port, peers):
         assert (allowed.split(", ") if allowed else []) == peer.allowed_ips
         assert fields.get("Endpoint") == peer.endpoint
         keepalive = fields.get("PersistentKeepalive")
-        assert keepalive == (
-            None
-            if peer.persistent_keepalive is None
-            else str(peer.persistent_keepalive)
-        )
+        assert keepalive == (None if peer.persistent_keepalive is None else str(peer.persistent_keepalive))
 
 
 @given(private=b64_keys, peers=peers_strategy)

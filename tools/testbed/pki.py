@@ -31,7 +31,7 @@ def _write_cert(path: Path, cert: x509.Certificate) -> str:
 
 def _issue(*, subject: x509.Name, key, ca_cert: x509.Certificate | None, ca_key, usages: list,
            sans: list | None = None, is_ca: bool = False) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (x509.CertificateBuilder()
                .subject_name(subject)
                .issuer_name(ca_cert.subject if ca_cert else subject)

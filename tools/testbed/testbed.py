@@ -25,12 +25,12 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +43,9 @@ POD_NETWORK = ipaddress.ip_network("198.19.0.0/16")
 PROVISIONER_USER = "dtservice-provisioner"
 DEFAULT_DIR = "/tmp/dtservice-testbed"
 PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
+# Enough of a controller manager for namespaces and owned objects to really go away.
+KUBE_CONTROLLERS = ("namespace-controller", "garbage-collector-controller", "serviceaccount-controller",
+                    "serviceaccount-token-controller")
 
 
 def log(message: str) -> None:
@@ -189,10 +192,11 @@ class Testbed:
         log(f"cluster{index}: starting kube-controller-manager")
         self._spawn(cluster_dir / "kube-controller-manager.log", str(bin_dir / "kube-controller-manager"),
                     "--kubeconfig", str(cluster_dir / "system-kube-controller-manager.kubeconfig"),
-                    "--controllers", "namespace-controller,garbage-collector-controller,serviceaccount-controller,serviceaccount-token-controller",
+                    "--controllers", ",".join(KUBE_CONTROLLERS),
                     "--service-account-private-key-file", pki["sa_private"],
                     "--root-ca-file", pki["ca_cert"],
                     "--leader-elect=false", "--bind-address", "127.0.0.1", "--secure-port", "0",
+                    "--use-service-account-credentials=true",
                     "--v", "1")
 
     def _spawn(self, log_path: Path, *argv: str) -> None:
@@ -289,7 +293,7 @@ class Testbed:
         return netns_path
 
     def _mark_running(self, node: Node, pod: str, pod_ip: str) -> None:
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         status = {"status": {
             "phase": "Running", "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
             "hostIP": node.address, "hostIPs": [{"ip": node.address}], "startTime": now,

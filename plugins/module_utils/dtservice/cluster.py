@@ -161,7 +161,7 @@ class Cluster:
     def record_event(self, node: NodeRef, *, service: dict, reason: str, message: str,
                      warning: bool) -> None:
         """A core/v1 Event on the dtService, as `kubectl describe` lists them."""
-        now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         meta = service["metadata"]
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": node.namespace},

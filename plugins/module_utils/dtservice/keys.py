@@ -46,9 +46,7 @@ def is_valid_key(text: str) -> bool:
 def generate_private_key() -> str:
     """A new random X25519 private key in WireGuard's base64 form, clamped like ``wg genkey``."""
     raw = bytearray(
-        X25519PrivateKey.generate().private_bytes(
-            _RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption()
-        )
+        X25519PrivateKey.generate().private_bytes(_RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption())
     )
     # Same clamping as wg genkey: the public key is unaffected (X25519 clamps anyway), but
     # the stored form then matches what `wg show IF private-key` prints back.
@@ -66,6 +64,4 @@ def public_key_of(private_key: str) -> str:
     if raw is None:
         raise ValueError("not a WireGuard private key (expected base64 of 32 bytes)")
     public = X25519PrivateKey.from_private_bytes(raw).public_key()
-    return base64.b64encode(
-        public.public_bytes(_RAW, serialization.PublicFormat.Raw)
-    ).decode("ascii")
+    return base64.b64encode(public.public_bytes(_RAW, serialization.PublicFormat.Raw)).decode("ascii")

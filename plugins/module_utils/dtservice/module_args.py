@@ -5,7 +5,8 @@ Owns the shape of a federation node as a module sees it (the inventory host's
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 NODE_OPTIONS = {
     "name": {"type": "str", "required": True},

@@ -8,8 +8,9 @@ Addresses and ports come from ``addressing``; reading and writing is ``reconcile
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .addressing import interface_name, peer_id, peer_label_key, server_address
 
@@ -160,7 +161,8 @@ def declared_plan(*, domains: Iterable[Mapping[str, Any]], nodes: Mapping[str, M
             raise PlanError("Failed", f"dtDomain {domain['name']!r} is declared twice")
         unknown = [m for m in domain["members"] if m not in nodes]
         if unknown:
-            raise PlanError("Failed", f"dtDomain {domain['name']!r} lists members that are not inventory hosts: {unknown}")
+            raise PlanError("Failed", f"dtDomain {domain['name']!r} lists members that are not "
+                            f"inventory hosts: {unknown}")
         by_name[domain["name"]] = domain
     networks: dict[str, DeclaredNetwork] = {}
     for node in node_order:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import base64
 import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from . import addressing, keys, plan
 from .cluster import API_VERSION, Cluster, Conflict, NodeRef

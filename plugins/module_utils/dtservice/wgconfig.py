@@ -2,10 +2,12 @@
 
 This module owns the two text forms of an interface's configuration:
 
-- ``render_setconf``: the form ``wg setconf`` / ``wg syncconf`` read ([Interface]
-  PrivateKey and ListenPort, each optional so that a sync can leave them untouched;
-  [Peer] PublicKey, AllowedIPs, optional Endpoint and PersistentKeepalive). It may contain
-  the private key: callers write it to a 0600 file and delete it after use.
+- ``render_setconf``: the form ``wg setconf`` / ``wg syncconf`` / ``wg addconf`` read
+  ([Interface] PrivateKey and ListenPort; [Peer] PublicKey, AllowedIPs, optional Endpoint
+  and PersistentKeepalive). PrivateKey and ListenPort may be left out, which only means
+  "unchanged" to ``wg addconf``: ``setconf``/``syncconf`` reset an absent PrivateKey to
+  none and an absent ListenPort to a random port. It may contain the private key: callers
+  write it to a 0600 file and delete it after use.
 - ``render_wg_quick``: a ``wg-quick(8)`` file a person can read and reuse (adds Address and
   MTU). The private key is never in it; a comment and a ``PostUp`` line name the file the
   key is read from, so the text is safe to show in logs, reports and diffs.
@@ -95,9 +97,7 @@ _ENV = SandboxedEnvironment(
 )
 
 # host:port with a literal IPv4, a bracketed IPv6 or a DNS name; no whitespace anywhere.
-_ENDPOINT = re.compile(
-    r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$"
-)
+_ENDPOINT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$")
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _PATH = re.compile(r"^/\S*$")
 
@@ -106,11 +106,7 @@ def _check_port(value: int | None, what: str, *, allow_zero: bool) -> None:
     if value is None:
         return
     low = 0 if allow_zero else 1
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not low <= value <= 65535
-    ):
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 65535:
         raise ValueError(f"{what} must be an integer {low}..65535, got {value!r}")
 
 
@@ -130,28 +126,18 @@ class Peer:
 
     def __post_init__(self) -> None:
         if not is_valid_key(self.public_key):
-            raise ValueError(
-                f"peer public key {self.public_key!r} is not a WireGuard key"
-            )
+            raise ValueError(f"peer public key {self.public_key!r} is not a WireGuard key")
         if isinstance(self.allowed_ips, str):
             raise TypeError("allowed_ips must be a list of networks, not a string")
         for net in self.allowed_ips:
             try:
                 ipaddress.ip_network(net, strict=False)
             except (TypeError, ValueError) as exc:
-                raise ValueError(
-                    f"peer {self.public_key}: bad allowed IP {net!r}"
-                ) from exc
+                raise ValueError(f"peer {self.public_key}: bad allowed IP {net!r}") from exc
         if self.endpoint is not None:
-            match = (
-                _ENDPOINT.match(self.endpoint)
-                if isinstance(self.endpoint, str)
-                else None
-            )
+            match = _ENDPOINT.match(self.endpoint) if isinstance(self.endpoint, str) else None
             if match is None or not 1 <= int(match.group(1)) <= 65535:
-                raise ValueError(
-                    f"peer {self.public_key}: bad endpoint {self.endpoint!r}"
-                )
+                raise ValueError(f"peer {self.public_key}: bad endpoint {self.endpoint!r}")
         _check_port(self.persistent_keepalive, "persistent_keepalive", allow_zero=True)
 
 
@@ -165,10 +151,10 @@ def _check_peers(peers: Sequence[Peer]) -> None:
         seen.add(peer.public_key)
 
 
-def render_setconf(
-    *, private_key: str | None, listen_port: int | None, peers: Sequence[Peer]
-) -> str:
-    """The ``wg setconf``/``wg syncconf`` text; None leaves that interface field unchanged.
+def render_setconf(*, private_key: str | None, listen_port: int | None, peers: Sequence[Peer]) -> str:
+    """The ``wg setconf``/``syncconf``/``addconf`` text; None leaves that line out.
+
+    Leaving PrivateKey or ListenPort out keeps the live value only with ``wg addconf``.
 
     Contains the private key when one is given: write it only to a private 0600 file.
     """
@@ -176,9 +162,7 @@ def render_setconf(
         raise ValueError("private_key is not a WireGuard key")
     _check_port(listen_port, "listen_port", allow_zero=False)
     _check_peers(peers)
-    return _ENV.get_template("setconf").render(
-        private_key=private_key, listen_port=listen_port, peers=list(peers)
-    )
+    return _ENV.get_template("setconf").render(private_key=private_key, listen_port=listen_port, peers=list(peers))
 
 
 def render_wg_quick(
@@ -196,9 +180,7 @@ def render_wg_quick(
     that uses the file; only the path is written.
     """
     if not isinstance(interface_name, str) or not _IFNAME.match(interface_name):
-        raise ValueError(
-            f"bad interface name {interface_name!r} (1..15 of [A-Za-z0-9_.-])"
-        )
+        raise ValueError(f"bad interface name {interface_name!r} (1..15 of [A-Za-z0-9_.-])")
     try:
         ipaddress.ip_interface(address)
     except (TypeError, ValueError) as exc:
@@ -206,9 +188,7 @@ def render_wg_quick(
     if isinstance(mtu, bool) or not isinstance(mtu, int) or not 576 <= mtu <= 65535:
         raise ValueError(f"mtu must be an integer 576..65535, got {mtu!r}")
     if not isinstance(private_key_path, str) or not _PATH.match(private_key_path):
-        raise ValueError(
-            f"private_key_path must be an absolute path, got {private_key_path!r}"
-        )
+        raise ValueError(f"private_key_path must be an absolute path, got {private_key_path!r}")
     _check_port(listen_port, "listen_port", allow_zero=False)
     _check_peers(peers)
     return _ENV.get_template("wg-quick").render(

@@ -6,8 +6,9 @@ This module owns every change made to a live interface, through ``ip``, ``wg`` a
 - ``ensure_interface`` creates an interface in the *node's* network namespace, so its UDP
   socket is bound there (kernel WireGuard keeps the socket in the namespace the link was
   created in; ``wireguard-go`` keeps it in the namespace of its process), moves it into the
-  pod's namespace and configures it; on later runs it changes only what differs, with
-  ``wg syncconf``, never by recreating the interface, so live tunnels are not disturbed;
+  pod's namespace and configures it (``wg setconf``); on later runs it changes only what
+  differs, never by recreating the interface, so live tunnels are not disturbed: new or
+  changed peers through ``wg addconf``, departed ones through ``wg set ... remove``;
 - ``remove_interface`` deletes it and anything ``wireguard-go`` left behind;
 - ``interface_exists``, ``interface_public_key`` and ``latest_handshakes`` read state.
 
@@ -22,7 +23,10 @@ an exception message (``wg``'s stderr is scrubbed before it is quoted).
 WireGuard unless ``WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1``; its control sockets
 live in ``/var/run/wireguard`` for the whole machine, so ``wg`` finds an interface by
 name from any namespace and names must be unique machine-wide; setting ``listen_port``
-always rebinds its socket, so a sync sends the port only when it really changes.
+always closes and reopens its UDP socket, even to the same port, dropping what arrives
+meanwhile. That is why live changes do not use ``wg syncconf``: wg-tools' setconf and
+syncconf always send ListenPort (and reset an absent PrivateKey), so syncconf would
+rebind the socket under every tunnel of the interface on each peer change.
 """
 
 from __future__ import annotations
@@ -117,9 +121,7 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
 
 def _check_name(name: str) -> None:
     if not isinstance(name, str) or not _IFNAME.match(name):
-        raise WireGuardError(
-            f"bad interface name {name!r}: 1..15 characters of [A-Za-z0-9_.-]"
-        )
+        raise WireGuardError(f"bad interface name {name!r}: 1..15 characters of [A-Za-z0-9_.-]")
 
 
 def _netns_alive(netns: str) -> bool:
@@ -143,9 +145,7 @@ def _wg_show(name: str, pod_netns: str, field: str) -> list[list[str]]:
     return [line.split("\t") for line in out.splitlines() if line.strip()]
 
 
-def _with_key_file(
-    text: str, secrets: Sequence[str], use: Callable[[str], object]
-) -> None:
+def _with_key_file(text: str, use: Callable[[str], object]) -> None:
     # tmpfs when available so the key never lands on a persistent disk; mkdtemp is 0700.
     base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
     tmpdir = tempfile.mkdtemp(prefix="dtwg-", dir=base)
@@ -159,12 +159,9 @@ def _with_key_file(
         shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def _apply_config(
-    name: str, pod_netns: str, verb: str, text: str, secrets: Sequence[str]
-) -> None:
+def _apply_config(name: str, pod_netns: str, verb: str, text: str, secrets: Sequence[str]) -> None:
     _with_key_file(
         text,
-        secrets,
         lambda path: _run(["wg", verb, name, path], netns=pod_netns, secrets=secrets),
     )
 
@@ -184,11 +181,7 @@ def _wireguard_go_pids(name: str) -> list[int]:
         except OSError:
             continue
         args = [a.decode(errors="replace") for a in args if a]
-        if (
-            len(args) >= 2
-            and os.path.basename(args[0]) == "wireguard-go"
-            and args[-1] == name
-        ):
+        if len(args) >= 2 and os.path.basename(args[0]) == "wireguard-go" and args[-1] == name:
             pids.append(int(entry))
     return pids
 
@@ -210,32 +203,48 @@ def _tun_attached(pid: int, name: str) -> bool:
     return False
 
 
+def _alive(pid: int) -> bool:
+    # A zombie counts as gone: it holds no socket or TUN, and reaping it is not ours to do.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def _wait_gone(pids: list[int], seconds: float) -> list[int]:
     deadline = time.monotonic() + seconds
-    alive = pids
+    alive = [p for p in pids if _alive(p)]
     while alive and time.monotonic() < deadline:
         time.sleep(0.1)
-        alive = [p for p in alive if os.path.exists(f"/proc/{p}")]
+        alive = [p for p in alive if _alive(p)]
     return alive
 
 
 def _reap_orphans(name: str) -> bool:
-    """Stop wireguard-go processes for ``name`` whose link is gone; True if any went away."""
-    orphans = [p for p in _wireguard_go_pids(name) if not _tun_attached(p, name)]
-    if not orphans:
+    """Stop wireguard-go processes for ``name`` whose link is gone; True if any went away.
+
+    One still holding a link called ``name`` after the grace period serves a live link
+    in some other namespace and is left alone.
+    """
+    pids = _wireguard_go_pids(name)
+    if not pids:
         return False
-    # They normally exit on their own within moments of losing their TUN link.
-    alive = _wait_gone(orphans, 3.0)
+    # They exit by themselves once their TUN link is gone, but a deleted namespace is
+    # torn down asynchronously, so the link may still look attached for a moment.
+    alive = _wait_gone(pids, 3.0)
+    orphans = [p for p in alive if not _tun_attached(p, name)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in alive:
+        for pid in orphans:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        alive = _wait_gone(alive, 2.0)
-    if alive:
-        raise WireGuardError(f"wireguard-go for {name} (pid {alive}) does not stop")
-    return True
+        orphans = _wait_gone(orphans, 2.0)
+    if orphans:
+        raise WireGuardError(f"wireguard-go for {name} (pid {orphans}) does not stop")
+    return len([p for p in alive if _alive(p)]) < len(pids)
 
 
 def _remove_stale_socket(name: str) -> bool:
@@ -280,9 +289,7 @@ def latest_handshakes(*, name: str, pod_netns: str) -> dict[str, int]:
     _check_name(name)
     if _link(name, pod_netns) is None:
         raise WireGuardError(f"no interface {name} in {pod_netns}")
-    return {
-        row[0]: int(row[1]) for row in _wg_show(name, pod_netns, "latest-handshakes")
-    }
+    return {row[0]: int(row[1]) for row in _wg_show(name, pod_netns, "latest-handshakes")}
 
 
 def _live_peers(name: str, pod_netns: str) -> dict[str, dict]:
@@ -322,19 +329,14 @@ def _endpoint_matches(wanted: str, live: str | None) -> bool:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except OSError:
         return False
-    return any(
-        ipaddress.ip_address(info[4][0]) == ipaddress.ip_address(live_host)
-        for info in infos
-    )
+    return any(ipaddress.ip_address(info[4][0]) == ipaddress.ip_address(live_host) for info in infos)
 
 
 def _peer_differs(peer: Peer, live: dict) -> bool:
     if _networks(peer.allowed_ips) != _networks(live["allowed_ips"]):
         return True
     # No endpoint wanted means the peer roams to us: whatever wg learned is right.
-    if peer.endpoint is not None and not _endpoint_matches(
-        peer.endpoint, live["endpoint"]
-    ):
+    if peer.endpoint is not None and not _endpoint_matches(peer.endpoint, live["endpoint"]):
         return True
     return (peer.persistent_keepalive or 0) != live["keepalive"]
 
@@ -342,7 +344,7 @@ def _peer_differs(peer: Peer, live: dict) -> bool:
 # ------------------------------------------------------------------------- changing
 
 
-def _validate(name, pod_netns, address, mtu, listen_port, private_key, peers) -> None:
+def _validate(*, name, pod_netns, address, mtu, listen_port, private_key, peers) -> None:
     _check_name(name)
     if not isinstance(pod_netns, str) or not pod_netns:
         raise WireGuardError("pod_netns must be a namespace name or path")
@@ -352,14 +354,8 @@ def _validate(name, pod_netns, address, mtu, listen_port, private_key, peers) ->
         raise WireGuardError(f"bad interface address {address!r}") from None
     if isinstance(mtu, bool) or not isinstance(mtu, int) or not 576 <= mtu <= 65535:
         raise WireGuardError(f"mtu must be an integer 576..65535, got {mtu!r}")
-    if (
-        isinstance(listen_port, bool)
-        or not isinstance(listen_port, int)
-        or not 1 <= listen_port <= 65535
-    ):
-        raise WireGuardError(
-            f"listen_port must be an integer 1..65535, got {listen_port!r}"
-        )
+    if isinstance(listen_port, bool) or not isinstance(listen_port, int) or not 1 <= listen_port <= 65535:
+        raise WireGuardError(f"listen_port must be an integer 1..65535, got {listen_port!r}")
     if not is_valid_key(private_key):
         raise WireGuardError("private_key is not a WireGuard key (base64 of 32 bytes)")
     keys = [p.public_key for p in peers]
@@ -391,9 +387,7 @@ def _create_link(name: str, node_netns: str | None, mtu: int) -> str:
     return kind
 
 
-def _sync_link(
-    name: str, pod_netns: str, address: str, mtu: int, forward: bool, check_mode: bool
-) -> bool:
+def _sync_link(*, name: str, pod_netns: str, address: str, mtu: int, forward: bool, check_mode: bool) -> bool:
     """Address, MTU, up and forwarding of an existing link in the pod; True if changed."""
     link = _link(name, pod_netns)
     if link is None:
@@ -408,20 +402,13 @@ def _sync_link(
     if wanted not in live:
         commands.append(["ip", "addr", "add", str(wanted), "dev", name])
     # Addresses we did not ask for go: a reallocated address must not linger.
-    commands += [
-        ["ip", "addr", "del", str(a), "dev", name]
-        for a in sorted(live - {wanted}, key=str)
-    ]
+    commands += [["ip", "addr", "del", str(a), "dev", name] for a in sorted(live - {wanted}, key=str)]
     if link.get("mtu") != mtu:
         commands.append(["ip", "link", "set", "dev", name, "mtu", str(mtu)])
     if "UP" not in link.get("flags", []):
         commands.append(["ip", "link", "set", "dev", name, "up"])
     if forward:
-        sysctl = (
-            "net.ipv4.ip_forward"
-            if wanted.version == 4
-            else "net.ipv6.conf.all.forwarding"
-        )
+        sysctl = "net.ipv4.ip_forward" if wanted.version == 4 else "net.ipv6.conf.all.forwarding"
         if _run(["sysctl", "-n", sysctl], netns=pod_netns).stdout.strip() != "1":
             commands.append(["sysctl", "-q", "-w", f"{sysctl}=1"])
     if not check_mode:
@@ -447,8 +434,9 @@ def ensure_interface(
 
     Absent: created in ``node_netns`` (kernel WireGuard if available, else wireguard-go),
     given its MTU, moved into ``pod_netns``, then configured with ``wg setconf``, its
-    ``address`` and brought up. Present: only what differs is changed, peers through
-    ``wg syncconf`` (existing sessions survive), the address, MTU, link state, and for
+    ``address`` and brought up. Present: only what differs is changed (new and changed
+    peers with ``wg addconf``, departed ones with ``wg set peer K remove``; unchanged
+    peers and their sessions are not touched), the address, MTU, link state, and for
     ``forward=True`` the namespace's IP forwarding (a hub relays between its clients;
     ``forward=False`` leaves the sysctl alone, the pod may forward for its own reasons).
 
@@ -458,7 +446,15 @@ def ensure_interface(
     Returns ``{'changed', 'created', 'peers_added', 'peers_removed', 'peers_updated',
     'public_key'}``; the private key is never returned.
     """
-    _validate(name, pod_netns, address, mtu, listen_port, private_key, peers)
+    _validate(
+        name=name,
+        pod_netns=pod_netns,
+        address=address,
+        mtu=mtu,
+        listen_port=listen_port,
+        private_key=private_key,
+        peers=peers,
+    )
     secrets = (private_key,)
     public_key = public_key_of(private_key)
     if not _netns_alive(pod_netns):
@@ -473,9 +469,7 @@ def ensure_interface(
     }
 
     if _link(name, pod_netns) is None:
-        result.update(
-            changed=True, created=True, peers_added=[p.public_key for p in peers]
-        )
+        result.update(changed=True, created=True, peers_added=[p.public_key for p in peers])
         if check_mode:
             return result
         _clear_leftovers(name, node_netns, pod_netns)
@@ -485,11 +479,16 @@ def ensure_interface(
                 ["ip", "link", "set", "dev", name, "netns", _netns_path(pod_netns)],
                 netns=node_netns,
             )
-            config = render_setconf(
-                private_key=private_key, listen_port=listen_port, peers=peers
-            )
+            config = render_setconf(private_key=private_key, listen_port=listen_port, peers=peers)
             _apply_config(name, pod_netns, "setconf", config, secrets)
-            _sync_link(name, pod_netns, address, mtu, forward, check_mode=False)
+            _sync_link(
+                name=name,
+                pod_netns=pod_netns,
+                address=address,
+                mtu=mtu,
+                forward=forward,
+                check_mode=False,
+            )
         except Exception:
             # A half-made interface would make the next run think it exists; start clean.
             _delete_everywhere(name, node_netns, pod_netns)
@@ -499,36 +498,29 @@ def ensure_interface(
         wanted = {p.public_key: p for p in peers}
         result["peers_added"] = [k for k in wanted if k not in live_peers]
         result["peers_removed"] = sorted(k for k in live_peers if k not in wanted)
-        result["peers_updated"] = [
-            k
-            for k, p in wanted.items()
-            if k in live_peers and _peer_differs(p, live_peers[k])
-        ]
+        result["peers_updated"] = [k for k, p in wanted.items() if k in live_peers and _peer_differs(p, live_peers[k])]
         key_differs = interface_public_key(name=name, pod_netns=pod_netns) != public_key
-        port_differs = (
-            int(_wg_show(name, pod_netns, "listen-port")[0][0]) != listen_port
-        )
+        port_differs = int(_wg_show(name, pod_netns, "listen-port")[0][0]) != listen_port
         wg_changed = bool(
-            key_differs
-            or port_differs
-            or result["peers_added"]
-            or result["peers_removed"]
-            or result["peers_updated"]
+            key_differs or port_differs or result["peers_added"] or result["peers_removed"] or result["peers_updated"]
         )
         if wg_changed and not check_mode:
-            # syncconf leaves fields it is not given alone; an explicit keepalive of 0 is
-            # needed to switch a live keepalive off.
-            sync_peers = [
-                dataclasses.replace(p, persistent_keepalive=p.persistent_keepalive or 0)
-                for p in peers
-            ]
-            config = render_setconf(
+            _update_peers(
+                name=name,
+                pod_netns=pod_netns,
+                result=result,
+                peers=peers,
                 private_key=private_key if key_differs else None,
                 listen_port=listen_port if port_differs else None,
-                peers=sync_peers,
             )
-            _apply_config(name, pod_netns, "syncconf", config, secrets)
-        link_changed = _sync_link(name, pod_netns, address, mtu, forward, check_mode)
+        link_changed = _sync_link(
+            name=name,
+            pod_netns=pod_netns,
+            address=address,
+            mtu=mtu,
+            forward=forward,
+            check_mode=check_mode,
+        )
         result["changed"] = wg_changed or link_changed
         if check_mode:
             return result
@@ -540,6 +532,34 @@ def ensure_interface(
             f"but the configured private key's public key is {public_key}"
         )
     return result
+
+
+def _update_peers(
+    *,
+    name: str,
+    pod_netns: str,
+    result: dict,
+    peers: list[Peer],
+    private_key: str | None,
+    listen_port: int | None,
+) -> None:
+    """Apply the peer diff in ``result`` to a live interface, plus a new key or port."""
+    touched = set(result["peers_added"]) | set(result["peers_updated"])
+    # addconf leaves unset fields alone, so switching a live keepalive off needs an
+    # explicit 0; PrivateKey/ListenPort are given only when they really change.
+    changed = [
+        dataclasses.replace(p, persistent_keepalive=p.persistent_keepalive or 0)
+        for p in peers
+        if p.public_key in touched
+    ]
+    if changed or private_key is not None or listen_port is not None:
+        config = render_setconf(private_key=private_key, listen_port=listen_port, peers=changed)
+        secrets = (private_key,) if private_key else ()
+        _apply_config(name, pod_netns, "addconf", config, secrets)
+    # Removed after adding, so an address handed from a departed peer to a new one is
+    # never without an owner.
+    for key in result["peers_removed"]:
+        _run(["wg", "set", name, "peer", key, "remove"], netns=pod_netns)
 
 
 def _clear_leftovers(name: str, node_netns: str | None, pod_netns: str) -> None:
