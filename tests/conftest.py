@@ -67,6 +67,22 @@ def run_playbook(bed, playbook: str, *extra: str, inventory: str | None = None,
     return result
 
 
+def write_inventory(bed, path: Path, *, services: dict[str, list[dict]],
+                    domains: list[dict] | None = None) -> str:
+    """An inventory of the bed's nodes (like inventories/local) with these declarations."""
+    hosts = {}
+    for node in bed.nodes:
+        admin = str(Path(node.admin_kubeconfig))
+        hosts[node.name] = {"dtservice_node_namespace": node.namespace, "dtservice_node_address": node.address,
+                            "dtservice_node_netns": node.netns, "dtservice_node_kubeconfig": node.kubeconfig,
+                            "dtservice_crds_kubeconfig": admin, "dtservice_services": services.get(node.name, [])}
+    inventory = {"federation": {"hosts": hosts, "vars": {
+        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+        "dtservice_domains": domains or [{"name": "mydomain", "members": [n.name for n in bed.nodes]}]}}}
+    path.write_text(json.dumps(inventory))
+    return str(path)
+
+
 def recap(output: str) -> dict[str, dict[str, int]]:
     """The PLAY RECAP counters per host."""
     counts = {}

@@ -135,6 +135,14 @@ class Cluster:
         return self._conflicts(self.connections.custom(node).replace_namespaced_custom_object,
                                GROUP, VERSION, node.namespace, SERVICES, body["metadata"]["name"], body)
 
+    def delete_service(self, node: NodeRef, name: str) -> None:
+        try:
+            self._conflicts(self.connections.custom(node).delete_namespaced_custom_object,
+                            GROUP, VERSION, node.namespace, SERVICES, name)
+        except ApiException as error:
+            if not _missing(error):
+                raise
+
     def replace_service_status(self, node: NodeRef, body: dict) -> dict:
         return self._conflicts(self.connections.custom(node).replace_namespaced_custom_object_status,
                                GROUP, VERSION, node.namespace, SERVICES, body["metadata"]["name"], body)

@@ -302,18 +302,27 @@ class NodeReconciler:
 
     # -- status ---------------------------------------------------------------------------
     def _set_status(self, service: dict, outcome: Outcome) -> None:
-        if service.get("status") == outcome.status:
-            return
-        body = copy.deepcopy(service)
-        body["status"] = outcome.status
-        try:
-            self._remember(self.node, self.cluster.replace_service_status(self.node, body))
-        except Conflict:
-            return  # the next pass writes it; the object moved on under us
-        if outcome.status not in QUIET_STATES:
-            self.cluster.record_event(self.node, service=service, reason=outcome.status,
-                                      message=outcome.message or outcome.status,
-                                      warning=outcome.status not in WAITING_STATES)
+        written = write_status(cluster=self.cluster, node=self.node, service=service,
+                               status=outcome.status, message=outcome.message)
+        if written is not None:
+            self._remember(self.node, written)
+
+
+def write_status(*, cluster: Cluster, node: NodeRef, service: dict, status: str, message: str) -> dict | None:
+    """Set the dtService's status word (and an Event saying why, off the happy path) when it
+    changes; returns the written object, or None when nothing was written."""
+    if service.get("status") == status:
+        return None
+    body = copy.deepcopy(service)
+    body["status"] = status
+    try:
+        written = cluster.replace_service_status(node, body)
+    except Conflict:
+        return None  # the object moved on under us; the next pass writes it
+    if status not in QUIET_STATES:
+        cluster.record_event(node, service=service, reason=status, message=message or status,
+                             warning=status not in WAITING_STATES)
+    return written
 
 
 def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, Any],

@@ -354,8 +354,10 @@ def _validate(*, name, pod_netns, address, mtu, listen_port, private_key, peers)
         raise WireGuardError(f"bad interface address {address!r}") from None
     if isinstance(mtu, bool) or not isinstance(mtu, int) or not 576 <= mtu <= 65535:
         raise WireGuardError(f"mtu must be an integer 576..65535, got {mtu!r}")
-    if isinstance(listen_port, bool) or not isinstance(listen_port, int) or not 1 <= listen_port <= 65535:
-        raise WireGuardError(f"listen_port must be an integer 1..65535, got {listen_port!r}")
+    if listen_port is not None and (
+        isinstance(listen_port, bool) or not isinstance(listen_port, int) or not 1 <= listen_port <= 65535
+    ):
+        raise WireGuardError(f"listen_port must be an integer 1..65535 or None, got {listen_port!r}")
     if not is_valid_key(private_key):
         raise WireGuardError("private_key is not a WireGuard key (base64 of 32 bytes)")
     keys = [p.public_key for p in peers]
@@ -424,7 +426,7 @@ def ensure_interface(
     pod_netns: str,
     address: str,
     mtu: int,
-    listen_port: int,
+    listen_port: int | None,
     private_key: str,
     peers: list[Peer],
     forward: bool,
@@ -439,6 +441,9 @@ def ensure_interface(
     peers and their sessions are not touched), the address, MTU, link state, and for
     ``forward=True`` the namespace's IP forwarding (a hub relays between its clients;
     ``forward=False`` leaves the sysctl alone, the pod may forward for its own reasons).
+
+    ``listen_port=None`` lets the interface pick a free port once and keeps it (clients
+    need no fixed port: the server learns their endpoint from the handshake).
 
     After applying, the live public key must equal the one of ``private_key``.
     ``check_mode`` reports what would change and changes nothing.
@@ -500,7 +505,7 @@ def ensure_interface(
         result["peers_removed"] = sorted(k for k in live_peers if k not in wanted)
         result["peers_updated"] = [k for k, p in wanted.items() if k in live_peers and _peer_differs(p, live_peers[k])]
         key_differs = interface_public_key(name=name, pod_netns=pod_netns) != public_key
-        port_differs = int(_wg_show(name, pod_netns, "listen-port")[0][0]) != listen_port
+        port_differs = listen_port is not None and int(_wg_show(name, pod_netns, "listen-port")[0][0]) != listen_port
         wg_changed = bool(
             key_differs or port_differs or result["peers_added"] or result["peers_removed"] or result["peers_updated"]
         )

@@ -1,0 +1,190 @@
+"""The node agent: the WireGuard interfaces of one node's dtServices, inside their pods.
+
+Owns turning a reconciled dtService (its ``peers``, ``spec.server``, key Secret and the
+network's registry entry) into an interface in the pod's network namespace, judging
+``Connected`` (a server whose interface is up; a client that has a handshake with its
+server) and removing interfaces no dtService asks for any more. Runs on the node, with the
+node's privileges; pods get no capability. Interface operations are ``wireguard``'s.
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+import re
+import subprocess
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import addressing, plan, wireguard
+from .cluster import Cluster, NodeRef
+from .reconcile import KEY_SECRET_LABEL, PRIVATE_KEY_FIELD, key_secret_name, write_status
+from .wgconfig import Peer
+
+NETNS_ANNOTATION = "dtservice.sightlineinnovation.com/netns"
+INTERFACE_PATTERN = re.compile(r"^dt[0-9a-f]{10}$")
+# WireGuard rekeys every 2 minutes while traffic (or keepalive) flows; older means stale.
+FRESH_HANDSHAKE_SECONDS = 180
+
+
+@dataclass
+class AgentOutcome:
+    """What the agent did for one dtService. Never holds a private key."""
+
+    name: str
+    status: str
+    message: str = ""
+    interface: str | None = None
+    changed: bool = False
+    created: bool = False
+    peers_added: list[str] = field(default_factory=list)
+    peers_removed: list[str] = field(default_factory=list)
+
+
+class NodeAgent:
+    """One pass of the node agent over the dtServices in a node's namespace."""
+
+    def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
+                 node_netns: str | None, handshake_timeout: float, check_mode: bool = False) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.federation = federation
+        self.node_netns = node_netns
+        self.handshake_timeout = handshake_timeout
+        self.check_mode = check_mode
+        self._registries: dict[str, dict] = {}
+
+    def run(self) -> tuple[list[AgentOutcome], list[dict[str, str]]]:
+        services = self.cluster.list_services(self.node)
+        pods = self.cluster.list_pods(self.node)
+        secrets = self.cluster.list_secrets(self.node, label_selector=KEY_SECRET_LABEL)
+        domains = {d["metadata"]["name"]: d for d in self.cluster.list_domains(self.node)}
+        outcomes, expected = [], set()
+        for service in sorted(services, key=lambda s: s["metadata"]["name"]):
+            if service["metadata"].get("deletionTimestamp"):
+                continue
+            pod = pods.get(service["spec"]["podSelector"])
+            netns = pod_netns(pod)
+            outcome = self._attach(service, netns=netns, secrets=secrets, domains=domains)
+            if outcome is None:
+                continue
+            if netns:
+                expected.add((netns, outcome.interface))
+            outcomes.append(outcome)
+        removed = self._remove_unwanted(pods, expected)
+        return outcomes, removed
+
+    def _attach(self, service: dict, *, netns: str | None, secrets: Mapping[str, dict],
+                domains: Mapping[str, dict]) -> AgentOutcome | None:
+        name = service["metadata"]["name"]
+        recorded = plan.self_entry(service)
+        domain_obj = domains.get(service["spec"]["domainSelector"])
+        if recorded is None or domain_obj is None or netns is None:
+            return None  # not reconciled yet, or waiting for its pod: the reconciler says so
+        address, entry = recorded
+        role = plan.role_of(entry)
+        domain = plan.domain_from_object(domain_obj)
+        interface = addressing.interface_name(namespace=self.node.namespace, network=name)
+        outcome = AgentOutcome(name=name, status="Pending", interface=interface)
+        try:
+            private_key = read_private_key(secrets.get(key_secret_name(name)))
+            if role == plan.SERVER:
+                network = self._registry(domain).get(name)
+                if network is None:
+                    return None
+                subnet, listen_port = network["subnet"], int(network["endpoint"].rsplit(":", 1)[1])
+                peers = [Peer(public_key=e["publicKey"], allowed_ips=[f"{a}/32"])
+                         for a, e in sorted((service.get("peers") or {}).items()) if a != address]
+            else:
+                server = service["spec"]["server"]
+                subnet, listen_port = server["peer"], None
+                peers = [Peer(public_key=server["publicKey"], allowed_ips=[subnet], endpoint=server["endpoint"],
+                              persistent_keepalive=domain.persistent_keepalive or None)]
+            prefix = ipaddress.ip_network(subnet).prefixlen
+            result = wireguard.ensure_interface(
+                name=interface, node_netns=self.node_netns, pod_netns=netns, address=f"{address}/{prefix}",
+                mtu=domain.mtu, listen_port=listen_port, private_key=private_key, peers=peers,
+                forward=role == plan.SERVER, check_mode=self.check_mode)
+            outcome.changed, outcome.created = result["changed"], result["created"]
+            outcome.peers_added, outcome.peers_removed = result["peers_added"], result["peers_removed"]
+            if self.check_mode:
+                return outcome
+            if role == plan.SERVER:
+                outcome.status = "Connected"
+            else:
+                outcome.status, outcome.message = self._client_state(interface, netns, peers[0])
+        except (wireguard.WireGuardError, ValueError) as problem:
+            outcome.status, outcome.message = "Failed", f"interface {interface}: {problem}"
+        written = write_status(cluster=self.cluster, node=self.node, service=service,
+                               status=outcome.status, message=outcome.message)
+        outcome.changed = outcome.changed or written is not None
+        return outcome
+
+    def _client_state(self, interface: str, netns: str, server: Peer) -> tuple[str, str]:
+        deadline = time.monotonic() + self.handshake_timeout
+        while True:
+            latest = wireguard.latest_handshakes(name=interface, pod_netns=netns).get(server.public_key, 0)
+            if latest and time.time() - latest < FRESH_HANDSHAKE_SECONDS:
+                return "Connected", ""
+            if time.monotonic() >= deadline:
+                return "ServerUnreachable", (
+                    f"no WireGuard handshake with the server at {server.endpoint} within "
+                    f"{self.handshake_timeout:.0f}s: its pod may not be running yet, or UDP from "
+                    f"{self.node.address} to {server.endpoint} does not get through")
+            time.sleep(0.2)
+
+    def _registry(self, domain: plan.Domain) -> dict:
+        if domain.name not in self._registries:
+            home = self.federation.get(domain.home.name, self.node)
+            home_obj = self.cluster.get_domain(home, domain.name) or {}
+            self._registries[domain.name] = (home_obj.get("status") or {}).get("networks") or {}
+        return self._registries[domain.name]
+
+    def _remove_unwanted(self, pods: Mapping[str, dict], expected: set[tuple[str, str]]) -> list[dict[str, str]]:
+        """Interfaces of ours in this node's pods that no dtService asks for (deleted ones)."""
+        removed = []
+        for pod_name, pod in sorted(pods.items()):
+            netns = pod_netns(pod)
+            if not netns:
+                continue
+            for interface in our_interfaces(netns):
+                if (netns, interface) in expected:
+                    continue
+                if not self.check_mode:
+                    wireguard.remove_interface(name=interface, pod_netns=netns)
+                removed.append({"pod": pod_name, "interface": interface})
+        return removed
+
+
+def pod_netns(pod: Mapping[str, Any] | None) -> str | None:
+    """The network namespace of a running pod, from the annotation the node writes."""
+    if not pod or (pod.get("status") or {}).get("phase") != "Running":
+        return None
+    path = ((pod.get("metadata") or {}).get("annotations") or {}).get(NETNS_ANNOTATION)
+    return path if path and _exists(path) else None
+
+
+def _exists(path: str) -> bool:
+    try:
+        with open(path, "rb"):
+            return True
+    except OSError:
+        return False
+
+
+def our_interfaces(netns: str) -> list[str]:
+    listing = subprocess.run(["nsenter", f"--net={netns}", "ip", "-j", "link", "show"],
+                             capture_output=True, text=True, check=False)
+    if listing.returncode != 0:
+        return []
+    return sorted(link["ifname"] for link in json.loads(listing.stdout or "[]")
+                  if INTERFACE_PATTERN.match(link.get("ifname", "")))
+
+
+def read_private_key(secret: Mapping[str, Any] | None) -> str:
+    if secret is None:
+        raise ValueError("the key Secret is missing; the reconciler makes it on its next pass")
+    return base64.b64decode((secret.get("data") or {}).get(PRIVATE_KEY_FIELD, "")).decode()

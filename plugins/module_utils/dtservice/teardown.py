@@ -1,0 +1,66 @@
+"""Taking a dtService out of its network: the control-plane half of a deletion.
+
+Owns what must happen before a dtService object may go: its entry leaves the server's
+``peers`` table (a client) or its network leaves the domain registry (the server), its key
+Secret is deleted, and the object is deleted. The interfaces follow on the next agent pass
+on each node (the agent removes interfaces no dtService asks for and peers no table lists).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+
+from . import addressing, plan
+from .cluster import Cluster, Conflict, NodeRef
+from .reconcile import MAX_ATTEMPTS, key_secret_name
+
+
+def leave_network(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], service: dict) -> bool:
+    """Free the dtService's address (or its whole network, for the server); True if written."""
+    name = service["metadata"]["name"]
+    own_id = addressing.peer_id(uid=service["metadata"]["uid"])
+    domain_obj = cluster.get_domain(node, service["spec"]["domainSelector"])
+    if domain_obj is None:
+        return False
+    domain = plan.domain_from_object(domain_obj)
+    home = federation.get(domain.home.name)
+    if home is None:
+        raise plan.PlanError("Failed", f"the home node {domain.home.name} of dtDomain {domain.name} "
+                             "is not in this inventory")
+    for _ in range(MAX_ATTEMPTS):
+        home_obj = cluster.get_domain(home, domain.name)
+        entry = ((home_obj or {}).get("status") or {}).get("networks", {}).get(name)
+        if entry is None:
+            return False
+        if entry["server"]["id"] == own_id:
+            body = copy.deepcopy(home_obj)
+            del body["status"]["networks"][name]
+            try:
+                cluster.replace_domain_status(home, body)
+                return True
+            except Conflict:
+                continue
+        hub_node = federation.get(entry["server"]["node"])
+        hub = cluster.get_service(hub_node, name) if hub_node else None
+        if hub is None:
+            return False
+        table = hub.get("peers") or {}
+        kept = {address: e for address, e in table.items() if plan.id_of(e) != own_id}
+        if kept == table:
+            return False
+        body = copy.deepcopy(hub)
+        body["peers"] = kept
+        try:
+            cluster.replace_service(hub_node, body)
+            return True
+        except Conflict:
+            continue
+    raise plan.PlanError("Failed", f"the network {name} kept changing while {node.name} left it")
+
+
+def remove_service(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], service: dict) -> None:
+    """Leave the network, delete the key Secret, delete the object."""
+    leave_network(cluster=cluster, node=node, federation=federation, service=service)
+    cluster.delete_secret(node, key_secret_name(service["metadata"]["name"]))
+    cluster.delete_service(node, service["metadata"]["name"])

@@ -1,0 +1,98 @@
+#!/usr/bin/python
+"""Ansible module: the node agent, bringing WireGuard interfaces into this node's pods."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: dtservice_agent
+short_description: Bring the WireGuard interfaces of a node's dtServices into their pods
+description:
+  - For every reconciled dtService of the node whose pod runs, creates the WireGuard
+    interface where the node's address lives (kernel WireGuard, else wireguard-go), moves
+    it into the pod's network namespace, gives it its overlay address and MTU and applies
+    its peers (a server gets one peer per client and forwards between them; a client gets
+    the server with a persistent keepalive). Peer changes never take the interface down.
+  - Writes C(status) C(Connected) once the interface is up and, for a client, a handshake
+    with the server has been seen; otherwise C(ServerUnreachable) or C(Failed) with an Event.
+  - Removes interfaces of ours from the node's pods when no dtService asks for them.
+  - The private key is read from the dtService's Secret inside the module and goes only to
+    the interface, through a 0600 file that is removed at once.
+  - Check mode reports what would change and changes nothing.
+options:
+  node:
+    description: The node (name, namespace, address, kubeconfig, netns).
+    type: dict
+    required: true
+  federation:
+    description: Every federation node (the domain's home holds the servers' ports).
+    type: list
+    elements: dict
+    required: true
+  handshake_timeout:
+    description: Seconds a client waits for its first handshake before it reports ServerUnreachable.
+    type: float
+    default: 20
+author: dtService project
+"""
+
+EXAMPLES = r"""
+- name: Bring the interfaces into this node's pods
+  dtservice_agent:
+    node: "{{ dtservice_plan.nodes[inventory_hostname] }}"
+    federation: "{{ dtservice_plan.federation }}"
+"""
+
+RETURN = r"""
+interfaces:
+  description: One entry per dtService with a running pod.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    name: {description: dtService name, type: str}
+    interface: {description: Interface name in the pod, type: str}
+    status: {description: Status written, type: str}
+    message: {description: Why, when not Connected, type: str}
+    created: {description: The interface was made in this run, type: bool}
+    peers_added: {description: Public keys of peers added, type: list}
+    peers_removed: {description: Public keys of peers removed, type: list}
+removed:
+  description: Interfaces removed from pods (pod, interface).
+  returned: always
+  type: list
+  elements: dict
+"""
+
+from dataclasses import asdict
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible.module_utils.dtservice.agent import NodeAgent
+    from ansible.module_utils.dtservice.cluster import Cluster
+    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, node_ref
+    IMPORT_ERROR = None
+except ImportError as error:
+    IMPORT_ERROR = error
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec={**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 20}},
+                           supports_check_mode=True)
+    if IMPORT_ERROR:
+        module.fail_json(msg=f"dtservice_agent needs the kubernetes Python client and jinja2: {IMPORT_ERROR}")
+    agent = NodeAgent(cluster=Cluster(dry_run=module.check_mode), node=node_ref(module.params["node"]),
+                      federation=federation_refs(module.params), node_netns=module.params["node"]["netns"],
+                      handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
+    outcomes, removed = agent.run()
+    interfaces = [asdict(o) for o in outcomes]
+    result = {"changed": bool(removed) or any(o.changed for o in outcomes), "interfaces": interfaces,
+              "removed": removed}
+    failed = [o for o in outcomes if o.status == "Failed"]
+    if failed:
+        module.fail_json(msg="; ".join(f"{o.name}: {o.message}" for o in failed), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The plan's rules: server tables, client fields, pod labels, declared plans."""
+
+from __future__ import annotations
+
+import pytest
+from dtservice import plan
+from dtservice.addressing import peer_id, peer_label_key
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+KEY = "d7Q5KQuLcr4VTxJcwsZmtDoq7fEpyYTuR1x0BWiaEXw="
+OTHER_KEY = "0/0DnGBZH2wc81p25+Kygj9KxLZu2vjWsX8kte/GUR4="
+
+
+def client(uid: str, address: str | None = None, key: str = OTHER_KEY) -> dict:
+    peers = {address: plan.peer_entry(uid=uid, role=plan.CLIENT, public_key=key)} if address else {}
+    return {"metadata": {"uid": uid}, "peers": peers}
+
+
+def test_server_table_keeps_live_clients_and_frees_departed_ones():
+    current = {
+        "100.96.0.1": plan.peer_entry(uid="hub", role=plan.SERVER, public_key=KEY),
+        "100.96.0.2": plan.peer_entry(uid="a", role=plan.CLIENT, public_key=OTHER_KEY),
+        "100.96.0.3": plan.peer_entry(uid="gone", role=plan.CLIENT, public_key=OTHER_KEY),
+    }
+    table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
+                              live_clients=[client("a", "100.96.0.2")])
+    assert sorted(table) == ["100.96.0.1", "100.96.0.2"]
+    assert table["100.96.0.1"]["labels"] == {peer_label_key(uid="hub"): "server"}
+
+
+def test_server_table_restores_a_client_removed_by_hand_at_its_own_address():
+    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=plan.SERVER, public_key=KEY)}
+    table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
+                              live_clients=[client("a", "100.96.0.7")])
+    assert table["100.96.0.7"] == plan.peer_entry(uid="a", role=plan.CLIENT, public_key=OTHER_KEY)
+
+
+def test_server_table_takes_the_clients_current_key():
+    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=plan.SERVER, public_key=KEY),
+               "100.96.0.2": plan.peer_entry(uid="a", role=plan.CLIENT, public_key=KEY)}
+    table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
+                              live_clients=[client("a", "100.96.0.2", key=OTHER_KEY)])
+    assert table["100.96.0.2"]["publicKey"] == OTHER_KEY
+
+
+def test_server_table_never_lets_a_client_take_the_server_address():
+    current = {"100.96.0.1": plan.peer_entry(uid="a", role=plan.CLIENT, public_key=OTHER_KEY)}
+    table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
+                              live_clients=[client("a", "100.96.0.1")])
+    assert list(table) == ["100.96.0.1"]
+    assert plan.role_of(table["100.96.0.1"]) == plan.SERVER
+
+
+@settings(max_examples=200)
+@given(st.dictionaries(st.sampled_from([f"u{i}" for i in range(12)]),
+                       st.tuples(st.integers(2, 20), st.booleans()), max_size=12))
+def test_server_table_never_puts_two_peers_on_one_address(claims):
+    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=plan.SERVER, public_key=KEY)}
+    live = []
+    for uid, (host, in_table) in claims.items():
+        address = f"100.96.0.{host}"
+        if in_table and address not in current:
+            current[address] = plan.peer_entry(uid=uid, role=plan.CLIENT, public_key=OTHER_KEY)
+        live.append(client(uid, address))
+    table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
+                              live_clients=live)
+    owners = [plan.id_of(entry) for entry in table.values()]
+    assert len(owners) == len(set(owners)), "a peer appears twice"
+    assert plan.id_of(table["100.96.0.1"]) == peer_id(uid="hub")
+    again = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=table,
+                              live_clients=live)
+    assert again == table, "the table is stable once reconciled"
+
+
+def test_client_fields_match_the_seed():
+    hub_table = {"100.96.0.1": plan.peer_entry(uid="hub", role=plan.SERVER, public_key=KEY),
+                 "100.96.0.2": plan.peer_entry(uid="a", role=plan.CLIENT, public_key=OTHER_KEY),
+                 "100.96.0.3": plan.peer_entry(uid="b", role=plan.CLIENT, public_key=OTHER_KEY)}
+    peers, server = plan.client_fields(hub_table=hub_table, subnet="100.96.0.0/24", endpoint="10.4.0.16:51830",
+                                       own_address="100.96.0.2")
+    assert sorted(peers) == ["100.96.0.1", "100.96.0.2"]
+    assert server == {"endpoint": "10.4.0.16:51830", "peer": "100.96.0.0/24", "publicKey": KEY}
+
+
+def test_label_changes_add_missing_and_remove_stale_labels_only():
+    pods = {"p": {"metadata": {"labels": {"app": "x", f"{plan.LABEL_PREFIX}old": "client"}}},
+            "q": {"metadata": {"labels": {f"{plan.LABEL_PREFIX}keep": "server"}}}}
+    wanted = {"p": {f"{plan.LABEL_PREFIX}new": "server"}, "q": {f"{plan.LABEL_PREFIX}keep": "server"}}
+    assert plan.label_changes(pods=pods, wanted=wanted) == {
+        "p": {f"{plan.LABEL_PREFIX}old": None, f"{plan.LABEL_PREFIX}new": "server"}}
+
+
+NODES = {n: {"namespace": f"dtaas-{n}-dtaas"} for n in ("node0", "node1", "node2")}
+
+
+def test_declared_plan_orders_servers_by_inventory():
+    domains = [{"name": "mydomain", "members": ["node0", "node1", "node2"]}]
+    services = {"node1": [{"name": "net", "domain": "mydomain", "pod": "b"}],
+                "node0": [{"name": "net", "domain": "mydomain", "pod": "a"}]}
+    declared = plan.declared_plan(domains=domains, nodes=NODES, services=services,
+                                  node_order=["node0", "node1", "node2"])
+    assert declared["networks"]["net"]["server_node"] == "node0"
+    assert declared["serves"] == {"node0": ["net"], "node1": [], "node2": []}
+    assert len(set(declared["networks"]["net"]["interfaces"].values())) == 2
+
+
+@pytest.mark.parametrize(("domains", "services", "reason", "words"), [
+    ([{"name": "d", "members": ["node0"]}], {"node0": [{"name": "n", "domain": "x", "pod": "p"}]},
+     "DomainNotFound", "'x'"),
+    ([{"name": "d", "members": ["node0"]}], {"node1": [{"name": "n", "domain": "d", "pod": "p"}]},
+     "NotAMember", "node node1 is not a member"),
+    ([{"name": "d", "members": ["node0", "node1"]}, {"name": "e", "members": ["node0", "node1"]}],
+     {"node0": [{"name": "n", "domain": "d", "pod": "p"}], "node1": [{"name": "n", "domain": "e", "pod": "p"}]},
+     "NetworkNameTaken", "already belongs to dtDomain 'd'"),
+    ([{"name": "d", "members": ["node0", "nodeX"]}], {}, "Failed", "not inventory hosts"),
+])
+def test_declared_plan_rejects_bad_declarations(domains, services, reason, words):
+    with pytest.raises(plan.PlanError) as rejected:
+        plan.declared_plan(domains=domains, nodes=NODES, services=services, node_order=list(NODES))
+    assert rejected.value.reason == reason
+    assert words in str(rejected.value)
