@@ -38,7 +38,8 @@ def bed_factory(tmp_path_factory):
     def start(*, nodes: int = 3, clusters: int = 1):
         for bed in beds:
             bed.stop()
-        bed = Testbed(tmp_path_factory.mktemp("bed"))
+        # A prefix of its own: beds of other test runs on this machine stay untouched.
+        bed = Testbed(tmp_path_factory.mktemp("bed"), prefix=f"dtt{os.getpid()}-")
         beds.append(bed)
         bed.start(nodes=nodes, clusters=clusters)
         return bed

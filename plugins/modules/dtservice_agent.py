@@ -82,7 +82,7 @@ def main() -> None:
     if IMPORT_ERROR:
         module.fail_json(msg=f"dtservice_agent needs the kubernetes Python client and jinja2: {IMPORT_ERROR}")
     agent = NodeAgent(cluster=Cluster(dry_run=module.check_mode), node=node_ref(module.params["node"]),
-                      federation=federation_refs(module.params), node_netns=module.params["node"]["netns"],
+                      federation=federation_refs(module.params),
                       handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
     outcomes, removed = agent.run()
     interfaces = [asdict(o) for o in outcomes]

@@ -9,7 +9,7 @@ short_description: Remove a node's dtServices from their networks and delete the
 description:
   - For each selected dtService of the node, frees its address on the server's C(peers)
     table (a client) or removes its network from the domain registry (the server), deletes
-    its key Secret and deletes the object. Run the node agent afterwards on every node: it
+    its key Secret and deletes the object. Run the node agent afterwards on every node; it
     removes the interfaces and the departed peers.
   - Check mode sends every write as a server-side dry run.
 options:

@@ -6,8 +6,8 @@ Owns everything the test bed starts and makes, and takes all of it down again:
   on loopback (binaries from scripts/build-controlplane.sh), an admin and a provisioner
   kubeconfig;
 - per federation node: a Kubernetes namespace ``dtaas-nodeN-dtaas`` and a network namespace
-  ``dtfed-nodeN`` whose ``eth0`` holds the node's underlay address (198.18.0.0/16) on a bridge
-  in the underlay namespace ``dtfed-underlay``;
+  ``<prefix>nodeN`` whose ``eth0`` holds the node's underlay address (198.18.0.0/16) on a
+  bridge in the underlay namespace ``<prefix>underlay`` (prefix ``dtfed-`` by default);
 - per pod: a network namespace, a Pod object bound to its node and marked Running through
   ``pods/status``. The netns path is in the pod annotation ``NETNS_ANNOTATION``.
 
@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NETNS_ANNOTATION = "dtservice.sightlineinnovation.com/netns"
-NETNS_PREFIX = "dtfed-"
-UNDERLAY_NETNS = "dtfed-underlay"
+# Every network namespace of a bed starts with its prefix (DTSERVICE_TESTBED_PREFIX), so
+# several beds can run side by side and stop removes exactly its own.
+DEFAULT_PREFIX = "dtfed-"
 UNDERLAY_BRIDGE = "dtbr0"
 UNDERLAY_NETWORK = ipaddress.ip_network("198.18.0.0/16")
 POD_NETWORK = ipaddress.ip_network("198.19.0.0/16")
@@ -87,10 +88,16 @@ class Node:
 class Testbed:
     """A local federation rooted in one state directory."""
 
-    def __init__(self, directory: str | os.PathLike | None = None) -> None:
+    def __init__(self, directory: str | os.PathLike | None = None, *, prefix: str | None = None) -> None:
         self.dir = Path(directory or os.environ.get("DTSERVICE_TESTBED_DIR") or DEFAULT_DIR)
         self.state_file = self.dir / "state.json"
         self.state = self._load()
+        self.prefix = self.state.get("prefix") or prefix or os.environ.get("DTSERVICE_TESTBED_PREFIX") \
+            or DEFAULT_PREFIX
+
+    @property
+    def underlay_netns(self) -> str:
+        return f"{self.prefix}underlay"
 
     # -- state ----------------------------------------------------------------------------
     def _load(self) -> dict:
@@ -125,6 +132,7 @@ class Testbed:
             raise SystemExit("DTSERVICE_CONTROLPLANE_BIN is not set to the built control plane: "
                              "run scripts/setup.sh and source .dtservice.env")
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.state["prefix"] = self.prefix
         self._save()
         try:
             for index in range(clusters):
@@ -211,15 +219,15 @@ class Testbed:
         self._save()
 
     def _make_underlay(self) -> None:
-        self._remember_netns(UNDERLAY_NETNS)
-        run("ip", "netns", "add", UNDERLAY_NETNS)
-        run("ip", "-n", UNDERLAY_NETNS, "link", "add", UNDERLAY_BRIDGE, "type", "bridge")
-        run("ip", "-n", UNDERLAY_NETNS, "link", "set", UNDERLAY_BRIDGE, "up")
-        run("ip", "-n", UNDERLAY_NETNS, "link", "set", "lo", "up")
+        self._remember_netns(self.underlay_netns)
+        run("ip", "netns", "add", self.underlay_netns)
+        run("ip", "-n", self.underlay_netns, "link", "add", UNDERLAY_BRIDGE, "type", "bridge")
+        run("ip", "-n", self.underlay_netns, "link", "set", UNDERLAY_BRIDGE, "up")
+        run("ip", "-n", self.underlay_netns, "link", "set", "lo", "up")
 
     def _add_node(self, index: int, cluster_index: int) -> None:
         cluster = self.state["clusters"][cluster_index]
-        netns = f"{NETNS_PREFIX}node{index}"
+        netns = f"{self.prefix}node{index}"
         node = Node(index=index, cluster=cluster_index, name=f"node{index}",
                     namespace=node_namespace(index), netns=netns, address=node_address(index),
                     kubeconfig=str(Path(cluster["dir"]) / f"{PROVISIONER_USER}.kubeconfig"),
@@ -229,8 +237,8 @@ class Testbed:
         # The veth is made in the node namespace so that deleting the namespace removes it.
         peer = f"dtul{index}"
         run("ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name", peer,
-            "netns", UNDERLAY_NETNS)
-        run("ip", "-n", UNDERLAY_NETNS, "link", "set", peer, "master", UNDERLAY_BRIDGE, "up")
+            "netns", self.underlay_netns)
+        run("ip", "-n", self.underlay_netns, "link", "set", peer, "master", UNDERLAY_BRIDGE, "up")
         run("ip", "-n", netns, "addr", "add", f"{node.address}/{UNDERLAY_NETWORK.prefixlen}", "dev", "eth0")
         run("ip", "-n", netns, "link", "set", "eth0", "up")
         run("ip", "-n", netns, "link", "set", "lo", "up")
@@ -259,7 +267,7 @@ class Testbed:
         """Make a pod's network namespace on a node and its Running Pod object; returns the netns path."""
         node = self.node(node_name)
         generation = self.state["pods"].get(f"{node.name}/{pod}", {}).get("generation", -1) + 1
-        netns = f"{NETNS_PREFIX}{node.name}-{pod}-{generation}"
+        netns = f"{self.prefix}{node.name}-{pod}-{generation}"
         pod_index = sum(1 for key in self.state["pods"] if key.startswith(f"{node.name}/")) + 2
         pod_ip = str(POD_NETWORK.network_address + node.index * 256 + pod_index)
         self.state["pods"][f"{node.name}/{pod}"] = {"netns": netns, "generation": generation}
@@ -349,10 +357,11 @@ class Testbed:
             if process_alive(record["pid"], record["exe"]):
                 os.killpg(record["pid"], signal.SIGKILL)
         # Any namespace of ours, also ones a crashed run made but did not record.
-        for netns in sorted(set(self.state["netns"]) | {n for n in list_netns() if n.startswith(NETNS_PREFIX)}):
+        for netns in sorted(set(self.state["netns"]) | {n for n in list_netns() if n.startswith(self.prefix)}):
             delete_netns(netns)
         shutil.rmtree(self.dir, ignore_errors=True)
         self.state = self._load()
+        self.state["prefix"] = self.prefix
         log("stopped; nothing of the test bed is left")
 
 
@@ -416,6 +425,8 @@ def wait_for(url: str, *, what: str, ca: str | None = None, cert: tuple[str, str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="testbed", description=__doc__.split("\n")[0])
     parser.add_argument("--dir", help=f"state directory (DTSERVICE_TESTBED_DIR, default {DEFAULT_DIR})")
+    parser.add_argument("--prefix",
+                        help=f"network namespace prefix (DTSERVICE_TESTBED_PREFIX, default {DEFAULT_PREFIX})")
     commands = parser.add_subparsers(dest="command", required=True)
     start = commands.add_parser("start", help="bring up the control plane(s) and the nodes")
     start.add_argument("--nodes", type=int, default=3)
@@ -427,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     pod.add_argument("node")
     pod.add_argument("name")
     args = parser.parse_args(argv)
-    bed = Testbed(args.dir)
+    bed = Testbed(args.dir, prefix=args.prefix)
     if args.command == "start":
         bed.start(nodes=args.nodes, clusters=args.clusters)
     elif args.command == "status":

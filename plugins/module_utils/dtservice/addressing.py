@@ -406,8 +406,12 @@ def peer_label_key(*, uid: str) -> str:
     return LABEL_PREFIX + peer_id(uid=uid)
 
 
-def interface_name(*, namespace: str, network: str) -> str:
+def interface_name(*, namespace: str, network: str, node_netns: str | None = None) -> str:
     """Return the WireGuard interface name for (namespace, network): ``dt`` + 10 hex.
+
+    ``node_netns`` (the namespace holding the node's address, when it is not the host's)
+    joins the hash, so federations that share one machine (several local test beds) do not
+    share names either; without it the name is what a real node computes.
 
     Interfaces are created in the node's namespace before moving into the pod, and
     wireguard-go keeps its control sockets in one machine-wide directory, so the name
@@ -419,4 +423,6 @@ def interface_name(*, namespace: str, network: str) -> str:
     net = _require_text(network, what="network name")
     # Length-prefixing makes ("a", "bc") and ("ab", "c") hash differently.
     material = f"{_IFACE_TAG}{len(ns)}:{ns}{len(net)}:{net}"
+    if node_netns:
+        material += f"{len(node_netns)}:{node_netns}"
     return "dt" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:10]

@@ -48,11 +48,10 @@ class NodeAgent:
     """One pass of the node agent over the dtServices in a node's namespace."""
 
     def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
-                 node_netns: str | None, handshake_timeout: float, check_mode: bool = False) -> None:
+                 handshake_timeout: float, check_mode: bool = False) -> None:
         self.cluster = cluster
         self.node = node
         self.federation = federation
-        self.node_netns = node_netns
         self.handshake_timeout = handshake_timeout
         self.check_mode = check_mode
         self._registries: dict[str, dict] = {}
@@ -87,7 +86,8 @@ class NodeAgent:
         address, entry = recorded
         role = plan.role_of(entry)
         domain = plan.domain_from_object(domain_obj)
-        interface = addressing.interface_name(namespace=self.node.namespace, network=name)
+        interface = addressing.interface_name(namespace=self.node.namespace, network=name,
+                                              node_netns=self.node.netns)
         outcome = AgentOutcome(name=name, status="Pending", interface=interface)
         try:
             private_key = read_private_key(secrets.get(key_secret_name(name)))
@@ -105,7 +105,7 @@ class NodeAgent:
                               persistent_keepalive=domain.persistent_keepalive or None)]
             prefix = ipaddress.ip_network(subnet).prefixlen
             result = wireguard.ensure_interface(
-                name=interface, node_netns=self.node_netns, pod_netns=netns, address=f"{address}/{prefix}",
+                name=interface, node_netns=self.node.netns, pod_netns=netns, address=f"{address}/{prefix}",
                 mtu=domain.mtu, listen_port=listen_port, private_key=private_key, peers=peers,
                 forward=role == plan.SERVER, check_mode=self.check_mode)
             outcome.changed, outcome.created = result["changed"], result["created"]

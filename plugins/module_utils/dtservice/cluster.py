@@ -38,6 +38,7 @@ class NodeRef:
     kubeconfig: str | None = None
     context: str | None = None
     port_range: str = "51820-51919"
+    netns: str | None = None
 
 
 @dataclass

@@ -29,7 +29,7 @@ def node_ref(params: Mapping[str, Any]):
 
     return NodeRef(name=params["name"], namespace=params["namespace"], address=params["address"],
                    kubeconfig=params.get("kubeconfig"), context=params.get("context"),
-                   port_range=params.get("port_range") or "51820-51919")
+                   port_range=params.get("port_range") or "51820-51919", netns=params.get("netns"))
 
 
 def federation_refs(params: Mapping[str, Any]) -> dict:

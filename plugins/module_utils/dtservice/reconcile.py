@@ -152,7 +152,8 @@ class NodeReconciler:
         pod = pods.get(spec["podSelector"])
         running = bool(pod) and pod.get("status", {}).get("phase") == "Running"
         outcome = Outcome(name=name, status="Pending", role=role, address=address, subnet=entry["subnet"],
-                          interface=addressing.interface_name(namespace=self.node.namespace, network=name),
+                          interface=addressing.interface_name(namespace=self.node.namespace, network=name,
+                                                             node_netns=self.node.netns),
                           pod=spec["podSelector"], pod_labels=plan.pod_labels(uid=uid, role=role))
         if not running:
             outcome.status = "WaitingForPod"
