@@ -30,6 +30,12 @@ options:
     description: Only these dtServices (by name); all of the namespace when omitted.
     type: list
     elements: str
+  finalizer:
+    description:
+      - Add the C(sid.sightlineinnovation.com/teardown) finalizer, so that a deletion waits
+        for the teardown (set by the reconciler daemon, which releases it).
+    type: bool
+    default: false
 author: dtService project
 """
 
@@ -74,7 +80,8 @@ except ImportError as error:  # the kubernetes client is missing on the target
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={**NODE_ARGS, "services": {"type": "list", "elements": "str"}},
+    module = AnsibleModule(argument_spec={**NODE_ARGS, "services": {"type": "list", "elements": "str"},
+                                          "finalizer": {"type": "bool", "default": False}},
                            supports_check_mode=True)
     if IMPORT_ERROR:
         module.fail_json(msg=f"dtservice_reconcile needs the kubernetes Python client: {IMPORT_ERROR}")
@@ -82,7 +89,7 @@ def main() -> None:
     reconciler = NodeReconciler(cluster=cluster, node=node_ref(module.params["node"]),
                                 federation=federation_refs(module.params))
     only = set(module.params["services"]) if module.params["services"] is not None else None
-    outcomes = reconciler.reconcile(only=only)
+    outcomes = reconciler.reconcile(only=only, finalizer=module.params["finalizer"])
     services = [o.as_dict() for o in outcomes]
     result = {"changed": any(o.changed for o in outcomes), "services": services,
               "pod_labels": pods_labels(services)}

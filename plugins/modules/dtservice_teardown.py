@@ -26,6 +26,12 @@ options:
     description: dtService names to remove; every dtService of the node when omitted.
     type: list
     elements: str
+  deleted_only:
+    description:
+      - Only finish the deletion of dtServices a user already deleted (those waiting on the
+        C(sid.sightlineinnovation.com/teardown) finalizer), as the reconciler daemon does.
+    type: bool
+    default: false
 author: dtService project
 """
 
@@ -57,7 +63,8 @@ except ImportError as error:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={**NODE_ARGS, "services": {"type": "list", "elements": "str"}},
+    module = AnsibleModule(argument_spec={**NODE_ARGS, "services": {"type": "list", "elements": "str"},
+                                          "deleted_only": {"type": "bool", "default": False}},
                            supports_check_mode=True)
     if IMPORT_ERROR:
         module.fail_json(msg=f"dtservice_teardown needs the kubernetes Python client: {IMPORT_ERROR}")
@@ -67,6 +74,8 @@ def main() -> None:
     wanted = module.params["services"]
     removed = []
     for service in cluster.list_services(node):
+        if module.params["deleted_only"] and not service["metadata"].get("deletionTimestamp"):
+            continue
         if wanted is None or service["metadata"]["name"] in wanted:
             remove_service(cluster=cluster, node=node, federation=federation, service=service)
             removed.append(service["metadata"]["name"])

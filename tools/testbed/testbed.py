@@ -211,8 +211,23 @@ class Testbed:
         with open(log_path, "ab") as out:
             process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        self.state["pids"].append({"pid": process.pid, "exe": argv[0]})
+        self.state["pids"].append({"pid": process.pid, "exe": argv[0], "argv": list(argv), "log": str(log_path)})
         self._save()
+
+    def restart_apiserver(self, cluster: int = 0) -> None:
+        """Stop a cluster's kube-apiserver and start it again with the same flags (etcd keeps the data)."""
+        cluster_dir = self.state["clusters"][cluster]["dir"]
+        record = next(p for p in self.state["pids"]
+                      if p["exe"].endswith("/kube-apiserver") and p["log"].startswith(cluster_dir))
+        os.killpg(record["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while process_alive(record["pid"], record["exe"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.state["pids"].remove(record)
+        self._spawn(Path(record["log"]), *record["argv"])
+        pki = Path(cluster_dir) / "pki"
+        wait_for(f"{self.state['clusters'][cluster]['server']}/readyz", what=f"cluster{cluster} kube-apiserver",
+                 ca=str(pki / "ca.crt"), cert=(str(pki / "admin.crt"), str(pki / "admin.key")))
 
     def _remember_netns(self, name: str) -> None:
         self.state["netns"].append(name)
@@ -347,6 +362,9 @@ class Testbed:
 
     def stop(self) -> None:
         """Remove every process, namespace and veth the bed made; safe after a crash."""
+        # Processes started for this bed (the reconciler daemon and its runs) name its directory.
+        for pid in processes_mentioning(str(self.dir)):
+            os.kill(pid, signal.SIGKILL)
         for record in reversed(self.state["pids"]):
             if process_alive(record["pid"], record["exe"]):
                 os.killpg(record["pid"], signal.SIGTERM)
@@ -372,6 +390,20 @@ def process_alive(pid: int, exe: str) -> bool:
         return False
     state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     return cmdline == exe and state != "Z"
+
+
+def processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(int(entry.name))
+    return found
 
 
 def list_netns() -> list[str]:

@@ -23,6 +23,9 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": "dtservice-provisioner"}
 PUBLIC_KEY_ANNOTATION = "sid.sightlineinnovation.com/public-key"
 PRIVATE_KEY_FIELD = "privatekey"
 MAX_ATTEMPTS = 20
+# Set by the reconciler daemon: a `kubectl delete` then waits until the peer has left the
+# network and the interface is gone (playbooks/reconcile.yml releases it).
+FINALIZER = "sid.sightlineinnovation.com/teardown"
 WAITING_STATES = {"WaitingForPod", "Pending"}
 # The seed's happy path shows `Events: <none>`: only states a user must act on or wait for get one.
 QUIET_STATES = {"Connected", "Pending"}
@@ -99,7 +102,7 @@ class NodeReconciler:
         return self._domains[key]
 
     # -- the pass -------------------------------------------------------------------------
-    def reconcile(self, *, only: set[str] | None = None) -> list[Outcome]:
+    def reconcile(self, *, only: set[str] | None = None, finalizer: bool = False) -> list[Outcome]:
         pods = self.cluster.list_pods(self.node)
         secrets = self.cluster.list_secrets(self.node, label_selector=KEY_SECRET_LABEL)
         outcomes = []
@@ -109,8 +112,18 @@ class NodeReconciler:
             if (only is not None and service["metadata"]["name"] not in only) \
                     or service["metadata"].get("deletionTimestamp"):
                 continue
-            outcomes.append(self.reconcile_service(service, pods=pods, secrets=secrets))
+            current = self._with_finalizer(service) if finalizer else service
+            outcomes.append(self.reconcile_service(current, pods=pods, secrets=secrets))
         return outcomes
+
+    def _with_finalizer(self, service: dict) -> dict:
+        def desired(current: dict) -> dict:
+            body = copy.deepcopy(current)
+            finalizers = body["metadata"].setdefault("finalizers", [])
+            if FINALIZER not in finalizers:
+                finalizers.append(FINALIZER)
+            return body
+        return self._update(self.node, service["metadata"]["name"], desired)
 
     def reconcile_service(self, service: dict, *, pods: Mapping[str, dict],
                           secrets: Mapping[str, dict]) -> Outcome:

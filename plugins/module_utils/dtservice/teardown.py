@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from . import addressing, plan
 from .cluster import Cluster, Conflict, NodeRef
-from .reconcile import MAX_ATTEMPTS, key_secret_name
+from .reconcile import FINALIZER, MAX_ATTEMPTS, key_secret_name
 
 
 def leave_network(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], service: dict) -> bool:
@@ -60,7 +60,28 @@ def leave_network(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, N
 
 
 def remove_service(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], service: dict) -> None:
-    """Leave the network, delete the key Secret, delete the object."""
+    """Leave the network, delete the key Secret, release our finalizer, delete the object."""
     leave_network(cluster=cluster, node=node, federation=federation, service=service)
     cluster.delete_secret(node, key_secret_name(service["metadata"]["name"]))
-    cluster.delete_service(node, service["metadata"]["name"])
+    release_finalizer(cluster=cluster, node=node, service=service)
+    if not service["metadata"].get("deletionTimestamp"):
+        cluster.delete_service(node, service["metadata"]["name"])
+
+
+def release_finalizer(*, cluster: Cluster, node: NodeRef, service: dict) -> None:
+    """Drop our finalizer, re-reading the object when it moved on since it was read."""
+    current = service
+    for _ in range(MAX_ATTEMPTS):
+        finalizers = current["metadata"].get("finalizers") or []
+        if FINALIZER not in finalizers:
+            return
+        body = copy.deepcopy(current)
+        body["metadata"]["finalizers"] = [f for f in finalizers if f != FINALIZER]
+        try:
+            cluster.replace_service(node, body)
+            return
+        except Conflict:
+            current = cluster.get_service(node, service["metadata"]["name"])
+            if current is None:
+                return
+    raise plan.PlanError("Failed", f"could not release the finalizer of {service['metadata']['name']}")

@@ -1,0 +1,111 @@
+"""Callback plugin: write each run's results back to the dtServices and hand them to the daemon."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: dtservice_status
+type: aggregate
+short_description: Write run results back to dtServices; report them to the reconciler daemon
+description:
+  - When a dtservice_* task fails on a node (a module crash, an API server that refused),
+    every dtService of that node that is not already in a failure state gets the status
+    C(Failed) and a Warning Event with the task and its message, written after re-reading
+    the object.
+  - At the end of the run, when C(DTSERVICE_RESULTS_FILE) is set (the reconciler daemon sets
+    it per run), writes a JSON summary there, per node whether it failed, what changed and
+    each dtService's status, so the daemon can requeue what is not Connected with backoff.
+  - Never writes a module's arguments or any private key anywhere.
+requirements:
+  - the kubernetes Python client
+options: {}
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from ansible.plugins.callback import CallbackBase
+
+try:
+    from ansible.module_utils.dtservice import module_args, reconcile
+    from ansible.module_utils.dtservice.cluster import Cluster
+except ImportError:  # plugins outside a collection do not see the module_utils path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "module_utils"))
+    from dtservice import module_args, reconcile
+    from dtservice.cluster import Cluster
+
+OUR_MODULES = ("dtservice_reconcile", "dtservice_agent", "dtservice_keypair", "dtservice_pod_label",
+               "dtservice_teardown")
+# States that already say what is wrong better than a generic Failed.
+SPECIFIC_STATES = {"DomainNotFound", "NotAMember", "NetworkNameTaken", "PoolExhausted", "SubnetExhausted",
+                   "PortsExhausted", "ServerUnreachable", "WaitingForPod"}
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "dtservice_status"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.nodes: dict[str, dict] = {}
+
+    def _node(self, host: str) -> dict:
+        return self.nodes.setdefault(host, {"failed": False, "changed": False, "services": {}, "errors": []})
+
+    @staticmethod
+    def _ours(result) -> bool:
+        return result._task.action.rsplit(".", 1)[-1] in OUR_MODULES
+
+    def v2_runner_on_ok(self, result) -> None:
+        if not self._ours(result):
+            return
+        node = self._node(result._host.get_name())
+        node["changed"] = node["changed"] or bool(result._result.get("changed"))
+        for outcome in result._result.get("services", []) + result._result.get("interfaces", []):
+            node["services"][outcome["name"]] = outcome["status"]
+
+    def v2_runner_on_failed(self, result, ignore_errors: bool = False) -> None:
+        if not self._ours(result):
+            return
+        node = self._node(result._host.get_name())
+        node["failed"] = True
+        message = str(result._result.get("msg") or result._result.get("exception", "")).strip().splitlines()
+        reason = f"{result._task.get_name()}: {message[-1] if message else 'failed'}"
+        node["errors"].append(reason)
+        for outcome in result._result.get("interfaces", []):
+            node["services"][outcome["name"]] = outcome["status"]
+        invoked = (result._result.get("invocation") or {}).get("module_args") or result._task.args
+        self._mark_failed(invoked.get("node"), reason)
+
+    def _mark_failed(self, node_args: dict | None, reason: str) -> None:
+        if not node_args:
+            return
+        try:
+            node = module_args.node_ref(node_args)
+            cluster = Cluster()
+            for service in cluster.list_services(node):  # re-read: the run may have written them
+                if service.get("status") in SPECIFIC_STATES or service["metadata"].get("deletionTimestamp"):
+                    continue
+                reconcile.write_status(cluster=cluster, node=node, service=service, status="Failed",
+                                       message=reason[:1000])
+        except Exception as error:  # the API server may be what failed; the daemon retries
+            self._display.warning(f"dtservice_status: could not record the failure: {error}")
+
+    def v2_runner_on_unreachable(self, result) -> None:
+        node = self._node(result._host.get_name())
+        node["failed"] = True
+        node["errors"].append("unreachable")
+
+    def v2_playbook_on_stats(self, stats) -> None:
+        target = os.environ.get("DTSERVICE_RESULTS_FILE")
+        if not target:
+            return
+        for host in stats.processed:
+            summary = stats.summarize(host)
+            node = self._node(host)
+            node["failed"] = node["failed"] or bool(summary["failures"] or summary["unreachable"])
+            node["changed"] = node["changed"] or bool(summary["changed"])
+        Path(target).write_text(json.dumps(self.nodes, indent=2, sort_keys=True))
