@@ -107,7 +107,8 @@ def test_a_hand_edit_of_peers_is_reverted(seeded):
     bed = seeded["bed"]
     node0 = bed.node("node0")
     before = get(bed, "node0")["peers"]
-    bogus = {"peers": {"100.96.0.2": None, "100.96.0.99": {"labels": {}, "publicKey": before["100.96.0.1"]["publicKey"]}}}
+    bogus = {"peers": {"100.96.0.2": None,
+                       "100.96.0.99": {"labels": {}, "publicKey": before["100.96.0.1"]["publicKey"]}}}
     bed.kubectl(node0, "patch", "dtservice", "myservice", "-n", node0.namespace, "--type=merge", "-p",
                 json.dumps(bogus), admin=True)
     wait_for(lambda: get(bed, "node0")["peers"] == before, timeout=60, what="the peers edit to be reverted")
@@ -135,8 +136,8 @@ def test_sigkill_mid_run_then_restart_converges_without_duplicates(seeded):
     os.kill(daemon_pid(bed), signal.SIGKILL)
     run_playbook(bed, "playbooks/deploy.yml", inventory=seeded["inventory"])  # starts it again
     wait_for(lambda: connected(bed, "node3"), timeout=120, what="node3 Connected after the restart")
-    hub = wait_for(lambda: (lambda s: s if len(s["peers"]) == 3 else None)(get(bed, "node0")), timeout=60,
-                   what="the server to list three peers")
+    wait_for(lambda: len(get(bed, "node0")["peers"]) == 3, timeout=60, what="the server to list three peers")
+    hub = get(bed, "node0")
     keys = [entry["publicKey"] for entry in hub["peers"].values()]
     assert len(set(hub["peers"])) == len(set(keys)) == 3
     for node in ("node0", "node1", "node3"):
