@@ -36,7 +36,7 @@ except ImportError:  # plugins outside a collection do not see the module_utils 
     from dtservice.cluster import Cluster
 
 OUR_MODULES = ("dtservice_reconcile", "dtservice_agent", "dtservice_keypair", "dtservice_pod_label",
-               "dtservice_teardown")
+               "dtservice_teardown", "dtservice_node")
 # States that already say what is wrong better than a generic Failed.
 SPECIFIC_STATES = {"DomainNotFound", "NotAMember", "NetworkNameTaken", "PoolExhausted", "SubnetExhausted",
                    "PortsExhausted", "ServerUnreachable", "WaitingForPod"}

@@ -555,21 +555,26 @@ def test_api_server_rejects_malformed_objects_with_field_names(seeded):
     assert versions(bed) == before
 
 
-# Declared problems: a one-subnet pool (100.100.0.0/30: server .1 and a single client .2), a
-# second network in that full pool, and a client whose pod does not exist yet.
+# Declared problems: tinydomain's pool holds two /30 networks (server .1 and one client .2
+# each), so a second joiner of `tiny` and a third network `tiny3` do not fit; baddomain's pool
+# is no larger than its subnets (the CRD accepts it, allocation cannot); a client whose pod does
+# not exist yet. node0 also serves networks of three domains, each needing its own UDP port.
 PROBLEM_DOMAINS = [
     {"name": "mydomain", "members": ["node0", "node1", "node2"]},
-    {"name": "tinydomain", "members": ["node0", "node1", "node2"], "pool": "100.100.0.0/30", "subnet_prefix": 30},
+    {"name": "tinydomain", "members": ["node0", "node1", "node2"], "pool": "100.100.0.0/29", "subnet_prefix": 30},
     {"name": "otherdomain", "members": ["node0", "node1", "node2"], "pool": "100.104.0.0/16"},
+    {"name": "baddomain", "members": ["node0", "node1", "node2"], "pool": "100.108.0.0/30", "subnet_prefix": 30},
 ]
 PROBLEM_SERVICES = {
     "node0": [{"name": "myservice", "domain": "mydomain", "pod": "my-pod"},
               {"name": "tiny", "domain": "tinydomain", "pod": "aux-pod"},
               {"name": "tiny2", "domain": "tinydomain", "pod": "aux-pod"},
+              {"name": "tiny3", "domain": "tinydomain", "pod": "aux-pod"},
               {"name": "waitnet", "domain": "otherdomain", "pod": "aux-pod"}],
     "node1": [{"name": "myservice", "domain": "mydomain", "pod": "service-pod"},
               {"name": "tiny", "domain": "tinydomain", "pod": "aux-pod"},
-              {"name": "waitnet", "domain": "otherdomain", "pod": "ghost-pod"}],
+              {"name": "waitnet", "domain": "otherdomain", "pod": "ghost-pod"},
+              {"name": "badnet2", "domain": "baddomain", "pod": "aux-pod"}],
     "node2": [{"name": "myservice", "domain": "mydomain", "pod": "worker-pod"},
               {"name": "tiny", "domain": "tinydomain", "pod": "aux-pod"}],
 }
@@ -603,8 +608,9 @@ def only_event(bed, node: str, name: str, *, warning: bool) -> dict:
 
 
 def test_full_subnet_and_full_pool_are_clear_states(problems):
-    """tinydomain's one /30 takes a server and one client: the other joiner is SubnetExhausted,
-    a second network is PoolExhausted; Warning Events say why; no address is reused."""
+    """tiny's /30 takes a server and one client: the other joiner is SubnetExhausted; the /29
+    pool takes tiny and tiny2, so tiny3 is PoolExhausted; Warning Events say why; nothing of
+    theirs is allocated and nothing is reused."""
     bed = problems.bed
     tiny = {node: service(bed, node, "tiny") for node in ("node0", "node1", "node2")}
     assert own_entry(tiny["node0"])[0] == "100.100.0.1"
@@ -612,17 +618,30 @@ def test_full_subnet_and_full_pool_are_clear_states(problems):
     full = [n for n in ("node1", "node2") if tiny[n].get("status") == "SubnetExhausted"]
     assert len(joined) == 1 and len(full) == 1, {n: o.get("status") for n, o in tiny.items()}
     assert own_entry(tiny[joined[0]])[0] == "100.100.0.2"
-    assert own_entry(tiny[full[0]]) is None and "server" not in tiny[full[0]]["spec"]
+    assert not tiny[full[0]].get("peers") and "server" not in tiny[full[0]]["spec"]
     check_network(bed, "tiny", ["node0", joined[0]])
     message = only_event(bed, full[0], "tiny", warning=True)["message"]
     assert "100.100.0.0/30" in message and "no free" in message
-    assert service(bed, "node0", "tiny2")["status"] == "PoolExhausted"
-    assert not service(bed, "node0", "tiny2").get("peers")
-    message = only_event(bed, "node0", "tiny2", warning=True)["message"]
-    assert "100.100.0.0/30" in message and "/30" in message
+    assert own_entry(service(bed, "node0", "tiny2"))[0] == "100.100.0.5"
+    tiny3 = service(bed, "node0", "tiny3")
+    assert tiny3["status"] == "PoolExhausted" and not tiny3.get("peers")
+    message = only_event(bed, "node0", "tiny3", warning=True)["message"]
+    assert "100.100.0.0/29" in message and "/30" in message
     registry = get_json(bed, "node0", "dtdomain", "tinydomain")["status"]["networks"]
-    assert sorted(registry) == ["tiny"] and registry["tiny"]["subnet"] == "100.100.0.0/30"
+    assert {n: e["subnet"] for n, e in registry.items()} == {"tiny": "100.100.0.0/30", "tiny2": "100.100.0.4/30"}
     assert_untouched(bed, problems.working)
+
+
+def test_domain_whose_pool_cannot_hold_a_network_is_a_clear_failure(problems):
+    """baddomain's pool is no larger than its subnet size (the CRD lets it through): the
+    dtService is Failed with a Warning Event saying why, and the node's other dtServices are
+    still reconciled."""
+    bed = problems.bed
+    obj = service(bed, "node1", "badnet2")
+    assert obj["status"] == "Failed" and not obj.get("peers")
+    assert "does not fit pool 100.108.0.0/30" in only_event(bed, "node1", "badnet2", warning=True)["message"]
+    assert not (get_json(bed, "node0", "dtdomain", "baddomain").get("status") or {}).get("networks")
+    assert service(bed, "node1", "waitnet")["status"] == "WaitingForPod"
 
 
 def test_missing_pod_waits_with_its_address_reserved(problems):
@@ -639,16 +658,17 @@ def test_missing_pod_waits_with_its_address_reserved(problems):
 
 
 def test_networks_served_by_one_node_have_their_own_ports(problems):
-    """node0 serves networks of three domains (myservice, tiny, waitnet): each listens on a UDP
-    port of its own on the node's address."""
+    """node0 serves networks of three domains (myservice, tiny, tiny2, waitnet): each listens
+    on a UDP port of its own on the node's address."""
     bed = problems.bed
     endpoints = {}
     for domain in ("mydomain", "tinydomain", "otherdomain"):
         for name, network in get_json(bed, "node0", "dtdomain", domain)["status"]["networks"].items():
             if network["server"]["node"] == "node0":
                 endpoints[f"{domain}/{name}"] = network["endpoint"]
-    assert sorted(endpoints) == ["mydomain/myservice", "otherdomain/waitnet", "tinydomain/tiny"]
-    assert len(set(endpoints.values())) == 3, endpoints
+    assert sorted(endpoints) == ["mydomain/myservice", "otherdomain/waitnet", "tinydomain/tiny",
+                                 "tinydomain/tiny2"]
+    assert len(set(endpoints.values())) == 4, endpoints
     assert all(e.startswith("198.18.0.10:518") for e in endpoints.values())
 
 
@@ -694,7 +714,7 @@ def test_network_name_of_another_domain_is_taken(kubectl_problems):
     assert obj["status"] == "NetworkNameTaken"
     assert not obj.get("peers")
     assert "otherdomain" in only_event(bed, "node2", "waitnet", warning=True)["message"]
-    assert sorted(get_json(bed, "node0", "dtdomain", "tinydomain")["status"]["networks"]) == ["tiny"]
+    assert sorted(get_json(bed, "node0", "dtdomain", "tinydomain")["status"]["networks"]) == ["tiny", "tiny2"]
     check_network(bed, "waitnet", ["node0", "node1"])
 
 
@@ -706,7 +726,7 @@ def test_bad_input_disturbs_nothing_that_works(kubectl_problems):
     bed = kubectl_problems.bed
     assert_untouched(bed, kubectl_problems.working)
     assert_untouched(bed, kubectl_problems.declared)
-    for node, name in [("node1", "waitnet"), ("node0", "tiny2")]:
+    for node, name in [("node1", "waitnet"), ("node0", "tiny3"), ("node1", "badnet2")]:
         assert len(events_for(bed, node, name)) == 1
     check_network(bed, "myservice", ["node0", "node1", "node2"])
 

@@ -27,6 +27,9 @@ MAX_ATTEMPTS = 20
 # network and the interface is gone (playbooks/reconcile.yml releases it).
 FINALIZER = "sid.sightlineinnovation.com/teardown"
 WAITING_STATES = {"WaitingForPod", "Pending"}
+# Every status word the dtService CRD accepts (its `status` enum).
+STATES = frozenset({"Connected", "Pending", "WaitingForPod", "DomainNotFound", "NotAMember", "NetworkNameTaken",
+                    "PoolExhausted", "SubnetExhausted", "PortsExhausted", "ServerUnreachable", "Failed"})
 # The seed's happy path shows `Events: <none>`: only states a user must act on or wait for get one.
 QUIET_STATES = {"Connected", "Pending"}
 
@@ -133,7 +136,10 @@ class NodeReconciler:
         try:
             outcome = self._attach(service, pods=pods, secrets=secrets)
         except (plan.PlanError, addressing.AllocationError) as problem:
-            outcome = Outcome(name=name, status=problem.reason, message=str(problem))
+            # A reason the CRD's status enum does not know (an InvalidInput's "Invalid", from a
+            # dtDomain whose pool cannot hold its subnet size) would make the status write a 422.
+            status = problem.reason if problem.reason in STATES else "Failed"
+            outcome = Outcome(name=name, status=status, message=str(problem))
         current = self.service_on(self.node, name) or service
         self._set_status(current, outcome)
         outcome.before = before

@@ -1,0 +1,94 @@
+#!/usr/bin/python
+"""Ansible module: one whole reconcile pass over a node (the reconciler daemon's step)."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: dtservice_node
+short_description: Reconcile everything of one node in one pass
+description:
+  - Runs, in one process, what deploy.yml's roles do one module at a time - reconcile the
+    node's dtServices (adding the teardown finalizer), label their pods, bring their
+    interfaces into the pods and remove those of deleted dtServices - and then finishes the
+    deletions users asked for (the peer leaves the network, the key Secret goes, the
+    finalizer is released). This is the reconciler daemon's step, so that a change costs
+    one module run.
+  - Check mode sends every write as a server-side dry run and changes no interface.
+options:
+  node:
+    description: The node (name, namespace, address, kubeconfig, netns).
+    type: dict
+    required: true
+  federation:
+    description: Every federation node.
+    type: list
+    elements: dict
+    required: true
+  handshake_timeout:
+    description: Seconds a client waits for its first handshake before it reports ServerUnreachable.
+    type: float
+    default: 20
+author: dtService project
+"""
+
+EXAMPLES = r"""
+- name: Reconcile this node in one pass
+  dtservice_node:
+    node: "{{ dtservice_plan.nodes[inventory_hostname] }}"
+    federation: "{{ dtservice_plan.federation }}"
+"""
+
+RETURN = r"""
+services:
+  description: What dtservice_reconcile returns per dtService.
+  returned: always
+  type: list
+  elements: dict
+interfaces:
+  description: What dtservice_agent returns per interface.
+  returned: always
+  type: list
+  elements: dict
+removed_interfaces:
+  description: Interfaces removed from pods.
+  returned: always
+  type: list
+  elements: dict
+deleted:
+  description: dtServices whose deletion this pass finished.
+  returned: always
+  type: list
+  elements: str
+pod_labels:
+  description: Label patches applied to pods.
+  returned: always
+  type: dict
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+try:
+    from ansible.module_utils.dtservice.cluster import Cluster
+    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, node_ref
+    from ansible.module_utils.dtservice.node import node_pass
+    IMPORT_ERROR = None
+except ImportError as error:
+    IMPORT_ERROR = error
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec={**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 20}},
+                           supports_check_mode=True)
+    if IMPORT_ERROR:
+        module.fail_json(msg=f"dtservice_node needs the kubernetes Python client and jinja2: {IMPORT_ERROR}")
+    result = node_pass(cluster=Cluster(dry_run=module.check_mode), node=node_ref(module.params["node"]),
+                       federation=federation_refs(module.params),
+                       handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
+    failed = [i for i in result["interfaces"] if i["status"] == "Failed"]
+    if failed:
+        module.fail_json(msg="; ".join(f"{i['name']}: {i['message']}" for i in failed), **result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
