@@ -71,21 +71,8 @@ def run_playbook(bed, playbook: str, *extra: str, inventory: str | None = None,
 def write_inventory(bed, path: Path, *, services: dict[str, list[dict]],
                     domains: list[dict] | None = None, daemon: bool = False) -> str:
     """An inventory of the bed's nodes (like inventories/local) with these declarations;
-    the reconciler daemon is left out unless asked for."""
-    hosts = {}
-    for node in bed.nodes:
-        admin = str(Path(node.admin_kubeconfig))
-        hosts[node.name] = {"dtservice_node_namespace": node.namespace, "dtservice_node_address": node.address,
-                            "dtservice_node_netns": node.netns, "dtservice_node_kubeconfig": node.kubeconfig,
-                            "dtservice_crds_kubeconfig": admin, "dtservice_services": services.get(node.name, [])}
-    inventory = {"federation": {"hosts": hosts, "vars": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
-        "dtservice_daemon_enabled": daemon, "dtservice_daemon_dir": str(bed.dir / "reconciler"),
-        "dtservice_daemon_env": {"DTSERVICE_TESTBED_DIR": str(bed.dir), "DTSERVICE_TESTBED_PREFIX": bed.prefix},
-        "dtservice_daemon_metrics_port": 0,
-        "dtservice_domains": domains or [{"name": "mydomain", "members": [n.name for n in bed.nodes]}]}}}
-    path.write_text(json.dumps(inventory))
-    return str(path)
+    the reconciler daemon is left out unless asked for (``Testbed.write_inventory``)."""
+    return bed.write_inventory(path, services=services, domains=domains, daemon=daemon)
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:

@@ -11,6 +11,8 @@ description:
     every dtService of that node that is not already in a failure state gets the status
     C(Failed) and a Warning Event with the task and its message, written after re-reading
     the object.
+  - Results are kept per federation node (the nodes a module call worked on), not per
+    inventory host, since one call serves many nodes.
   - At the end of the run, when C(DTSERVICE_RESULTS_FILE) is set (the reconciler daemon sets
     it per run), writes a JSON summary there, per node whether it failed, what changed and
     each dtService's status, so the daemon can requeue what is not Connected with backoff.
@@ -59,30 +61,41 @@ class CallbackModule(CallbackBase):
     def _ours(result) -> bool:
         return result._task.action.rsplit(".", 1)[-1] in OUR_MODULES
 
+    def _record(self, result) -> None:
+        """Our modules return, per node name, the outcome of each dtService (the agent's last)."""
+        for key in ("services", "interfaces"):
+            for node_name, outcomes in (result._result.get(key) or {}).items():
+                node = self._node(node_name)
+                for outcome in outcomes:
+                    node["services"][outcome["name"]] = outcome["status"]
+
     def v2_runner_on_ok(self, result) -> None:
         if not self._ours(result):
             return
-        node = self._node(result._host.get_name())
-        node["changed"] = node["changed"] or bool(result._result.get("changed"))
-        for outcome in result._result.get("services", []) + result._result.get("interfaces", []):
-            node["services"][outcome["name"]] = outcome["status"]
+        self._record(result)
+        if result._result.get("changed"):
+            for node_args in self._nodes_of(result):
+                self._node(node_args["name"])["changed"] = True
 
     def v2_runner_on_failed(self, result, ignore_errors: bool = False) -> None:
         if not self._ours(result):
             return
-        node = self._node(result._host.get_name())
-        node["failed"] = True
+        self._record(result)
         message = str(result._result.get("msg") or result._result.get("exception", "")).strip().splitlines()
         reason = f"{result._task.get_name()}: {message[-1] if message else 'failed'}"
-        node["errors"].append(reason)
-        for outcome in result._result.get("interfaces", []):
-            node["services"][outcome["name"]] = outcome["status"]
-        invoked = (result._result.get("invocation") or {}).get("module_args") or result._task.args
-        self._mark_failed(invoked.get("node"), reason)
+        for node_args in self._nodes_of(result):
+            node = self._node(node_args["name"])
+            node["failed"] = True
+            node["errors"].append(reason)
+            self._mark_failed(node_args, reason)
 
-    def _mark_failed(self, node_args: dict | None, reason: str) -> None:
-        if not node_args:
-            return
+    @staticmethod
+    def _nodes_of(result) -> list[dict]:
+        invoked = (result._result.get("invocation") or {}).get("module_args") or result._task.args
+        nodes = invoked.get("nodes")
+        return nodes if isinstance(nodes, list) else []
+
+    def _mark_failed(self, node_args: dict, reason: str) -> None:
         try:
             node = module_args.node_ref(node_args)
             cluster = Cluster()
@@ -104,8 +117,6 @@ class CallbackModule(CallbackBase):
         if not target:
             return
         for host in stats.processed:
-            summary = stats.summarize(host)
-            node = self._node(host)
-            node["failed"] = node["failed"] or bool(summary["failures"] or summary["unreachable"])
-            node["changed"] = node["changed"] or bool(summary["changed"])
+            if stats.summarize(host)["unreachable"]:
+                self._node(host)["failed"] = True
         Path(target).write_text(json.dumps(self.nodes, indent=2, sort_keys=True))

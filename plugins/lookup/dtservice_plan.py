@@ -10,10 +10,12 @@ description:
     C(dtservice_node_*) variables, checks the declared C(dtservice_domains) and per-host
     C(dtservice_services), and returns the plan the roles apply, without contacting any API
     server. Bad declarations fail here, before anything changes.
-  - Returns one dict with C(nodes) (name -> node), C(federation) (the node list modules take),
-    C(domains) (name -> dtDomain spec), C(domain_objects) and C(service_objects) (host -> the
-    dtDomains and user-side dtServices to apply there), C(networks) (name -> domain, server node, attachments,
-    interface names) and C(serves) (node -> networks it is the planned server of).
+  - Returns one dict with C(nodes) (host -> node), C(federation) (the node list modules
+    take), C(domains) (name -> dtDomain spec), C(clusters) (per API server, the dtDomains and
+    user-side dtServices to apply in one call), C(agents) (the host that runs the node agent
+    for each machine -> the nodes it serves), C(networks) (name -> domain, server node,
+    attachments, interface names) and C(serves) (node -> networks it is the planned server
+    of).
 options:
   _terms:
     description: The inventory group of the federation's nodes.
@@ -74,22 +76,11 @@ class LookupModule(LookupBase):
             }
             services[host] = list(facts.get("dtservice_services") or [])
         domains = list(hostvars[hosts[0]].get("dtservice_domains") or [])
+        # Nodes driven through a local connection share this machine: one agent run serves them.
+        machines = {host: "localhost" if hostvars[host].get("ansible_connection") == "local"
+                    else hostvars[host].get("ansible_host") or host for host in hosts}
         try:
-            declared = plan.declared_plan(domains=domains, nodes=nodes, services=services, node_order=hosts)
+            return [plan.federation_plan(hosts=list(hosts), nodes=nodes, services=services, domains=domains,
+                                         machines=machines)]
         except (plan.PlanError, KeyError) as error:
             raise AnsibleLookupError(f"dtservice_plan: {error}") from None
-        domain_specs = {
-            d["name"]: plan.Domain(
-                name=d["name"],
-                members=tuple(plan.Member(name=nodes[m]["name"], namespace=nodes[m]["namespace"],
-                                          address=nodes[m]["address"], port_range=nodes[m]["port_range"])
-                              for m in d["members"]),
-                pool=d.get("pool", "100.96.0.0/12"), subnet_prefix=d.get("subnet_prefix", 24),
-                persistent_keepalive=d.get("persistent_keepalive", 25), mtu=d.get("mtu", 1420)).to_spec()
-            for d in domains}
-        domain_objects = {host: [plan.domain_object(name=d["name"], spec=domain_specs[d["name"]])
-                                 for d in domains if host in d["members"]] for host in hosts}
-        service_objects = {host: [plan.service_object(name=s["name"], domain=s["domain"], pod=s["pod"])
-                                  for s in services[host]] for host in hosts}
-        return [{"nodes": nodes, "federation": list(nodes.values()), "domains": domain_specs,
-                 "domain_objects": domain_objects, "service_objects": service_objects, **declared}]

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: dtservice_agent
-short_description: Bring the WireGuard interfaces of a node's dtServices into their pods
+short_description: Bring the WireGuard interfaces of the nodes' dtServices into their pods
 description:
-  - For every reconciled dtService of the node whose pod runs, creates the WireGuard
+  - For every reconciled dtService of each node whose pod runs (the nodes of one call side by
+    side; give a call the nodes of one machine), creates the WireGuard
     interface where the node's address lives (kernel WireGuard, else wireguard-go), moves
     it into the pod's network namespace, gives it its overlay address and MTU and applies
     its peers (a server gets one peer per client and forwards between them; a client gets
@@ -19,9 +20,10 @@ description:
     the interface, through a 0600 file that is removed at once.
   - Check mode reports what would change and changes nothing.
 options:
-  node:
-    description: The node (name, namespace, address, kubeconfig, netns).
-    type: dict
+  nodes:
+    description: The nodes (name, namespace, address, kubeconfig, netns) whose interfaces live on this machine.
+    type: list
+    elements: dict
     required: true
   federation:
     description: Every federation node (the domain's home holds the servers' ports).
@@ -38,16 +40,15 @@ author: dtService project
 EXAMPLES = r"""
 - name: Bring the interfaces into this node's pods
   dtservice_agent:
-    node: "{{ dtservice_plan.nodes[inventory_hostname] }}"
+    nodes: ["{{ dtservice_plan.nodes[inventory_hostname] }}"]
     federation: "{{ dtservice_plan.federation }}"
 """
 
 RETURN = r"""
 interfaces:
-  description: One entry per dtService with a running pod.
+  description: Node name -> one entry per dtService with a running pod.
   returned: always
-  type: list
-  elements: dict
+  type: dict
   contains:
     name: {description: dtService name, type: str}
     interface: {description: Interface name in the pod, type: str}
@@ -57,10 +58,9 @@ interfaces:
     peers_added: {description: Public keys of peers added, type: list}
     peers_removed: {description: Public keys of peers removed, type: list}
 removed:
-  description: Interfaces removed from pods (pod, interface).
+  description: Node name -> interfaces removed from its pods (pod, interface).
   returned: always
-  type: list
-  elements: dict
+  type: dict
 """
 
 from dataclasses import asdict
@@ -69,8 +69,8 @@ from ansible.module_utils.basic import AnsibleModule
 
 try:
     from ansible.module_utils.dtservice.agent import NodeAgent
-    from ansible.module_utils.dtservice.cluster import Cluster
-    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, node_ref
+    from ansible.module_utils.dtservice.cluster import Cluster, Connections
+    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, for_each_node
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error
@@ -81,16 +81,23 @@ def main() -> None:
                            supports_check_mode=True)
     if IMPORT_ERROR:
         module.fail_json(msg=f"dtservice_agent needs the kubernetes Python client and jinja2: {IMPORT_ERROR}")
-    agent = NodeAgent(cluster=Cluster(dry_run=module.check_mode), node=node_ref(module.params["node"]),
-                      federation=federation_refs(module.params),
-                      handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
-    outcomes, removed = agent.run()
-    interfaces = [asdict(o) for o in outcomes]
-    result = {"changed": bool(removed) or any(o.changed for o in outcomes), "interfaces": interfaces,
-              "removed": removed}
-    failed = [o for o in outcomes if o.status == "Failed"]
+    connections = Connections()
+    federation = federation_refs(module.params)
+
+    def serve(node):
+        return NodeAgent(cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node,
+                         federation=federation, handshake_timeout=module.params["handshake_timeout"],
+                         check_mode=module.check_mode).run()
+
+    done = for_each_node(module.params, serve)
+    interfaces = {name: [asdict(o) for o in outcomes] for name, (outcomes, _) in done.items()}
+    removed = {name: gone for name, (_, gone) in done.items() if gone}
+    result = {"changed": bool(removed) or any(o["changed"] for items in interfaces.values() for o in items),
+              "interfaces": interfaces, "removed": removed}
+    failed = [f"{name}/{o['name']}: {o['message']}" for name, items in interfaces.items() for o in items
+              if o["status"] == "Failed"]
     if failed:
-        module.fail_json(msg="; ".join(f"{o.name}: {o.message}" for o in failed), **result)
+        module.fail_json(msg="; ".join(failed), **result)
     module.exit_json(**result)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: dtservice_keypair
-short_description: Ensure every dtService of a node has its X25519 key pair
+short_description: Ensure every dtService of the nodes has its X25519 key pair
 description:
-  - For each dtService in the node's namespace, makes sure the Secret
+  - For each dtService in each node's namespace, makes sure the Secret
     C(dtservice-<name>-wg) holds a valid X25519 private key owned by that dtService (the
     garbage collector deletes it with the dtService). A missing or foreign Secret is
     replaced by a new key; an existing one is kept, so keys are stable across runs and pod
@@ -17,22 +17,23 @@ description:
   - Check mode sends the Secret as a server-side dry run (the public key returned is then the
     one a real run would not keep).
 options:
-  node:
-    description: The node (name, namespace, kubeconfig...).
-    type: dict
+  nodes:
+    description: The nodes (name, namespace, kubeconfig...).
+    type: list
+    elements: dict
     required: true
 author: dtService project
 """
 
 EXAMPLES = r"""
-- name: Make sure every dtService of this node has its key pair
+- name: Make sure every dtService of every node has its key pair
   dtservice_keypair:
-    node: "{{ dtservice_plan.nodes[inventory_hostname] }}"
+    nodes: "{{ dtservice_plan.federation }}"
 """
 
 RETURN = r"""
 public_keys:
-  description: dtService name -> its WireGuard public key.
+  description: Node name -> dtService name -> its WireGuard public key.
   returned: always
   type: dict
 """
@@ -40,8 +41,8 @@ public_keys:
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.dtservice.cluster import Cluster
-    from ansible.module_utils.dtservice.module_args import NODE_OPTIONS, node_ref
+    from ansible.module_utils.dtservice.cluster import Cluster, Connections
+    from ansible.module_utils.dtservice.module_args import NODE_OPTIONS, for_each_node
     from ansible.module_utils.dtservice.reconcile import KEY_SECRET_LABEL, ensure_key_secret, key_secret_name
     IMPORT_ERROR = None
 except ImportError as error:
@@ -49,21 +50,28 @@ except ImportError as error:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={"node": {"type": "dict", "required": True, "options": NODE_OPTIONS}},
+    module = AnsibleModule(argument_spec={"nodes": {"type": "list", "elements": "dict", "required": True,
+                                                    "options": NODE_OPTIONS}},
                            supports_check_mode=True)
     if IMPORT_ERROR:
         module.fail_json(msg=f"dtservice_keypair needs the kubernetes Python client: {IMPORT_ERROR}")
-    cluster = Cluster(dry_run=module.check_mode)
-    node = node_ref(module.params["node"])
-    secrets = cluster.list_secrets(node, label_selector=KEY_SECRET_LABEL)
-    public_keys = {}
-    for service in cluster.list_services(node):
-        if service["metadata"].get("deletionTimestamp"):
-            continue
-        name = service["metadata"]["name"]
-        public_keys[name] = ensure_key_secret(cluster=cluster, node=node, service=service,
-                                              secret=secrets.get(key_secret_name(name)))
-    module.exit_json(changed=cluster.writes > 0, public_keys=public_keys)
+    connections = Connections()
+
+    def ensure(node):
+        cluster = Cluster(connections=connections, dry_run=module.check_mode)
+        secrets = cluster.list_secrets(node, label_selector=KEY_SECRET_LABEL)
+        public_keys = {}
+        for service in cluster.list_services(node):
+            if service["metadata"].get("deletionTimestamp"):
+                continue
+            name = service["metadata"]["name"]
+            public_keys[name] = ensure_key_secret(cluster=cluster, node=node, service=service,
+                                                  secret=secrets.get(key_secret_name(name)))
+        return cluster.writes > 0, public_keys
+
+    done = for_each_node(module.params, ensure)
+    module.exit_json(changed=any(changed for changed, _ in done.values()),
+                     public_keys={name: keys for name, (_, keys) in done.items()})
 
 
 if __name__ == "__main__":

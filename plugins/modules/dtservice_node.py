@@ -15,9 +15,10 @@ description:
     one module run.
   - Check mode sends every write as a server-side dry run and changes no interface.
 options:
-  node:
-    description: The node (name, namespace, address, kubeconfig, netns).
-    type: dict
+  nodes:
+    description: The nodes (name, namespace, address, kubeconfig, netns) whose interfaces live on this machine.
+    type: list
+    elements: dict
     required: true
   federation:
     description: Every federation node.
@@ -34,33 +35,29 @@ author: dtService project
 EXAMPLES = r"""
 - name: Reconcile this node in one pass
   dtservice_node:
-    node: "{{ dtservice_plan.nodes[inventory_hostname] }}"
+    nodes: ["{{ dtservice_plan.nodes[inventory_hostname] }}"]
     federation: "{{ dtservice_plan.federation }}"
 """
 
 RETURN = r"""
 services:
-  description: What dtservice_reconcile returns per dtService.
+  description: Node name -> what dtservice_reconcile returns per dtService.
   returned: always
-  type: list
-  elements: dict
+  type: dict
 interfaces:
-  description: What dtservice_agent returns per interface.
+  description: Node name -> what dtservice_agent returns per interface.
   returned: always
-  type: list
-  elements: dict
+  type: dict
 removed_interfaces:
-  description: Interfaces removed from pods.
+  description: Node name -> interfaces removed from pods.
   returned: always
-  type: list
-  elements: dict
+  type: dict
 deleted:
-  description: dtServices whose deletion this pass finished.
+  description: Node name -> dtServices whose deletion this pass finished.
   returned: always
-  type: list
-  elements: str
+  type: dict
 pod_labels:
-  description: Label patches applied to pods.
+  description: Node name -> label patches applied to pods.
   returned: always
   type: dict
 """
@@ -68,8 +65,8 @@ pod_labels:
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.dtservice.cluster import Cluster
-    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, node_ref
+    from ansible.module_utils.dtservice.cluster import Cluster, Connections
+    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, for_each_node
     from ansible.module_utils.dtservice.node import node_pass
     IMPORT_ERROR = None
 except ImportError as error:
@@ -81,12 +78,22 @@ def main() -> None:
                            supports_check_mode=True)
     if IMPORT_ERROR:
         module.fail_json(msg=f"dtservice_node needs the kubernetes Python client and jinja2: {IMPORT_ERROR}")
-    result = node_pass(cluster=Cluster(dry_run=module.check_mode), node=node_ref(module.params["node"]),
-                       federation=federation_refs(module.params),
-                       handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
-    failed = [i for i in result["interfaces"] if i["status"] == "Failed"]
+    connections = Connections()
+    federation = federation_refs(module.params)
+
+    def one_pass(node):
+        return node_pass(cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node,
+                         federation=federation, handshake_timeout=module.params["handshake_timeout"],
+                         check_mode=module.check_mode)
+
+    done = for_each_node(module.params, one_pass)
+    result = {key: {name: passed[key] for name, passed in done.items()}
+              for key in ("services", "interfaces", "removed_interfaces", "deleted", "pod_labels")}
+    result["changed"] = any(passed["changed"] for passed in done.values())
+    failed = [f"{name}/{i['name']}: {i['message']}" for name, passed in done.items() for i in passed["interfaces"]
+              if i["status"] == "Failed"]
     if failed:
-        module.fail_json(msg="; ".join(f"{i['name']}: {i['message']}" for i in failed), **result)
+        module.fail_json(msg="; ".join(failed), **result)
     module.exit_json(**result)
 
 

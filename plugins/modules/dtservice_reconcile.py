@@ -1,25 +1,26 @@
 #!/usr/bin/python
-"""Ansible module: reconcile the provisioner-owned fields of one node's dtServices."""
+"""Ansible module: reconcile the provisioner-owned fields of the nodes' dtServices."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: dtservice_reconcile
-short_description: Apply the provisioner-owned fields of a node's dtServices
+short_description: Apply the provisioner-owned fields of the nodes' dtServices
 description:
-  - For every dtService in the node's namespace, ensures its WireGuard key Secret, registers
-    its network on the domain's home dtDomain (new name -> new network with this pod as
-    server), claims its overlay address on the server's C(peers) table, and writes the
-    dtService's own C(peers), C(spec.server) and C(status) as the seed shows them, with a
-    Kubernetes Event when something is wrong.
+  - For every dtService in each node's namespace (the nodes of one call side by side),
+    ensures its WireGuard key Secret, registers its network on the domain's home dtDomain
+    (new name -> new network with this pod as server), claims its overlay address on the
+    server's C(peers) table, and writes the dtService's own C(peers), C(spec.server) and
+    C(status) as the seed shows them, with a Kubernetes Event when something is wrong.
   - Shared tables are written with their resourceVersion, so concurrent joins never share an
     address. Nothing is written when nothing differs.
   - Check mode sends every write as a server-side dry run. Diff mode returns each object's
     owned fields before and after. Private keys never appear in the result.
 options:
-  node:
-    description: The node to reconcile (name, namespace, underlay address, kubeconfig...).
-    type: dict
+  nodes:
+    description: The nodes to reconcile (name, namespace, underlay address, kubeconfig...).
+    type: list
+    elements: dict
     required: true
   federation:
     description: Every federation node, so other members' objects can be read and written.
@@ -27,9 +28,8 @@ options:
     elements: dict
     required: true
   services:
-    description: Only these dtServices (by name); all of the namespace when omitted.
-    type: list
-    elements: str
+    description: Node name -> only these dtServices of it (by name); all of a node's when it is not listed.
+    type: dict
   finalizer:
     description:
       - Add the C(sid.sightlineinnovation.com/teardown) finalizer, so that a deletion waits
@@ -40,18 +40,17 @@ author: dtService project
 """
 
 EXAMPLES = r"""
-- name: Reconcile the dtServices of this node
+- name: Reconcile the dtServices of every node
   dtservice_reconcile:
-    node: "{{ dtservice_plan.nodes[inventory_hostname] }}"
-    federation: "{{ dtservice_plan.nodes.values() | list }}"
+    nodes: "{{ dtservice_plan.federation }}"
+    federation: "{{ dtservice_plan.federation }}"
 """
 
 RETURN = r"""
 services:
-  description: One entry per dtService reconciled.
+  description: Node name -> one entry per dtService reconciled there.
   returned: always
-  type: list
-  elements: dict
+  type: dict
   contains:
     name: {description: dtService name (the network), type: str}
     status: {description: The status word written to the object, type: str}
@@ -62,7 +61,7 @@ services:
     interface: {description: The WireGuard interface name in the pod, type: str}
     pod_labels: {description: Labels the pod should carry, type: dict}
 pod_labels:
-  description: Pod name -> every dtService label it should carry (input of dtservice_pod_label).
+  description: Node name -> pod name -> every dtService label it should carry (input of dtservice_pod_label).
   returned: always
   type: dict
 """
@@ -70,8 +69,8 @@ pod_labels:
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.dtservice.cluster import Cluster
-    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, node_ref
+    from ansible.module_utils.dtservice.cluster import Cluster, Connections
+    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, for_each_node
     from ansible.module_utils.dtservice.plan import pods_labels
     from ansible.module_utils.dtservice.reconcile import NodeReconciler
     IMPORT_ERROR = None
@@ -80,21 +79,27 @@ except ImportError as error:  # the kubernetes client is missing on the target
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={**NODE_ARGS, "services": {"type": "list", "elements": "str"},
+    module = AnsibleModule(argument_spec={**NODE_ARGS, "services": {"type": "dict"},
                                           "finalizer": {"type": "bool", "default": False}},
                            supports_check_mode=True)
     if IMPORT_ERROR:
         module.fail_json(msg=f"dtservice_reconcile needs the kubernetes Python client: {IMPORT_ERROR}")
-    cluster = Cluster(dry_run=module.check_mode)
-    reconciler = NodeReconciler(cluster=cluster, node=node_ref(module.params["node"]),
-                                federation=federation_refs(module.params))
-    only = set(module.params["services"]) if module.params["services"] is not None else None
-    outcomes = reconciler.reconcile(only=only, finalizer=module.params["finalizer"])
-    services = [o.as_dict() for o in outcomes]
-    result = {"changed": any(o.changed for o in outcomes), "services": services,
-              "pod_labels": pods_labels(services)}
+    connections = Connections()
+    federation = federation_refs(module.params)
+    only = module.params["services"] or {}
+
+    def reconcile(node):
+        reconciler = NodeReconciler(cluster=Cluster(connections=connections, dry_run=module.check_mode),
+                                    node=node, federation=federation)
+        return reconciler.reconcile(only=set(only[node.name]) if node.name in only else None,
+                                    finalizer=module.params["finalizer"])
+
+    outcomes = for_each_node(module.params, reconcile)
+    services = {name: [o.as_dict() for o in done] for name, done in outcomes.items()}
+    result = {"changed": any(o.changed for done in outcomes.values() for o in done), "services": services,
+              "pod_labels": {name: pods_labels(done) for name, done in services.items()}}
     if module._diff:
-        result["diff"] = [o.diff() for o in outcomes if o.changed]
+        result["diff"] = [o.diff() for done in outcomes.values() for o in done if o.changed]
     module.exit_json(**result)
 
 

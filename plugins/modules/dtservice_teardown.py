@@ -5,17 +5,18 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: dtservice_teardown
-short_description: Remove a node's dtServices from their networks and delete them
+short_description: Remove the nodes' dtServices from their networks and delete them
 description:
-  - For each selected dtService of the node, frees its address on the server's C(peers)
+  - For each selected dtService of each node, frees its address on the server's C(peers)
     table (a client) or removes its network from the domain registry (the server), deletes
     its key Secret and deletes the object. Run the node agent afterwards on every node; it
     removes the interfaces and the departed peers.
   - Check mode sends every write as a server-side dry run.
 options:
-  node:
-    description: The node (name, namespace, kubeconfig...).
-    type: dict
+  nodes:
+    description: The nodes (name, namespace, kubeconfig...).
+    type: list
+    elements: dict
     required: true
   federation:
     description: Every federation node.
@@ -36,26 +37,25 @@ author: dtService project
 """
 
 EXAMPLES = r"""
-- name: Take myservice off this node
+- name: Take myservice off node2
   dtservice_teardown:
-    node: "{{ dtservice_plan.nodes[inventory_hostname] }}"
+    nodes: ["{{ dtservice_plan.nodes.node2 }}"]
     federation: "{{ dtservice_plan.federation }}"
     services: [myservice]
 """
 
 RETURN = r"""
 removed:
-  description: Names of the dtServices removed.
+  description: Node name -> names of the dtServices removed there.
   returned: always
-  type: list
-  elements: str
+  type: dict
 """
 
 from ansible.module_utils.basic import AnsibleModule
 
 try:
-    from ansible.module_utils.dtservice.cluster import Cluster
-    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, node_ref
+    from ansible.module_utils.dtservice.cluster import Cluster, Connections
+    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, for_each_node
     from ansible.module_utils.dtservice.teardown import remove_service
     IMPORT_ERROR = None
 except ImportError as error:
@@ -68,17 +68,22 @@ def main() -> None:
                            supports_check_mode=True)
     if IMPORT_ERROR:
         module.fail_json(msg=f"dtservice_teardown needs the kubernetes Python client: {IMPORT_ERROR}")
-    cluster = Cluster(dry_run=module.check_mode)
-    node = node_ref(module.params["node"])
+    connections = Connections()
     federation = federation_refs(module.params)
     wanted = module.params["services"]
-    removed = []
-    for service in cluster.list_services(node):
-        if module.params["deleted_only"] and not service["metadata"].get("deletionTimestamp"):
-            continue
-        if wanted is None or service["metadata"]["name"] in wanted:
-            remove_service(cluster=cluster, node=node, federation=federation, service=service)
-            removed.append(service["metadata"]["name"])
+
+    def remove(node):
+        cluster = Cluster(connections=connections, dry_run=module.check_mode)
+        removed = []
+        for service in cluster.list_services(node):
+            if module.params["deleted_only"] and not service["metadata"].get("deletionTimestamp"):
+                continue
+            if wanted is None or service["metadata"]["name"] in wanted:
+                remove_service(cluster=cluster, node=node, federation=federation, service=service)
+                removed.append(service["metadata"]["name"])
+        return removed
+
+    removed = {name: done for name, done in for_each_node(module.params, remove).items() if done}
     module.exit_json(changed=bool(removed), removed=removed)
 
 

@@ -228,3 +228,40 @@ def pods_labels(outcomes: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, st
         if outcome.get("pod") and outcome.get("pod_labels"):
             labels.setdefault(outcome["pod"], {}).update(outcome["pod_labels"])
     return labels
+
+
+def federation_plan(*, hosts: list[str], nodes: Mapping[str, Mapping[str, Any]],
+                    services: Mapping[str, list[Mapping[str, Any]]], domains: list[Mapping[str, Any]],
+                    machines: Mapping[str, str]) -> dict[str, Any]:
+    """Everything deploy.yml needs, batched: per cluster the objects to apply in one call, per
+    machine the nodes one agent run serves, and the declared plan. ``nodes`` and ``services``
+    are keyed by inventory host, ``machines`` maps a host to the machine its agent runs on."""
+    declared = declared_plan(domains=domains, nodes=nodes, services=services, node_order=hosts)
+    specs = {d["name"]: Domain(
+        name=d["name"],
+        members=tuple(Member(name=nodes[m]["name"], namespace=nodes[m]["namespace"], address=nodes[m]["address"],
+                             port_range=nodes[m]["port_range"]) for m in d["members"]),
+        pool=d.get("pool", "100.96.0.0/12"), subnet_prefix=d.get("subnet_prefix", 24),
+        persistent_keepalive=d.get("persistent_keepalive", 25), mtu=d.get("mtu", 1420)).to_spec() for d in domains}
+    clusters: dict[tuple, dict[str, Any]] = {}
+    for host in hosts:
+        node = nodes[host]
+        cluster = clusters.setdefault((node["kubeconfig"], node["context"]), {
+            "kubeconfig": node["kubeconfig"], "context": node["context"], "domains": [], "services": []})
+        for domain in domains:
+            if host in domain["members"]:
+                obj = domain_object(name=domain["name"], spec=specs[domain["name"]])
+                obj["metadata"]["namespace"] = node["namespace"]
+                cluster["domains"].append(obj)
+        for service in services[host]:
+            obj = service_object(name=service["name"], domain=service["domain"], pod=service["pod"])
+            obj["metadata"]["namespace"] = node["namespace"]
+            cluster["services"].append(obj)
+    agents: dict[str, list[Mapping[str, Any]]] = {}
+    first_of_machine: dict[str, str] = {}
+    for host in hosts:
+        runner = first_of_machine.setdefault(machines[host], host)
+        agents.setdefault(runner, []).append(nodes[host])
+    return {"nodes": dict(nodes), "federation": [nodes[h] for h in hosts], "domains": specs,
+            "clusters": list(clusters.values()), "agents": agents, "networks": declared["networks"],
+            "serves": {nodes[h]["name"]: declared["serves"][h] for h in hosts if declared["serves"][h]}}

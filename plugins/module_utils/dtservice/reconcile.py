@@ -232,10 +232,24 @@ class NodeReconciler:
                      networks: Mapping[str, Any]) -> dict:
         subnet = addressing.allocate_subnet(pool=domain.pool, prefix=domain.subnet_prefix,
                                             taken=[n["subnet"] for n in networks.values()])
-        ports = [int(n["endpoint"].rsplit(":", 1)[1]) for n in networks.values() if n["server"]["node"] == me.name]
-        port = addressing.allocate_port(port_range=me.port_range, taken=ports)
+        port = addressing.allocate_port(port_range=me.port_range, taken=self._ports_served(me, domain, networks))
         return {name: {"subnet": subnet, "endpoint": f"{me.address}:{port}",
                        "server": {"node": me.name, "namespace": me.namespace, "name": name, "id": own_id}}}
+
+    def _ports_served(self, me: plan.Member, domain: plan.Domain, networks: Mapping[str, Any]) -> list[int]:
+        """The UDP ports of every network this node serves: those of this domain's registry and
+        those of the other domains it is a member of, since all of them listen on its address."""
+        registries = [networks]
+        for other in self.cluster.list_domains(self.node):
+            if other["metadata"]["name"] == domain.name:
+                continue
+            other_domain = plan.domain_from_object(other)
+            home = self.federation.get(other_domain.home.name)
+            if home is not None:
+                home_obj = self.domain_object(home, other_domain.name) or {}
+                registries.append((home_obj.get("status") or {}).get("networks") or {})
+        return [int(n["endpoint"].rsplit(":", 1)[1]) for registry in registries for n in registry.values()
+                if n["server"]["node"] == me.name]
 
     def _check_name_free(self, name: str, domain: plan.Domain) -> None:
         for other in self.cluster.list_domains(self.node):
