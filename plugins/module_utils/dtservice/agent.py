@@ -28,6 +28,8 @@ NETNS_ANNOTATION = "dtservice.sightlineinnovation.com/netns"
 INTERFACE_PATTERN = re.compile(r"^dt[0-9a-f]{10}$")
 # WireGuard rekeys every 2 minutes while traffic (or keepalive) flows; older means stale.
 FRESH_HANDSHAKE_SECONDS = 180
+# How often a client that never reached its server sends a fresh first handshake.
+HANDSHAKE_NUDGE_SECONDS = 1.0
 
 
 @dataclass
@@ -125,10 +127,15 @@ class NodeAgent:
 
     def _client_state(self, interface: str, netns: str, server: Peer) -> tuple[str, str]:
         deadline = time.monotonic() + self.handshake_timeout
+        next_nudge = time.monotonic() + HANDSHAKE_NUDGE_SECONDS
         while True:
             latest = wireguard.latest_handshakes(name=interface, pod_netns=netns).get(server.public_key, 0)
             if latest and time.time() - latest < FRESH_HANDSHAKE_SECONDS:
                 return "Connected", ""
+            if not latest and time.monotonic() >= next_nudge:
+                # The server's side is usually being configured by its own node's run right now.
+                wireguard.restart_handshake(name=interface, pod_netns=netns, peer=server)
+                next_nudge = time.monotonic() + HANDSHAKE_NUDGE_SECONDS
             if time.monotonic() >= deadline:
                 return "ServerUnreachable", (
                     f"no WireGuard handshake with the server at {server.endpoint} within "

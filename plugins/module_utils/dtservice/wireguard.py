@@ -567,6 +567,16 @@ def _update_peers(
         _run(["wg", "set", name, "peer", key, "remove"], netns=pod_netns)
 
 
+def restart_handshake(*, name: str, pod_netns: str, peer: Peer) -> None:
+    """Configure ``peer`` afresh, so its first handshake is sent now.
+
+    WireGuard retries a failed initiation only every 5 seconds; a client whose server did
+    not know it yet at the first try would wait that long. Only for a peer that never
+    completed a handshake: there is no session to disturb."""
+    _run(["wg", "set", name, "peer", peer.public_key, "remove"], netns=pod_netns)
+    _apply_config(name, pod_netns, "addconf", render_setconf(private_key=None, listen_port=None, peers=[peer]), ())
+
+
 def _clear_leftovers(name: str, node_netns: str | None, pod_netns: str) -> None:
     """Before creating: remove traces of an earlier half-finished or orphaned interface."""
     node_path = None if node_netns is None else _netns_path(node_netns)
