@@ -19,7 +19,7 @@ export GOMODCACHE="$cache_root/go/mod" GOCACHE="$cache_root/go/build"
 
 log() { printf '[build-geth] %s\n' "$*" >&2; }
 
-command -v go >/dev/null || { log "go is not installed (Go ${GETH_GO:-1.26} from the Debian/Go toolchain is needed)"; exit 2; }
+command -v go >/dev/null || { log "go is not installed: the Go toolchain (1.26, as for the control plane) is needed"; exit 2; }
 
 # One build at a time per cache: a second caller waits, then finds the cache good.
 mkdir -p "$cache_root"
@@ -27,8 +27,10 @@ exec 9>"$cache_root/.geth.lock"
 flock 9
 
 cached_ok() {
-  [ -x "$bin_dir/geth" ] \
-    && "$bin_dir/geth" version 2>/dev/null | grep -qx "Version: ${GETH_VERSION#v}-stable"
+  local reported
+  # Read all of it first: grep -q would stop early and pipefail would see geth's SIGPIPE.
+  [ -x "$bin_dir/geth" ] && reported=$("$bin_dir/geth" version 2>/dev/null) \
+    && grep -qx "Version: ${GETH_VERSION#v}-stable" <<<"$reported"
 }
 
 if cached_ok; then

@@ -16,7 +16,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -43,29 +42,10 @@ NETWORK = "100.96.0.0/24"
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def wait_for_other_beds(own: list) -> None:
-    """Beds with the shared default prefix are machine-wide: wait for another run's to go."""
-    mine = {n for bed in own for n in bed.state.get("netns", [])}
-    deadline = time.monotonic() + 900
-    while True:
-        listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-        foreign = [line.split()[0] for line in listed.splitlines()
-                   if line.startswith("dtfed-") and line.split()[0] not in mine]
-        if not foreign:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"another test bed is still up after 15 minutes: {foreign}")
-        time.sleep(20)
-
-
-_STARTED: list = []
-
-
 def start_bed(bed_factory, **kwargs):
-    wait_for_other_beds(_STARTED)
-    bed = bed_factory(**kwargs)
-    _STARTED.append(bed)
-    return bed
+    """A bed of this module; conftest gives it a network-namespace prefix of its own, so beds of
+    other test runs on the machine are neither seen nor touched."""
+    return bed_factory(**kwargs)
 
 
 def env_of(bed) -> dict:
@@ -73,6 +53,10 @@ def env_of(bed) -> dict:
 
 
 def deploy(bed, *extra: str, inventory: str | None = None, check: bool = True, env: dict | None = None):
+    """deploy.yml on the bed; with inventories/local unless told. The reconciler daemon stays
+    off (test_daemon_e2e.py covers it): here every write and every revert must be the run's."""
+    if inventory is None:
+        extra = ("-e", "dtservice_daemon_enabled=false", *extra)
     return run_playbook(bed, "playbooks/deploy.yml", *extra, inventory=inventory, check=check,
                         env={**env_of(bed), **(env or {})})
 
@@ -309,6 +293,17 @@ def check_relations(block: list[Field]) -> None:
         assert all(ipaddress.ip_address(ip) in network for ip in by_ip)
 
 
+def test_every_status_the_reconciler_writes_is_one_the_crd_accepts():
+    """The reconciler maps any other failure to Failed; its list must be the CRD's enum, or a
+    status write would be refused (422) and stop the node's other dtServices."""
+    import yaml
+    from dtservice.reconcile import STATES
+
+    crd = yaml.safe_load((ROOT / "roles/dtservice_cluster/files" / f"dtservices.{GROUP}.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    assert set(schema["properties"]["status"]["enum"]) == set(STATES)
+
+
 # -- bed 1: the seed's federation (inventories/local) ------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -377,7 +372,7 @@ def test_describe_prints_the_seeds_shape(seeded):
         compare(seed, ours, expected)
         check_relations(ours)
         if node == "node0":
-            compare(seed_eth, ours, {**expected, "Name": "myservice"})
+            compare(seed_eth, ours, expected)
             assert [f.raw for f in child(ours, "Peers").children] == ["100.96.0.1", "100.96.0.2", "100.96.0.3"]
         else:
             assert child(ours, "Spec", "Server", "Endpoint").value == SERVER_ENDPOINT
@@ -451,7 +446,7 @@ def test_second_run_changes_nothing(rerun):
     object (dtServices, dtDomains, Secrets, Pods, Events) written."""
     counts = recap(rerun.result.stdout)
     assert {h: c["changed"] for h, c in counts.items()} == {"node0": 0, "node1": 0, "node2": 0}
-    assert all(c["failed"] == 0 and c["ok"] > 5 for c in counts.values())
+    assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in counts.values()), counts
     assert rerun.after == rerun.before
 
 
@@ -810,13 +805,14 @@ def six(bed_factory, tmp_path_factory):
         bed.create_pod(node, f"pod-{node}")
     services = {node: [{"name": "myservice", "domain": "mydomain", "pod": f"pod-{node}"}] for node in nodes}
     inventory = write_inventory(bed, tmp_path_factory.mktemp("six") / "six.json", services=services)
-    result = deploy(bed, "--forks", "6", inventory=inventory)
+    result = deploy(bed, inventory=inventory)
     return SimpleNamespace(bed=bed, nodes=nodes, result=result)
 
 
 def test_five_nodes_joining_in_one_run_get_distinct_addresses(six):
-    """node0 serves, node1..node5 join in the same task of one run (6 forks): addresses .1-.6,
-    each once, the server's table equal to every member's own entry, pods labelled."""
+    """node0 serves, node1..node5 join in the same task of one run (the reconcile module works
+    on all nodes side by side): addresses .1-.6, each once, the server's table equal to every
+    member's own entry, pods labelled, every member Connected."""
     bed = six.bed
     assert all(c["failed"] == 0 for c in recap(six.result.stdout).values())
     addresses = check_network(bed, "myservice", six.nodes)
@@ -855,6 +851,20 @@ def race(refs: dict, name: str, racers: list[str]) -> dict:
     return {node: outcome for node, found in outcomes.items() for outcome in found if outcome.name == name}
 
 
+def addresses_so_far(bed, name: str, members: list[str]) -> dict[str, str | None]:
+    """Mid-race invariants: one server, no address twice, the server's table exactly the
+    entries of the members that have one. Node -> its address (None: not joined yet)."""
+    objs = {n: service(bed, n, name) for n in members}
+    own = {n: own_entry(o) for n, o in objs.items()}
+    have = {n: e for n, e in own.items() if e}
+    servers = [n for n, (_, e) in have.items() if role(e) == "server"]
+    assert len(servers) == 1, f"{name}: servers {servers}"
+    addresses = [a for a, _ in have.values()]
+    assert len(set(addresses)) == len(addresses), f"{name}: shared addresses {sorted(addresses)}"
+    assert objs[servers[0]]["peers"] == dict(have.values()), f"{name}: table and members differ"
+    return {n: (e[0] if e else None) for n, e in own.items()}
+
+
 def test_concurrent_reconcilers_never_share_an_address(six):
     """The core itself under a race: every node's NodeReconciler released at once, joining an
     existing network or all creating the same new one, then two clients leaving and coming
@@ -870,25 +880,34 @@ def test_concurrent_reconcilers_never_share_an_address(six):
         for node in members:
             apply(bed, node, dtservice(name, "mydomain", "racer"))
 
-    def agree(outcomes: dict, addresses: dict) -> None:
-        for node, outcome in outcomes.items():
-            assert outcome.status == "WaitingForPod", (node, outcome.status, outcome.message)
-            assert outcome.address == addresses[node]
+    def race_until_joined(name: str, racers: list[str], *, contiguous: bool = True) -> tuple[int, dict]:
+        """Race, check, and race again while somebody still waits for the server (a client that
+        raced the server's own first pass is Pending and joins on its next one)."""
+        for rounds in range(1, 4):
+            outcomes = race(refs, name, racers)
+            state = addresses_so_far(bed, name, nodes)
+            for node, outcome in outcomes.items():
+                if state[node] is None:
+                    assert outcome.status == "Pending", (node, outcome.status, outcome.message)
+                    assert "has not set the network up yet" in outcome.message
+                else:
+                    assert (outcome.status, outcome.address) == ("WaitingForPod", state[node]), node
+            if all(state.values()):
+                return rounds, check_network(bed, name, nodes, contiguous=contiguous)
+        pytest.fail(f"{name}: not every member joined after 3 passes: {state}")
 
     make("race-a", nodes)
     race(refs, "race-a", ["node0"])
-    agree(race(refs, "race-a", nodes[1:]), check_network(bed, "race-a", nodes))
-    assert own_entry(service(bed, "node0", "race-a"))[0].endswith(".1")
+    rounds, before = race_until_joined("race-a", nodes[1:])
+    assert rounds == 1, "with the server set up, five simultaneous joins all succeed at once"
+    assert before["node0"].endswith(".1")
     for name in ("race-b", "race-c"):
         make(name, nodes)
-        agree(race(refs, name, nodes), check_network(bed, name, nodes))
-    before = check_network(bed, "race-a", nodes)
+        race_until_joined(name, nodes)
     for node in ("node2", "node4"):
         admin(bed, node, "delete", "dtservice", "race-a", "-n", bed.node(node).namespace, "--wait=true")
     make("race-a", ["node2", "node4"])
-    outcomes = race(refs, "race-a", ["node0", "node2", "node4"])
-    after = check_network(bed, "race-a", nodes, contiguous=False)
-    agree(outcomes, after)
+    _, after = race_until_joined("race-a", ["node0", "node2", "node4"], contiguous=False)
     assert {n: after[n] for n in nodes if n not in ("node2", "node4")} == \
         {n: before[n] for n in nodes if n not in ("node2", "node4")}
     registry = get_json(bed, "node0", "dtdomain", "mydomain")["status"]["networks"]

@@ -270,6 +270,26 @@ class Testbed:
         inventory = {"all": {"children": {"federation": {"hosts": hosts}}}}
         (self.dir / "inventory.json").write_text(json.dumps(inventory, indent=2))
 
+    def write_inventory(self, path: str | os.PathLike, *, services: dict[str, list[dict]],
+                        domains: list[dict] | None = None, daemon: bool = False) -> str:
+        """An inventory of the bed's nodes (like inventories/local) with these declarations;
+        the reconciler daemon is left out unless asked for."""
+        hosts = {}
+        for node in self.nodes:
+            admin = str(Path(node.admin_kubeconfig))
+            hosts[node.name] = {"dtservice_node_namespace": node.namespace, "dtservice_node_address": node.address,
+                                "dtservice_node_netns": node.netns, "dtservice_node_kubeconfig": node.kubeconfig,
+                                "dtservice_crds_kubeconfig": admin,
+                                "dtservice_services": services.get(node.name, [])}
+        inventory = {"federation": {"hosts": hosts, "vars": {
+            "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
+            "dtservice_daemon_enabled": daemon, "dtservice_daemon_dir": str(self.dir / "reconciler"),
+            "dtservice_daemon_env": {"DTSERVICE_TESTBED_DIR": str(self.dir), "DTSERVICE_TESTBED_PREFIX": self.prefix},
+            "dtservice_daemon_metrics_port": 0,
+            "dtservice_domains": domains or [{"name": "mydomain", "members": [n.name for n in self.nodes]}]}}}
+        Path(path).write_text(json.dumps(inventory))
+        return str(path)
+
     # -- kubectl --------------------------------------------------------------------------
     def kubectl(self, node: Node, *args: str, admin: bool = False, stdin: str | None = None,
                 check: bool = True) -> subprocess.CompletedProcess:

@@ -15,6 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
+
 from . import addressing, keys, plan
 from .cluster import API_VERSION, Cluster, Conflict, NodeRef
 
@@ -140,6 +143,12 @@ class NodeReconciler:
             # dtDomain whose pool cannot hold its subnet size) would make the status write a 422.
             status = problem.reason if problem.reason in STATES else "Failed"
             outcome = Outcome(name=name, status=status, message=str(problem))
+        except (ApiException, HTTPError) as problem:
+            # Another member's API server refused or is down: this dtService waits for the next
+            # pass, the others of the node go on.
+            refusal = f"{problem.status} {problem.reason}" if isinstance(problem, ApiException) else str(problem)
+            outcome = Outcome(name=name, status="Failed", message=f"an API server did not answer as expected: "
+                              f"{refusal[:300]}")
         current = self.service_on(self.node, name) or service
         self._set_status(current, outcome)
         outcome.before = before
@@ -290,9 +299,18 @@ class NodeReconciler:
         hub_node = self._member_node(domain.member(name=entry["server"]["node"]) or domain.home)
         recorded = plan.self_entry(service)
         claimed: dict[str, str] = {}
+        hub_address = addressing.server_address(subnet=entry["subnet"])
+        cached = self.service_on(hub_node, name)
+        if cached is not None and hub_address not in (cached.get("peers") or {}):
+            self._services.pop(hub_node.name, None)  # read before the server listed itself: read again
 
         def claim(hub: dict) -> dict:
             table = hub.get("peers") or {}
+            if hub_address not in table:
+                # The server registered the network but has not written its own entry yet (it
+                # is being reconciled right now): joining needs its key, so wait for next pass.
+                raise plan.PlanError("Pending", f"the server of network {name} on node {entry['server']['node']} "
+                                     "has not set the network up yet; this pod joins on the next pass")
             owners = {address: plan.id_of(e) for address, e in table.items()}
             address = addressing.claim_address(subnet=entry["subnet"], peers=owners, peer_key=own_id,
                                                preferred=recorded[0] if recorded else None)

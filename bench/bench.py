@@ -1,0 +1,844 @@
+"""Benchmarks of the dtService provisioner on local federations (real API servers, real wireguard-go).
+
+Cases (``--cases``, default all):
+  deploy      deploy.yml from nothing to every peer Connected with a handshake: one network of P peers
+              on P nodes (P = 3, 30, 100), and 20 networks of 3 peers on 3 nodes; wall time and the
+              API requests every API server counted (its own /metrics, ``apiserver_request_total``).
+  noop        deploy.yml again on each converged federation of ``deploy``: wall time, API requests
+              by verb, changed=0 from the PLAY RECAP, against bench/empty.yml on the same inventory.
+  daemon      the reconciler daemon: 20 networks served on node0 (kubectl apply), then 20 joins from
+              node1, each timed from kubectl apply to Connected; against an empty ansible-runner run.
+  disruption  ping -i 0.05 over an existing tunnel while 20 peers join (deploy.yml) and leave
+              (teardown.yml): packets lost.
+  memory      the daemon's RSS (VmRSS) idle with 100 dtServices, once it has not run for 10 s.
+
+Every case starts fresh beds of its own (namespace prefix ``--prefix``, default ``dtbench-``) and
+stops them, also on failure or Ctrl-C. One table goes to stdout and JSON to bench/results/.
+Run as root, from bench/run (which sources .dtservice.env).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import ssl
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "tools" / "testbed"))
+
+from testbed import Testbed, list_netns  # noqa: E402  (tools/testbed is not a package)
+
+GROUP, VERSION = "sid.sightlineinnovation.com", "v1"
+EMPTY_PLAYBOOK = BENCH / "empty.yml"
+READ_VERBS = {"GET", "LIST", "WATCH"}
+# Requests that are not the provisioner's: the controller manager's leader lease, the /metrics and health probes.
+# benchmark's own /metrics and health probes, the API server's own endpoints reconciler.
+NOISE_RESOURCES = {"leases", "endpoints", "endpointslices", "/metrics", "/healthz", "/readyz", "/livez"}
+ALL_CASES = ("deploy", "noop", "daemon", "disruption", "memory")
+SERVICE_YAML = """apiVersion: sid.sightlineinnovation.com/v1
+kind: dtService
+metadata:
+  name: {name}
+spec:
+  domainSelector: mydomain
+  podSelector: {pod}
+"""
+
+
+def say(message: str) -> None:
+    stamp = datetime.datetime.now().strftime("%H:%M:%S")
+    print(f"[bench {stamp} load {os.getloadavg()[0]:.2f}] {message}", file=sys.stderr, flush=True)
+
+
+# -- load ---------------------------------------------------------------------------------------
+class LoadSampler:
+    """1-minute load average sampled every 2 s while a measurement runs."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(2)
+
+    def __enter__(self) -> LoadSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(os.getloadavg()[0])
+
+    def summary(self) -> dict:
+        return {"mean_1m": round(statistics.mean(self.samples), 2), "max_1m": round(max(self.samples), 2),
+                "end": [round(x, 2) for x in os.getloadavg()]}
+
+
+# -- the bed ------------------------------------------------------------------------------------
+class Bed:
+    """A Testbed that is always stopped, plus the admin API access the benchmarks need."""
+
+    def __init__(self, workdir: Path, name: str, prefix: str, nodes: int) -> None:
+        self.testbed = Testbed(workdir / name, prefix=prefix)
+        self.nodes = nodes
+        self.workdir = workdir / f"{name}-files"
+        self._api = None
+
+    def __enter__(self) -> Bed:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        try:
+            self.testbed.start(nodes=self.nodes)
+        except BaseException:
+            self.testbed.stop()
+            raise
+        say(f"bed of {self.nodes} node(s) up in {time.monotonic() - started:.1f}s")
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.testbed.stop()
+
+    @property
+    def dir(self) -> Path:
+        return self.testbed.dir
+
+    def pods(self, placements: Iterable[tuple[str, str]]) -> None:
+        started = time.monotonic()
+        count = 0
+        for node, pod in placements:
+            self.testbed.create_pod(node, pod)
+            count += 1
+        say(f"{count} pod(s) made in {time.monotonic() - started:.1f}s")
+
+    def inventory(self, name: str, services: dict[str, list[dict]], *, daemon: bool = False) -> str:
+        return self.testbed.write_inventory(self.workdir / f"{name}.json", services=services, daemon=daemon)
+
+    # API access as the cluster admin (kubernetes client, one connection per cluster)
+    def custom(self, cluster: int = 0):
+        from kubernetes import client, config
+
+        if self._api is None:
+            self._api = {}
+        if cluster not in self._api:
+            kubeconfig = Path(self.testbed.state["clusters"][cluster]["dir"]) / "admin.kubeconfig"
+            self._api[cluster] = client.CustomObjectsApi(config.new_client_from_config(config_file=str(kubeconfig)))
+        return self._api[cluster]
+
+    def statuses(self) -> dict[tuple[str, str], str | None]:
+        """(namespace, name) -> status of every dtService of every cluster (one LIST per cluster)."""
+        found = {}
+        for index in range(len(self.testbed.state["clusters"])):
+            listing = self.custom(index).list_cluster_custom_object(GROUP, VERSION, "dtservices")
+            for item in listing["items"]:
+                found[(item["metadata"]["namespace"], item["metadata"]["name"])] = item.get("status")
+        return found
+
+    def status(self, node: str, name: str) -> str | None:
+        from kubernetes.client.exceptions import ApiException
+
+        bed_node = self.testbed.node(node)
+        try:
+            return self.custom(bed_node.cluster).get_namespaced_custom_object(
+                GROUP, VERSION, bed_node.namespace, "dtservices", name).get("status")
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def apply(self, node: str, manifests: list[tuple[str, str]]) -> None:
+        """kubectl apply of dtServices (name, pod) on a node, as a user does it."""
+        bed_node = self.testbed.node(node)
+        text = "---\n".join(SERVICE_YAML.format(name=name, pod=pod) for name, pod in manifests)
+        self.testbed.kubectl(bed_node, "apply", "-n", bed_node.namespace, "-f", "-", admin=True, stdin=text)
+
+    def api_requests(self) -> Counter:
+        """(verb, resource) -> requests, summed over every API server of the bed, from /metrics."""
+        total: Counter = Counter()
+        for cluster in self.testbed.state["clusters"]:
+            pki = Path(cluster["dir"]) / "pki"
+            context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+            context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+            with urllib.request.urlopen(f"{cluster['server']}/metrics", context=context, timeout=30) as response:
+                body = response.read().decode()
+            for line in body.splitlines():
+                if not line.startswith("apiserver_request_total{"):
+                    continue
+                labels_text, value = line[len("apiserver_request_total{"):].rsplit("} ", 1)
+                labels = dict(re.findall(r'(\w+)="([^"]*)"', labels_text))
+                if labels.get("resource"):
+                    resource = labels["resource"] + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+                else:  # non-resource URLs (discovery, openapi, probes) carry the path in subresource
+                    resource = "/" + labels.get("subresource", "").lstrip("/")
+                verb = labels["verb"] + ("(dry-run)" if labels.get("dry_run") else "")
+                total[(verb, resource)] += int(float(value))
+        return total
+
+    def server_handshakes(self, node: str, pod: str) -> dict[str, int]:
+        """Interface -> peers with a handshake, as the server's pod sees them."""
+        netns = self.testbed.pod_netns(node, pod)
+        out = subprocess.run(["ip", "netns", "exec", netns, "wg", "show", "all", "latest-handshakes"],
+                             capture_output=True, text=True, check=False).stdout
+        counts: Counter = Counter()
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) == 3 and int(fields[2]) > 0:
+                counts[fields[0]] += 1
+        return dict(counts)
+
+
+def request_delta(before: Counter, after: Counter) -> dict:
+    """What happened between two /metrics snapshots, without noise, by verb and by resource
+    (the API server does not count its own /metrics requests)."""
+    delta = Counter({key: after[key] - before.get(key, 0) for key in after if after[key] - before.get(key, 0)})
+    noise = {f"{v} {r}": n for (v, r), n in delta.items() if r in NOISE_RESOURCES and n}
+    real = Counter({key: n for key, n in delta.items() if key[1] not in NOISE_RESOURCES and n})
+    by_verb: Counter = Counter()
+    for (verb, _), n in real.items():
+        by_verb[verb] += n
+    return {"total": sum(real.values()), "by_verb": dict(sorted(by_verb.items())),
+            "by_resource": {f"{v} {r}": n for (v, r), n in sorted(real.items())},
+            "excluded_noise": noise}
+
+
+# -- playbooks ----------------------------------------------------------------------------------
+def ansible_playbook(bed: Bed, playbook: Path | str, inventory: str, *extra: str,
+                     env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:
+    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", inventory, str(playbook), *extra]
+    environment = {**os.environ, "DTSERVICE_TESTBED_DIR": str(bed.dir), "ANSIBLE_FORCE_COLOR": "0",
+                   **(env or {})}
+    started = time.monotonic()
+    result = subprocess.run(command, cwd=ROOT, env=environment, text=True, capture_output=True, check=False)
+    seconds = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"{playbook} failed ({result.returncode}) after {seconds:.1f}s:\n"
+                           f"{result.stdout[-4000:]}\n{result.stderr[-2000:]}")
+    return seconds, result
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP counters per host."""
+    counts = {}
+    for line in output.rsplit("PLAY RECAP", maxsplit=1)[-1].strip().splitlines():
+        host, _, fields = line.partition(":")
+        if " ok=" not in f" {fields}":
+            if counts:
+                break  # the end of the recap (a profiling callback may print after it)
+            continue
+        counts[host.strip()] = {k: int(v) for k, v in (f.split("=") for f in fields.split())}
+    return counts
+
+
+def wait_until(predicate: Callable[[], object], *, timeout: float, what: str, interval: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+def median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]
+
+
+# -- case 1 and 2: deploy scaling and the no-op re-run ------------------------------------------
+def scaling_configs(args) -> list[dict]:
+    configs = [{"label": f"P={p}", "nodes": p, "networks": 1, "runs": args.p100_runs if p >= 100 else args.runs}
+               for p in args.peers]
+    if args.networks:
+        configs.append({"label": f"{args.networks}x3", "nodes": 3, "networks": args.networks, "runs": args.runs})
+    return configs
+
+
+def scaling_run(cfg: dict, run: int, args, workdir: Path) -> dict:
+    nodes, networks = cfg["nodes"], cfg["networks"]
+    names = ["myservice"] if networks == 1 else [f"net{k}" for k in range(networks)]
+    placements = {f"node{i}": [(name, f"p{i}" if networks == 1 else f"p{i}-{k}") for k, name in enumerate(names)]
+                  for i in range(nodes)}
+    with Bed(workdir, f"scale-{cfg['label'].replace('=', '')}-{run}", args.prefix, nodes) as bed:
+        bed.pods((node, pod) for node, pairs in placements.items() for _, pod in pairs)
+        services = {node: [{"name": name, "domain": "mydomain", "pod": pod} for name, pod in pairs]
+                    for node, pairs in placements.items()}
+        inventory = bed.inventory("deploy", services)
+        expected = {(bed.testbed.node(node).namespace, name) for node, pairs in placements.items()
+                    for name, _ in pairs}
+        record: dict = {}
+        with LoadSampler() as load:
+            before = bed.api_requests()
+            started = time.monotonic()
+            playbook_s, result = ansible_playbook(bed, ROOT / "playbooks/deploy.yml", inventory)
+            after = bed.api_requests()
+
+            def converged() -> bool:
+                states = bed.statuses()
+                if any(states.get(key) != "Connected" for key in expected):
+                    return False
+                handshakes = Counter()
+                for _name, pod in placements["node0"]:
+                    handshakes.update(bed.server_handshakes("node0", pod))
+                return sum(handshakes.values()) >= networks * (nodes - 1)
+
+            wait_until(converged, timeout=args.connect_timeout, what="every peer Connected with a handshake",
+                       interval=0.5)
+            wall = time.monotonic() - started
+        counts = recap(result.stdout)
+        record["deploy"] = {"wall_s": round(wall, 2), "playbook_s": round(playbook_s, 2),
+                            "wait_after_playbook_s": round(wall - playbook_s, 2),
+                            "changed_hosts": sum(1 for c in counts.values() if c.get("changed")),
+                            "api": request_delta(before, after), "load": load.summary()}
+        say(f"{cfg['label']} run {run}: deploy {wall:.1f}s (playbook {playbook_s:.1f}s), "
+            f"{record['deploy']['api']['total']} API requests")
+        if "noop" in args.cases:
+            with LoadSampler() as load:
+                before = bed.api_requests()
+                noop_s, result = ansible_playbook(bed, ROOT / "playbooks/deploy.yml", inventory)
+                after = bed.api_requests()
+                floor_s, _ = ansible_playbook(bed, EMPTY_PLAYBOOK, inventory)
+                after_floor = bed.api_requests()
+            counts = recap(result.stdout)
+            api = request_delta(before, after)
+            record["noop"] = {
+                "wall_s": round(noop_s, 2), "floor_s": round(floor_s, 2), "ratio": round(noop_s / floor_s, 2),
+                "changed": sum(c.get("changed", 0) for c in counts.values()),
+                "failed": sum(c.get("failed", 0) for c in counts.values()),
+                "hosts": len(counts), "api": api,
+                "writes": sum(n for v, n in api["by_verb"].items() if v not in READ_VERBS),
+                "reads_per_node": round(sum(n for v, n in api["by_verb"].items() if v in READ_VERBS) / nodes, 1),
+                "floor_api": request_delta(after, after_floor)["total"],
+                "load": load.summary()}
+            if record["noop"]["changed"]:
+                record["noop"]["changed_tasks"] = changed_tasks(result.stdout)
+            say(f"{cfg['label']} run {run}: no-op {noop_s:.1f}s (floor {floor_s:.1f}s), "
+                f"changed={record['noop']['changed']}, API {api['by_verb']}")
+        return record
+
+
+def changed_tasks(output: str) -> list[str]:
+    """The task headers under which a host reported changed (for a no-op that was not one)."""
+    found, task = [], None
+    for line in output.splitlines():
+        if line.startswith("TASK ["):
+            task = line[6:line.index("]")]
+        elif line.startswith("changed:") and task and task not in found:
+            found.append(task)
+    return found
+
+
+# -- case 3: the daemon's apply-to-Connected latency ----------------------------------------------
+def runner_floor(bed: Bed, inventory: str, times: int, workdir: Path) -> list[float]:
+    """ansible_runner.run of the empty playbook as the daemon runs reconcile.yml (one host, quiet)."""
+    import ansible_runner
+
+    took = []
+    for index in range(times):
+        private = workdir / f"runner-floor-{index}"
+        private.mkdir(parents=True, exist_ok=True)
+        started = time.monotonic()
+        runner = ansible_runner.run(
+            private_data_dir=str(private), project_dir=str(ROOT), playbook=str(EMPTY_PLAYBOOK),
+            inventory=inventory, limit="node1", quiet=True, rotate_artifacts=2,
+            envvars={"ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+                     "ANSIBLE_CALLBACK_PLUGINS": str(ROOT / "plugins" / "callback"),
+                     "DTSERVICE_TESTBED_DIR": str(bed.dir)})
+        took.append(time.monotonic() - started)
+        if runner.rc != 0:
+            raise RuntimeError(f"the empty playbook failed under ansible-runner (rc {runner.rc})")
+    return took
+
+
+def daemon_runs(bed: Bed, since: float) -> list[dict]:
+    """The daemon's 'reconciled' log entries after `since` (wall clock)."""
+    log_path = bed.dir / "reconciler" / "reconciler.log"
+    entries = []
+    for line in log_path.read_text().splitlines() if log_path.exists() else []:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("msg") == "reconciled" and entry.get("ts", 0) >= since:
+            entries.append({k: entry.get(k) for k in ("ts", "node", "seconds", "changed", "failed")})
+    return entries
+
+
+def daemon_pid(bed: Bed) -> int:
+    return int((bed.dir / "reconciler" / "reconciler.pid").read_text())
+
+
+def daemon_run(run: int, args, workdir: Path) -> dict:
+    joins = args.joins
+    with Bed(workdir, f"daemon-{run}", args.prefix, 3) as bed:
+        bed.pods([("node0", "my-pod"), ("node1", "service-pod")])
+        inventory = bed.inventory("daemon", {}, daemon=True)
+        deploy_s, _ = ansible_playbook(bed, ROOT / "playbooks/deploy.yml", inventory)
+        pid = daemon_pid(bed)
+        names = [f"join{k}" for k in range(joins)]
+        with LoadSampler() as load:
+            started = time.monotonic()
+            bed.apply("node0", [(name, "my-pod") for name in names])
+            wait_until(lambda: all(s == "Connected" for s in (bed.statuses().get(
+                (bed.testbed.node("node0").namespace, n)) for n in names)),
+                timeout=args.connect_timeout * 3, what=f"{joins} servers Connected", interval=0.5)
+            servers_s = time.monotonic() - started
+            say(f"daemon run {run}: {joins} servers Connected {servers_s:.1f}s after one kubectl apply")
+            floor = runner_floor(bed, inventory, args.floor_runs, bed.workdir)
+            took, since = [], time.time()
+            for name in names:
+                started = time.monotonic()
+                bed.apply("node1", [(name, "service-pod")])
+                wait_until(lambda name=name: bed.status("node1", name) == "Connected",
+                           timeout=args.connect_timeout, what=f"{name} Connected on node1", interval=0.05)
+                took.append(time.monotonic() - started)
+            runs = daemon_runs(bed, since)
+        alive = Path(f"/proc/{pid}").exists()
+        record = {"median_s": round(statistics.median(took), 2), "p95_s": round(p95(took), 2),
+                  "max_s": round(max(took), 2), "joins_s": [round(t, 2) for t in took],
+                  "floor_s": round(statistics.median(floor), 2), "floor_runs_s": [round(t, 2) for t in floor],
+                  "deploy_with_daemon_s": round(deploy_s, 2), "servers_connected_s": round(servers_s, 2),
+                  "daemon_runs_during_joins": len(runs),
+                  "daemon_run_seconds_median": median([r["seconds"] for r in runs]),
+                  "daemon_alive": alive, "load": load.summary()}
+        say(f"daemon run {run}: apply->Connected median {record['median_s']}s p95 {record['p95_s']}s, "
+            f"runner floor {record['floor_s']}s, daemon run median {record['daemon_run_seconds_median']}s")
+        return record
+
+
+# -- case 4: disruption of an existing tunnel --------------------------------------------------
+def parse_ping(output: str) -> dict:
+    replied = {int(m) for m in re.findall(r"bytes from .*icmp_seq=(\d+)", output)}
+    summary = re.search(r"(\d+) packets transmitted, (\d+) received", output)
+    transmitted, received = (int(summary.group(1)), int(summary.group(2))) if summary else (0, len(replied))
+    # The last packet may still be in flight when ping is stopped: it is not counted as lost.
+    lost = sorted(seq for seq in range(1, transmitted) if seq not in replied)
+    return {"transmitted": transmitted, "received": received, "lost": len(lost), "lost_seqs": lost[:50]}
+
+
+def disruption_run(run: int, args, workdir: Path) -> dict:
+    joiners = args.joiners
+    seed = [("node0", "my-pod"), ("node1", "service-pod"), ("node2", "worker-pod")]
+    more = [(f"node{i}", f"joiner{i}") for i in range(3, 3 + joiners)]
+    with Bed(workdir, f"disruption-{run}", args.prefix, 3 + joiners) as bed:
+        bed.pods(seed + more)
+        services = {node: [{"name": "myservice", "domain": "mydomain", "pod": pod}] for node, pod in seed}
+        small = bed.inventory("seed", services)
+        ansible_playbook(bed, ROOT / "playbooks/deploy.yml", small)
+        wait_until(lambda: bed.server_handshakes("node0", "my-pod") and
+                   sum(bed.server_handshakes("node0", "my-pod").values()) >= 2,
+                   timeout=args.connect_timeout, what="the seed network's handshakes")
+        for node, pod in more:
+            services[node] = [{"name": "myservice", "domain": "mydomain", "pod": pod}]
+        large = bed.inventory("all", services)
+        netns = bed.testbed.pod_netns("node1", "service-pod")
+        with LoadSampler() as load:
+            pinger = subprocess.Popen(["ip", "netns", "exec", netns, "ping", "-n", "-O", "-i", "0.05", "100.96.0.1"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            try:
+                time.sleep(1.0)
+                join_s, _ = ansible_playbook(bed, ROOT / "playbooks/deploy.yml", large)
+                joined = sum(bed.server_handshakes("node0", "my-pod").values())
+                statuses = bed.statuses()
+                connected = sum(1 for s in statuses.values() if s == "Connected")
+                leave = json.dumps({"dtservice_teardown_nodes": [node for node, _ in more],
+                                    "dtservice_teardown_networks": ["myservice"]})
+                leave_s, _ = ansible_playbook(bed, ROOT / "playbooks/teardown.yml", large, "-e", leave)
+                time.sleep(1.0)
+            finally:
+                pinger.send_signal(signal.SIGINT)
+                output, _ = pinger.communicate(timeout=30)
+        left = len(bed.statuses())
+        record = {**parse_ping(output), "join_s": round(join_s, 2), "leave_s": round(leave_s, 2),
+                  "connected_after_join": connected, "server_handshakes_after_join": joined,
+                  "dtservices_after_leave": left, "load": load.summary()}
+        say(f"disruption run {run}: {record['lost']} of {record['transmitted']} lost; join {join_s:.1f}s "
+            f"({connected} Connected), leave {leave_s:.1f}s ({left} dtServices left)")
+        return record
+
+
+# -- case 5: the daemon's memory ----------------------------------------------------------------
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def memory_of(pid: int) -> dict:
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM", "Threads"):
+            fields[key] = int(value.split()[0])
+    return {"rss_mib": round(fields["VmRSS"] / 1024, 1), "hwm_mib": round(fields["VmHWM"] / 1024, 1),
+            "threads": fields["Threads"]}
+
+
+def wait_settled(pid: int, quiet: float, timeout: float) -> float:
+    """Wait until the daemon has had no run (no child process) for `quiet` seconds; returns the wait."""
+    started = time.monotonic()
+    last_busy = time.monotonic()
+    while time.monotonic() - last_busy < quiet:
+        if children_of(pid):
+            last_busy = time.monotonic()
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"the daemon did not settle for {quiet:.0f}s within {timeout:.0f}s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def memory_run(run: int, args, workdir: Path) -> dict:
+    count = args.services
+    with Bed(workdir, f"memory-{run}", args.prefix, 3) as bed:
+        bed.pods([(f"node{i}", f"mem{i}") for i in range(3)])
+        inventory = bed.inventory("daemon", {}, daemon=True)
+        ansible_playbook(bed, ROOT / "playbooks/deploy.yml", inventory)
+        pid = daemon_pid(bed)
+        with LoadSampler() as load:
+            wait_settled(pid, args.settle, timeout=300)
+            empty = memory_of(pid)
+            by_node: dict[str, list[tuple[str, str]]] = {}
+            for k in range(count):
+                by_node.setdefault(f"node{k % 3}", []).append((f"net{k}", f"mem{k % 3}"))
+            started = time.monotonic()
+            for node, manifests in by_node.items():
+                bed.apply(node, manifests)
+            wait_until(lambda: sum(1 for s in bed.statuses().values() if s == "Connected") >= count,
+                       timeout=max(300, count * 6), what=f"{count} dtServices Connected", interval=1)
+            connected_s = time.monotonic() - started
+            settle_s = wait_settled(pid, args.settle, timeout=300)
+            idle = memory_of(pid)
+        record = {"rss_mib": idle["rss_mib"], "hwm_mib": idle["hwm_mib"], "threads": idle["threads"],
+                  "rss_mib_no_services": empty["rss_mib"], "services": count, "with_running_pods": True,
+                  "all_connected_s": round(connected_s, 2), "settle_wait_s": round(settle_s, 2),
+                  "load": load.summary()}
+        say(f"memory run {run}: RSS {idle['rss_mib']} MiB with {count} dtServices "
+            f"({empty['rss_mib']} MiB with none), peak {idle['hwm_mib']} MiB")
+        return record
+
+
+# -- the report ---------------------------------------------------------------------------------
+def runs_of(results: dict, case: str, label: str | None = None) -> list[dict]:
+    entry = results["cases"].get(case, {})
+    return (entry.get(label, {}) if label else entry).get("runs", [])
+
+
+def failures(results: dict, case: str, label: str | None = None) -> int:
+    entry = results["cases"].get(case, {})
+    return len((entry.get(label, {}) if label else entry).get("failures", []))
+
+
+def summarize(results: dict, args) -> tuple[list[list[str]], list[dict]]:
+    rows: list[list[str]] = []
+    targets: list[dict] = []
+
+    def fmt(value, unit="") -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.2f}{unit}"
+        return f"{value}{unit}"
+
+    def row(case, metric, value, target="", met=None, *, load=None, runs=None):
+        rows.append([case, metric, value, target, "" if met is None else ("yes" if met else "NO"),
+                     "" if load is None else f"{load:.2f}", "" if runs is None else runs])
+
+    def ok(runs, case, label=None) -> str:
+        failed = failures(results, case, label)
+        return f"{len(runs)}" + (f" +{failed} failed" if failed else "")
+
+    def load_of(runs, key=None) -> float | None:
+        values = [(r[key] if key else r)["load"]["mean_1m"] for r in runs]
+        return statistics.mean(values) if values else None
+
+    configs = scaling_configs(args)
+    deploy_median = {}
+    if "deploy" in results["cases"]:
+        for cfg in configs:
+            runs = [r["deploy"] for r in runs_of(results, "deploy", cfg["label"])]
+            if not runs:
+                row(f"deploy {cfg['label']}", "failed", "see JSON", runs=ok(runs, "deploy", cfg["label"]))
+                continue
+            wall = median([r["wall_s"] for r in runs])
+            deploy_median[cfg["label"]] = wall
+            api = median([r["api"]["total"] for r in runs])
+            verbs = Counter()
+            for r in runs:
+                verbs.update(r["api"]["by_verb"])
+            verbs_text = " ".join(f"{v}:{round(n / len(runs))}" for v, n in sorted(verbs.items()))
+            row(f"deploy {cfg['label']}", "to Connected s (playbook s)",
+                f"{fmt(wall)} ({fmt(median([r['playbook_s'] for r in runs]))})",
+                load=load_of(runs), runs=ok(runs, "deploy", cfg["label"]))
+            row(f"deploy {cfg['label']}", "API requests", f"{fmt(api)} [{verbs_text}]")
+            results["cases"]["deploy"][cfg["label"]]["median"] = {
+                "wall_s": wall, "playbook_s": median([r["playbook_s"] for r in runs]), "api_total": api}
+        big, small = max(args.peers), min(args.peers)
+        if f"P={big}" in deploy_median and f"P={small}" in deploy_median:
+            ratio = deploy_median[f"P={big}"] / deploy_median[f"P={small}"]
+            met = ratio <= 3
+            label = f"t(P={big})/t(P={small})"
+            row("deploy", label, fmt(ratio), "<= 3", met)
+            targets.append({"target": f"{label} <= 3", "value": round(ratio, 2), "met": met})
+
+    if "noop" in args.cases and "deploy" in results["cases"]:
+        per_node = {}
+        all_reads = True
+        for cfg in configs:
+            runs = [r["noop"] for r in runs_of(results, "deploy", cfg["label"]) if "noop" in r]
+            if not runs:
+                continue
+            wall, floor = median([r["wall_s"] for r in runs]), median([r["floor_s"] for r in runs])
+            ratio = wall / floor
+            changed = max(r["changed"] for r in runs)
+            writes = max(r["writes"] for r in runs)
+            reads = median([r["reads_per_node"] for r in runs])
+            per_node[cfg["label"]] = reads
+            all_reads = all_reads and writes == 0
+            verbs = Counter()
+            for r in runs:
+                verbs.update(r["api"]["by_verb"])
+            verbs_text = " ".join(f"{v}:{round(n / len(runs))}" for v, n in sorted(verbs.items()))
+            results["cases"]["deploy"][cfg["label"]]["noop_median"] = {
+                "wall_s": wall, "floor_s": floor, "ratio": ratio, "reads_per_node": reads}
+            row(f"no-op {cfg['label']}", "s / floor s", f"{fmt(wall)} / {fmt(floor)} = {ratio:.2f}x", "<= 1.5x",
+                ratio <= 1.5, load=load_of(runs), runs=ok(runs, "deploy", cfg["label"]))
+            row(f"no-op {cfg['label']}", "changed (max over runs)", str(changed), "0", changed == 0)
+            row(f"no-op {cfg['label']}", "API [by verb]; reads/node",
+                f"[{verbs_text}]; {fmt(reads)}/node", "reads only", writes == 0)
+            targets.append({"target": f"no-op {cfg['label']} <= 1.5x floor", "value": round(ratio, 2),
+                            "met": ratio <= 1.5})
+            targets.append({"target": f"no-op {cfg['label']} changed=0", "value": changed, "met": changed == 0})
+        if per_node:
+            peer_labels = [f"P={p}" for p in sorted(args.peers) if f"P={p}" in per_node]
+            growth = per_node[peer_labels[-1]] / per_node[peer_labels[0]] if len(peer_labels) > 1 else 1.0
+            met = all_reads and growth <= 1.5
+            row("no-op", f"reads/node {peer_labels[-1]} vs {peer_labels[0]}", f"{growth:.2f}x, writes: "
+                f"{'none' if all_reads else 'SOME'}", "reads only, <= 1.5x", met)
+            targets.append({"target": "no-op makes only reads, a bounded number per node "
+                            "(reads/node at the largest P <= 1.5x the smallest P)",
+                            "value": {"reads_per_node": per_node, "growth": round(growth, 2),
+                                      "only_reads": all_reads}, "met": met})
+
+    if "daemon" in results["cases"]:
+        runs = runs_of(results, "daemon")
+        if runs:
+            med, tail = median([r["median_s"] for r in runs]), median([r["p95_s"] for r in runs])
+            floor = median([r["floor_s"] for r in runs])
+            met = med <= floor + 1
+            results["cases"]["daemon"]["median"] = {"median_s": med, "p95_s": tail, "floor_s": floor}
+            row("daemon", f"apply->Connected median / p95 s ({args.joins} joins)", f"{fmt(med)} / {fmt(tail)}",
+                f"median <= floor+1 = {floor + 1:.2f}", met, load=load_of(runs), runs=ok(runs, "daemon"))
+            row("daemon", "floor: empty ansible-runner run s", fmt(floor))
+            row("daemon", "daemon's reconcile run s (median)",
+                fmt(median([r["daemon_run_seconds_median"] for r in runs])))
+            targets.append({"target": "daemon apply-to-Connected median <= floor + 1 s",
+                            "value": {"median_s": med, "floor_s": floor}, "met": met})
+        else:
+            row("daemon", "failed", "see JSON", runs=ok(runs, "daemon"))
+
+    if "disruption" in results["cases"]:
+        runs = runs_of(results, "disruption")
+        if runs:
+            lost = max(r["lost"] for r in runs)
+            results["cases"]["disruption"]["median"] = {
+                "lost": median([r["lost"] for r in runs]), "max_lost": lost,
+                "join_s": median([r["join_s"] for r in runs]), "leave_s": median([r["leave_s"] for r in runs])}
+            row("disruption", f"packets lost (max; of ~{median([r['transmitted'] for r in runs]):.0f})",
+                str(lost), "0", lost == 0, load=load_of(runs), runs=ok(runs, "disruption"))
+            row("disruption", f"{args.joiners} join s / leave s",
+                f"{fmt(median([r['join_s'] for r in runs]))} / {fmt(median([r['leave_s'] for r in runs]))}")
+            targets.append({"target": "zero packets lost", "value": lost, "met": lost == 0})
+        else:
+            row("disruption", "failed", "see JSON", runs=ok(runs, "disruption"))
+
+    if "memory" in results["cases"]:
+        runs = runs_of(results, "memory")
+        if runs:
+            rss = median([r["rss_mib"] for r in runs])
+            met = rss <= 150
+            results["cases"]["memory"]["median"] = {"rss_mib": rss}
+            row("memory", f"daemon RSS MiB, {args.services} dtServices (running pods)", fmt(rss), "<= 150", met,
+                load=load_of(runs), runs=ok(runs, "memory"))
+            row("memory", "daemon RSS MiB with none / peak", f"{fmt(median([r['rss_mib_no_services'] for r in runs]))}"
+                f" / {fmt(median([r['hwm_mib'] for r in runs]))}")
+            targets.append({"target": "daemon RSS <= 150 MiB", "value": rss, "met": met})
+        else:
+            row("memory", "failed", "see JSON", runs=ok(runs, "memory"))
+    return rows, targets
+
+
+def print_table(rows: list[list[str]]) -> None:
+    header = ["case", "metric", "median", "target", "met", "load1m", "runs"]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(line.format(*header))
+    print(line.format(*("-" * w for w in widths)))
+    for r in rows:
+        print(line.format(*r))
+
+
+# -- main ---------------------------------------------------------------------------------------
+def measure(entry: dict, function: Callable[[], dict], retries: int) -> None:
+    """Run one measurement into entry["runs"]; a failed attempt goes to entry["failures"] and is
+    tried again up to `retries` times. Ctrl-C goes on up (after the bed is stopped)."""
+    for attempt in range(retries + 1):
+        started = time.monotonic()
+        try:
+            record = function()
+        except Exception as error:
+            say(f"FAILED (attempt {attempt + 1}): {str(error)[:2000]}")
+            entry.setdefault("failures", []).append({
+                "error": f"{type(error).__name__}: {error}"[-6000:], "trace": traceback.format_exc()[-3000:],
+                "run_s": round(time.monotonic() - started, 1), "load": [round(x, 2) for x in os.getloadavg()]})
+            continue
+        record["run_s"] = round(time.monotonic() - started, 1)
+        entry["runs"].append(record)
+        return
+
+
+def reason(error: str) -> str:
+    """The short why of a failed run: a module's message if there is one, else the first line."""
+    found = re.search(r'"(?:message|msg)": "([^"]+)"', error)
+    first = error.splitlines()[0][:120]
+    return f"{first} ... {found.group(1)[:240]}" if found else first
+
+
+def git_state() -> dict:
+    """The commit measured and the files that differ from it (read-only git calls)."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+    return {"head": git("rev-parse", "--short", "HEAD"), "subject": git("log", "-1", "--format=%s"),
+            "dirty": git("status", "--porcelain", "--untracked-files=no").splitlines()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="runs per case (the median is reported)")
+    parser.add_argument("--cases", default=",".join(ALL_CASES), help=f"comma-separated, of {', '.join(ALL_CASES)}")
+    parser.add_argument("--quick", action="store_true", help="a smoke version: P=3,10; 5 networks, joins, "
+                        "joiners; 30 dtServices")
+    parser.add_argument("--peers", help="comma-separated P of the deploy case (default 3,30,100)")
+    parser.add_argument("--p100-runs", type=int, help="runs of the largest P >= 100 (default --runs)")
+    parser.add_argument("--networks", type=int, help="networks of 3 peers in the deploy case (default 20; 0: none)")
+    parser.add_argument("--joins", type=int, help="daemon joins (default 20)")
+    parser.add_argument("--joiners", type=int, help="peers joining and leaving in the disruption case (default 20)")
+    parser.add_argument("--services", type=int, help="dtServices of the memory case (default 100)")
+    parser.add_argument("--settle", type=float, default=10.0, help="seconds without a daemon run before RSS")
+    parser.add_argument("--floor-runs", type=int, default=5, help="empty ansible-runner runs per daemon run")
+    parser.add_argument("--connect-timeout", type=float, default=120.0)
+    parser.add_argument("--retries", type=int, default=1,
+                        help="a failed run is recorded and tried again this many times")
+    parser.add_argument("--prefix", default="dtbench-", help="network namespace prefix of the benchmark's beds")
+    parser.add_argument("--out", help="JSON path (default bench/results/<timestamp>.json)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    unknown = set(args.cases) - set(ALL_CASES)
+    if unknown:
+        parser.error(f"unknown case(s) {sorted(unknown)}; cases are {', '.join(ALL_CASES)}")
+    args.peers = [int(p) for p in args.peers.split(",")] if args.peers else ([3, 10] if quick else [3, 30, 100])
+    args.p100_runs = args.p100_runs or args.runs
+    args.networks = args.networks if args.networks is not None else (5 if quick else 20)
+    args.joins = args.joins or (5 if quick else 20)
+    args.joiners = args.joiners or (5 if quick else 20)
+    args.services = args.services or (30 if quick else 100)
+    if os.geteuid() != 0:
+        parser.error("the benchmarks make network namespaces: run them as root")
+    if not os.environ.get("DTSERVICE_CONTROLPLANE_BIN"):
+        parser.error("DTSERVICE_CONTROLPLANE_BIN is not set: run bench/run (it sources .dtservice.env)")
+    leftovers = [n for n in list_netns() if n.startswith(args.prefix)]
+    if leftovers:
+        say(f"removing {len(leftovers)} network namespace(s) a crashed benchmark left ({args.prefix}*)")
+        with tempfile.TemporaryDirectory(prefix="dtbench-cleanup-") as scratch:
+            Testbed(Path(scratch) / "bed", prefix=args.prefix).stop()
+
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out = Path(args.out) if args.out else BENCH / "results" / f"{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    results: dict = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "quick": quick,
+                     "args": {k: v for k, v in vars(args).items()},
+                     "host": {"cpus": os.cpu_count(), "load_at_start": [round(x, 2) for x in os.getloadavg()]},
+                     "git": git_state(),
+                     "cases": {}}
+    workdir = Path(tempfile.mkdtemp(prefix="dtbench-"))
+    started = time.monotonic()
+    interrupted = False
+    try:
+        if "deploy" in args.cases or "noop" in args.cases:
+            results["cases"]["deploy"] = {}
+            for cfg in scaling_configs(args):
+                entry = results["cases"]["deploy"].setdefault(cfg["label"], {"config": cfg, "runs": []})
+                for run in range(cfg["runs"]):
+                    say(f"deploy {cfg['label']} run {run + 1}/{cfg['runs']}")
+                    measure(entry, lambda cfg=cfg, run=run: scaling_run(cfg, run, args, workdir), args.retries)
+        for case, function in (("daemon", daemon_run), ("disruption", disruption_run), ("memory", memory_run)):
+            if case not in args.cases:
+                continue
+            entry = results["cases"].setdefault(case, {"runs": []})
+            for run in range(args.runs):
+                say(f"{case} run {run + 1}/{args.runs}")
+                measure(entry, lambda function=function, run=run: function(run, args, workdir), args.retries)
+    except KeyboardInterrupt:
+        interrupted = True
+        say("interrupted: the beds are stopped; reporting what was measured")
+    finally:
+        results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+        results["runtime_s"] = round(time.monotonic() - started, 1)
+        results["host"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        results["interrupted"] = interrupted
+        results["git_at_end"] = git_state()
+        rows, targets = summarize(results, args)
+        results["table"] = rows
+        results["targets"] = targets
+        out.write_text(json.dumps(results, indent=2, default=str))
+        print_table(rows)
+        for case, entry in results["cases"].items():
+            for label, sub in ([(case, entry)] if "runs" in entry else [(f"{case} {k}", v) for k, v in entry.items()]):
+                for failure in sub.get("failures", []):
+                    print(f"failed run of {label}: {reason(failure['error'])}")
+        git = results["git"]
+        print(f"measured at {git['head']} ({git['subject']}); {len(git['dirty'])} file(s) changed in the tree"
+              + ("" if results["git_at_end"]["head"] == git["head"] else
+                 f"; HEAD moved to {results['git_at_end']['head']} during the run"))
+        print(f"\nruntime {results['runtime_s']:.0f}s; load average at start {results['host']['load_at_start']}, "
+              f"at end {results['host']['load_at_end']}; JSON: {out}")
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
