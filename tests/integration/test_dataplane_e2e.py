@@ -3,9 +3,11 @@ traffic between pods on different nodes."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from conftest import kubectl_json, recap, run_playbook, write_inventory
@@ -74,6 +76,12 @@ def test_every_member_is_connected_with_a_handshake(federation):
     wait_connected(bed, ["node0", "node1"], name="othernet")
     hub = service(bed, "node0")
     assert sorted(hub["peers"]) == ["100.96.0.1", "100.96.0.2", "100.96.0.3"]
+    # Each interface can be read as a wg-quick file, without its private key.
+    secret = kubectl_json(bed, "node0", "get", "secret", "dtservice-myservice-wg", "-n", bed.node("node0").namespace)
+    private_key = base64.b64decode(secret["data"]["privatekey"]).decode()
+    readable = Path(f"/run/dtservice/wireguard/{interfaces_in(bed, 'node0', 'my-pod')[0]}.conf").read_text()
+    assert "Address = 100.96.0.1/24" in readable and "ListenPort = 51820" in readable
+    assert readable.count("[Peer]") == 2 and private_key not in readable
     assert service(bed, "node0", "othernet")["peers"].keys() == {"100.96.1.1", "100.96.1.2"}
 
 
@@ -184,6 +192,7 @@ def test_deleting_one_member_leaves_the_others_connected_and_nothing_behind(fede
     secrets = kubectl_json(bed, "node2", "get", "secrets", "-n", node2.namespace)["items"]
     assert [s["metadata"]["name"] for s in secrets if s["metadata"]["name"].startswith("dtservice-myservice")] == []
     assert interfaces_in(bed, "node2", "worker-pod") == []
+    assert not Path(f"/run/dtservice/wireguard/{interface}.conf").exists()
     assert subprocess.run(["pgrep", "-f", f"wireguard-go {interface}"], capture_output=True,
                           check=False).returncode == 1
     assert address not in service(bed, "node0")["peers"]

@@ -17,9 +17,10 @@ import subprocess
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from . import addressing, plan, wireguard
+from . import addressing, plan, wgconfig, wireguard
 from .cluster import Cluster, NodeRef
 from .reconcile import KEY_SECRET_LABEL, PRIVATE_KEY_FIELD, key_secret_name, write_status
 from .wgconfig import Peer
@@ -30,6 +31,8 @@ INTERFACE_PATTERN = re.compile(r"^dt[0-9a-f]{10}$")
 FRESH_HANDSHAKE_SECONDS = 180
 # How often a client that never reached its server sends a fresh first handshake.
 HANDSHAKE_NUDGE_SECONDS = 1.0
+# Where each interface's wg-quick form (without its private key) is kept for people to read.
+CONFIG_DIR = Path("/run/dtservice/wireguard")
 
 
 @dataclass
@@ -111,6 +114,11 @@ class NodeAgent:
                 mtu=domain.mtu, listen_port=listen_port, private_key=private_key, peers=peers,
                 forward=role == plan.SERVER, check_mode=self.check_mode)
             outcome.changed, outcome.created = result["changed"], result["created"]
+            if not self.check_mode:
+                write_readable_config(interface=interface, text=wgconfig.render_wg_quick(
+                    interface_name=interface, address=f"{address}/{prefix}", mtu=domain.mtu,
+                    listen_port=listen_port, peers=peers,
+                    private_key_path=f"/etc/wireguard/{interface}.key"))
             outcome.peers_added, outcome.peers_removed = result["peers_added"], result["peers_removed"]
             if self.check_mode:
                 return outcome
@@ -162,8 +170,19 @@ class NodeAgent:
                     continue
                 if not self.check_mode:
                     wireguard.remove_interface(name=interface, pod_netns=netns)
+                    (CONFIG_DIR / f"{interface}.conf").unlink(missing_ok=True)
                 removed.append({"pod": pod_name, "interface": interface})
         return removed
+
+
+def write_readable_config(*, interface: str, text: str) -> None:
+    """The interface as a wg-quick file, for a person to read or to use by hand with the key
+    from the dtService's Secret; rewritten only when it differs."""
+    CONFIG_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = CONFIG_DIR / f"{interface}.conf"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+        path.chmod(0o600)
 
 
 def pod_netns(pod: Mapping[str, Any] | None) -> str | None:
