@@ -390,7 +390,7 @@ def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, 
         cluster.delete_secret(node, secret["metadata"]["name"])
     private = keys.generate_private_key()
     public = keys.public_key_of(private)
-    cluster.create_secret(node, {
+    body = {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {
             "name": key_secret_name(meta["name"]), "namespace": node.namespace,
@@ -400,5 +400,14 @@ def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, 
                                  "uid": meta["uid"]}],
         },
         "data": {PRIVATE_KEY_FIELD: base64.b64encode(private.encode()).decode()},
-    })
+    }
+    try:
+        cluster.create_secret(node, body)
+    except Conflict:
+        # Another provisioner (the daemon beside a deploy) made it a moment ago: keep theirs.
+        theirs = cluster.list_secrets(node, label_selector=f"{KEY_SECRET_LABEL}={meta['name']}").get(
+            key_secret_name(meta["name"]))
+        if theirs is None or meta["uid"] not in [r.get("uid") for r in theirs["metadata"].get("ownerReferences") or []]:
+            raise
+        return ensure_key_secret(cluster=cluster, node=node, service=service, secret=theirs)
     return public

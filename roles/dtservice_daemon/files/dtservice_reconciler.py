@@ -65,6 +65,7 @@ class NodeState:
 
     due: float | None = None
     failures: int = 0
+    waiting: int = 0
     running: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -128,13 +129,18 @@ class Reconciler:
         say(logging.WARNING if failed else logging.INFO, "reconciled", node=name, run=run_id,
             seconds=round(seconds, 2), changed=node.get("changed", False), failed=failed,
             services=node.get("services", {}), errors=node.get("errors", []))
-        if failed or not_done:
+        if failed:
             state.failures += 1
             backoff = min(self.settings.get("max_backoff_seconds", 60), 2 ** (state.failures - 1))
-            say(logging.INFO, "requeued", node=name, run=run_id, in_seconds=backoff, waiting_on=not_done)
-            self.mark(name, delay=backoff)
         else:
             state.failures = 0
+            # Waiting on another node (its server being set up, a first handshake) is no
+            # failure: look again soon, a little later each time, never more than 10 s.
+            state.waiting = state.waiting + 1 if not_done else 0
+            backoff = min(10, state.waiting)
+        if failed or not_done:
+            say(logging.INFO, "requeued", node=name, run=run_id, in_seconds=backoff, waiting_on=not_done)
+            self.mark(name, delay=backoff)
 
     def run_playbook(self, name: str, run_id: str) -> tuple[dict, bool, float]:
         work = Path(self.settings["work_dir"]) / "runs" / name
