@@ -24,9 +24,12 @@ flock 9
 
 cached_ok() {
   [ -x "$bin_dir/kube-apiserver" ] && [ -x "$bin_dir/kube-controller-manager" ] \
-    && [ -x "$bin_dir/etcd" ] && [ -x "$bin_dir/kubectl" ] \
-    && "$bin_dir/kube-apiserver" --version 2>/dev/null | grep -qx "Kubernetes ${KUBERNETES_VERSION}" \
-    && "$bin_dir/etcd" --version 2>/dev/null | grep -q "etcd Version: ${ETCD_VERSION#v}"
+    && [ -x "$bin_dir/etcd" ] && [ -x "$bin_dir/kubectl" ] || return 1
+  # Read whole outputs first: `cmd | grep -q` under pipefail fails when grep stops reading early.
+  local apiserver etcd
+  apiserver=$("$bin_dir/kube-apiserver" --version 2>/dev/null) || return 1
+  etcd=$("$bin_dir/etcd" --version 2>/dev/null) || return 1
+  [ "$apiserver" = "Kubernetes ${KUBERNETES_VERSION}" ] && [[ $etcd == *"etcd Version: ${ETCD_VERSION#v}"* ]]
 }
 
 if cached_ok; then
