@@ -10,7 +10,8 @@ module_dir="$here/tools/controlplane"
 source "$module_dir/versions.env"
 
 cache_root=${DTSERVICE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dtservice}
-gomod_hash=$(sha256sum "$module_dir/go.mod" "$module_dir/go.sum" | sha256sum | cut -c1-12)
+# The contents only, not the paths: every clone of the repository shares the cache.
+gomod_hash=$(cat "$module_dir/go.mod" "$module_dir/go.sum" | sha256sum | cut -c1-12)
 bin_dir="$cache_root/controlplane/${KUBERNETES_VERSION}-etcd-${ETCD_VERSION}-${gomod_hash}/bin"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 export GOMODCACHE="$cache_root/go/mod" GOCACHE="$cache_root/go/build"

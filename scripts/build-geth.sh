@@ -11,7 +11,8 @@ module_dir="$here/tools/geth"
 source "$module_dir/versions.env"
 
 cache_root=${DTSERVICE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dtservice}
-gomod_hash=$(sha256sum "$module_dir/go.mod" "$module_dir/go.sum" | sha256sum | cut -c1-12)
+# The contents only, not the paths: every clone of the repository shares the cache.
+gomod_hash=$(cat "$module_dir/go.mod" "$module_dir/go.sum" | sha256sum | cut -c1-12)
 bin_dir="$cache_root/geth/${GETH_VERSION}-${gomod_hash}/bin"
 # geth builds without cgo: secp256k1 and the KZG code fall back to their pure Go versions.
 export GOTOOLCHAIN=local CGO_ENABLED=${GETH_CGO_ENABLED:-0} GOFLAGS=-mod=mod
