@@ -365,6 +365,17 @@ def _validate(*, name, pod_netns, address, mtu, listen_port, private_key, peers)
         raise WireGuardError("peers must be distinct Peer objects (one per public key)")
 
 
+def _wait_for_control_socket(name: str, netns: str | None, seconds: float = 15) -> None:
+    """wireguard-go answers on its control socket a moment after it returns; on a busy
+    machine `wg` could come first, find no socket and fall back to the kernel's netlink
+    ("Protocol not supported")."""
+    deadline = time.monotonic() + seconds
+    while _run(["wg", "show", name, "listen-port"], netns=netns, check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise WireGuardError(f"wireguard-go for {name} did not open its control socket within {seconds:.0f}s")
+        time.sleep(0.05)
+
+
 def _create_link(name: str, node_netns: str | None, mtu: int) -> str:
     """Create the link in the node namespace; returns 'kernel' or 'wireguard-go'."""
     if (
@@ -383,6 +394,7 @@ def _create_link(name: str, node_netns: str | None, mtu: int) -> str:
         # /dev/null) or waiting for this command would last as long as the interface.
         _run(["wireguard-go", name], netns=node_netns, env=env)
         kind = "wireguard-go"
+        _wait_for_control_socket(name, node_netns)
     # Set the MTU while still in the node namespace: wireguard-go learns it from netlink
     # there, and would not see a change made after the move.
     _run(["ip", "link", "set", "dev", name, "mtu", str(mtu)], netns=node_netns)
