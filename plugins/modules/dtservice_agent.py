@@ -33,7 +33,7 @@ options:
   handshake_timeout:
     description: Seconds a client waits for its first handshake before it reports ServerUnreachable.
     type: float
-    default: 20
+    default: 45
 author: dtService project
 """
 
@@ -77,7 +77,7 @@ except ImportError as error:
 
 
 def main() -> None:
-    module = AnsibleModule(argument_spec={**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 20}},
+    module = AnsibleModule(argument_spec={**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 45}},
                            supports_check_mode=True)
     if IMPORT_ERROR:
         module.fail_json(msg=f"dtservice_agent needs the kubernetes Python client and jinja2: {IMPORT_ERROR}")
