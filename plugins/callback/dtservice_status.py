@@ -78,7 +78,7 @@ class CallbackModule(CallbackBase):
                 self._node(node_args["name"])["changed"] = True
 
     def v2_runner_on_failed(self, result, ignore_errors: bool = False) -> None:
-        if not self._ours(result):
+        if not self._ours(result) or ignore_errors:
             return
         self._record(result)
         message = str(result._result.get("msg") or result._result.get("exception", "")).strip().splitlines()
