@@ -211,17 +211,30 @@ class Bed:
 
 
 def request_delta(before: Counter, after: Counter) -> dict:
-    """What happened between two /metrics snapshots, without noise, by verb and by resource
+    """What happened between two /metrics snapshots, by verb and by resource, without noise
     (the API server does not count its own /metrics requests)."""
-    delta = Counter({key: after[key] - before.get(key, 0) for key in after if after[key] - before.get(key, 0)})
-    noise = {f"{v} {r}": n for (v, r), n in delta.items() if r in NOISE_RESOURCES and n}
-    real = Counter({key: n for key, n in delta.items() if key[1] not in NOISE_RESOURCES and n})
+    delta = {f"{verb} {resource}": after[(verb, resource)] - before.get((verb, resource), 0)
+             for verb, resource in after if after[(verb, resource)] - before.get((verb, resource), 0)}
+    return classify(delta)
+
+
+def is_noise(key: str) -> bool:
+    """Requests the provisioner did not make: the controller manager's lease, the API server's
+    endpoints reconciler, probes, and WATCHes (a watch is counted when it ends, so informer
+    watches of the controller manager that expire in the window show up; the playbooks never
+    watch, and the daemon is off in the cases that count requests)."""
+    verb, _, resource = key.partition(" ")
+    return resource in NOISE_RESOURCES or verb == "WATCH"
+
+
+def classify(delta: dict[str, int], noise: dict[str, int] | None = None) -> dict:
+    real = {key: n for key, n in delta.items() if n and not is_noise(key)}
+    excluded = {**(noise or {}), **{key: n for key, n in delta.items() if n and is_noise(key)}}
     by_verb: Counter = Counter()
-    for (verb, _), n in real.items():
-        by_verb[verb] += n
+    for key, n in real.items():
+        by_verb[key.partition(" ")[0]] += n
     return {"total": sum(real.values()), "by_verb": dict(sorted(by_verb.items())),
-            "by_resource": {f"{v} {r}": n for (v, r), n in sorted(real.items())},
-            "excluded_noise": noise}
+            "by_resource": dict(sorted(real.items())), "excluded_noise": excluded}
 
 
 # -- playbooks ----------------------------------------------------------------------------------
@@ -788,6 +801,30 @@ def reason(error: str) -> str:
     return " | ".join(line[:300] for line in lines[:3])
 
 
+def report(path: Path) -> int:
+    """The table of an earlier results file, its API requests classified by the current rules."""
+    results = json.loads(path.read_text())
+    args = argparse.Namespace(**results["args"])
+    for entry in results["cases"].get("deploy", {}).values():
+        for run in entry.get("runs", []):
+            for phase in ("deploy", "noop"):
+                if phase in run:
+                    api = run[phase]["api"]
+                    run[phase]["api"] = classify(api["by_resource"], api.get("excluded_noise"))
+            if "noop" in run:
+                by_verb = run["noop"]["api"]["by_verb"]
+                run["noop"]["writes"] = sum(n for v, n in by_verb.items() if v not in READ_VERBS)
+                run["noop"]["reads_per_node"] = round(
+                    sum(n for v, n in by_verb.items() if v in READ_VERBS) / entry["config"]["nodes"], 1)
+    rows, targets = summarize(results, args)
+    results["table"], results["targets"] = rows, targets
+    path.write_text(json.dumps(results, indent=2, default=str))
+    print_table(rows)
+    print(f"\n{path} (measured at {results['git']['head']}; runtime {results['runtime_s']:.0f}s; load average at "
+          f"start {results['host']['load_at_start']}, at end {results['host']['load_at_end']})")
+    return 0
+
+
 def git_state() -> dict:
     """The commit measured and the files that differ from it (read-only git calls)."""
     def git(*argv: str) -> str:
@@ -818,7 +855,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="a failed run is recorded and tried again this many times")
     parser.add_argument("--prefix", default="dtbench-", help="network namespace prefix of the benchmark's beds")
     parser.add_argument("--out", help="JSON path (default bench/results/<timestamp>.json)")
+    parser.add_argument("--report", metavar="JSON", help="print the table of a results file again (no runs)")
     args = parser.parse_args(argv)
+    if args.report:
+        return report(Path(args.report))
     quick = args.quick
     args.cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = set(args.cases) - set(ALL_CASES)
