@@ -18,7 +18,7 @@ description:
     each dtService's status, so the daemon can requeue what is not Connected with backoff.
   - Never writes a module's arguments or any private key anywhere.
 requirements:
-  - the kubernetes Python client
+  - urllib3 and PyYAML (the API client of module_utils/dtservice/kubeapi.py)
 options: {}
 """
 

@@ -66,11 +66,10 @@ removed:
 from dataclasses import asdict
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, run_on_nodes
 
 try:
     from ansible.module_utils.dtservice.agent import NodeAgent
-    from ansible.module_utils.dtservice.cluster import Cluster, Connections
-    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, for_each_node
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error
@@ -79,17 +78,13 @@ except ImportError as error:
 def main() -> None:
     module = AnsibleModule(argument_spec={**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 45}},
                            supports_check_mode=True)
-    if IMPORT_ERROR:
-        module.fail_json(msg=f"dtservice_agent needs the kubernetes Python client and jinja2: {IMPORT_ERROR}")
-    connections = Connections()
     federation = federation_refs(module.params)
 
-    def serve(node):
-        return NodeAgent(cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node,
-                         federation=federation, handshake_timeout=module.params["handshake_timeout"],
-                         check_mode=module.check_mode).run()
+    def serve(*, cluster, node):
+        return NodeAgent(cluster=cluster, node=node, federation=federation,
+                         handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode).run()
 
-    done = for_each_node(module.params, serve)
+    done = run_on_nodes(module, serve, import_error=IMPORT_ERROR)
     interfaces = {name: [asdict(o) for o in outcomes] for name, (outcomes, _) in done.items()}
     removed = {name: gone for name, (_, gone) in done.items() if gone}
     result = {"changed": bool(removed) or any(o["changed"] for items in interfaces.values() for o in items),

@@ -39,10 +39,9 @@ public_keys:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.dtservice.module_args import NODE_OPTIONS, run_on_nodes
 
 try:
-    from ansible.module_utils.dtservice.cluster import Cluster, Connections
-    from ansible.module_utils.dtservice.module_args import NODE_OPTIONS, for_each_node
     from ansible.module_utils.dtservice.reconcile import KEY_SECRET_LABEL, ensure_key_secret, key_secret_name
     IMPORT_ERROR = None
 except ImportError as error:
@@ -53,12 +52,8 @@ def main() -> None:
     module = AnsibleModule(argument_spec={"nodes": {"type": "list", "elements": "dict", "required": True,
                                                     "options": NODE_OPTIONS}},
                            supports_check_mode=True)
-    if IMPORT_ERROR:
-        module.fail_json(msg=f"dtservice_keypair needs the kubernetes Python client: {IMPORT_ERROR}")
-    connections = Connections()
 
-    def ensure(node):
-        cluster = Cluster(connections=connections, dry_run=module.check_mode)
+    def ensure(*, cluster, node):
         secrets = cluster.list_secrets(node, label_selector=KEY_SECRET_LABEL)
         public_keys = {}
         for service in cluster.list_services(node):
@@ -69,7 +64,7 @@ def main() -> None:
                                                   secret=secrets.get(key_secret_name(name)))
         return cluster.writes > 0, public_keys
 
-    done = for_each_node(module.params, ensure)
+    done = run_on_nodes(module, ensure, import_error=IMPORT_ERROR)
     module.exit_json(changed=any(changed for changed, _ in done.values()),
                      public_keys={name: keys for name, (_, keys) in done.items()})
 

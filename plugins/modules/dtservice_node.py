@@ -63,10 +63,9 @@ pod_labels:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, run_on_nodes
 
 try:
-    from ansible.module_utils.dtservice.cluster import Cluster, Connections
-    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, for_each_node
     from ansible.module_utils.dtservice.node import node_pass
     IMPORT_ERROR = None
 except ImportError as error:
@@ -76,17 +75,13 @@ except ImportError as error:
 def main() -> None:
     module = AnsibleModule(argument_spec={**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 45}},
                            supports_check_mode=True)
-    if IMPORT_ERROR:
-        module.fail_json(msg=f"dtservice_node needs the kubernetes Python client and jinja2: {IMPORT_ERROR}")
-    connections = Connections()
     federation = federation_refs(module.params)
 
-    def one_pass(node):
-        return node_pass(cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node,
-                         federation=federation, handshake_timeout=module.params["handshake_timeout"],
-                         check_mode=module.check_mode)
+    def one_pass(*, cluster, node):
+        return node_pass(cluster=cluster, node=node, federation=federation,
+                         handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
 
-    done = for_each_node(module.params, one_pass)
+    done = run_on_nodes(module, one_pass, import_error=IMPORT_ERROR)
     result = {key: {name: passed[key] for name, passed in done.items()}
               for key in ("services", "interfaces", "removed_interfaces", "deleted", "pod_labels")}
     result["changed"] = any(passed["changed"] for passed in done.values())

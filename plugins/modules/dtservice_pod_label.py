@@ -39,14 +39,8 @@ pods:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-
-try:
-    from ansible.module_utils.dtservice.cluster import Cluster, Connections
-    from ansible.module_utils.dtservice.module_args import NODE_OPTIONS, for_each_node
-    from ansible.module_utils.dtservice.plan import label_changes
-    IMPORT_ERROR = None
-except ImportError as error:
-    IMPORT_ERROR = error
+from ansible.module_utils.dtservice.module_args import NODE_OPTIONS, run_on_nodes
+from ansible.module_utils.dtservice.plan import label_changes
 
 
 def main() -> None:
@@ -54,18 +48,14 @@ def main() -> None:
                                                     "options": NODE_OPTIONS},
                                           "labels": {"type": "dict", "required": True}},
                            supports_check_mode=True)
-    if IMPORT_ERROR:
-        module.fail_json(msg=f"dtservice_pod_label needs the kubernetes Python client: {IMPORT_ERROR}")
-    connections = Connections()
 
-    def label(node):
-        cluster = Cluster(connections=connections, dry_run=module.check_mode)
+    def label(*, cluster, node):
         changes = label_changes(pods=cluster.list_pods(node), wanted=module.params["labels"].get(node.name) or {})
         for pod, labels in changes.items():
             cluster.patch_pod_labels(node, pod, labels)
         return changes
 
-    changes = {name: done for name, done in for_each_node(module.params, label).items() if done}
+    changes = {name: done for name, done in run_on_nodes(module, label).items() if done}
     result = {"changed": bool(changes), "pods": changes}
     if module._diff and changes:
         result["diff"] = {"before": {}, "after": changes}

@@ -67,14 +67,13 @@ pod_labels:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, run_on_nodes
 
 try:
-    from ansible.module_utils.dtservice.cluster import Cluster, Connections
-    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, for_each_node
     from ansible.module_utils.dtservice.plan import pods_labels
     from ansible.module_utils.dtservice.reconcile import NodeReconciler
     IMPORT_ERROR = None
-except ImportError as error:  # the kubernetes client is missing on the target
+except ImportError as error:
     IMPORT_ERROR = error
 
 
@@ -82,19 +81,15 @@ def main() -> None:
     module = AnsibleModule(argument_spec={**NODE_ARGS, "services": {"type": "dict"},
                                           "finalizer": {"type": "bool", "default": False}},
                            supports_check_mode=True)
-    if IMPORT_ERROR:
-        module.fail_json(msg=f"dtservice_reconcile needs the kubernetes Python client: {IMPORT_ERROR}")
-    connections = Connections()
     federation = federation_refs(module.params)
     only = module.params["services"] or {}
 
-    def reconcile(node):
-        reconciler = NodeReconciler(cluster=Cluster(connections=connections, dry_run=module.check_mode),
-                                    node=node, federation=federation)
+    def reconcile(*, cluster, node):
+        reconciler = NodeReconciler(cluster=cluster, node=node, federation=federation)
         return reconciler.reconcile(only=set(only[node.name]) if node.name in only else None,
                                     finalizer=module.params["finalizer"])
 
-    outcomes = for_each_node(module.params, reconcile)
+    outcomes = run_on_nodes(module, reconcile, import_error=IMPORT_ERROR)
     services = {name: [o.as_dict() for o in done] for name, done in outcomes.items()}
     result = {"changed": any(o.changed for done in outcomes.values() for o in done), "services": services,
               "pod_labels": {name: pods_labels(done) for name, done in services.items()}}

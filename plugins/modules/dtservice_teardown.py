@@ -52,10 +52,9 @@ removed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, run_on_nodes
 
 try:
-    from ansible.module_utils.dtservice.cluster import Cluster, Connections
-    from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, for_each_node
     from ansible.module_utils.dtservice.teardown import remove_service
     IMPORT_ERROR = None
 except ImportError as error:
@@ -66,14 +65,10 @@ def main() -> None:
     module = AnsibleModule(argument_spec={**NODE_ARGS, "services": {"type": "list", "elements": "str"},
                                           "deleted_only": {"type": "bool", "default": False}},
                            supports_check_mode=True)
-    if IMPORT_ERROR:
-        module.fail_json(msg=f"dtservice_teardown needs the kubernetes Python client: {IMPORT_ERROR}")
-    connections = Connections()
     federation = federation_refs(module.params)
     wanted = module.params["services"]
 
-    def remove(node):
-        cluster = Cluster(connections=connections, dry_run=module.check_mode)
+    def remove(*, cluster, node):
         removed = []
         for service in cluster.list_services(node):
             if module.params["deleted_only"] and not service["metadata"].get("deletionTimestamp"):
@@ -83,7 +78,7 @@ def main() -> None:
                 removed.append(service["metadata"]["name"])
         return removed
 
-    removed = {name: done for name, done in for_each_node(module.params, remove).items() if done}
+    removed = {name: done for name, done in run_on_nodes(module, remove, import_error=IMPORT_ERROR).items() if done}
     module.exit_json(changed=bool(removed), removed=removed)
 
 

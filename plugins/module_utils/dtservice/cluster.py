@@ -1,4 +1,4 @@
-"""API access for the provisioner: one kubernetes-client connection per federation node.
+"""API access for the provisioner: one connection per federation node's API server.
 
 Owns every call to a Kubernetes API server (reads, optimistic writes, Events). The rest of
 the core sees plain dicts. Writes carry the object's ``resourceVersion`` so that two
@@ -12,8 +12,7 @@ import datetime
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
+from .kubeapi import ApiClient, ApiError, load_endpoint
 
 GROUP = "sid.sightlineinnovation.com"
 VERSION = "v1"
@@ -43,26 +42,24 @@ class NodeRef:
 
 @dataclass
 class Connections:
-    """kubernetes-client API objects, one per (kubeconfig, context), made on first use."""
+    """One API client per (kubeconfig, context), made on first use and shared by threads."""
 
-    _clients: dict[tuple, client.ApiClient] = field(default_factory=dict)
+    _clients: dict[tuple, ApiClient] = field(default_factory=dict)
 
-    def api(self, node: NodeRef) -> client.ApiClient:
+    def api(self, node: NodeRef) -> ApiClient:
         key = (node.kubeconfig, node.context)
         if key not in self._clients:
-            self._clients[key] = config.new_client_from_config(config_file=node.kubeconfig,
-                                                               context=node.context)
+            self._clients[key] = ApiClient(load_endpoint(kubeconfig=node.kubeconfig, context=node.context))
         return self._clients[key]
 
-    def custom(self, node: NodeRef) -> client.CustomObjectsApi:
-        return client.CustomObjectsApi(self.api(node))
 
-    def core(self, node: NodeRef) -> client.CoreV1Api:
-        return client.CoreV1Api(self.api(node))
+def _custom(node: NodeRef, plural: str, name: str | None = None, *, status: bool = False) -> str:
+    path = f"/apis/{GROUP}/{VERSION}/namespaces/{node.namespace}/{plural}"
+    return path + (f"/{name}" if name else "") + ("/status" if status else "")
 
 
-def _missing(error: ApiException) -> bool:
-    return error.status == 404
+def _core(node: NodeRef, kind: str, name: str | None = None) -> str:
+    return f"/api/v1/namespaces/{node.namespace}/{kind}" + (f"/{name}" if name else "")
 
 
 class Cluster:
@@ -75,97 +72,78 @@ class Cluster:
         self.dry_run = dry_run
         self.writes = 0
 
-    def _write_options(self) -> dict[str, Any]:
-        return {"dry_run": "All"} if self.dry_run else {}
+    def _get(self, node: NodeRef, path: str, **query: str) -> dict:
+        return self.connections.api(node).request("GET", path, query=query or None)
+
+    def _get_or_none(self, node: NodeRef, path: str) -> dict | None:
+        try:
+            return self._get(node, path)
+        except ApiError as error:
+            if error.status == 404:
+                return None
+            raise
 
     # -- reads ----------------------------------------------------------------------------
     def list_services(self, node: NodeRef) -> list[dict]:
-        return self.connections.custom(node).list_namespaced_custom_object(
-            GROUP, VERSION, node.namespace, SERVICES)["items"]
+        return self._get(node, _custom(node, SERVICES))["items"]
 
     def get_service(self, node: NodeRef, name: str) -> dict | None:
-        try:
-            return self.connections.custom(node).get_namespaced_custom_object(
-                GROUP, VERSION, node.namespace, SERVICES, name)
-        except ApiException as error:
-            if _missing(error):
-                return None
-            raise
+        return self._get_or_none(node, _custom(node, SERVICES, name))
 
     def list_domains(self, node: NodeRef) -> list[dict]:
-        return self.connections.custom(node).list_namespaced_custom_object(
-            GROUP, VERSION, node.namespace, DOMAINS)["items"]
+        return self._get(node, _custom(node, DOMAINS))["items"]
 
     def get_domain(self, node: NodeRef, name: str) -> dict | None:
-        try:
-            return self.connections.custom(node).get_namespaced_custom_object(
-                GROUP, VERSION, node.namespace, DOMAINS, name)
-        except ApiException as error:
-            if _missing(error):
-                return None
-            raise
+        return self._get_or_none(node, _custom(node, DOMAINS, name))
 
     def list_pods(self, node: NodeRef) -> dict[str, dict]:
-        pods = self.connections.core(node).list_namespaced_pod(node.namespace)
-        return {pod.metadata.name: self.connections.api(node).sanitize_for_serialization(pod)
-                for pod in pods.items}
+        return {pod["metadata"]["name"]: pod for pod in self._get(node, _core(node, "pods"))["items"]}
 
     def list_secrets(self, node: NodeRef, *, label_selector: str) -> dict[str, dict]:
-        secrets = self.connections.core(node).list_namespaced_secret(
-            node.namespace, label_selector=label_selector)
-        return {secret.metadata.name: self.connections.api(node).sanitize_for_serialization(secret)
-                for secret in secrets.items}
+        secrets = self._get(node, _core(node, "secrets"), labelSelector=label_selector)["items"]
+        return {secret["metadata"]["name"]: secret for secret in secrets}
 
     # -- writes ---------------------------------------------------------------------------
-    def _conflicts(self, call, *args, **kwargs) -> dict:
+    def _write(self, node: NodeRef, method: str, path: str, body: Any = None, *,
+               content_type: str = "application/json", missing_ok: bool = False) -> dict:
+        query = {"dryRun": "All"} if self.dry_run else None
         try:
-            result = call(*args, **kwargs, **self._write_options())
-        except ApiException as error:
+            result = self.connections.api(node).request(method, path, body=body, query=query,
+                                                        content_type=content_type)
+        except ApiError as error:
             if error.status == 409:
-                raise Conflict(str(error.reason)) from None
+                raise Conflict(error.reason) from None
+            if missing_ok and error.status == 404:
+                return {}
             raise
         self.writes += 1
         return result
 
     def create_service(self, node: NodeRef, body: dict) -> dict:
-        return self._conflicts(self.connections.custom(node).create_namespaced_custom_object,
-                               GROUP, VERSION, node.namespace, SERVICES, body)
+        return self._write(node, "POST", _custom(node, SERVICES), body)
 
     def replace_service(self, node: NodeRef, body: dict) -> dict:
         """PUT with the body's resourceVersion: a Conflict when the object moved on."""
-        return self._conflicts(self.connections.custom(node).replace_namespaced_custom_object,
-                               GROUP, VERSION, node.namespace, SERVICES, body["metadata"]["name"], body)
+        return self._write(node, "PUT", _custom(node, SERVICES, body["metadata"]["name"]), body)
 
     def delete_service(self, node: NodeRef, name: str) -> None:
-        try:
-            self._conflicts(self.connections.custom(node).delete_namespaced_custom_object,
-                            GROUP, VERSION, node.namespace, SERVICES, name)
-        except ApiException as error:
-            if not _missing(error):
-                raise
+        self._write(node, "DELETE", _custom(node, SERVICES, name), missing_ok=True)
 
     def replace_service_status(self, node: NodeRef, body: dict) -> dict:
-        return self._conflicts(self.connections.custom(node).replace_namespaced_custom_object_status,
-                               GROUP, VERSION, node.namespace, SERVICES, body["metadata"]["name"], body)
+        return self._write(node, "PUT", _custom(node, SERVICES, body["metadata"]["name"], status=True), body)
 
     def replace_domain_status(self, node: NodeRef, body: dict) -> dict:
-        return self._conflicts(self.connections.custom(node).replace_namespaced_custom_object_status,
-                               GROUP, VERSION, node.namespace, DOMAINS, body["metadata"]["name"], body)
+        return self._write(node, "PUT", _custom(node, DOMAINS, body["metadata"]["name"], status=True), body)
 
     def create_secret(self, node: NodeRef, body: dict) -> dict:
-        return self._conflicts(self.connections.core(node).create_namespaced_secret,
-                               node.namespace, body)
+        return self._write(node, "POST", _core(node, "secrets"), body)
 
     def delete_secret(self, node: NodeRef, name: str) -> None:
-        try:
-            self._conflicts(self.connections.core(node).delete_namespaced_secret, name, node.namespace)
-        except ApiException as error:
-            if not _missing(error):
-                raise
+        self._write(node, "DELETE", _core(node, "secrets", name), missing_ok=True)
 
     def patch_pod_labels(self, node: NodeRef, pod: str, labels: dict[str, str | None]) -> None:
-        self._conflicts(self.connections.core(node).patch_namespaced_pod, pod, node.namespace,
-                        {"metadata": {"labels": labels}})
+        self._write(node, "PATCH", _core(node, "pods", pod), {"metadata": {"labels": labels}},
+                    content_type="application/merge-patch+json")
 
     def record_event(self, node: NodeRef, *, service: dict, reason: str, message: str,
                      warning: bool) -> None:
@@ -181,4 +159,4 @@ class Cluster:
             "source": {"component": EVENT_SOURCE}, "reportingComponent": EVENT_SOURCE,
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
-        self._conflicts(self.connections.core(node).create_namespaced_event, node.namespace, body)
+        self._write(node, "POST", _core(node, "events"), body)

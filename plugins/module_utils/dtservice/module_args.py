@@ -3,7 +3,9 @@
 Owns the shape of a federation node as a module sees it (the inventory host's
 ``dtservice_node_*`` variables, gathered by the ``dtservice_plan`` lookup) and the batching:
 a module call takes every node it should work on, so a federation of a hundred nodes costs a
-few module runs, not a hundred per step."""
+few module runs, not a hundred per step. ``run_on_nodes`` is every module's frame around its
+work: one connection per API server, a Cluster per node, check mode as server dry runs, and
+a clean failure (never a traceback) for a missing library, a bad kubeconfig or a refusal."""
 
 from __future__ import annotations
 
@@ -43,6 +45,25 @@ def federation_refs(params: Mapping[str, Any]) -> dict:
     for node in params["nodes"]:
         refs.setdefault(node["name"], node_ref(node))
     return refs
+
+
+def run_on_nodes(module, work: Callable[..., Any], *, import_error: ImportError | None = None) -> dict[str, Any]:
+    """``work(cluster=..., node=...)`` for every node of the module's call; node name -> result."""
+    from ansible.module_utils.basic import missing_required_lib
+
+    if import_error is not None:
+        module.fail_json(msg=missing_required_lib(import_error.name or str(import_error)), exception=str(import_error))
+    from .cluster import Cluster, Connections
+    from .kubeapi import ApiError, KubeconfigError
+
+    connections = Connections()
+    try:
+        return for_each_node(module.params, lambda node: work(
+            cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node))
+    except KubeconfigError as error:
+        module.fail_json(msg=str(error))
+    except ApiError as error:
+        module.fail_json(msg=f"an API server refused a request: {error}", status=error.status)
 
 
 def for_each_node(params: Mapping[str, Any], work: Callable[[Any], Any]) -> dict[str, Any]:

@@ -15,11 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
-
 from . import addressing, keys, plan
 from .cluster import API_VERSION, Cluster, Conflict, NodeRef
+from .kubeapi import ApiError
 
 KEY_SECRET_LABEL = "sid.sightlineinnovation.com/dtservice"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "dtservice-provisioner"}
@@ -143,12 +141,11 @@ class NodeReconciler:
             # dtDomain whose pool cannot hold its subnet size) would make the status write a 422.
             status = problem.reason if problem.reason in STATES else "Failed"
             outcome = Outcome(name=name, status=status, message=str(problem))
-        except (ApiException, HTTPError) as problem:
+        except ApiError as problem:
             # Another member's API server refused or is down: this dtService waits for the next
             # pass, the others of the node go on.
-            refusal = f"{problem.status} {problem.reason}" if isinstance(problem, ApiException) else str(problem)
             outcome = Outcome(name=name, status="Failed", message=f"an API server did not answer as expected: "
-                              f"{refusal[:300]}")
+                              f"{str(problem)[:300]}")
         current = self.service_on(self.node, name) or service
         self._set_status(current, outcome)
         outcome.before = before

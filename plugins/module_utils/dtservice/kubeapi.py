@@ -1,0 +1,220 @@
+"""A small Kubernetes REST client: a kubeconfig context becomes JSON requests over TLS.
+
+Owns how the provisioner speaks HTTP to an API server: reading the kubeconfig (or the pod's
+service account), the TLS context, the credentials, and turning answers that are not 2xx into
+``ApiError``. Every module run starts a fresh Python, and importing the kubernetes client costs
+about a second of it; this needs only urllib3 and PyYAML, which Ansible itself brings.
+
+Credentials understood: client certificates (files or ``-data``), bearer tokens (inline or
+``tokenFile``), basic auth, and exec plugins (``client.authentication.k8s.io`` ExecCredential,
+as cloud providers hand out). The retired ``auth-provider`` stanza is refused with a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import urllib3
+import yaml
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+TIMEOUT = urllib3.Timeout(connect=10, read=60)
+
+
+class ApiError(Exception):
+    """An API server refused a request (``status`` is the HTTP code) or could not be reached
+    (``status`` 0); ``message`` is the server's own explanation when it gave one."""
+
+    def __init__(self, *, status: int, reason: str, message: str = "") -> None:
+        super().__init__(f"{status} {reason}: {message}" if message else f"{status} {reason}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+
+class KubeconfigError(ValueError):
+    """The kubeconfig cannot be used: missing, malformed, or naming what it does not hold."""
+
+
+@dataclass
+class Endpoint:
+    """Where one kubeconfig context points, and how to authenticate there."""
+
+    server: str
+    ssl_context: ssl.SSLContext | None
+    headers: dict[str, str] = field(default_factory=dict)
+    server_name: str | None = None
+
+
+def load_endpoint(*, kubeconfig: str | None = None, context: str | None = None) -> Endpoint:
+    """The endpoint of ``context`` (default: the current one) in ``kubeconfig``; without a
+    path, ``$KUBECONFIG`` (first file), ``~/.kube/config``, then the pod's service account."""
+    path = kubeconfig or (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None)
+    if path is None and not Path("~/.kube/config").expanduser().exists() \
+            and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return _in_cluster()
+    path = Path(path or "~/.kube/config").expanduser()
+    try:
+        document = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise KubeconfigError(f"cannot read kubeconfig {path}: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise KubeconfigError(f"kubeconfig {path} is not valid YAML: {error}") from None
+    base = path.parent
+    name = context or document.get("current-context")
+    if not name:
+        raise KubeconfigError(f"kubeconfig {path} has no current-context; name a context")
+    ctx = _named(document, "contexts", name, path)["context"]
+    cluster = _named(document, "clusters", ctx.get("cluster"), path)["cluster"]
+    user = _named(document, "users", ctx.get("user"), path)["user"] if ctx.get("user") else {}
+    tls = _tls_context(cluster, base)
+    endpoint = Endpoint(server=cluster["server"].rstrip("/"), ssl_context=tls,
+                        server_name=cluster.get("tls-server-name"))
+    _authenticate(endpoint, user, base)
+    return endpoint
+
+
+def _named(document: Mapping[str, Any], section: str, name: str | None, path: Path) -> dict:
+    for item in document.get(section) or []:
+        if item.get("name") == name:
+            return item
+    raise KubeconfigError(f"kubeconfig {path} has no {section[:-1]} named {name!r}")
+
+
+def _file(value: str, base: Path) -> str:
+    return str((base / Path(value).expanduser()).resolve())
+
+
+def _tls_context(cluster: Mapping[str, Any], base: Path) -> ssl.SSLContext | None:
+    if not cluster.get("server", "").startswith("https"):
+        return None
+    tls = ssl.create_default_context()
+    if cluster.get("insecure-skip-tls-verify"):
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
+    elif cluster.get("certificate-authority-data"):
+        tls.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    elif cluster.get("certificate-authority"):
+        tls.load_verify_locations(cafile=_file(cluster["certificate-authority"], base))
+    return tls
+
+
+def _authenticate(endpoint: Endpoint, user: Mapping[str, Any], base: Path) -> None:
+    if user.get("auth-provider"):
+        raise KubeconfigError("the kubeconfig user uses an auth-provider, which Kubernetes retired; "
+                              "use its exec credential plugin instead")
+    if user.get("exec"):
+        user = {**user, **_exec_credential(user["exec"], base)}
+    cert = user.get("client-certificate-data") or user.get("client-certificate")
+    if cert and endpoint.ssl_context is not None:
+        _load_client_certificate(endpoint.ssl_context, user, base)
+    token = user.get("token")
+    if not token and user.get("tokenFile"):
+        token = Path(_file(user["tokenFile"], base)).read_text().strip()
+    if token:
+        endpoint.headers["Authorization"] = f"Bearer {token}"
+    elif user.get("username"):
+        pair = f"{user['username']}:{user.get('password', '')}".encode()
+        endpoint.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+
+
+def _load_client_certificate(tls: ssl.SSLContext, user: Mapping[str, Any], base: Path) -> None:
+    if user.get("client-certificate-data"):
+        # ssl loads a certificate only from a file: a private directory, gone once loaded.
+        with tempfile.TemporaryDirectory(prefix="dtservice-tls-") as scratch:
+            cert, key = Path(scratch, "cert.pem"), Path(scratch, "key.pem")
+            for target, data in ((cert, user["client-certificate-data"]), (key, user["client-key-data"])):
+                target.touch(mode=0o600)
+                target.write_bytes(base64.b64decode(data))
+            tls.load_cert_chain(str(cert), str(key))
+    else:
+        tls.load_cert_chain(_file(user["client-certificate"], base), _file(user["client-key"], base))
+
+
+def _exec_credential(spec: Mapping[str, Any], base: Path) -> dict[str, str]:
+    """Run the kubeconfig's credential plugin; its ExecCredential status gives a token or a
+    client certificate (the ``-data`` fields, already PEM)."""
+    command = spec["command"]
+    if "/" in command and not Path(command).is_absolute():
+        command = _file(command, base)
+    env = {**os.environ, **{e["name"]: e["value"] for e in spec.get("env") or []},
+           "KUBERNETES_EXEC_INFO": json.dumps({"apiVersion": spec.get("apiVersion"), "kind": "ExecCredential",
+                                               "spec": {"interactive": False}})}
+    try:
+        done = subprocess.run([command, *(spec.get("args") or [])], env=env, capture_output=True,
+                              text=True, timeout=60, check=False)
+    except OSError as error:
+        raise KubeconfigError(f"the kubeconfig's credential plugin {command} did not start: {error}") from None
+    if done.returncode != 0:
+        raise KubeconfigError(f"the kubeconfig's credential plugin {command} failed "
+                              f"(exit {done.returncode}): {done.stderr.strip()[:300]}")
+    try:
+        status = json.loads(done.stdout)["status"]
+    except (ValueError, KeyError, TypeError):
+        raise KubeconfigError(f"the kubeconfig's credential plugin {command} did not print an "
+                              "ExecCredential with a status") from None
+    credential = {}
+    if status.get("token"):
+        credential["token"] = status["token"]
+    if status.get("clientCertificateData"):
+        credential["client-certificate-data"] = base64.b64encode(status["clientCertificateData"].encode()).decode()
+        credential["client-key-data"] = base64.b64encode(status["clientKeyData"].encode()).decode()
+    return credential
+
+
+def _in_cluster() -> Endpoint:
+    host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    tls = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT_DIR / "ca.crt"))
+    token = (SERVICE_ACCOUNT_DIR / "token").read_text().strip()
+    host = f"[{host}]" if ":" in host else host
+    return Endpoint(server=f"https://{host}:{port}", ssl_context=tls, headers={"Authorization": f"Bearer {token}"})
+
+
+class ApiClient:
+    """JSON requests to one API server; thread-safe (a urllib3 pool of keep-alive connections)."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+        scheme = urlsplit(endpoint.server).scheme
+        options: dict[str, Any] = {"maxsize": 16, "timeout": TIMEOUT, "retries": False}
+        if scheme == "https":
+            options.update(ssl_context=endpoint.ssl_context, server_hostname=endpoint.server_name)
+        self._pool = urllib3.PoolManager(**options)
+
+    def request(self, method: str, path: str, *, body: Any = None, query: Mapping[str, str] | None = None,
+                content_type: str = "application/json") -> dict:
+        url = self.endpoint.server + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Accept": "application/json", **self.endpoint.headers}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body).encode()
+        try:
+            response = self._pool.request(method, url, body=data, headers=headers)
+        except urllib3.exceptions.HTTPError as error:
+            raise ApiError(status=0, reason="unreachable", message=f"{self.endpoint.server}: {error}") from None
+        if response.status >= 300:
+            raise _refusal(response)
+        return json.loads(response.data) if response.data else {}
+
+
+def _refusal(response: urllib3.BaseHTTPResponse) -> ApiError:
+    message = ""
+    try:
+        status = json.loads(response.data)
+        message = status.get("message", "")
+        reason = status.get("reason") or response.reason or ""
+    except (ValueError, AttributeError):
+        reason = response.reason or ""
+        message = response.data.decode(errors="replace")[:300]
+    return ApiError(status=response.status, reason=reason, message=message)
