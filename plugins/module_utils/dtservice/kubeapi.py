@@ -18,6 +18,7 @@ import os
 import ssl
 import subprocess
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ import yaml
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TIMEOUT = urllib3.Timeout(connect=10, read=60)
+# 429 means "not now" (API priority and fairness, or a new CRD's storage still starting):
+# wait what the server asks, this many times, before giving up.
+BUSY_RETRIES = 30
 
 
 class ApiError(Exception):
@@ -199,10 +203,14 @@ class ApiClient:
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body).encode()
-        try:
-            response = self._pool.request(method, url, body=data, headers=headers)
-        except urllib3.exceptions.HTTPError as error:
-            raise ApiError(status=0, reason="unreachable", message=f"{self.endpoint.server}: {error}") from None
+        for _ in range(BUSY_RETRIES):
+            try:
+                response = self._pool.request(method, url, body=data, headers=headers)
+            except urllib3.exceptions.HTTPError as error:
+                raise ApiError(status=0, reason="unreachable", message=f"{self.endpoint.server}: {error}") from None
+            if response.status != 429:
+                break
+            time.sleep(min(float(response.headers.get("Retry-After") or 1), 5))
         if response.status >= 300:
             raise _refusal(response)
         return json.loads(response.data) if response.data else {}

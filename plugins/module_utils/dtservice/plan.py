@@ -243,25 +243,27 @@ def federation_plan(*, hosts: list[str], nodes: Mapping[str, Mapping[str, Any]],
                              port_range=nodes[m]["port_range"]) for m in d["members"]),
         pool=d.get("pool", "100.96.0.0/12"), subnet_prefix=d.get("subnet_prefix", 24),
         persistent_keepalive=d.get("persistent_keepalive", 25), mtu=d.get("mtu", 1420)).to_spec() for d in domains}
-    clusters: dict[tuple, dict[str, Any]] = {}
+    manifests: dict[str, dict[tuple, dict[str, Any]]] = {"domains": {}, "services": {}}
+
+    def add(kind: str, node: Mapping[str, Any], obj: dict[str, Any]) -> None:
+        obj["metadata"]["namespace"] = node["namespace"]
+        cluster = manifests[kind].setdefault((node["kubeconfig"], node["context"]), {
+            "kubeconfig": node["kubeconfig"], "context": node["context"], "objects": []})
+        cluster["objects"].append(obj)
+
     for host in hosts:
-        node = nodes[host]
-        cluster = clusters.setdefault((node["kubeconfig"], node["context"]), {
-            "kubeconfig": node["kubeconfig"], "context": node["context"], "domains": [], "services": []})
         for domain in domains:
             if host in domain["members"]:
-                obj = domain_object(name=domain["name"], spec=specs[domain["name"]])
-                obj["metadata"]["namespace"] = node["namespace"]
-                cluster["domains"].append(obj)
+                add("domains", nodes[host], domain_object(name=domain["name"], spec=specs[domain["name"]]))
         for service in services[host]:
-            obj = service_object(name=service["name"], domain=service["domain"], pod=service["pod"])
-            obj["metadata"]["namespace"] = node["namespace"]
-            cluster["services"].append(obj)
+            add("services", nodes[host], service_object(name=service["name"], domain=service["domain"],
+                                                        pod=service["pod"]))
     agents: dict[str, list[Mapping[str, Any]]] = {}
     first_of_machine: dict[str, str] = {}
     for host in hosts:
         runner = first_of_machine.setdefault(machines[host], host)
         agents.setdefault(runner, []).append(nodes[host])
     return {"nodes": dict(nodes), "federation": [nodes[h] for h in hosts], "domains": specs,
-            "clusters": list(clusters.values()), "agents": agents, "networks": declared["networks"],
+            "manifests": {kind: list(clusters.values()) for kind, clusters in manifests.items()},
+            "agents": agents, "networks": declared["networks"],
             "serves": {nodes[h]["name"]: declared["serves"][h] for h in hosts if declared["serves"][h]}}

@@ -1,0 +1,151 @@
+"""Applying declared objects (CRDs, RBAC, dtDomains, declared dtServices) to API servers.
+
+Owns the "present" step of deploy: compare first, write only what differs. Each cluster is
+read with one LIST per collection and namespace, every object is compared with what is live
+(the manifest must be contained in the live object; the server's defaults and fields other
+writers own do not count), and only a differing object is sent, as a server-side apply under
+the provisioner's field manager. A converged federation therefore sees reads only. Applied
+objects carry the ``managed-by`` label, which is also how the LISTs find them.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .kubeapi import ApiClient, ApiError
+
+FIELD_MANAGER = "dtservice-provisioner"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "dtservice-provisioner"}
+SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
+
+# kind -> (API group/version path, plural, namespaced): the kinds deploy applies.
+KINDS = {
+    "CustomResourceDefinition": ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
+    "ClusterRole": ("/apis/rbac.authorization.k8s.io/v1", "clusterroles", False),
+    "ClusterRoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings", False),
+    "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
+    "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
+    "Namespace": ("/api/v1", "namespaces", False),
+    "dtDomain": ("/apis/sid.sightlineinnovation.com/v1", "dtdomains", True),
+    "dtService": ("/apis/sid.sightlineinnovation.com/v1", "dtservices", True),
+}
+
+
+class ManifestError(ValueError):
+    """A manifest this step cannot apply (unknown kind, no name, no namespace)."""
+
+
+def check_manifests(objects: list[Mapping[str, Any]]) -> None:
+    """Raise ManifestError for the first manifest that cannot be applied, before any write."""
+    for obj in objects:
+        Collection.of(obj)
+
+
+def contains(live: Any, wanted: Any) -> bool:
+    """True when every field of ``wanted`` is in ``live`` with the same value; lists must
+    match item by item (an applied list is owned whole)."""
+    if isinstance(wanted, Mapping):
+        return isinstance(live, Mapping) and all(k in live and contains(live[k], v) for k, v in wanted.items())
+    if isinstance(wanted, list):
+        return isinstance(live, list) and len(live) == len(wanted) and all(map(contains, live, wanted))
+    return live == wanted
+
+
+def project(live: Any, wanted: Any) -> Any:
+    """The part of ``live`` that ``wanted`` speaks about: what a diff should show."""
+    if isinstance(wanted, Mapping) and isinstance(live, Mapping):
+        return {k: project(live[k], v) for k, v in wanted.items() if k in live}
+    if isinstance(wanted, list) and isinstance(live, list):
+        return [project(item, w) for item, w in zip(live, wanted, strict=False)] + live[len(wanted):]
+    return live
+
+
+def labelled(obj: Mapping[str, Any]) -> dict[str, Any]:
+    body = copy.deepcopy(dict(obj))
+    body.setdefault("metadata", {}).setdefault("labels", {}).update(MANAGED_BY)
+    return body
+
+
+@dataclass(frozen=True)
+class Collection:
+    base: str
+    plural: str
+    namespace: str | None
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> Collection:
+        kind = obj.get("kind")
+        if kind not in KINDS:
+            raise ManifestError(f"kind {kind!r} is not one deploy applies; known: {sorted(KINDS)}")
+        if not (obj.get("metadata") or {}).get("name"):
+            raise ManifestError(f"a {kind} manifest has no metadata.name")
+        base, plural, namespaced = KINDS[kind]
+        namespace = obj["metadata"].get("namespace") if namespaced else None
+        if namespaced and not namespace:
+            raise ManifestError(f"{kind} {obj['metadata']['name']} needs metadata.namespace")
+        return cls(base=base, plural=plural, namespace=namespace)
+
+    def path(self, name: str | None = None) -> str:
+        scope = f"/namespaces/{self.namespace}" if self.namespace else ""
+        return f"{self.base}{scope}/{self.plural}" + (f"/{name}" if name else "")
+
+
+@dataclass
+class Applied:
+    """What applying one cluster's manifests did."""
+
+    changed: list[str] = field(default_factory=list)
+    diffs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run: bool,
+                    wait_established: float = 0) -> Applied:
+    """Bring ``objects`` to the cluster behind ``api``; with ``wait_established`` > 0, wait that
+    many seconds at most for every CustomResourceDefinition among them to be Established."""
+    applied = Applied()
+    wanted = [(Collection.of(obj), labelled(obj)) for obj in objects]
+    live: dict[Collection, dict[str, dict]] = {}
+    for collection, _ in wanted:
+        if collection not in live:
+            items = api.request("GET", collection.path(), query={"labelSelector": SELECTOR})["items"]
+            live[collection] = {item["metadata"]["name"]: item for item in items}
+    crds = []
+    for collection, body in wanted:
+        name = body["metadata"]["name"]
+        current = live[collection].get(name)
+        if current is None or not contains(current, body):
+            query = {"fieldManager": FIELD_MANAGER, "force": "true", **({"dryRun": "All"} if dry_run else {})}
+            current_after = api.request("PATCH", collection.path(name), body=body, query=query,
+                                        content_type="application/apply-patch+yaml")
+            label = f"{body['kind']} {collection.namespace + '/' if collection.namespace else ''}{name}"
+            applied.changed.append(label)
+            applied.diffs.append({"before_header": label, "after_header": label,
+                                  "before": project(current, body) if current else {},
+                                  "after": project(current_after, body)})
+            current = current_after
+        if body["kind"] == "CustomResourceDefinition":
+            crds.append((collection, current))
+    if wait_established and not dry_run:
+        for collection, crd in crds:
+            _wait_established(api, collection, crd, timeout=wait_established)
+    return applied
+
+
+def _established(crd: Mapping[str, Any]) -> bool:
+    return any(c.get("type") == "Established" and c.get("status") == "True"
+               for c in (crd.get("status") or {}).get("conditions") or [])
+
+
+def _wait_established(api: ApiClient, collection: Collection, crd: Mapping[str, Any], *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    name = crd["metadata"]["name"]
+    while not _established(crd):
+        if time.monotonic() > deadline:
+            raise ApiError(status=0, reason="Timeout",
+                           message=f"CustomResourceDefinition {name} not Established after {timeout:.0f}s")
+        time.sleep(0.5)
+        crd = api.request("GET", collection.path(name))
