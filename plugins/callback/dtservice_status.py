@@ -29,16 +29,17 @@ from pathlib import Path
 
 from ansible.plugins.callback import CallbackBase
 
-try:
-    from ansible.module_utils.dtservice import module_args, reconcile
-    from ansible.module_utils.dtservice.cluster import Cluster
-except ImportError:  # plugins outside a collection do not see the module_utils path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "module_utils"))
-    from dtservice import module_args, reconcile
-    from dtservice.cluster import Cluster
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin_utils"))
+from dtservice_inprocess import preload_core  # noqa: E402
+
+# Loaded here, in the main process, the core is already in every worker Ansible forks for
+# a task, so the in-process action plugins start without importing it again.
+preload_core()
+from ansible.module_utils.dtservice import module_args, reconcile  # noqa: E402
+from ansible.module_utils.dtservice.cluster import Cluster  # noqa: E402
 
 OUR_MODULES = ("dtservice_reconcile", "dtservice_agent", "dtservice_keypair", "dtservice_pod_label",
-               "dtservice_teardown", "dtservice_node")
+               "dtservice_teardown", "dtservice_node", "dtservice_manifest", "dtservice_daemon_process")
 # States that already say what is wrong better than a generic Failed.
 SPECIFIC_STATES = {"DomainNotFound", "NotAMember", "NetworkNameTaken", "PoolExhausted", "SubnetExhausted",
                    "PortsExhausted", "ServerUnreachable", "WaitingForPod"}

@@ -75,9 +75,11 @@ except ImportError as error:
     IMPORT_ERROR = error
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec={**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 45}},
-                           supports_check_mode=True)
+ARGUMENT_SPEC = {**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 45}}
+
+
+def run(module) -> None:
+    """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     federation = federation_refs(module.params)
 
     def serve(*, cluster, node):
@@ -94,6 +96,10 @@ def main() -> None:
     if failed:
         module.fail_json(msg="; ".join(failed), **result)
     module.exit_json(**result)
+
+
+def main() -> None:
+    run(AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True))
 
 
 if __name__ == "__main__":

@@ -48,10 +48,11 @@ except ImportError as error:
     IMPORT_ERROR = error
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec={"nodes": {"type": "list", "elements": "dict", "required": True,
-                                                    "options": NODE_OPTIONS}},
-                           supports_check_mode=True)
+ARGUMENT_SPEC = {"nodes": {"type": "list", "elements": "dict", "required": True, "options": NODE_OPTIONS}}
+
+
+def run(module) -> None:
+    """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
 
     def ensure(*, cluster, node):
         secrets = cluster.list_secrets(node, label_selector=KEY_SECRET_LABEL)
@@ -67,6 +68,10 @@ def main() -> None:
     done = run_on_nodes(module, ensure, import_error=IMPORT_ERROR)
     module.exit_json(changed=any(changed for changed, _ in done.values()),
                      public_keys={name: keys for name, (_, keys) in done.items()})
+
+
+def main() -> None:
+    run(AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True))
 
 
 if __name__ == "__main__":

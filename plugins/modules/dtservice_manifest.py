@@ -75,11 +75,14 @@ CLUSTER_OPTIONS = {
 }
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec={
-        "clusters": {"type": "list", "elements": "dict", "required": True, "options": CLUSTER_OPTIONS},
-        "wait_established": {"type": "float", "default": 60},
-    }, supports_check_mode=True)
+ARGUMENT_SPEC = {
+    "clusters": {"type": "list", "elements": "dict", "required": True, "options": CLUSTER_OPTIONS},
+    "wait_established": {"type": "float", "default": 60},
+}
+
+
+def run(module) -> None:
+    """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     if IMPORT_ERROR:
         module.fail_json(msg=missing_required_lib(IMPORT_ERROR.name or str(IMPORT_ERROR)))
 
@@ -102,6 +105,10 @@ def main() -> None:
     if module._diff:
         result["diff"] = [d for a in done for d in a.diffs]
     module.exit_json(**result)
+
+
+def main() -> None:
+    run(AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True))
 
 
 if __name__ == "__main__":

@@ -42,12 +42,14 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.dtservice.module_args import NODE_OPTIONS, run_on_nodes
 from ansible.module_utils.dtservice.plan import label_changes
 
+ARGUMENT_SPEC = {
+    "nodes": {"type": "list", "elements": "dict", "required": True, "options": NODE_OPTIONS},
+    "labels": {"type": "dict", "required": True},
+}
 
-def main() -> None:
-    module = AnsibleModule(argument_spec={"nodes": {"type": "list", "elements": "dict", "required": True,
-                                                    "options": NODE_OPTIONS},
-                                          "labels": {"type": "dict", "required": True}},
-                           supports_check_mode=True)
+
+def run(module) -> None:
+    """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
 
     def label(*, cluster, node):
         changes = label_changes(pods=cluster.list_pods(node), wanted=module.params["labels"].get(node.name) or {})
@@ -60,6 +62,10 @@ def main() -> None:
     if module._diff and changes:
         result["diff"] = {"before": {}, "after": changes}
     module.exit_json(**result)
+
+
+def main() -> None:
+    run(AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True))
 
 
 if __name__ == "__main__":

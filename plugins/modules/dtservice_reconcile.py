@@ -77,10 +77,11 @@ except ImportError as error:
     IMPORT_ERROR = error
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec={**NODE_ARGS, "services": {"type": "dict"},
-                                          "finalizer": {"type": "bool", "default": False}},
-                           supports_check_mode=True)
+ARGUMENT_SPEC = {**NODE_ARGS, "services": {"type": "dict"}, "finalizer": {"type": "bool", "default": False}}
+
+
+def run(module) -> None:
+    """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     federation = federation_refs(module.params)
     only = module.params["services"] or {}
 
@@ -96,6 +97,10 @@ def main() -> None:
     if module._diff:
         result["diff"] = [o.diff() for done in outcomes.values() for o in done if o.changed]
     module.exit_json(**result)
+
+
+def main() -> None:
+    run(AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True))
 
 
 if __name__ == "__main__":

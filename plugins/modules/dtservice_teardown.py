@@ -61,10 +61,12 @@ except ImportError as error:
     IMPORT_ERROR = error
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec={**NODE_ARGS, "services": {"type": "list", "elements": "str"},
-                                          "deleted_only": {"type": "bool", "default": False}},
-                           supports_check_mode=True)
+ARGUMENT_SPEC = {**NODE_ARGS, "services": {"type": "list", "elements": "str"},
+                 "deleted_only": {"type": "bool", "default": False}}
+
+
+def run(module) -> None:
+    """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     federation = federation_refs(module.params)
     wanted = module.params["services"]
 
@@ -80,6 +82,10 @@ def main() -> None:
 
     removed = {name: done for name, done in run_on_nodes(module, remove, import_error=IMPORT_ERROR).items() if done}
     module.exit_json(changed=bool(removed), removed=removed)
+
+
+def main() -> None:
+    run(AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True))
 
 
 if __name__ == "__main__":

@@ -117,15 +117,17 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
     for collection, body in wanted:
         name = body["metadata"]["name"]
         current = live[collection].get(name)
-        if current is None or not contains(current, body):
+        # Items of a LIST of built-in kinds carry no apiVersion and kind: the collection says them.
+        fields = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
+        if current is None or not contains(current, fields):
             query = {"fieldManager": FIELD_MANAGER, "force": "true", **({"dryRun": "All"} if dry_run else {})}
             current_after = api.request("PATCH", collection.path(name), body=body, query=query,
                                         content_type="application/apply-patch+yaml")
             label = f"{body['kind']} {collection.namespace + '/' if collection.namespace else ''}{name}"
             applied.changed.append(label)
             applied.diffs.append({"before_header": label, "after_header": label,
-                                  "before": project(current, body) if current else {},
-                                  "after": project(current_after, body)})
+                                  "before": project(current, fields) if current else {},
+                                  "after": project(current_after, fields)})
             current = current_after
         if body["kind"] == "CustomResourceDefinition":
             crds.append((collection, current))
