@@ -10,7 +10,9 @@ description:
     a server-side apply (field manager C(dtservice-provisioner)) only for an object whose
     manifest is not already contained in the live object. A converged federation therefore
     costs reads only, unlike a blind apply.
-  - Every applied object gets the label C(app.kubernetes.io/managed-by=dtservice-provisioner).
+  - Cluster-wide objects get the label C(app.kubernetes.io/managed-by=dtservice-provisioner),
+    by which their LIST finds them; namespaced ones are listed whole in their namespace and
+    keep only the labels of their manifest.
   - Knows the kinds deploy applies (CustomResourceDefinition, ClusterRole,
     ClusterRoleBinding, Role, RoleBinding, Namespace, dtDomain, dtService); any other kind
     fails before anything is written.

@@ -135,8 +135,8 @@ def test_two_networks_on_the_same_nodes_stay_isolated(federation):
 
 def test_a_second_deploy_changes_nothing(federation):
     result = run_playbook(federation["bed"], "playbooks/deploy.yml", inventory=federation["inventory"])
-    assert {host: counts["changed"] for host, counts in recap(result.stdout).items()} == \
-        {f"node{i}": 0 for i in range(8)}
+    counts = recap(result.stdout)
+    assert counts and all(c["changed"] == 0 and c["failed"] == 0 for c in counts.values()), counts
 
 
 def test_spoofed_source_is_dropped_by_the_server(federation):

@@ -4,8 +4,10 @@ Owns the "present" step of deploy: compare first, write only what differs. Each 
 read with one LIST per collection and namespace, every object is compared with what is live
 (the manifest must be contained in the live object; the server's defaults and fields other
 writers own do not count), and only a differing object is sent, as a server-side apply under
-the provisioner's field manager. A converged federation therefore sees reads only. Applied
-objects carry the ``managed-by`` label, which is also how the LISTs find them.
+the provisioner's field manager. A converged federation therefore sees reads only.
+Cluster-wide objects (CRDs, ClusterRoles) carry the ``managed-by`` label, so that their LIST
+finds ours among all of the cluster's; namespaced ones are listed whole in a node namespace
+and stay as the user wrote them (the seed's ``kubectl describe`` shows no labels).
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .cluster import FIELD_MANAGER
 from .kubeapi import ApiClient, ApiError
+from .reconcile import MANAGED_BY
 
-FIELD_MANAGER = "dtservice-provisioner"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "dtservice-provisioner"}
 SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 
 # kind -> (API group/version path, plural, namespaced): the kinds deploy applies.
@@ -64,9 +66,10 @@ def project(live: Any, wanted: Any) -> Any:
     return live
 
 
-def labelled(obj: Mapping[str, Any]) -> dict[str, Any]:
+def labelled(obj: Mapping[str, Any], collection: Collection) -> dict[str, Any]:
     body = copy.deepcopy(dict(obj))
-    body.setdefault("metadata", {}).setdefault("labels", {}).update(MANAGED_BY)
+    if collection.namespace is None:
+        body.setdefault("metadata", {}).setdefault("labels", {}).update(MANAGED_BY)
     return body
 
 
@@ -107,11 +110,12 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
     """Bring ``objects`` to the cluster behind ``api``; with ``wait_established`` > 0, wait that
     many seconds at most for every CustomResourceDefinition among them to be Established."""
     applied = Applied()
-    wanted = [(Collection.of(obj), labelled(obj)) for obj in objects]
+    wanted = [(collection, labelled(obj, collection)) for obj in objects for collection in [Collection.of(obj)]]
     live: dict[Collection, dict[str, dict]] = {}
     for collection, _ in wanted:
         if collection not in live:
-            items = api.request("GET", collection.path(), query={"labelSelector": SELECTOR})["items"]
+            query = {"labelSelector": SELECTOR} if collection.namespace is None else None
+            items = api.request("GET", collection.path(), query=query)["items"]
             live[collection] = {item["metadata"]["name"]: item for item in items}
     crds = []
     for collection, body in wanted:

@@ -1,0 +1,69 @@
+"""Comparing manifests with live objects: what decides whether deploy writes at all."""
+
+from __future__ import annotations
+
+import pytest
+from dtservice.manifest import Collection, ManifestError, check_manifests, contains, labelled, project
+from hypothesis import given
+from hypothesis import strategies as st
+
+scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5))
+documents = st.recursive(scalars, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)), max_leaves=12)
+
+
+def with_server_defaults(value, extra):
+    """What an API server does to an applied object: adds fields, never drops given ones."""
+    if isinstance(value, dict):
+        return {**{f"default-{k}": v for k, v in extra.items()}, **{k: with_server_defaults(v, extra)
+                                                                    for k, v in value.items()}}
+    if isinstance(value, list):
+        return [with_server_defaults(v, extra) for v in value]
+    return value
+
+
+@given(documents)
+def test_every_object_contains_itself(doc):
+    assert contains(doc, doc)
+
+
+@given(documents, st.dictionaries(st.text(max_size=3), scalars, max_size=2))
+def test_server_defaults_do_not_make_a_difference(doc, extra):
+    assert contains(with_server_defaults(doc, extra), doc)
+
+
+@given(documents, documents)
+def test_the_projection_shows_exactly_whether_live_contains_the_manifest(live, wanted):
+    assert contains(project(live, wanted), wanted) == contains(live, wanted)
+
+
+def test_a_changed_value_a_missing_field_or_a_longer_list_is_a_difference():
+    live = {"spec": {"rules": [{"verbs": ["get"], "extra": 1}], "x": 1}}
+    assert contains(live, {"spec": {"rules": [{"verbs": ["get"]}]}})
+    assert not contains(live, {"spec": {"rules": [{"verbs": ["get", "list"]}]}})
+    assert not contains(live, {"spec": {"rules": [{"verbs": ["get"]}, {"verbs": ["list"]}]}})
+    assert not contains(live, {"spec": {"y": None}})
+    assert not contains(live, {"spec": {"x": "1"}})
+
+
+def test_collections_and_labels_follow_the_kind():
+    crd = {"kind": "CustomResourceDefinition", "metadata": {"name": "a.b"}}
+    binding = {"kind": "RoleBinding", "metadata": {"name": "p", "namespace": "ns"}}
+    service = {"kind": "dtService", "metadata": {"name": "s", "namespace": "ns"}}
+    assert Collection.of(crd).path("a.b") == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/a.b"
+    assert Collection.of(binding).path() == "/apis/rbac.authorization.k8s.io/v1/namespaces/ns/rolebindings"
+    assert Collection.of(service).path("s") == "/apis/sid.sightlineinnovation.com/v1/namespaces/ns/dtservices/s"
+    assert labelled(crd, Collection.of(crd))["metadata"]["labels"] == {
+        "app.kubernetes.io/managed-by": "dtservice-provisioner"}
+    assert "labels" not in labelled(service, Collection.of(service))["metadata"]
+    assert "labels" not in crd["metadata"]
+
+
+@pytest.mark.parametrize(("obj", "message"), [
+    ({"kind": "Deployment", "metadata": {"name": "x"}}, "not one deploy applies"),
+    ({"kind": "dtService", "metadata": {}}, "no metadata.name"),
+    ({"kind": "dtService", "metadata": {"name": "s"}}, "needs metadata.namespace"),
+])
+def test_manifests_deploy_cannot_apply_are_refused_before_any_write(obj, message):
+    with pytest.raises(ManifestError, match=message):
+        check_manifests([{"kind": "Namespace", "metadata": {"name": "fine"}}, obj])
