@@ -380,6 +380,24 @@ class Testbed:
                 "processes_recorded": len(self.state["pids"]),
                 "netns": sorted(set(self.state["netns"]) & set(list_netns()))}
 
+    def diagnose(self) -> str:
+        """What a failed test needs to be explained: every pod's WireGuard state (``wg show``
+        prints no private key), each node's dtServices, and the end of the daemon's log."""
+        lines = []
+        for netns in sorted(set(self.state["netns"]) & set(list_netns())):
+            shown = subprocess.run(["ip", "netns", "exec", netns, "wg", "show", "all"], text=True,
+                                   capture_output=True, check=False)
+            addresses = subprocess.run(["ip", "-n", netns, "-br", "address"], text=True, capture_output=True,
+                                       check=False)
+            lines += [f"== {netns}", addresses.stdout.rstrip(), shown.stdout.rstrip()]
+        for node in self.nodes:
+            described = self.kubectl(node, "get", "dtservices", "-n", node.namespace, "-o", "yaml",
+                                     admin=True, check=False)
+            lines += [f"== dtServices of {node.name}", described.stdout.rstrip() or described.stderr.rstrip()]
+        for log in sorted(self.dir.rglob("reconciler.log")):
+            lines += [f"== {log}", *log.read_text(errors="replace").splitlines()[-60:]]
+        return "\n".join(lines)
+
     def stop(self) -> None:
         """Remove every process, namespace and veth the bed made; safe after a crash."""
         # Processes started for this bed (the reconciler daemon and its runs) name its directory.
@@ -484,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--nodes", type=int, default=3)
     start.add_argument("--clusters", type=int, default=1, help="API servers; node i goes to cluster i %% N")
     commands.add_parser("status", help="print what runs")
+    commands.add_parser("diagnose", help="print the pods' WireGuard state, the dtServices and the daemon's log")
     commands.add_parser("stop", help="remove everything the bed made")
     pod = commands.add_parser("pod", help="create, restart or delete a test pod")
     pod.add_argument("action", choices=["create", "restart", "delete"])
@@ -495,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         bed.start(nodes=args.nodes, clusters=args.clusters)
     elif args.command == "status":
         print(json.dumps(bed.status(), indent=2))
+    elif args.command == "diagnose":
+        print(bed.diagnose())
     elif args.command == "stop":
         bed.stop()
     elif args.action == "create":
