@@ -154,7 +154,7 @@ class NodeAgent:
     def _registry(self, domain: plan.Domain) -> dict:
         if domain.name not in self._registries:
             home = self.federation.get(domain.home.name, self.node)
-            home_obj = self.cluster.get_domain(home, domain.name) or {}
+            home_obj = next((d for d in self.cluster.list_domains(home) if d["metadata"]["name"] == domain.name), {})
             self._registries[domain.name] = (home_obj.get("status") or {}).get("networks") or {}
         return self._registries[domain.name]
 

@@ -77,7 +77,7 @@ class NodeReconciler:
         self.node = node
         self.federation = federation
         self._services: dict[str, list[dict]] = {}
-        self._domains: dict[tuple[str, str], dict | None] = {}
+        self._domains: dict[str, dict[str, dict]] = {}
 
     # -- cached reads ---------------------------------------------------------------------
     def _member_node(self, member: plan.Member) -> NodeRef:
@@ -100,10 +100,11 @@ class NodeReconciler:
         items[:] = [s for s in items if s["metadata"]["name"] != service["metadata"]["name"]] + [service]
 
     def domain_object(self, node: NodeRef, name: str, *, fresh: bool = False) -> dict | None:
-        key = (node.name, name)
-        if fresh or key not in self._domains:
-            self._domains[key] = self.cluster.get_domain(node, name)
-        return self._domains[key]
+        """A dtDomain of a node, from one LIST of the node's dtDomains per pass (``fresh``
+        lists again): a converged pass reads a bounded number of times per node."""
+        if fresh or node.name not in self._domains:
+            self._domains[node.name] = {d["metadata"]["name"]: d for d in self.cluster.list_domains(node)}
+        return self._domains[node.name].get(name)
 
     # -- the pass -------------------------------------------------------------------------
     def reconcile(self, *, only: set[str] | None = None, finalizer: bool = False) -> list[Outcome]:
@@ -227,7 +228,7 @@ class NodeReconciler:
             body = copy.deepcopy(home_obj)
             body.setdefault("status", {})["networks"] = networks
             try:
-                self._domains[(home.name, domain.name)] = self.cluster.replace_domain_status(home, body)
+                self._domains[home.name][domain.name] = self.cluster.replace_domain_status(home, body)
                 return networks[name]
             except Conflict:
                 fresh = True
