@@ -22,6 +22,12 @@ options:
     description: The inventory group of the federation's nodes.
     required: false
     default: [federation]
+  limit:
+    description:
+      - Hosts of a limited run (C(ansible_play_hosts)); C(agents) then covers only their nodes,
+        each machine's agent on the first of them. The rest of the plan stays whole.
+    type: list
+    elements: str
 """
 
 EXAMPLES = r"""
@@ -82,6 +88,6 @@ class LookupModule(LookupBase):
                     else hostvars[host].get("ansible_host") or host for host in hosts}
         try:
             return [plan.federation_plan(hosts=list(hosts), nodes=nodes, services=services, domains=domains,
-                                         machines=machines)]
+                                         machines=machines, limit=kwargs.get("limit"))]
         except (plan.PlanError, KeyError) as error:
             raise AnsibleLookupError(f"dtservice_plan: {error}") from None

@@ -8,11 +8,13 @@ module: dtservice_node
 short_description: Reconcile everything of one node in one pass
 description:
   - Runs, in one process, what deploy.yml's roles do one module at a time - reconcile the
-    node's dtServices (adding the teardown finalizer), label their pods, bring their
+    nodes' dtServices (adding the teardown finalizer), label their pods, bring their
     interfaces into the pods and remove those of deleted dtServices - and then finishes the
     deletions users asked for (the peer leaves the network, the key Secret goes, the
     finalizer is released). This is the reconciler daemon's step, so that a change costs
     one module run.
+  - Phases span all nodes of the call - every node is reconciled before any interface is
+    configured - so a joiner and its network's server reconciled together connect in one call.
   - Check mode sends every write as a server-side dry run and changes no interface.
 options:
   nodes:
@@ -63,10 +65,10 @@ pod_labels:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, run_on_nodes
+from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, require, run_on_nodes
 
 try:
-    from ansible.module_utils.dtservice.node import node_pass
+    from ansible.module_utils.dtservice.node import machine_pass
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error
@@ -77,13 +79,10 @@ ARGUMENT_SPEC = {**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 
 
 def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
+    require(module, IMPORT_ERROR)
     federation = federation_refs(module.params)
-
-    def one_pass(*, cluster, node):
-        return node_pass(cluster=cluster, node=node, federation=federation,
-                         handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
-
-    done = run_on_nodes(module, one_pass, import_error=IMPORT_ERROR)
+    done = machine_pass(lambda work: run_on_nodes(module, work), federation=federation,
+                        handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
     result = {key: {name: passed[key] for name, passed in done.items()}
               for key in ("services", "interfaces", "removed_interfaces", "deleted", "pod_labels")}
     result["changed"] = any(passed["changed"] for passed in done.values())

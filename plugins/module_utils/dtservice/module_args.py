@@ -47,12 +47,17 @@ def federation_refs(params: Mapping[str, Any]) -> dict:
     return refs
 
 
+def require(module, import_error: ImportError | None) -> None:
+    """Fail the module, naming the library, when importing the core failed."""
+    if import_error is not None:
+        from ansible.module_utils.basic import missing_required_lib
+
+        module.fail_json(msg=missing_required_lib(import_error.name or str(import_error)), exception=str(import_error))
+
+
 def run_on_nodes(module, work: Callable[..., Any], *, import_error: ImportError | None = None) -> dict[str, Any]:
     """``work(cluster=..., node=...)`` for every node of the module's call; node name -> result."""
-    from ansible.module_utils.basic import missing_required_lib
-
-    if import_error is not None:
-        module.fail_json(msg=missing_required_lib(import_error.name or str(import_error)), exception=str(import_error))
+    require(module, import_error)
     from .cluster import Cluster, Connections
     from .kubeapi import ApiError, KubeconfigError
 

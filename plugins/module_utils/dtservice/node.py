@@ -1,13 +1,16 @@
-"""One whole pass over a node, for the reconciler daemon: the steps of deploy's roles in one
-process, so a `kubectl apply` costs one module run instead of four.
+"""One whole pass over the nodes of a machine, for the reconciler daemon: the steps of
+deploy's roles in one process, so a `kubectl apply` costs one module run instead of four.
 
-Owns only the order: reconcile the dtServices (with the teardown finalizer), label the pods,
-bring the interfaces up (and remove those of deleted dtServices), then finish the deletions
-users asked for. Each step is the same core code the separate modules run."""
+Owns only the order, in phases over all nodes of the call: reconcile the dtServices (with the
+teardown finalizer) and label the pods of every node first, then bring the interfaces up (and
+remove those of deleted dtServices), then finish the deletions users asked for. Because every
+node's claims are written before any interface is configured, a joiner and its server in the
+same call meet in that call: the server's interface already knows the joiner when the joiner
+waits for its first handshake. Each step is the same core code the separate modules run."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -17,13 +20,18 @@ from .cluster import Cluster, NodeRef
 from .reconcile import FINALIZER, NodeReconciler
 
 
-def node_pass(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
-              handshake_timeout: float, check_mode: bool) -> dict[str, Any]:
+def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef]) -> dict[str, Any]:
     outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation).reconcile(finalizer=True)
     services = [o.as_dict() for o in outcomes]
     label_patches = plan.label_changes(pods=cluster.list_pods(node), wanted=plan.pods_labels(services))
     for pod, labels in label_patches.items():
         cluster.patch_pod_labels(node, pod, labels)
+    return {"services": services, "pod_labels": label_patches,
+            "changed": bool(label_patches) or any(o.changed for o in outcomes)}
+
+
+def agent_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], handshake_timeout: float,
+                check_mode: bool) -> dict[str, Any]:
     interfaces, removed = NodeAgent(cluster=cluster, node=node, federation=federation,
                                     handshake_timeout=handshake_timeout, check_mode=check_mode).run()
     finished = []
@@ -31,7 +39,17 @@ def node_pass(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeR
         if service["metadata"].get("deletionTimestamp") and FINALIZER in (service["metadata"].get("finalizers") or []):
             teardown.remove_service(cluster=cluster, node=node, federation=federation, service=service)
             finished.append(service["metadata"]["name"])
-    return {"services": services, "pod_labels": label_patches, "interfaces": [asdict(i) for i in interfaces],
-            "removed_interfaces": removed, "deleted": finished,
-            "changed": bool(label_patches or removed or finished) or any(o.changed for o in outcomes)
-            or any(i.changed for i in interfaces)}
+    return {"interfaces": [asdict(i) for i in interfaces], "removed_interfaces": removed, "deleted": finished,
+            "changed": bool(removed or finished) or any(i.changed for i in interfaces)}
+
+
+def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
+                 handshake_timeout: float, check_mode: bool) -> dict[str, dict[str, Any]]:
+    """Both phases over the nodes ``run_on_nodes(work)`` runs ``work`` on; node -> result."""
+    reconciled = run_on_nodes(lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node,
+                                                                       federation=federation))
+    attached = run_on_nodes(lambda *, cluster, node: agent_phase(
+        cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
+        check_mode=check_mode))
+    return {name: {**reconciled[name], **attached[name],
+                   "changed": reconciled[name]["changed"] or attached[name]["changed"]} for name in reconciled}

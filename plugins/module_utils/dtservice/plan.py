@@ -232,10 +232,11 @@ def pods_labels(outcomes: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, st
 
 def federation_plan(*, hosts: list[str], nodes: Mapping[str, Mapping[str, Any]],
                     services: Mapping[str, list[Mapping[str, Any]]], domains: list[Mapping[str, Any]],
-                    machines: Mapping[str, str]) -> dict[str, Any]:
+                    machines: Mapping[str, str], limit: list[str] | None = None) -> dict[str, Any]:
     """Everything deploy.yml needs, batched: per cluster the objects to apply in one call, per
     machine the nodes one agent run serves, and the declared plan. ``nodes`` and ``services``
-    are keyed by inventory host, ``machines`` maps a host to the machine its agent runs on."""
+    are keyed by inventory host, ``machines`` maps a host to the machine its agent runs on;
+    ``limit`` (the hosts of a limited run) restricts the agents to those hosts."""
     declared = declared_plan(domains=domains, nodes=nodes, services=services, node_order=hosts)
     specs = {d["name"]: Domain(
         name=d["name"],
@@ -260,7 +261,7 @@ def federation_plan(*, hosts: list[str], nodes: Mapping[str, Mapping[str, Any]],
                                                         pod=service["pod"]))
     agents: dict[str, list[Mapping[str, Any]]] = {}
     first_of_machine: dict[str, str] = {}
-    for host in hosts:
+    for host in hosts if limit is None else [h for h in hosts if h in limit]:
         runner = first_of_machine.setdefault(machines[host], host)
         agents.setdefault(runner, []).append(nodes[host])
     return {"nodes": dict(nodes), "federation": [nodes[h] for h in hosts], "domains": specs,

@@ -7,7 +7,10 @@ Owns when reconciles happen, not what they do (that is the playbook and its modu
   resourceVersion expired (410) starts again from a fresh list, so the daemon survives API
   server restarts;
 - a change marks its node dirty; after a short debounce the node's reconcile runs through
-  ansible-runner (`--limit node`), one run at a time per node;
+  ansible-runner (`--limit node`), one run at a time per node; a change of a dtService whose
+  network another node serves brings that server's node into the same run, where the
+  joiner's claim reaches the server's interface before the joiner waits for its handshake
+  (the servers are learnt from the dtService events themselves);
 - the dtservice_status callback's summary says which nodes failed or are not Connected yet:
   those are requeued with exponential backoff; every node is resynced periodically, which
   repairs drift (a hand-edited `peers`, an interface deleted in a pod);
@@ -64,6 +67,7 @@ class NodeState:
     """Scheduling state of one node: when it should run next and how often it failed."""
 
     due: float | None = None
+    companions: set[str] = field(default_factory=set)
     failures: int = 0
     waiting: int = 0
     running: bool = False
@@ -78,11 +82,14 @@ class Reconciler:
         self.wake = threading.Condition()
         self.stopping = threading.Event()
         self.workers = threading.BoundedSemaphore(settings.get("parallel_runs", 4))
+        self.servers: dict[str, str] = {}
 
     # -- scheduling -----------------------------------------------------------------------
-    def mark(self, node: str, *, delay: float) -> None:
+    def mark(self, node: str, *, delay: float, companion: str | None = None) -> None:
         with self.wake:
             state = self.state[node]
+            if companion is not None and companion in self.state:
+                state.companions.add(companion)
             due = time.monotonic() + delay
             if state.due is None or due < state.due:
                 state.due = due
@@ -100,23 +107,26 @@ class Reconciler:
                 next_resync = now + resync
             with self.wake:
                 ready = [n for n, s in self.state.items() if s.due is not None and s.due <= now and not s.running]
+                runs = {}
                 for name in ready:
                     self.state[name].due, self.state[name].running = None, True
+                    runs[name] = sorted(self.state[name].companions - {name})
+                    self.state[name].companions = set()
                 PENDING.set(sum(1 for s in self.state.values() if s.due is not None))
                 if not ready:
                     upcoming = [s.due for s in self.state.values() if s.due is not None and not s.running]
                     self.wake.wait(timeout=max(0.05, min([next_resync, *upcoming]) - now))
                     continue
             for name in ready:
-                threading.Thread(target=self.run_node, args=(name,), daemon=True).start()
+                threading.Thread(target=self.run_node, args=(name, runs[name]), daemon=True).start()
 
     # -- runs -----------------------------------------------------------------------------
-    def run_node(self, name: str) -> None:
+    def run_node(self, name: str, companions: list[str]) -> None:
         state = self.state[name]
         run_id = uuid.uuid4().hex[:12]
         try:
             with self.workers:
-                summary, ok, seconds = self.run_playbook(name, run_id)
+                summary, ok, seconds = self.run_playbook(name, run_id, companions)
         finally:
             with self.wake:
                 state.running = False
@@ -126,7 +136,7 @@ class Reconciler:
         failed = not ok or node.get("failed", False)
         RECONCILES.labels(node=name, result="failed" if failed else "ok").inc()
         DURATION.labels(node=name).observe(seconds)
-        say(logging.WARNING if failed else logging.INFO, "reconciled", node=name, run=run_id,
+        say(logging.WARNING if failed else logging.INFO, "reconciled", node=name, run=run_id, with_nodes=companions,
             seconds=round(seconds, 2), changed=node.get("changed", False), failed=failed,
             services=node.get("services", {}), errors=node.get("errors", []))
         if failed:
@@ -142,7 +152,7 @@ class Reconciler:
             say(logging.INFO, "requeued", node=name, run=run_id, in_seconds=backoff, waiting_on=not_done)
             self.mark(name, delay=backoff)
 
-    def run_playbook(self, name: str, run_id: str) -> tuple[dict, bool, float]:
+    def run_playbook(self, name: str, run_id: str, companions: list[str]) -> tuple[dict, bool, float]:
         work = Path(self.settings["work_dir"]) / "runs" / name
         work.mkdir(parents=True, exist_ok=True)
         results = work / "results.json"
@@ -151,7 +161,7 @@ class Reconciler:
         runner = ansible_runner.run(
             private_data_dir=str(work), project_dir=self.settings["project_dir"],
             playbook=str(Path(self.settings["project_dir"]) / "playbooks" / "reconcile.yml"),
-            inventory=self.settings["inventory"], limit=name, quiet=True, ident=run_id,
+            inventory=self.settings["inventory"], limit=",".join([name, *companions]), quiet=True, ident=run_id,
             rotate_artifacts=2,
             # ansible-runner puts its own callback directory into ANSIBLE_CALLBACK_PLUGINS,
             # which hides ansible.cfg's: name ours here so dtservice_status still runs.
@@ -176,8 +186,11 @@ class Reconciler:
         backoff = 1.0
         while not self.stopping.is_set():
             try:
-                listing = lister(*args, _preload_content=False)
-                version = json.loads(listing.data)["metadata"]["resourceVersion"]
+                listing = json.loads(lister(*args, _preload_content=False).data)
+                version = listing["metadata"]["resourceVersion"]
+                if kind == "dtservices":
+                    for item in listing["items"]:
+                        self.learn_server(name, {"type": "ADDED", "object": item})
                 self.mark(name, delay=self.settings.get("debounce_seconds", 0.2))
                 stream = watch.Watch()
                 for event in stream.stream(lister, *args, resource_version=version, timeout_seconds=300,
@@ -189,7 +202,8 @@ class Reconciler:
                     if event["type"] == "BOOKMARK":
                         continue
                     EVENTS.labels(node=name, kind=kind, type=event["type"]).inc()
-                    self.mark(name, delay=self.settings.get("debounce_seconds", 0.2))
+                    companion = self.learn_server(name, event) if kind == "dtservices" else None
+                    self.mark(name, delay=self.settings.get("debounce_seconds", 0.2), companion=companion)
             except ApiException as error:
                 say(logging.WARNING if error.status != 410 else logging.INFO, "watch restarting", node=name,
                     kind=kind, status=error.status, reason=str(error.reason))
@@ -199,6 +213,21 @@ class Reconciler:
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 30)
             WATCH_RESTARTS.labels(node=name, kind=kind).inc()
+
+    def learn_server(self, node: str, event: dict) -> str | None:
+        """Remember which node serves the network of this dtService (a server's own object has
+        no spec.server and lists itself as the server); return the server's node when it is
+        another one, to be reconciled in the same run."""
+        obj = event["object"]
+        name = obj["metadata"]["name"]
+        serves = not (obj.get("spec") or {}).get("server") and any(
+            "server" in (entry.get("labels") or {}).values() for entry in (obj.get("peers") or {}).values())
+        if serves and event["type"] != "DELETED":
+            self.servers[name] = node
+        elif self.servers.get(name) == node:
+            del self.servers[name]
+        server = self.servers.get(name)
+        return server if server not in (None, node) else None
 
     def serve(self) -> None:
         port = self.settings.get("metrics_port")
