@@ -38,8 +38,8 @@ preload_core()
 from ansible.module_utils.dtservice import module_args, reconcile  # noqa: E402
 from ansible.module_utils.dtservice.cluster import Cluster  # noqa: E402
 
-OUR_MODULES = ("dtservice_reconcile", "dtservice_agent", "dtservice_keypair", "dtservice_pod_label",
-               "dtservice_teardown", "dtservice_node", "dtservice_manifest", "dtservice_daemon_process")
+OUR_MODULES = ("dtservice_reconcile", "dtservice_agent", "dtservice_teardown", "dtservice_node", "dtservice_manifest",
+               "dtservice_daemon_process")
 # States that already say what is wrong better than a generic Failed.
 SPECIFIC_STATES = {"DomainNotFound", "NotAMember", "NetworkNameTaken", "PoolExhausted", "SubnetExhausted",
                    "PortsExhausted", "ServerUnreachable", "WaitingForPod"}

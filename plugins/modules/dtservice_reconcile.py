@@ -12,6 +12,8 @@ description:
     (new name -> new network with this pod as server), claims its overlay address on the
     server's C(peers) table, and writes the dtService's own C(peers), C(spec.server) and
     C(status) as the seed shows them, with a Kubernetes Event when something is wrong.
+  - Then labels each pod with the roles of its dtServices (C(sid.sightline.dtservice.<id>)),
+    removing labels of dtServices that are gone; not when C(services) narrows the call.
   - Shared tables are written with their resourceVersion, so concurrent joins never share an
     address. Nothing is written when nothing differs.
   - Check mode sends every write as a server-side dry run. Diff mode returns each object's
@@ -61,7 +63,7 @@ services:
     interface: {description: The WireGuard interface name in the pod, type: str}
     pod_labels: {description: Labels the pod should carry, type: dict}
 pod_labels:
-  description: Node name -> pod name -> every dtService label it should carry (input of dtservice_pod_label).
+  description: Node name -> pod name -> the label changes written (a null value removes a label).
   returned: always
   type: dict
 """
@@ -70,12 +72,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, run_on_nodes
 
 try:
-    from ansible.module_utils.dtservice.plan import pods_labels
-    from ansible.module_utils.dtservice.reconcile import NodeReconciler
+    from ansible.module_utils.dtservice.node import reconcile_phase
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error
-
 
 ARGUMENT_SPEC = {**NODE_ARGS, "services": {"type": "dict"}, "finalizer": {"type": "bool", "default": False}}
 
@@ -86,16 +86,17 @@ def run(module) -> None:
     only = module.params["services"] or {}
 
     def reconcile(*, cluster, node):
-        reconciler = NodeReconciler(cluster=cluster, node=node, federation=federation)
-        return reconciler.reconcile(only=set(only[node.name]) if node.name in only else None,
-                                    finalizer=module.params["finalizer"])
+        return reconcile_phase(cluster=cluster, node=node, federation=federation,
+                               only=set(only[node.name]) if node.name in only else None,
+                               finalizer=module.params["finalizer"])
 
-    outcomes = run_on_nodes(module, reconcile, import_error=IMPORT_ERROR)
-    services = {name: [o.as_dict() for o in done] for name, done in outcomes.items()}
-    result = {"changed": any(o.changed for done in outcomes.values() for o in done), "services": services,
-              "pod_labels": {name: pods_labels(done) for name, done in services.items()}}
+    done = run_on_nodes(module, reconcile, import_error=IMPORT_ERROR)
+    outcomes = [o for node_outcomes, _ in done.values() for o in node_outcomes]
+    result = {"changed": any(o.changed for o in outcomes) or any(labels for _, labels in done.values()),
+              "services": {name: [o.as_dict() for o in node_outcomes] for name, (node_outcomes, _) in done.items()},
+              "pod_labels": {name: labels for name, (_, labels) in done.items() if labels}}
     if module._diff:
-        result["diff"] = [o.diff() for done in outcomes.values() for o in done if o.changed]
+        result["diff"] = [o.diff() for o in outcomes if o.changed]
     module.exit_json(**result)
 
 

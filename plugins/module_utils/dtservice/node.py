@@ -1,8 +1,9 @@
 """One whole pass over the nodes of a machine, for the reconciler daemon: the steps of
 deploy's roles in one process, so a `kubectl apply` costs one module run instead of four.
 
-Owns only the order, in phases over all nodes of the call: reconcile the dtServices (with the
-teardown finalizer) and label the pods of every node first, then bring the interfaces up (and
+Owns the order, in phases over all nodes of the call: reconcile the dtServices (with the
+teardown finalizer) and label the pods of every node first (``reconcile_phase``, also the
+whole of the dtservice_reconcile module), then bring the interfaces up (and
 remove those of deleted dtServices), then finish the deletions users asked for. Because every
 node's claims are written before any interface is configured, a joiner and its server in the
 same call meet in that call: the server's interface already knows the joiner when the joiner
@@ -17,17 +18,22 @@ from typing import Any
 from . import plan, teardown
 from .agent import NodeAgent
 from .cluster import Cluster, NodeRef
-from .reconcile import FINALIZER, NodeReconciler
+from .reconcile import FINALIZER, NodeReconciler, Outcome
 
 
-def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef]) -> dict[str, Any]:
-    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation).reconcile(finalizer=True)
-    services = [o.as_dict() for o in outcomes]
-    label_patches = plan.label_changes(pods=cluster.list_pods(node), wanted=plan.pods_labels(services))
+def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
+                    only: set[str] | None = None, finalizer: bool = True) -> tuple[list[Outcome], dict[str, Any]]:
+    """Reconcile the node's dtServices (``only`` these, when given) and, for a whole pass,
+    label its pods with their dtService roles; returns the outcomes and the label patches."""
+    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation).reconcile(
+        only=only, finalizer=finalizer)
+    if only is not None:
+        return outcomes, {}  # the pods' other dtServices were not looked at: their labels stay
+    label_patches = plan.label_changes(pods=cluster.list_pods(node),
+                                       wanted=plan.pods_labels(o.as_dict() for o in outcomes))
     for pod, labels in label_patches.items():
         cluster.patch_pod_labels(node, pod, labels)
-    return {"services": services, "pod_labels": label_patches,
-            "changed": bool(label_patches) or any(o.changed for o in outcomes)}
+    return outcomes, label_patches
 
 
 def agent_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], handshake_timeout: float,
@@ -46,8 +52,11 @@ def agent_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, Nod
 def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
                  handshake_timeout: float, check_mode: bool) -> dict[str, dict[str, Any]]:
     """Both phases over the nodes ``run_on_nodes(work)`` runs ``work`` on; node -> result."""
-    reconciled = run_on_nodes(lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node,
-                                                                       federation=federation))
+    reconciled = {}
+    for name, (outcomes, label_patches) in run_on_nodes(
+            lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node, federation=federation)).items():
+        reconciled[name] = {"services": [o.as_dict() for o in outcomes], "pod_labels": label_patches,
+                            "changed": bool(label_patches) or any(o.changed for o in outcomes)}
     attached = run_on_nodes(lambda *, cluster, node: agent_phase(
         cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
         check_mode=check_mode))
