@@ -29,11 +29,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="module")
-def bed_factory(tmp_path_factory):
-    """Start local federations on demand; stop all of them when the module ends."""
+def bed_factory(tmp_path_factory, request):
+    """Start local federations on demand; stop all of them when the module ends. When a test
+    of the module failed, the bed's state (WireGuard, dtServices, daemon log) is printed
+    first, so that a failure in CI explains itself."""
     from testbed import Testbed
 
     beds = []
+    failed_before = request.session.testsfailed
 
     def start(*, nodes: int = 3, clusters: int = 1):
         for bed in beds:
@@ -45,7 +48,12 @@ def bed_factory(tmp_path_factory):
         return bed
 
     yield start
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     for bed in beds:
+        if request.session.testsfailed > failed_before and reporter is not None and bed.state["clusters"]:
+            reporter.write_line(f"\n--- the test bed of {request.module.__name__} after its failure ---")
+            for line in bed.diagnose().splitlines():
+                reporter.write_line(line)
         bed.stop()
 
 

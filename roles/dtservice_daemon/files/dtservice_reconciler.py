@@ -212,6 +212,10 @@ class Reconciler:
                     retry_in=backoff)
                 self.stopping.wait(backoff)
                 backoff = min(backoff * 2, 30)
+            except Exception as error:  # noqa: BLE001 - a watch thread must never die: its node would go deaf
+                say(logging.ERROR, "watch failed", node=name, kind=kind, error=repr(error)[:300], retry_in=backoff)
+                self.stopping.wait(backoff)
+                backoff = min(backoff * 2, 30)
             WATCH_RESTARTS.labels(node=name, kind=kind).inc()
 
     def learn_server(self, node: str, event: dict) -> str | None:
@@ -219,6 +223,8 @@ class Reconciler:
         no spec.server and lists itself as the server); return the server's node when it is
         another one, to be reconciled in the same run."""
         obj = event["object"]
+        if event["type"] not in ("ADDED", "MODIFIED", "DELETED") or not isinstance(obj, dict):
+            return None
         name = obj["metadata"]["name"]
         serves = not (obj.get("spec") or {}).get("server") and any(
             "server" in (entry.get("labels") or {}).values() for entry in (obj.get("peers") or {}).values())
