@@ -133,8 +133,11 @@ def test_sigkill_mid_run_then_restart_converges_without_duplicates(seeded):
     bed.create_pod("node3", "crash-pod")
     apply(bed, "node3", "crash-pod")
     time.sleep(1.0)  # the daemon has picked the change up and is running
-    os.kill(daemon_pid(bed), signal.SIGKILL)
+    killed = daemon_pid(bed)
+    os.kill(killed, signal.SIGKILL)
     run_playbook(bed, "playbooks/deploy.yml", inventory=seeded["inventory"])  # starts it again
+    # A new daemon, also where nobody reaps the killed one (a zombie still answers kill -0).
+    assert daemon_pid(bed) != killed
     wait_for(lambda: connected(bed, "node3"), timeout=120, what="node3 Connected after the restart")
     wait_for(lambda: len(get(bed, "node0")["peers"]) == 3, timeout=60, what="the server to list three peers")
     hub = get(bed, "node0")

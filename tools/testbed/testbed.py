@@ -412,6 +412,11 @@ class Testbed:
                 time.sleep(0.1)
             if process_alive(record["pid"], record["exe"]):
                 os.killpg(record["pid"], signal.SIGKILL)
+        # A killed process can sit in uninterruptible disk sleep for a moment: wait it out.
+        deadline = time.monotonic() + 15
+        for record in self.state["pids"]:
+            while process_alive(record["pid"], record["exe"]) and time.monotonic() < deadline:
+                time.sleep(0.1)
         # Any namespace of ours, also ones a crashed run made but did not record.
         for netns in sorted(set(self.state["netns"]) | {n for n in list_netns() if n.startswith(self.prefix)}):
             delete_netns(netns)
