@@ -4,9 +4,10 @@ itself, the module's ``run`` is called inside Ansible's worker process.
 Owns only that choice. A module run costs a new Python, AnsiballZ's unpacking and the
 imports, about half a second on a small machine, while the API steps of a converged
 federation take milliseconds; the steps that talk only to API servers (and, on the local
-federation, the agent) run where the controller is. Over any other connection the module
-runs on the target as usual. Either way the same ``run(module)`` does the work, with the
-module's own ARGUMENT_SPEC validated first, and check and diff mode passed through.
+federation, the agent) run where the controller is. Over any other connection, or with
+become, the module runs on the target as usual. Either way the same ``run(module)`` does the
+work, with the module's own ARGUMENT_SPEC validated first, and check and diff mode passed
+through.
 """
 
 from __future__ import annotations
@@ -83,7 +84,8 @@ class InProcessAction(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         name = self._task.action.rsplit(".", 1)[-1]
-        if self._connection.transport != "local":
+        # With become, the work must run as the other user: that takes a module run.
+        if self._connection.transport != "local" or self._play_context.become:
             result.update(self._execute_module(module_name=name, module_args=self._task.args, task_vars=task_vars))
             return result
         code = _module_code(name)
