@@ -38,10 +38,14 @@ def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str,
 
 def agent_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], handshake_timeout: float,
                 check_mode: bool) -> dict[str, Any]:
+    # Read before the agent lists them itself: a dtService being deleted here is being deleted
+    # there too, so its interface is gone before the deletion is finished. (Read after, one
+    # deleted meanwhile would be let go with its interface still in the pod.)
+    services = cluster.list_services(node)
     interfaces, removed = NodeAgent(cluster=cluster, node=node, federation=federation,
                                     handshake_timeout=handshake_timeout, check_mode=check_mode).run()
     finished = []
-    for service in cluster.list_services(node):
+    for service in services:
         if service["metadata"].get("deletionTimestamp") and FINALIZER in (service["metadata"].get("finalizers") or []):
             teardown.remove_service(cluster=cluster, node=node, federation=federation, service=service)
             finished.append(service["metadata"]["name"])

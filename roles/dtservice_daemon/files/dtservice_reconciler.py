@@ -109,9 +109,16 @@ class Reconciler:
                 ready = [n for n, s in self.state.items() if s.due is not None and s.due <= now and not s.running]
                 runs = {}
                 for name in ready:
-                    self.state[name].due, self.state[name].running = None, True
-                    runs[name] = sorted(self.state[name].companions - {name})
-                    self.state[name].companions = set()
+                    state = self.state[name]
+                    if state.running:
+                        continue  # taken into another run of this round: its own comes after
+                    state.due, state.running = None, True
+                    # A node is never in two runs at once: two agents on one node would race.
+                    runs[name] = sorted(c for c in state.companions - {name} if not self.state[c].running)
+                    for companion in runs[name]:
+                        self.state[companion].running = True
+                    state.companions = set()
+                ready = list(runs)
                 PENDING.set(sum(1 for s in self.state.values() if s.due is not None))
                 if not ready:
                     upcoming = [s.due for s in self.state.values() if s.due is not None and not s.running]
@@ -130,6 +137,8 @@ class Reconciler:
         finally:
             with self.wake:
                 state.running = False
+                for companion in companions:
+                    self.state[companion].running = False
                 self.wake.notify()
         node = summary.get(name, {})
         not_done = sorted(s for s, status in node.get("services", {}).items() if status in NOT_DONE)
