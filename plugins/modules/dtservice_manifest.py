@@ -59,12 +59,11 @@ changed_objects:
   elements: list
 """
 
-from concurrent.futures import ThreadPoolExecutor
-
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.dtservice.module_args import api_failures, require, side_by_side
 
 try:
-    from ansible.module_utils.dtservice.kubeapi import ApiClient, ApiError, KubeconfigError, load_endpoint
+    from ansible.module_utils.dtservice.kubeapi import ApiClient, load_endpoint
     from ansible.module_utils.dtservice.manifest import ManifestError, apply_manifests, check_manifests
     IMPORT_ERROR = None
 except ImportError as error:
@@ -85,8 +84,7 @@ ARGUMENT_SPEC = {
 
 def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
-    if IMPORT_ERROR:
-        module.fail_json(msg=missing_required_lib(IMPORT_ERROR.name or str(IMPORT_ERROR)))
+    require(module, IMPORT_ERROR)
 
     def apply(cluster):
         api = ApiClient(load_endpoint(kubeconfig=cluster["kubeconfig"], context=cluster["context"]))
@@ -97,12 +95,10 @@ def run(module) -> None:
     try:
         for cluster in clusters:
             check_manifests(cluster["objects"])
-        with ThreadPoolExecutor(max_workers=min(16, max(1, len(clusters)))) as pool:
-            done = list(pool.map(apply, clusters))
-    except (KubeconfigError, ManifestError) as error:
+    except ManifestError as error:
         module.fail_json(msg=str(error))
-    except ApiError as error:
-        module.fail_json(msg=f"an API server refused a manifest: {error}", status=error.status)
+    with api_failures(module, refused="a manifest"):
+        done = side_by_side(clusters, apply)
     result = {"changed": any(a.changed for a in done), "changed_objects": [a.changed for a in done]}
     if module._diff:
         result["diff"] = [d for a in done for d in a.diffs]

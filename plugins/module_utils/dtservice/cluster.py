@@ -119,9 +119,6 @@ class Cluster:
         self.writes += 1
         return result
 
-    def create_service(self, node: NodeRef, body: dict) -> dict:
-        return self._write(node, "POST", _custom(node, SERVICES), body)
-
     def replace_service(self, node: NodeRef, body: dict) -> dict:
         """PUT with the body's resourceVersion: a Conflict when the object moved on."""
         return self._write(node, "PUT", _custom(node, SERVICES, body["metadata"]["name"]), body)

@@ -9,8 +9,9 @@ a clean failure (never a traceback) for a missing library, a bad kubeconfig or a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
 NODE_OPTIONS = {
@@ -55,24 +56,38 @@ def require(module, import_error: ImportError | None) -> None:
         module.fail_json(msg=missing_required_lib(import_error.name or str(import_error)), exception=str(import_error))
 
 
+@contextmanager
+def api_failures(module, *, refused: str) -> Iterator[None]:
+    """Turn an unusable kubeconfig or an API server's refusal of ``refused`` (what the module
+    sent) into a clean module failure."""
+    from .kubeapi import ApiError, KubeconfigError
+
+    try:
+        yield
+    except KubeconfigError as error:
+        module.fail_json(msg=str(error))
+    except ApiError as error:
+        module.fail_json(msg=f"an API server refused {refused}: {error}", status=error.status)
+
+
 def run_on_nodes(module, work: Callable[..., Any], *, import_error: ImportError | None = None) -> dict[str, Any]:
     """``work(cluster=..., node=...)`` for every node of the module's call; node name -> result."""
     require(module, import_error)
     from .cluster import Cluster, Connections
-    from .kubeapi import ApiError, KubeconfigError
 
     connections = Connections()
-    try:
+    with api_failures(module, refused="a request"):
         return for_each_node(module.params, lambda node: work(
             cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node))
-    except KubeconfigError as error:
-        module.fail_json(msg=str(error))
-    except ApiError as error:
-        module.fail_json(msg=f"an API server refused a request: {error}", status=error.status)
+
+
+def side_by_side(items: Sequence[Any], work: Callable[[Any], Any]) -> list[Any]:
+    """``work(item)`` for every item, in threads: API calls and waits dominate, not CPU."""
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_NODES, max(1, len(items)))) as pool:
+        return list(pool.map(work, items))
 
 
 def for_each_node(params: Mapping[str, Any], work: Callable[[Any], Any]) -> dict[str, Any]:
     """``work(node_ref)`` for every node of the call, side by side; node name -> result."""
     nodes = [node_ref(node) for node in params["nodes"]]
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_NODES, max(1, len(nodes)))) as pool:
-        return dict(zip([n.name for n in nodes], pool.map(work, nodes), strict=True))
+    return dict(zip([n.name for n in nodes], side_by_side(nodes, work), strict=True))
