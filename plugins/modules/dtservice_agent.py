@@ -66,7 +66,13 @@ removed:
 from dataclasses import asdict
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, run_on_nodes
+from ansible.module_utils.dtservice.module_args import (
+    NODE_ARGS,
+    api_failures,
+    federation_refs,
+    run_on_nodes,
+    side_by_side,
+)
 
 try:
     from ansible.module_utils.dtservice.agent import NodeAgent
@@ -82,11 +88,17 @@ def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     federation = federation_refs(module.params)
 
-    def serve(*, cluster, node):
-        return NodeAgent(cluster=cluster, node=node, federation=federation,
-                         handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode).run()
+    def configure(*, cluster, node):
+        agent = NodeAgent(cluster=cluster, node=node, federation=federation,
+                          handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
+        return agent, agent.configure()
 
-    done = run_on_nodes(module, serve, import_error=IMPORT_ERROR)
+    # Every node's interfaces first, then the waits: a server of this machine then knows its
+    # new clients before they are waited on.
+    configured = run_on_nodes(module, configure, import_error=IMPORT_ERROR)
+    with api_failures(module, refused="a status write"):
+        side_by_side([agent for agent, _ in configured.values()], lambda agent: agent.settle())
+    done = {name: outcome for name, (_, outcome) in configured.items()}
     interfaces = {name: [asdict(o) for o in outcomes] for name, (outcomes, _) in done.items()}
     removed = {name: gone for name, (_, gone) in done.items() if gone}
     result = {"changed": bool(removed) or any(o["changed"] for items in interfaces.values() for o in items),

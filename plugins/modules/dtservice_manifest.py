@@ -36,6 +36,12 @@ options:
         type: list
         elements: dict
         required: true
+      namespaces:
+        description:
+          - Apply each of O(clusters[].objects) in every one of these namespaces (the objects
+            then carry no C(metadata.namespace)): a dtDomain goes to all its members this way.
+        type: list
+        elements: str
   wait_established:
     description: Seconds to wait for applied CustomResourceDefinitions to be Established; 0 does not wait.
     type: float
@@ -64,7 +70,12 @@ from ansible.module_utils.dtservice.module_args import api_failures, require, si
 
 try:
     from ansible.module_utils.dtservice.kubeapi import ApiClient, load_endpoint
-    from ansible.module_utils.dtservice.manifest import ManifestError, apply_manifests, check_manifests
+    from ansible.module_utils.dtservice.manifest import (
+        ManifestError,
+        apply_manifests,
+        check_manifests,
+        in_namespaces,
+    )
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error
@@ -73,6 +84,7 @@ CLUSTER_OPTIONS = {
     "kubeconfig": {"type": "path"},
     "context": {"type": "str"},
     "objects": {"type": "list", "elements": "dict", "required": True},
+    "namespaces": {"type": "list", "elements": "str"},
 }
 
 
@@ -87,14 +99,15 @@ def run(module) -> None:
     require(module, IMPORT_ERROR)
 
     def apply(cluster):
+        objects = in_namespaces(cluster["objects"], cluster["namespaces"])
         api = ApiClient(load_endpoint(kubeconfig=cluster["kubeconfig"], context=cluster["context"]))
-        return apply_manifests(api=api, objects=cluster["objects"], dry_run=module.check_mode,
+        return apply_manifests(api=api, objects=objects, dry_run=module.check_mode,
                                wait_established=module.params["wait_established"])
 
     clusters = module.params["clusters"]
     try:
         for cluster in clusters:
-            check_manifests(cluster["objects"])
+            check_manifests(in_namespaces(cluster["objects"], cluster["namespaces"]))
     except ManifestError as error:
         module.fail_json(msg=str(error))
     with api_failures(module, refused="a manifest"):

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from dtservice.manifest import Collection, ManifestError, check_manifests, contains, labelled, project
+from dtservice.manifest import (
+    Collection,
+    ManifestError,
+    check_manifests,
+    contains,
+    in_namespaces,
+    labelled,
+    project,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -67,3 +75,19 @@ def test_collections_and_labels_follow_the_kind():
 def test_manifests_deploy_cannot_apply_are_refused_before_any_write(obj, message):
     with pytest.raises(ManifestError, match=message):
         check_manifests([{"kind": "Namespace", "metadata": {"name": "fine"}}, obj])
+
+
+def test_objects_given_with_namespaces_go_to_each_namespace_once():
+    domain = {"apiVersion": "sid.sightlineinnovation.com/v1", "kind": "dtDomain",
+              "metadata": {"name": "d"}, "spec": {"mtu": 1420}}
+    placed = in_namespaces([domain], ["ns-a", "ns-b"])
+    assert [(o["metadata"]["name"], o["metadata"]["namespace"]) for o in placed] == [("d", "ns-a"), ("d", "ns-b")]
+    assert all(o["spec"] == domain["spec"] for o in placed)
+    assert "namespace" not in domain["metadata"]  # the caller's manifest is not changed
+    check_manifests(placed)
+    assert in_namespaces([domain], None) == [domain]
+
+
+def test_an_object_with_its_own_namespace_cannot_be_spread_over_namespaces():
+    with pytest.raises(ManifestError, match="has a metadata.namespace"):
+        in_namespaces([{"kind": "dtDomain", "metadata": {"name": "d", "namespace": "x"}}], ["y"])

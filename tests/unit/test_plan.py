@@ -120,3 +120,34 @@ def test_declared_plan_rejects_bad_declarations(domains, services, reason, words
         plan.declared_plan(domains=domains, nodes=NODES, services=services, node_order=list(NODES))
     assert rejected.value.reason == reason
     assert words in str(rejected.value)
+
+
+def federation_of(size: int, clusters: int = 2) -> dict:
+    hosts = [f"node{i}" for i in range(size)]
+    nodes = {h: {"name": h, "namespace": f"dtaas-{h}-dtaas", "address": f"198.18.0.{10 + i}",
+                 "kubeconfig": f"/k/cluster{i % clusters}", "context": None, "port_range": "51820-51919",
+                 "netns": None} for i, h in enumerate(hosts)}
+    return plan.federation_plan(
+        hosts=hosts, nodes=nodes, machines=dict.fromkeys(hosts, "localhost"),
+        domains=[{"name": "mydomain", "members": hosts}],
+        services={h: [{"name": "net", "domain": "mydomain", "pod": f"p{i}"}] for i, h in enumerate(hosts)})
+
+
+def test_federation_plan_sends_a_domain_once_per_cluster_with_its_member_namespaces():
+    planned = federation_of(5)
+    domains = planned["manifests"]["domains"]
+    assert [(d["kubeconfig"], len(d["objects"]), d["namespaces"]) for d in domains] == [
+        ("/k/cluster0", 1, ["dtaas-node0-dtaas", "dtaas-node2-dtaas", "dtaas-node4-dtaas"]),
+        ("/k/cluster1", 1, ["dtaas-node1-dtaas", "dtaas-node3-dtaas"])]
+    assert domains[0]["objects"][0]["spec"] == planned["domains"]["mydomain"]
+    services = planned["manifests"]["services"]
+    assert sorted(o["metadata"]["namespace"] for c in services for o in c["objects"]) == sorted(
+        f"dtaas-node{i}-dtaas" for i in range(5))
+    assert planned["agents"] == {"node0": planned["federation"]}
+
+
+def test_federation_plan_grows_linearly_with_the_members():
+    import json
+
+    small, large = (len(json.dumps(federation_of(n))) for n in (10, 100))
+    assert large < 12 * small

@@ -85,6 +85,18 @@ class Node:
     admin_kubeconfig: str
 
 
+INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
+WIREGUARD_GO_INTERFACES = 4096
+
+
+def allow_many_wireguard_go() -> None:
+    """Each wireguard-go interface holds an inotify instance; the kernel's default of 128
+    per user would stop a benchmark's beds (a hundred nodes, plus joiners) part way."""
+    if int(INOTIFY_INSTANCES.read_text()) < WIREGUARD_GO_INTERFACES:
+        INOTIFY_INSTANCES.write_text(str(WIREGUARD_GO_INTERFACES))
+        log(f"fs.inotify.max_user_instances raised to {WIREGUARD_GO_INTERFACES} for wireguard-go")
+
+
 class Testbed:
     """A local federation rooted in one state directory."""
 
@@ -134,6 +146,7 @@ class Testbed:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state["prefix"] = self.prefix
         self._save()
+        allow_many_wireguard_go()
         try:
             for index in range(clusters):
                 self._start_cluster(index, bin_dir)

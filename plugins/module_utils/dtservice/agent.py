@@ -49,6 +49,21 @@ class AgentOutcome:
     peers_removed: list[str] = field(default_factory=list)
 
 
+@dataclass
+class _Waiting:
+    """A client ``configure`` left for ``settle``: what judging and recording it needs."""
+
+    outcome: AgentOutcome
+    service: dict
+    netns: str
+    server: Peer
+    latest: int
+
+
+def fresh(latest_handshake: int) -> bool:
+    return bool(latest_handshake) and time.time() - latest_handshake < FRESH_HANDSHAKE_SECONDS
+
+
 class NodeAgent:
     """One pass of the node agent over the dtServices in a node's namespace."""
 
@@ -60,9 +75,16 @@ class NodeAgent:
         self.handshake_timeout = handshake_timeout
         self.check_mode = check_mode
         self._registries: dict[str, dict] = {}
+        self._waiting: list[_Waiting] = []
 
-    def run(self) -> tuple[list[AgentOutcome], list[dict[str, str]]]:
-        services = self.cluster.list_services(self.node)
+    def configure(self, services: list[dict] | None = None) -> tuple[list[AgentOutcome], list[dict[str, str]]]:
+        """Bring the interfaces of ``services`` (default: the node's dtServices, listed now)
+        into their pods and remove the ones no dtService asks for. Clients still without a
+        fresh handshake stay Pending until ``settle``: when every node of a machine is
+        configured before any waits, a server configured in the same pass already knows its
+        new clients when they are waited on."""
+        if services is None:
+            services = self.cluster.list_services(self.node)
         pods = self.cluster.list_pods(self.node)
         secrets = self.cluster.list_secrets(self.node, label_selector=KEY_SECRET_LABEL)
         domains = {d["metadata"]["name"]: d for d in self.cluster.list_domains(self.node)}
@@ -80,6 +102,23 @@ class NodeAgent:
             outcomes.append(outcome)
         removed = self._remove_unwanted(pods, expected)
         return outcomes, removed
+
+    def settle(self) -> None:
+        """Wait for the first handshake of each client ``configure`` left Pending; write its status."""
+        for waiting in self._waiting:
+            outcome = waiting.outcome
+            try:
+                outcome.status, outcome.message = self._client_state(
+                    outcome.interface, waiting.netns, waiting.server, latest=waiting.latest)
+            except wireguard.WireGuardError as problem:
+                outcome.status, outcome.message = "Failed", f"interface {outcome.interface}: {problem}"
+            self._write_status(waiting.service, outcome)
+        self._waiting = []
+
+    def _write_status(self, service: dict, outcome: AgentOutcome) -> None:
+        written = write_status(cluster=self.cluster, node=self.node, service=service,
+                               status=outcome.status, message=outcome.message)
+        outcome.changed = outcome.changed or written is not None
 
     def _attach(self, service: dict, *, netns: str | None, secrets: Mapping[str, dict],
                 domains: Mapping[str, dict]) -> AgentOutcome | None:
@@ -122,23 +161,26 @@ class NodeAgent:
             outcome.peers_added, outcome.peers_removed = result["peers_added"], result["peers_removed"]
             if self.check_mode:
                 return outcome
-            if role == plan.SERVER:
+            if role == plan.SERVER or fresh(latest := result["latest_handshakes"].get(peers[0].public_key, 0)):
                 outcome.status = "Connected"
             else:
-                outcome.status, outcome.message = self._client_state(interface, netns, peers[0])
+                self._waiting.append(_Waiting(outcome=outcome, service=service, netns=netns, server=peers[0],
+                                              latest=latest))
+                return outcome
         except (wireguard.WireGuardError, ValueError) as problem:
             outcome.status, outcome.message = "Failed", f"interface {interface}: {problem}"
-        written = write_status(cluster=self.cluster, node=self.node, service=service,
-                               status=outcome.status, message=outcome.message)
-        outcome.changed = outcome.changed or written is not None
+        self._write_status(service, outcome)
         return outcome
 
-    def _client_state(self, interface: str, netns: str, server: Peer) -> tuple[str, str]:
+    def _client_state(self, interface: str, netns: str, server: Peer, *, latest: int) -> tuple[str, str]:
+        """Connected once the client has a fresh handshake with its server; ``latest`` is the
+        one the interface had before this pass. Without one, a new initiation goes out at
+        once: the server may have learnt of this client only after the client's first."""
         deadline = time.monotonic() + self.handshake_timeout
-        next_nudge = time.monotonic() + HANDSHAKE_NUDGE_SECONDS
+        next_nudge = time.monotonic()
+        pause = 0.02
         while True:
-            latest = wireguard.latest_handshakes(name=interface, pod_netns=netns).get(server.public_key, 0)
-            if latest and time.time() - latest < FRESH_HANDSHAKE_SECONDS:
+            if fresh(latest):
                 return "Connected", ""
             if not latest and time.monotonic() >= next_nudge:
                 # The server's side is usually being configured by its own node's run right now.
@@ -149,7 +191,10 @@ class NodeAgent:
                     f"no WireGuard handshake with the server at {server.endpoint} within "
                     f"{self.handshake_timeout:.0f}s: its pod may not be running yet, or UDP from "
                     f"{self.node.address} to {server.endpoint} does not get through")
-            time.sleep(0.2)
+            # A handshake takes a few milliseconds: look soon, then less often.
+            time.sleep(pause)
+            pause = min(2 * pause, 0.2)
+            latest = wireguard.latest_handshakes(name=interface, pod_netns=netns).get(server.public_key, 0)
 
     def _registry(self, domain: plan.Domain) -> dict:
         if domain.name not in self._registries:

@@ -9,6 +9,7 @@ write happens only when the object really differs, so a converged federation see
 from __future__ import annotations
 
 import datetime
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,13 @@ class Connections:
     """One API client per (kubeconfig, context), made on first use and shared by threads."""
 
     _clients: dict[tuple, ApiClient] = field(default_factory=dict)
+    _locks: dict[tuple, threading.Lock] = field(default_factory=dict)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+
+    def lock(self, *key: object) -> threading.Lock:
+        """One lock per key for the threads sharing these connections."""
+        with self._locks_guard:
+            return self._locks.setdefault(key, threading.Lock())
 
     def api(self, node: NodeRef) -> ApiClient:
         key = (node.kubeconfig, node.context)
@@ -64,6 +72,12 @@ def _core(node: NodeRef, kind: str, name: str | None = None) -> str:
 
 class Cluster:
     """The provisioner's view of the federation's API servers."""
+
+    def service_writes(self, node: NodeRef, name: str) -> threading.Lock:
+        """Held around a read-modify-write of a dtService that many nodes' threads write (a
+        server's ``peers`` table): they then take turns instead of failing each other's
+        writes with conflicts."""
+        return self.connections.lock(node.kubeconfig, node.context, node.namespace, "dtservices", name)
 
     def __init__(self, *, connections: Connections | None = None, dry_run: bool = False) -> None:
         self.connections = connections or Connections()

@@ -41,6 +41,18 @@ class ManifestError(ValueError):
     """A manifest this step cannot apply (unknown kind, no name, no namespace)."""
 
 
+def in_namespaces(objects: list[Mapping[str, Any]], namespaces: list[str] | None) -> list[dict[str, Any]]:
+    """Each object once per namespace (``None``: the objects as they are)."""
+    if namespaces is None:
+        return [dict(obj) for obj in objects]
+    for obj in objects:
+        if (obj.get("metadata") or {}).get("namespace"):
+            raise ManifestError(f"{obj.get('kind')} {obj['metadata'].get('name')} has a metadata.namespace; "
+                                "objects given with namespaces must not")
+    return [{**obj, "metadata": {**obj.get("metadata", {}), "namespace": namespace}}
+            for namespace in namespaces for obj in objects]
+
+
 def check_manifests(objects: list[Mapping[str, Any]]) -> None:
     """Raise ManifestError for the first manifest that cannot be applied, before any write."""
     for obj in objects:

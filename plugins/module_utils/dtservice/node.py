@@ -4,7 +4,8 @@ deploy's roles in one process, so a `kubectl apply` costs one module run instead
 Owns the order, in phases over all nodes of the call: reconcile the dtServices (with the
 teardown finalizer) and label the pods of every node first (``reconcile_phase``, also the
 whole of the dtservice_reconcile module), then bring the interfaces up (and
-remove those of deleted dtServices), then finish the deletions users asked for. Because every
+remove those of deleted dtServices) on every node, then wait for the clients' first
+handshakes and finish the deletions users asked for. Because every
 node's claims are written before any interface is configured, a joiner and its server in the
 same call meet in that call: the server's interface already knows the joiner when the joiner
 waits for its first handshake. Each step is the same core code the separate modules run."""
@@ -12,12 +13,13 @@ waits for its first handshake. Each step is the same core code the separate modu
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from . import plan, teardown
-from .agent import NodeAgent
+from .agent import AgentOutcome, NodeAgent
 from .cluster import Cluster, NodeRef
+from .module_args import side_by_side
 from .reconcile import FINALIZER, NodeReconciler, Outcome
 
 
@@ -36,33 +38,59 @@ def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str,
     return outcomes, label_patches
 
 
-def agent_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], handshake_timeout: float,
-                check_mode: bool) -> dict[str, Any]:
-    # Read before the agent lists them itself: a dtService being deleted here is being deleted
-    # there too, so its interface is gone before the deletion is finished. (Read after, one
-    # deleted meanwhile would be let go with its interface still in the pod.)
+@dataclass
+class Attaching:
+    """A node between its two agent steps: interfaces configured, clients not yet waited on."""
+
+    cluster: Cluster
+    node: NodeRef
+    agent: NodeAgent
+    services: list[dict]
+    interfaces: list[AgentOutcome]
+    removed: list[dict[str, str]]
+
+
+def configure_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], handshake_timeout: float,
+                    check_mode: bool) -> Attaching:
+    """The node's interfaces configured (and those of deleted dtServices removed)."""
+    # One list for both steps: a dtService being deleted in it has its interface removed by
+    # the agent before its deletion is finished. (Listed again afterwards, one deleted
+    # meanwhile would be let go with its interface still in the pod.)
     services = cluster.list_services(node)
-    interfaces, removed = NodeAgent(cluster=cluster, node=node, federation=federation,
-                                    handshake_timeout=handshake_timeout, check_mode=check_mode).run()
+    agent = NodeAgent(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
+                      check_mode=check_mode)
+    interfaces, removed = agent.configure(services)
+    return Attaching(cluster=cluster, node=node, agent=agent, services=services, interfaces=interfaces,
+                     removed=removed)
+
+
+def settle_phase(attaching: Attaching, *, federation: Mapping[str, NodeRef]) -> dict[str, Any]:
+    """The node's clients waited on, and the deletions users asked for finished."""
+    attaching.agent.settle()
     finished = []
-    for service in services:
+    for service in attaching.services:
         if service["metadata"].get("deletionTimestamp") and FINALIZER in (service["metadata"].get("finalizers") or []):
-            teardown.remove_service(cluster=cluster, node=node, federation=federation, service=service)
+            teardown.remove_service(cluster=attaching.cluster, node=attaching.node, federation=federation,
+                                    service=service)
             finished.append(service["metadata"]["name"])
+    interfaces, removed = attaching.interfaces, attaching.removed
     return {"interfaces": [asdict(i) for i in interfaces], "removed_interfaces": removed, "deleted": finished,
             "changed": bool(removed or finished) or any(i.changed for i in interfaces)}
 
 
 def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
                  handshake_timeout: float, check_mode: bool) -> dict[str, dict[str, Any]]:
-    """Both phases over the nodes ``run_on_nodes(work)`` runs ``work`` on; node -> result."""
+    """The phases over the nodes ``run_on_nodes(work)`` runs ``work`` on; node -> result.
+    Every node's interfaces are configured before any client is waited on."""
     reconciled = {}
     for name, (outcomes, label_patches) in run_on_nodes(
             lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node, federation=federation)).items():
         reconciled[name] = {"services": [o.as_dict() for o in outcomes], "pod_labels": label_patches,
                             "changed": bool(label_patches) or any(o.changed for o in outcomes)}
-    attached = run_on_nodes(lambda *, cluster, node: agent_phase(
+    configured = run_on_nodes(lambda *, cluster, node: configure_phase(
         cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
         check_mode=check_mode))
+    attached = dict(zip(configured, side_by_side(
+        list(configured.values()), lambda attaching: settle_phase(attaching, federation=federation)), strict=True))
     return {name: {**reconciled[name], **attached[name],
                    "changed": reconciled[name]["changed"] or attached[name]["changed"]} for name in reconciled}

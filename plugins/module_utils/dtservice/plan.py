@@ -244,27 +244,31 @@ def federation_plan(*, hosts: list[str], nodes: Mapping[str, Mapping[str, Any]],
                              port_range=nodes[m]["port_range"]) for m in d["members"]),
         pool=d.get("pool", "100.96.0.0/12"), subnet_prefix=d.get("subnet_prefix", 24),
         persistent_keepalive=d.get("persistent_keepalive", 25), mtu=d.get("mtu", 1420)).to_spec() for d in domains}
-    manifests: dict[str, dict[tuple, dict[str, Any]]] = {"domains": {}, "services": {}}
-
-    def add(kind: str, node: Mapping[str, Any], obj: dict[str, Any]) -> None:
-        obj["metadata"]["namespace"] = node["namespace"]
-        cluster = manifests[kind].setdefault((node["kubeconfig"], node["context"]), {
-            "kubeconfig": node["kubeconfig"], "context": node["context"], "objects": []})
-        cluster["objects"].append(obj)
-
+    # A dtDomain is the same object in each member's namespace: it is carried once per
+    # cluster with the namespaces it goes to, so the plan grows with the members, not with
+    # their square.
+    domain_manifests: dict[tuple, dict[str, Any]] = {}
+    service_manifests: dict[tuple, dict[str, Any]] = {}
     for host in hosts:
+        node = nodes[host]
+        cluster = (node["kubeconfig"], node["context"])
         for domain in domains:
             if host in domain["members"]:
-                add("domains", nodes[host], domain_object(name=domain["name"], spec=specs[domain["name"]]))
+                domain_manifests.setdefault((*cluster, domain["name"]), {
+                    "kubeconfig": node["kubeconfig"], "context": node["context"],
+                    "objects": [domain_object(name=domain["name"], spec=specs[domain["name"]])],
+                    "namespaces": []})["namespaces"].append(node["namespace"])
         for service in services[host]:
-            add("services", nodes[host], service_object(name=service["name"], domain=service["domain"],
-                                                        pod=service["pod"]))
+            obj = service_object(name=service["name"], domain=service["domain"], pod=service["pod"])
+            obj["metadata"]["namespace"] = node["namespace"]
+            service_manifests.setdefault(cluster, {
+                "kubeconfig": node["kubeconfig"], "context": node["context"], "objects": []})["objects"].append(obj)
     agents: dict[str, list[Mapping[str, Any]]] = {}
     first_of_machine: dict[str, str] = {}
     for host in hosts if limit is None else [h for h in hosts if h in limit]:
         runner = first_of_machine.setdefault(machines[host], host)
         agents.setdefault(runner, []).append(nodes[host])
     return {"nodes": dict(nodes), "federation": [nodes[h] for h in hosts], "domains": specs,
-            "manifests": {kind: list(clusters.values()) for kind, clusters in manifests.items()},
+            "manifests": {"domains": list(domain_manifests.values()), "services": list(service_manifests.values())},
             "agents": agents, "networks": declared["networks"],
             "serves": {nodes[h]["name"]: declared["serves"][h] for h in hosts if declared["serves"][h]}}

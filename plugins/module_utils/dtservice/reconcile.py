@@ -288,7 +288,8 @@ class NodeReconciler:
                                               live_clients=self._live_clients(current["metadata"]["name"], domain))
             body["spec"].pop("server", None)
             return body
-        self._update(self.node, service["metadata"]["name"], desired)
+        with self.cluster.service_writes(self.node, service["metadata"]["name"]):
+            self._update(self.node, service["metadata"]["name"], desired)
 
     def _join(self, service: dict, domain: plan.Domain, entry: dict, public_key: str) -> str:
         name = service["metadata"]["name"]
@@ -318,7 +319,8 @@ class NodeReconciler:
             body["peers"] = {a: e for a, e in body["peers"].items() if plan.id_of(e) != own_id or a == address}
             body["peers"][address] = plan.peer_entry(uid=uid, role=plan.CLIENT, public_key=public_key)
             return body
-        hub = self._update(hub_node, name, claim)
+        with self.cluster.service_writes(hub_node, name):
+            hub = self._update(hub_node, name, claim)
         address = claimed["address"]
 
         def own(current: dict) -> dict:

@@ -10,7 +10,8 @@ This module owns every change made to a live interface, through ``ip``, ``wg`` a
   differs, never by recreating the interface, so live tunnels are not disturbed: new or
   changed peers through ``wg addconf``, departed ones through ``wg set ... remove``;
 - ``remove_interface`` deletes it and anything ``wireguard-go`` left behind;
-- ``interface_exists``, ``interface_public_key`` and ``latest_handshakes`` read state.
+- ``read_interface`` reads an interface's whole state in one probe; ``interface_exists``,
+  ``interface_public_key`` and ``latest_handshakes`` read parts of it.
 
 Network namespaces are given as a path (``/var/run/netns/x``, ``/proc/PID/ns/net``) or as
 an ``ip netns`` name; ``None`` for the node means the namespace this process runs in.
@@ -54,6 +55,7 @@ __all__ = [
     "interface_exists",
     "interface_public_key",
     "latest_handshakes",
+    "read_interface",
     "remove_interface",
 ]
 
@@ -138,11 +140,89 @@ def _link(name: str, netns: str | None) -> dict | None:
     return data[0] if data else None
 
 
-def _wg_show(name: str, pod_netns: str, field: str) -> list[list[str]]:
-    # Always run `wg` in the pod's namespace: kernel WireGuard is found by netlink there,
-    # and wireguard-go by its machine-wide socket, so one call site serves both.
-    out = _run(["wg", "show", name, field], netns=pod_netns).stdout
-    return [line.split("\t") for line in out.splitlines() if line.strip()]
+@dataclasses.dataclass(frozen=True)
+class LivePeer:
+    allowed_ips: list[str]
+    endpoint: str | None
+    keepalive: int
+    latest_handshake: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveInterface:
+    """What one probe of an interface in a pod found; holds no private key."""
+
+    public_key: str | None
+    listen_port: int
+    mtu: int
+    up: bool
+    addresses: frozenset
+    forwarding: dict[int, bool]
+    peers: dict[str, LivePeer]
+
+
+# One process in the pod's namespace reads the link, its addresses, the whole WireGuard state
+# and the forwarding switches: a converged interface costs one probe, not a dozen commands.
+# `wg` runs in the pod's namespace: kernel WireGuard is found by netlink there, wireguard-go
+# by its machine-wide socket, so one call serves both.
+_PROBE = (
+    'ip -j addr show dev "$1" || exit 64\n'
+    'echo "#"; wg show "$1" dump || exit 65\n'
+    'echo "#"; for v in 4 6; do f=/proc/sys/net/ipv4/ip_forward; '
+    '[ $v = 6 ] && f=/proc/sys/net/ipv6/conf/all/forwarding; echo "$v $(cat $f 2>/dev/null)"; done'
+)
+_NO_LINK = 64
+
+
+def read_interface(*, name: str, pod_netns: str) -> LiveInterface | None:
+    """The live state of interface ``name`` in the pod, or None if there is no such link."""
+    _check_name(name)
+    if not _netns_alive(pod_netns):
+        return None
+    proc = _run(["sh", "-c", _PROBE, "dtwg-probe", name], netns=pod_netns, check=False)
+    if proc.returncode == _NO_LINK:
+        return None
+    if proc.returncode != 0:
+        # Only stderr is quoted: stdout holds the private key of `wg show dump`.
+        raise WireGuardError(f"reading interface {name} in {pod_netns} failed: {proc.stderr.strip()}")
+    link_json, dump, switches = proc.stdout.split("#\n")
+    return _parse_probe(link_json, dump, switches)
+
+
+def _parse_probe(link_json: str, dump: str, switches: str) -> LiveInterface:
+    link = (json.loads(link_json or "[]") or [{}])[0]
+    addresses = frozenset(
+        ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
+        for info in link.get("addr_info", [])
+        if info.get("scope") == "global"
+    )
+    rows = [line.split("\t") for line in dump.splitlines() if line.strip()]
+    # The interface line is private-key, public-key, listen-port, fwmark; the private key
+    # is dropped right here.
+    _, public_key, listen_port, _ = rows[0]
+    peers = {
+        key: LivePeer(
+            allowed_ips=[] if allowed == "(none)" else allowed.split(","),
+            endpoint=None if endpoint == "(none)" else endpoint,
+            keepalive=0 if keepalive == "off" else int(keepalive),
+            latest_handshake=int(handshake),
+        )
+        for key, _psk, endpoint, allowed, handshake, _rx, _tx, keepalive in rows[1:]
+    }
+    forwarding = {}
+    for line in switches.splitlines():
+        version, _, value = line.partition(" ")
+        if value.strip():
+            forwarding[int(version)] = value.strip() == "1"
+    return LiveInterface(
+        public_key=public_key if is_valid_key(public_key) else None,
+        listen_port=int(listen_port),
+        mtu=link.get("mtu", 0),
+        up="UP" in link.get("flags", []),
+        addresses=addresses,
+        forwarding=forwarding,
+        peers=peers,
+    )
 
 
 def _with_key_file(text: str, use: Callable[[str], object]) -> None:
@@ -273,12 +353,8 @@ def interface_exists(*, name: str, pod_netns: str) -> bool:
 
 def interface_public_key(*, name: str, pod_netns: str) -> str | None:
     """The live public key of interface ``name`` in the pod, or None if absent or keyless."""
-    _check_name(name)
-    if _link(name, pod_netns) is None:
-        return None
-    rows = _wg_show(name, pod_netns, "public-key")
-    key = rows[0][0] if rows else ""
-    return key if is_valid_key(key) else None
+    live = read_interface(name=name, pod_netns=pod_netns)
+    return None if live is None else live.public_key
 
 
 def latest_handshakes(*, name: str, pod_netns: str) -> dict[str, int]:
@@ -286,22 +362,10 @@ def latest_handshakes(*, name: str, pod_netns: str) -> dict[str, int]:
 
     Raises ``WireGuardError`` if the interface does not exist in the pod.
     """
-    _check_name(name)
-    if _link(name, pod_netns) is None:
+    live = read_interface(name=name, pod_netns=pod_netns)
+    if live is None:
         raise WireGuardError(f"no interface {name} in {pod_netns}")
-    return {row[0]: int(row[1]) for row in _wg_show(name, pod_netns, "latest-handshakes")}
-
-
-def _live_peers(name: str, pod_netns: str) -> dict[str, dict]:
-    peers: dict[str, dict] = {}
-    for key, nets in _wg_show(name, pod_netns, "allowed-ips"):
-        allowed = [] if nets == "(none)" else nets.split()
-        peers[key] = {"allowed_ips": allowed, "endpoint": None, "keepalive": 0}
-    for key, endpoint in _wg_show(name, pod_netns, "endpoints"):
-        peers[key]["endpoint"] = None if endpoint == "(none)" else endpoint
-    for key, keepalive in _wg_show(name, pod_netns, "persistent-keepalive"):
-        peers[key]["keepalive"] = 0 if keepalive == "off" else int(keepalive)
-    return peers
+    return {key: peer.latest_handshake for key, peer in live.peers.items()}
 
 
 def _networks(nets: Sequence[str]) -> set[str]:
@@ -332,13 +396,13 @@ def _endpoint_matches(wanted: str, live: str | None) -> bool:
     return any(ipaddress.ip_address(info[4][0]) == ipaddress.ip_address(live_host) for info in infos)
 
 
-def _peer_differs(peer: Peer, live: dict) -> bool:
-    if _networks(peer.allowed_ips) != _networks(live["allowed_ips"]):
+def _peer_differs(peer: Peer, live: LivePeer) -> bool:
+    if _networks(peer.allowed_ips) != _networks(live.allowed_ips):
         return True
     # No endpoint wanted means the peer roams to us: whatever wg learned is right.
-    if peer.endpoint is not None and not _endpoint_matches(peer.endpoint, live["endpoint"]):
+    if peer.endpoint is not None and not _endpoint_matches(peer.endpoint, live.endpoint):
         return True
-    return (peer.persistent_keepalive or 0) != live["keepalive"]
+    return (peer.persistent_keepalive or 0) != live.keepalive
 
 
 # ------------------------------------------------------------------------- changing
@@ -365,12 +429,21 @@ def _validate(*, name, pod_netns, address, mtu, listen_port, private_key, peers)
         raise WireGuardError("peers must be distinct Peer objects (one per public key)")
 
 
-def _wait_for_control_socket(name: str, netns: str | None, seconds: float = 15) -> None:
+def _wait_for_control_socket(name: str, netns: str | None, log, seconds: float = 15) -> None:
     """wireguard-go answers on its control socket a moment after it returns; on a busy
     machine `wg` could come first, find no socket and fall back to the kernel's netlink
-    ("Protocol not supported")."""
+    ("Protocol not supported"). Its daemonised child can also fail after the parent
+    returned 0: then its errors, in ``log``, say why."""
     deadline = time.monotonic() + seconds
     while _run(["wg", "show", name, "listen-port"], netns=netns, check=False).returncode != 0:
+        if not _wireguard_go_pids(name):
+            log.seek(0)
+            errors = [line.strip() for line in log.read().decode(errors="replace").splitlines() if "ERROR" in line]
+            hint = ""
+            if any("too many open files" in line for line in errors):
+                # Each wireguard-go holds one inotify instance on its control socket.
+                hint = " (raise fs.inotify.max_user_instances: each wireguard-go interface takes one)"
+            raise WireGuardError(f"wireguard-go for {name} exited: {'; '.join(errors) or 'no error logged'}{hint}")
         if time.monotonic() > deadline:
             raise WireGuardError(f"wireguard-go for {name} did not open its control socket within {seconds:.0f}s")
         time.sleep(0.05)
@@ -388,47 +461,43 @@ def _create_link(name: str, node_netns: str | None, mtu: int) -> str:
     ):
         kind = "kernel"
     else:
-        env = {k: v for k, v in os.environ.items() if k != "LOG_LEVEL"}
-        env[WIREGUARD_GO_ENV] = "1"
-        # The daemonised child must not inherit our pipes (LOG_LEVEL unset keeps it on
-        # /dev/null) or waiting for this command would last as long as the interface.
-        _run(["wireguard-go", name], netns=node_netns, env=env)
+        env = {**os.environ, WIREGUARD_GO_ENV: "1", "LOG_LEVEL": "error"}
+        # Its output goes to an unlinked file, not a pipe: the daemonised child keeps it
+        # open, and waiting for a pipe's end would last as long as the interface.
+        with tempfile.TemporaryFile() as log:
+            try:
+                proc = subprocess.run(_argv(node_netns, ["wireguard-go", name]), stdin=subprocess.DEVNULL,
+                                      stdout=log, stderr=log, env=env, timeout=_TIMEOUT, check=False)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise WireGuardError(f"wireguard-go {name}: {exc}") from None
+            if proc.returncode != 0:
+                log.seek(0)
+                raise WireGuardError(f"wireguard-go {name} failed (exit {proc.returncode}): "
+                                     f"{log.read().decode(errors='replace').strip()[-500:]}")
+            _wait_for_control_socket(name, node_netns, log)
         kind = "wireguard-go"
-        _wait_for_control_socket(name, node_netns)
     # Set the MTU while still in the node namespace: wireguard-go learns it from netlink
     # there, and would not see a change made after the move.
     _run(["ip", "link", "set", "dev", name, "mtu", str(mtu)], netns=node_netns)
     return kind
 
 
-def _sync_link(*, name: str, pod_netns: str, address: str, mtu: int, forward: bool, check_mode: bool) -> bool:
-    """Address, MTU, up and forwarding of an existing link in the pod; True if changed."""
-    link = _link(name, pod_netns)
-    if link is None:
-        raise WireGuardError(f"interface {name} vanished from {pod_netns}")
+def _link_commands(live: LiveInterface, *, name: str, address: str, mtu: int, forward: bool) -> list[list[str]]:
+    """The commands that give the link its address, MTU, up state and forwarding."""
     wanted = ipaddress.ip_interface(address)
-    proc = _run(["ip", "-j", "addr", "show", "dev", name], netns=pod_netns)
-    live = set()
-    for info in (json.loads(proc.stdout or "[]") or [{}])[0].get("addr_info", []):
-        if info.get("scope") == "global":
-            live.add(ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}"))
     commands = []
-    if wanted not in live:
+    if wanted not in live.addresses:
         commands.append(["ip", "addr", "add", str(wanted), "dev", name])
     # Addresses we did not ask for go: a reallocated address must not linger.
-    commands += [["ip", "addr", "del", str(a), "dev", name] for a in sorted(live - {wanted}, key=str)]
-    if link.get("mtu") != mtu:
+    commands += [["ip", "addr", "del", str(a), "dev", name] for a in sorted(live.addresses - {wanted}, key=str)]
+    if live.mtu != mtu:
         commands.append(["ip", "link", "set", "dev", name, "mtu", str(mtu)])
-    if "UP" not in link.get("flags", []):
+    if not live.up:
         commands.append(["ip", "link", "set", "dev", name, "up"])
-    if forward:
+    if forward and not live.forwarding.get(wanted.version, False):
         sysctl = "net.ipv4.ip_forward" if wanted.version == 4 else "net.ipv6.conf.all.forwarding"
-        if _run(["sysctl", "-n", sysctl], netns=pod_netns).stdout.strip() != "1":
-            commands.append(["sysctl", "-q", "-w", f"{sysctl}=1"])
-    if not check_mode:
-        for argv in commands:
-            _run(argv, netns=pod_netns)
-    return bool(commands)
+        commands.append(["sysctl", "-q", "-w", f"{sysctl}=1"])
+    return commands
 
 
 def ensure_interface(
@@ -461,7 +530,8 @@ def ensure_interface(
     ``check_mode`` reports what would change and changes nothing.
 
     Returns ``{'changed', 'created', 'peers_added', 'peers_removed', 'peers_updated',
-    'public_key'}``; the private key is never returned.
+    'public_key', 'latest_handshakes'}`` (the last as read before any change: peer key ->
+    epoch seconds, empty for a new interface); the private key is never returned.
     """
     _validate(
         name=name,
@@ -483,45 +553,44 @@ def ensure_interface(
         "peers_removed": [],
         "peers_updated": [],
         "public_key": public_key,
+        "latest_handshakes": {},
     }
 
-    if _link(name, pod_netns) is None:
+    live = read_interface(name=name, pod_netns=pod_netns)
+    if live is None:
         result.update(changed=True, created=True, peers_added=[p.public_key for p in peers])
         if check_mode:
             return result
         _clear_leftovers(name, node_netns, pod_netns)
-        _create_link(name, node_netns, mtu)
         try:
+            _create_link(name, node_netns, mtu)
             _run(
                 ["ip", "link", "set", "dev", name, "netns", _netns_path(pod_netns)],
                 netns=node_netns,
             )
             config = render_setconf(private_key=private_key, listen_port=listen_port, peers=peers)
             _apply_config(name, pod_netns, "setconf", config, secrets)
-            _sync_link(
-                name=name,
-                pod_netns=pod_netns,
-                address=address,
-                mtu=mtu,
-                forward=forward,
-                check_mode=False,
-            )
+            _configure_link(name, pod_netns, address=address, mtu=mtu, forward=forward)
         except Exception:
             # A half-made interface would make the next run think it exists; start clean.
             _delete_everywhere(name, node_netns, pod_netns)
             raise
     else:
-        live_peers = _live_peers(name, pod_netns)
+        result["latest_handshakes"] = {key: peer.latest_handshake for key, peer in live.peers.items()}
         wanted = {p.public_key: p for p in peers}
-        result["peers_added"] = [k for k in wanted if k not in live_peers]
-        result["peers_removed"] = sorted(k for k in live_peers if k not in wanted)
-        result["peers_updated"] = [k for k, p in wanted.items() if k in live_peers and _peer_differs(p, live_peers[k])]
-        key_differs = interface_public_key(name=name, pod_netns=pod_netns) != public_key
-        port_differs = listen_port is not None and int(_wg_show(name, pod_netns, "listen-port")[0][0]) != listen_port
+        result["peers_added"] = [k for k in wanted if k not in live.peers]
+        result["peers_removed"] = sorted(k for k in live.peers if k not in wanted)
+        result["peers_updated"] = [k for k, p in wanted.items() if k in live.peers and _peer_differs(p, live.peers[k])]
+        key_differs = live.public_key != public_key
+        port_differs = listen_port is not None and live.listen_port != listen_port
         wg_changed = bool(
             key_differs or port_differs or result["peers_added"] or result["peers_removed"] or result["peers_updated"]
         )
-        if wg_changed and not check_mode:
+        link_commands = _link_commands(live, name=name, address=address, mtu=mtu, forward=forward)
+        result["changed"] = wg_changed or bool(link_commands)
+        if check_mode or not result["changed"]:
+            return result
+        if wg_changed:
             _update_peers(
                 name=name,
                 pod_netns=pod_netns,
@@ -530,17 +599,8 @@ def ensure_interface(
                 private_key=private_key if key_differs else None,
                 listen_port=listen_port if port_differs else None,
             )
-        link_changed = _sync_link(
-            name=name,
-            pod_netns=pod_netns,
-            address=address,
-            mtu=mtu,
-            forward=forward,
-            check_mode=check_mode,
-        )
-        result["changed"] = wg_changed or link_changed
-        if check_mode:
-            return result
+        for argv in link_commands:
+            _run(argv, netns=pod_netns)
 
     live_key = interface_public_key(name=name, pod_netns=pod_netns)
     if live_key != public_key:
@@ -549,6 +609,14 @@ def ensure_interface(
             f"but the configured private key's public key is {public_key}"
         )
     return result
+
+
+def _configure_link(name: str, pod_netns: str, *, address: str, mtu: int, forward: bool) -> None:
+    live = read_interface(name=name, pod_netns=pod_netns)
+    if live is None:
+        raise WireGuardError(f"interface {name} vanished from {pod_netns}")
+    for argv in _link_commands(live, name=name, address=address, mtu=mtu, forward=forward):
+        _run(argv, netns=pod_netns)
 
 
 def _update_peers(
