@@ -19,7 +19,6 @@ from typing import Any
 from . import plan, teardown
 from .agent import AgentOutcome, NodeAgent
 from .cluster import Cluster, NodeRef
-from .module_args import side_by_side
 from .reconcile import FINALIZER, NodeReconciler, Outcome
 
 
@@ -90,7 +89,6 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
     configured = run_on_nodes(lambda *, cluster, node: configure_phase(
         cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
         check_mode=check_mode))
-    attached = dict(zip(configured, side_by_side(
-        list(configured.values()), lambda attaching: settle_phase(attaching, federation=federation)), strict=True))
+    attached = run_on_nodes(lambda *, cluster, node: settle_phase(configured[node.name], federation=federation))
     return {name: {**reconciled[name], **attached[name],
                    "changed": reconciled[name]["changed"] or attached[name]["changed"]} for name in reconciled}
