@@ -38,8 +38,8 @@ options:
         required: true
       namespaces:
         description:
-          - Apply each of O(clusters[].objects) in every one of these namespaces (the objects
-            then carry no C(metadata.namespace)): a dtDomain goes to all its members this way.
+          - Apply each of O(clusters[].objects) in every one of these namespaces; the objects
+            then carry no C(metadata.namespace). A dtDomain goes to all its members this way.
         type: list
         elements: str
   wait_established:
