@@ -11,9 +11,10 @@ description:
     C(dtservice_services), and returns the plan the roles apply, without contacting any API
     server. Bad declarations fail here, before anything changes.
   - Returns one dict with C(nodes) (host -> node), C(federation) (the node list modules
-    take), C(domains) (name -> dtDomain spec), C(manifests) (C(domains) and C(services), each
-    per API server the dtDomains or user-side dtServices, as dtservice_manifest's
-    C(clusters)), C(agents) (the host that runs the node agent
+    take), C(domains) (name -> dtDomain spec), C(manifests) (C(domains) and C(services), as
+    dtservice_manifest's C(clusters), each dtDomain once per API server with the
+    C(namespaces) of its members there, the user-side dtServices per API server),
+    C(agents) (the host that runs the node agent
     for each machine -> the nodes it serves), C(networks) (name -> domain, server node,
     attachments, interface names) and C(serves) (node -> networks it is the planned server
     of).
