@@ -139,8 +139,8 @@ def test_create_hub_and_clients_keeps_key_out_of_argv(fed, monkeypatch):
 
     def spy(argv, *args, **kwargs):
         seen_argv.append(list(argv))
-        if "setconf" in argv or "addconf" in argv:
-            path = argv[-1]
+        path = next((arg for arg in argv if "/dtwg-" in arg and arg.endswith("/wg.conf")), None)
+        if path is not None:
             key_files.append((path, os.stat(path).st_mode & 0o777, os.stat(os.path.dirname(path)).st_mode & 0o777))
         return real_run(argv, *args, **kwargs)
 

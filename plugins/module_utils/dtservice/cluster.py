@@ -42,17 +42,25 @@ class NodeRef:
 
 
 @dataclass
+class SharedObject:
+    """The newest copy of one object among threads that take turns writing it."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    latest: dict | None = None
+
+
+@dataclass
 class Connections:
     """One API client per (kubeconfig, context), made on first use and shared by threads."""
 
     _clients: dict[tuple, ApiClient] = field(default_factory=dict)
-    _locks: dict[tuple, threading.Lock] = field(default_factory=dict)
-    _locks_guard: threading.Lock = field(default_factory=threading.Lock)
+    _shared: dict[tuple, SharedObject] = field(default_factory=dict)
+    _shared_guard: threading.Lock = field(default_factory=threading.Lock)
 
-    def lock(self, *key: object) -> threading.Lock:
-        """One lock per key for the threads sharing these connections."""
-        with self._locks_guard:
-            return self._locks.setdefault(key, threading.Lock())
+    def shared(self, *key: object) -> SharedObject:
+        """One SharedObject per key for the threads sharing these connections."""
+        with self._shared_guard:
+            return self._shared.setdefault(key, SharedObject())
 
     def api(self, node: NodeRef) -> ApiClient:
         key = (node.kubeconfig, node.context)
@@ -73,11 +81,11 @@ def _core(node: NodeRef, kind: str, name: str | None = None) -> str:
 class Cluster:
     """The provisioner's view of the federation's API servers."""
 
-    def service_writes(self, node: NodeRef, name: str) -> threading.Lock:
-        """Held around a read-modify-write of a dtService that many nodes' threads write (a
-        server's ``peers`` table): they then take turns instead of failing each other's
-        writes with conflicts."""
-        return self.connections.lock(node.kubeconfig, node.context, node.namespace, "dtservices", name)
+    def shared_service(self, node: NodeRef, name: str) -> SharedObject:
+        """A dtService that many nodes' threads write (a server's ``peers`` table): holding its
+        lock around a read-modify-write, starting from the newest copy any of them has, they
+        take turns instead of failing each other's writes with conflicts."""
+        return self.connections.shared(node.kubeconfig, node.context, node.namespace, "dtservices", name)
 
     def __init__(self, *, connections: Connections | None = None, dry_run: bool = False) -> None:
         self.connections = connections or Connections()

@@ -20,6 +20,7 @@ from typing import Any
 
 from .cluster import FIELD_MANAGER
 from .kubeapi import ApiClient, ApiError
+from .module_args import side_by_side
 from .reconcile import MANAGED_BY
 
 SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
@@ -120,36 +121,40 @@ class Applied:
 def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run: bool,
                     wait_established: float = 0) -> Applied:
     """Bring ``objects`` to the cluster behind ``api``; with ``wait_established`` > 0, wait that
-    many seconds at most for every CustomResourceDefinition among them to be Established."""
-    applied = Applied()
+    many seconds at most for every CustomResourceDefinition among them to be Established.
+    The LISTs, and then the applies, go out side by side: a hundred node namespaces are a
+    hundred round trips."""
     wanted = [(collection, labelled(obj, collection)) for obj in objects for collection in [Collection.of(obj)]]
-    live: dict[Collection, dict[str, dict]] = {}
-    for collection, _ in wanted:
-        if collection not in live:
-            query = {"labelSelector": SELECTOR} if collection.namespace is None else None
-            items = api.request("GET", collection.path(), query=query)["items"]
-            live[collection] = {item["metadata"]["name"]: item for item in items}
-    crds = []
-    for collection, body in wanted:
-        name = body["metadata"]["name"]
-        current = live[collection].get(name)
-        # Items of a LIST of built-in kinds carry no apiVersion and kind: the collection says them.
-        fields = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
-        if current is None or not contains(current, fields):
-            query = {"fieldManager": FIELD_MANAGER, "force": "true", **({"dryRun": "All"} if dry_run else {})}
-            current_after = api.request("PATCH", collection.path(name), body=body, query=query,
-                                        content_type="application/apply-patch+yaml")
-            label = f"{body['kind']} {collection.namespace + '/' if collection.namespace else ''}{name}"
-            applied.changed.append(label)
-            applied.diffs.append({"before_header": label, "after_header": label,
-                                  "before": project(current, fields) if current else {},
-                                  "after": project(current_after, fields)})
-            current = current_after
-        if body["kind"] == "CustomResourceDefinition":
-            crds.append((collection, current))
+    collections = list(dict.fromkeys(collection for collection, _ in wanted))
+
+    def listing(collection: Collection) -> dict[str, dict]:
+        query = {"labelSelector": SELECTOR} if collection.namespace is None else None
+        return {item["metadata"]["name"]: item for item in api.request("GET", collection.path(), query=query)["items"]}
+
+    live = dict(zip(collections, side_by_side(collections, listing), strict=True))
+    # Items of a LIST of built-in kinds carry no apiVersion and kind: the collection says them.
+    compared = [(collection, body, {k: v for k, v in body.items() if k not in ("apiVersion", "kind")},
+                 live[collection].get(body["metadata"]["name"])) for collection, body in wanted]
+    differing = [entry for entry in compared if entry[3] is None or not contains(entry[3], entry[2])]
+    query = {"fieldManager": FIELD_MANAGER, "force": "true", **({"dryRun": "All"} if dry_run else {})}
+
+    def apply(entry: tuple) -> dict:
+        collection, body, _, _ = entry
+        return api.request("PATCH", collection.path(body["metadata"]["name"]), body=body, query=query,
+                           content_type="application/apply-patch+yaml")
+
+    applied = Applied()
+    written = {id(entry[1]): after for entry, after in zip(differing, side_by_side(differing, apply), strict=True)}
+    for collection, body, fields, current in differing:
+        label = f"{body['kind']} {collection.namespace + '/' if collection.namespace else ''}{body['metadata']['name']}"
+        applied.changed.append(label)
+        applied.diffs.append({"before_header": label, "after_header": label,
+                              "before": project(current, fields) if current else {},
+                              "after": project(written[id(body)], fields)})
     if wait_established and not dry_run:
-        for collection, crd in crds:
-            _wait_established(api, collection, crd, timeout=wait_established)
+        for collection, body, _, current in compared:
+            if body["kind"] == "CustomResourceDefinition":
+                _wait_established(api, collection, written.get(id(body), current), timeout=wait_established)
     return applied
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import addressing, keys, plan
-from .cluster import API_VERSION, Cluster, Conflict, NodeRef
+from .cluster import API_VERSION, Cluster, Conflict, NodeRef, SharedObject
 from .kubeapi import ApiError
 
 KEY_SECRET_LABEL = "sid.sightlineinnovation.com/dtservice"
@@ -288,8 +288,9 @@ class NodeReconciler:
                                               live_clients=self._live_clients(current["metadata"]["name"], domain))
             body["spec"].pop("server", None)
             return body
-        with self.cluster.service_writes(self.node, service["metadata"]["name"]):
-            self._update(self.node, service["metadata"]["name"], desired)
+        shared = self.cluster.shared_service(self.node, service["metadata"]["name"])
+        with shared.lock:
+            self._update(self.node, service["metadata"]["name"], desired, shared=shared)
 
     def _join(self, service: dict, domain: plan.Domain, entry: dict, public_key: str) -> str:
         name = service["metadata"]["name"]
@@ -319,8 +320,9 @@ class NodeReconciler:
             body["peers"] = {a: e for a, e in body["peers"].items() if plan.id_of(e) != own_id or a == address}
             body["peers"][address] = plan.peer_entry(uid=uid, role=plan.CLIENT, public_key=public_key)
             return body
-        with self.cluster.service_writes(hub_node, name):
-            hub = self._update(hub_node, name, claim)
+        shared = self.cluster.shared_service(hub_node, name)
+        with shared.lock:
+            hub = self._update(hub_node, name, claim, shared=shared)
         address = claimed["address"]
 
         def own(current: dict) -> dict:
@@ -331,9 +333,13 @@ class NodeReconciler:
         self._update(self.node, name, own)
         return address
 
-    def _update(self, node: NodeRef, name: str, desired: Callable[[dict], dict]) -> dict:
-        """Write ``desired(current)`` when it differs, re-reading on Conflict."""
-        current = self.service_on(node, name)
+    def _update(self, node: NodeRef, name: str, desired: Callable[[dict], dict],
+                shared: SharedObject | None = None) -> dict:
+        """Write ``desired(current)`` when it differs, re-reading on Conflict. With ``shared``
+        (its lock held), start from the newest copy another thread wrote or read."""
+        # Check mode writes nothing: a dry run's answer is no copy to build on.
+        shared = None if self.cluster.dry_run else shared
+        current = (shared.latest if shared else None) or self.service_on(node, name)
         for _ in range(MAX_ATTEMPTS):
             if current is None:
                 raise plan.PlanError("ServerUnreachable", f"dtService {name} is missing on node {node.name}")
@@ -349,6 +355,9 @@ class NodeReconciler:
                 # claimed an address in it is then also seen as live.
                 self._services.clear()
                 current = self.cluster.get_service(node, name)
+            finally:
+                if shared:
+                    shared.latest = current
         raise plan.PlanError("Failed", f"dtService {name} on {node.name} kept changing; gave up after "
                              f"{MAX_ATTEMPTS} attempts")
 

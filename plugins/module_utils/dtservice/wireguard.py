@@ -92,12 +92,14 @@ def _run(
     check: bool = True,
     secrets: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    input: str | None = None,  # noqa: A002 - subprocess.run's name
 ) -> subprocess.CompletedProcess[str]:
     full = _argv(netns, argv)
     try:
         proc = subprocess.run(
             full,
-            stdin=subprocess.DEVNULL,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
             capture_output=True,
             text=True,
             timeout=_TIMEOUT,
@@ -449,8 +451,9 @@ def _wait_for_control_socket(name: str, netns: str | None, log, seconds: float =
         time.sleep(0.05)
 
 
-def _create_link(name: str, node_netns: str | None, mtu: int) -> str:
-    """Create the link in the node namespace; returns 'kernel' or 'wireguard-go'."""
+def _create_link(name: str, node_netns: str | None, pod_netns: str, mtu: int) -> str:
+    """Create the link in the node namespace and move it into the pod's; returns 'kernel'
+    or 'wireguard-go'."""
     if (
         _run(
             ["ip", "link", "add", "dev", name, "type", "wireguard"],
@@ -476,10 +479,23 @@ def _create_link(name: str, node_netns: str | None, mtu: int) -> str:
                                      f"{log.read().decode(errors='replace').strip()[-500:]}")
             _wait_for_control_socket(name, node_netns, log)
         kind = "wireguard-go"
-    # Set the MTU while still in the node namespace: wireguard-go learns it from netlink
+    # The MTU is set while still in the node namespace: wireguard-go learns it from netlink
     # there, and would not see a change made after the move.
-    _run(["ip", "link", "set", "dev", name, "mtu", str(mtu)], netns=node_netns)
+    _run(["ip", "-batch", "-"], netns=node_netns,
+         input=f"link set dev {name} mtu {mtu}\nlink set dev {name} netns {_netns_path(pod_netns)}\n")
     return kind
+
+
+# A new link in the pod: its configuration, address, up, and a hub's forwarding, in one
+# process. $2 is the private 0600 file holding the key.
+_SET_UP = (
+    'wg setconf "$1" "$2" && ip addr add "$3" dev "$1" && ip link set dev "$1" up'
+    ' && { [ -z "$4" ] || sysctl -q -w "$4=1"; }'
+)
+
+
+def _forwarding_sysctl(address: str) -> str:
+    return "net.ipv4.ip_forward" if ipaddress.ip_interface(address).version == 4 else "net.ipv6.conf.all.forwarding"
 
 
 def _link_commands(live: LiveInterface, *, name: str, address: str, mtu: int, forward: bool) -> list[list[str]]:
@@ -495,8 +511,7 @@ def _link_commands(live: LiveInterface, *, name: str, address: str, mtu: int, fo
     if not live.up:
         commands.append(["ip", "link", "set", "dev", name, "up"])
     if forward and not live.forwarding.get(wanted.version, False):
-        sysctl = "net.ipv4.ip_forward" if wanted.version == 4 else "net.ipv6.conf.all.forwarding"
-        commands.append(["sysctl", "-q", "-w", f"{sysctl}=1"])
+        commands.append(["sysctl", "-q", "-w", f"{_forwarding_sysctl(address)}=1"])
     return commands
 
 
@@ -563,14 +578,11 @@ def ensure_interface(
             return result
         _clear_leftovers(name, node_netns, pod_netns)
         try:
-            _create_link(name, node_netns, mtu)
-            _run(
-                ["ip", "link", "set", "dev", name, "netns", _netns_path(pod_netns)],
-                netns=node_netns,
-            )
+            _create_link(name, node_netns, pod_netns, mtu)
             config = render_setconf(private_key=private_key, listen_port=listen_port, peers=peers)
-            _apply_config(name, pod_netns, "setconf", config, secrets)
-            _configure_link(name, pod_netns, address=address, mtu=mtu, forward=forward)
+            sysctl = _forwarding_sysctl(address) if forward else ""
+            _with_key_file(config, lambda path: _run(
+                ["sh", "-c", _SET_UP, "dtwg-setup", name, path, address, sysctl], netns=pod_netns, secrets=secrets))
         except Exception:
             # A half-made interface would make the next run think it exists; start clean.
             _delete_everywhere(name, node_netns, pod_netns)
@@ -609,14 +621,6 @@ def ensure_interface(
             f"but the configured private key's public key is {public_key}"
         )
     return result
-
-
-def _configure_link(name: str, pod_netns: str, *, address: str, mtu: int, forward: bool) -> None:
-    live = read_interface(name=name, pod_netns=pod_netns)
-    if live is None:
-        raise WireGuardError(f"interface {name} vanished from {pod_netns}")
-    for argv in _link_commands(live, name=name, address=address, mtu=mtu, forward=forward):
-        _run(argv, netns=pod_netns)
 
 
 def _update_peers(
