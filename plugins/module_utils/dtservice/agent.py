@@ -29,8 +29,11 @@ NETNS_ANNOTATION = "dtservice.sightlineinnovation.com/netns"
 INTERFACE_PATTERN = re.compile(r"^dt[0-9a-f]{10}$")
 # WireGuard rekeys every 2 minutes while traffic (or keepalive) flows; older means stale.
 FRESH_HANDSHAKE_SECONDS = 180
-# How often a client that never reached its server sends a fresh first handshake.
+# How often a client that never reached its server sends a fresh first handshake, and how
+# long the first one may take before that (one round trip, a few milliseconds, when the
+# server knows the client).
 HANDSHAKE_NUDGE_SECONDS = 1.0
+FIRST_NUDGE_SECONDS = 0.1
 # Where each interface's wg-quick form (without its private key) is kept for people to read.
 CONFIG_DIR = Path("/run/dtservice/wireguard")
 
@@ -57,7 +60,6 @@ class _Waiting:
     service: dict
     netns: str
     server: Peer
-    latest: int
 
 
 def fresh(latest_handshake: int) -> bool:
@@ -108,8 +110,7 @@ class NodeAgent:
         for waiting in self._waiting:
             outcome = waiting.outcome
             try:
-                outcome.status, outcome.message = self._client_state(
-                    outcome.interface, waiting.netns, waiting.server, latest=waiting.latest)
+                outcome.status, outcome.message = self._client_state(outcome.interface, waiting.netns, waiting.server)
             except wireguard.WireGuardError as problem:
                 outcome.status, outcome.message = "Failed", f"interface {outcome.interface}: {problem}"
             self._write_status(waiting.service, outcome)
@@ -161,25 +162,26 @@ class NodeAgent:
             outcome.peers_added, outcome.peers_removed = result["peers_added"], result["peers_removed"]
             if self.check_mode:
                 return outcome
-            if role == plan.SERVER or fresh(latest := result["latest_handshakes"].get(peers[0].public_key, 0)):
+            if role == plan.SERVER or fresh(result["latest_handshakes"].get(peers[0].public_key, 0)):
                 outcome.status = "Connected"
             else:
-                self._waiting.append(_Waiting(outcome=outcome, service=service, netns=netns, server=peers[0],
-                                              latest=latest))
+                self._waiting.append(_Waiting(outcome=outcome, service=service, netns=netns, server=peers[0]))
                 return outcome
         except (wireguard.WireGuardError, ValueError) as problem:
             outcome.status, outcome.message = "Failed", f"interface {interface}: {problem}"
         self._write_status(service, outcome)
         return outcome
 
-    def _client_state(self, interface: str, netns: str, server: Peer, *, latest: int) -> tuple[str, str]:
-        """Connected once the client has a fresh handshake with its server; ``latest`` is the
-        one the interface had before this pass. Without one, a new initiation goes out at
-        once: the server may have learnt of this client only after the client's first."""
+    def _client_state(self, interface: str, netns: str, server: Peer) -> tuple[str, str]:
+        """Connected once the client has a fresh handshake with its server. Without one soon,
+        a new initiation goes out: the server may have learnt of this client only after the
+        client's first (a handshake under way is left to finish: restarting it would throw
+        away a session that is a moment from being made)."""
         deadline = time.monotonic() + self.handshake_timeout
-        next_nudge = time.monotonic()
+        next_nudge = time.monotonic() + FIRST_NUDGE_SECONDS
         pause = 0.02
         while True:
+            latest = wireguard.latest_handshakes(name=interface, pod_netns=netns).get(server.public_key, 0)
             if fresh(latest):
                 return "Connected", ""
             if not latest and time.monotonic() >= next_nudge:
@@ -194,7 +196,6 @@ class NodeAgent:
             # A handshake takes a few milliseconds: look soon, then less often.
             time.sleep(pause)
             pause = min(2 * pause, 0.2)
-            latest = wireguard.latest_handshakes(name=interface, pod_netns=netns).get(server.public_key, 0)
 
     def _registry(self, domain: plan.Domain) -> dict:
         if domain.name not in self._registries:
