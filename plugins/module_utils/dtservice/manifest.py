@@ -132,10 +132,13 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
         return {item["metadata"]["name"]: item for item in api.request("GET", collection.path(), query=query)["items"]}
 
     live = dict(zip(collections, side_by_side(collections, listing), strict=True))
-    # Items of a LIST of built-in kinds carry no apiVersion and kind: the collection says them.
-    compared = [(collection, body, {k: v for k, v in body.items() if k not in ("apiVersion", "kind")},
-                 live[collection].get(body["metadata"]["name"])) for collection, body in wanted]
-    differing = [entry for entry in compared if entry[3] is None or not contains(entry[3], entry[2])]
+    differing = []
+    for collection, body in wanted:
+        # Items of a LIST of built-in kinds carry no apiVersion and kind: the collection says them.
+        fields = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
+        current = live[collection].get(body["metadata"]["name"])
+        if current is None or not contains(current, fields):
+            differing.append((collection, body, fields, current))
     query = {"fieldManager": FIELD_MANAGER, "force": "true", **({"dryRun": "All"} if dry_run else {})}
 
     def apply(entry: tuple) -> dict:
@@ -144,17 +147,18 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
                            content_type="application/apply-patch+yaml")
 
     applied = Applied()
-    written = {id(entry[1]): after for entry, after in zip(differing, side_by_side(differing, apply), strict=True)}
-    for collection, body, fields, current in differing:
+    for (collection, body, fields, current), after in zip(differing, side_by_side(differing, apply), strict=True):
+        live[collection][body["metadata"]["name"]] = after
         label = f"{body['kind']} {collection.namespace + '/' if collection.namespace else ''}{body['metadata']['name']}"
         applied.changed.append(label)
         applied.diffs.append({"before_header": label, "after_header": label,
                               "before": project(current, fields) if current else {},
-                              "after": project(written[id(body)], fields)})
+                              "after": project(after, fields)})
     if wait_established and not dry_run:
-        for collection, body, _, current in compared:
+        for collection, body in wanted:
             if body["kind"] == "CustomResourceDefinition":
-                _wait_established(api, collection, written.get(id(body), current), timeout=wait_established)
+                _wait_established(api, collection, live[collection][body["metadata"]["name"]],
+                                  timeout=wait_established)
     return applied
 
 

@@ -170,8 +170,8 @@ class LiveInterface:
 _PROBE = (
     'ip -j addr show dev "$1" || exit 64\n'
     'echo "#"; wg show "$1" dump || exit 65\n'
-    'echo "#"; for v in 4 6; do f=/proc/sys/net/ipv4/ip_forward; '
-    '[ $v = 6 ] && f=/proc/sys/net/ipv6/conf/all/forwarding; echo "$v $(cat $f 2>/dev/null)"; done'
+    'echo "#"; echo "4 $(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"\n'
+    'echo "6 $(cat /proc/sys/net/ipv6/conf/all/forwarding 2>/dev/null)"'
 )
 _NO_LINK = 64
 
