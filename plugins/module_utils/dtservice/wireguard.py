@@ -33,6 +33,8 @@ rebind the socket under every tunnel of the interface on each peer change.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import functools
 import ipaddress
 import json
 import os
@@ -62,6 +64,7 @@ __all__ = [
 WIREGUARD_GO_ENV = "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD"
 SOCKET_DIR = "/var/run/wireguard"
 NETNS_DIR = "/var/run/netns"
+LOCK_DIR = "/run/dtservice/locks"
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 _TIMEOUT = 60
 
@@ -515,6 +518,23 @@ def _link_commands(live: LiveInterface, *, name: str, address: str, mtu: int, fo
     return commands
 
 
+def _one_at_a_time(change: Callable) -> Callable:
+    """Two agents on one machine never change the same interface at once: a run that a killed
+    daemon left behind goes on beside the next one, and each would take the other's half-made
+    link for a leftover and delete it."""
+
+    @functools.wraps(change)
+    def locked(*, name: str, **kwargs):
+        _check_name(name)
+        os.makedirs(LOCK_DIR, mode=0o700, exist_ok=True)
+        with open(os.path.join(LOCK_DIR, f"{name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return change(name=name, **kwargs)
+
+    return locked
+
+
+@_one_at_a_time
 def ensure_interface(
     *,
     name: str,
@@ -684,6 +704,7 @@ def _delete_everywhere(name: str, node_netns: str | None, pod_netns: str) -> Non
     _remove_stale_socket(name)
 
 
+@_one_at_a_time
 def remove_interface(*, name: str, pod_netns: str) -> bool:
     """Delete interface ``name`` from the pod and whatever wireguard-go left; idempotent.
 
