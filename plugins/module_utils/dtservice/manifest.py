@@ -20,7 +20,6 @@ from typing import Any
 
 from .cluster import FIELD_MANAGER
 from .kubeapi import ApiClient, ApiError
-from .module_args import side_by_side
 from .reconcile import MANAGED_BY
 
 SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
@@ -121,9 +120,7 @@ class Applied:
 def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run: bool,
                     wait_established: float = 0) -> Applied:
     """Bring ``objects`` to the cluster behind ``api``; with ``wait_established`` > 0, wait that
-    many seconds at most for every CustomResourceDefinition among them to be Established.
-    The LISTs, and then the applies, go out side by side: a hundred node namespaces are a
-    hundred round trips."""
+    many seconds at most for every CustomResourceDefinition among them to be Established."""
     wanted = [(collection, labelled(obj, collection)) for obj in objects for collection in [Collection.of(obj)]]
     collections = list(dict.fromkeys(collection for collection, _ in wanted))
 
@@ -131,7 +128,7 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
         query = {"labelSelector": SELECTOR} if collection.namespace is None else None
         return {item["metadata"]["name"]: item for item in api.request("GET", collection.path(), query=query)["items"]}
 
-    live = dict(zip(collections, side_by_side(collections, listing), strict=True))
+    live = dict(zip(collections, map(listing, collections), strict=True))
     differing = []
     for collection, body in wanted:
         # Items of a LIST of built-in kinds carry no apiVersion and kind: the collection says them.
@@ -147,7 +144,7 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
                            content_type="application/apply-patch+yaml")
 
     applied = Applied()
-    for (collection, body, fields, current), after in zip(differing, side_by_side(differing, apply), strict=True):
+    for (collection, body, fields, current), after in zip(differing, map(apply, differing), strict=True):
         live[collection][body["metadata"]["name"]] = after
         label = f"{body['kind']} {collection.namespace + '/' if collection.namespace else ''}{body['metadata']['name']}"
         applied.changed.append(label)
