@@ -10,7 +10,10 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 cache_root=${DTSERVICE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dtservice}
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-debian_packages=(wireguard-tools wireguard-go iproute2 iputils-ping procps openssl ca-certificates python3-venv)
+# containerd, runc and the CNI plugins run the bed's pods under kubelet; busybox-static fills its
+# locally built images; openssh-server lets Ansible reach each kubelet machine as a real remote.
+debian_packages=(wireguard-tools wireguard-go iproute2 iputils-ping procps openssl ca-certificates python3-venv
+                 containerd runc containernetworking-plugins busybox-static openssh-server)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

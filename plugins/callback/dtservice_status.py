@@ -42,7 +42,7 @@ OUR_MODULES = ("dtservice_reconcile", "dtservice_agent", "dtservice_teardown", "
                "dtservice_daemon_process")
 # States that already say what is wrong better than a generic Failed.
 SPECIFIC_STATES = {"DomainNotFound", "NotAMember", "NetworkNameTaken", "PoolExhausted", "SubnetExhausted",
-                   "PortsExhausted", "ServerUnreachable", "WaitingForPod"}
+                   "PortsExhausted", "ServerUnreachable", "WaitingForPod", "PodElsewhere", "PodFailed", "PodRefused"}
 
 
 class CallbackModule(CallbackBase):

@@ -57,6 +57,8 @@ except ImportError:  # plugins outside a collection do not see the module_utils 
     from dtservice import plan
 
 DEFAULT_PORT_RANGE = "51820-51919"
+DEFAULT_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
+DEFAULT_POD_LOOKUP = ["cri", "cgroup"]
 
 
 class LookupModule(LookupBase):
@@ -81,6 +83,9 @@ class LookupModule(LookupBase):
                 "context": facts.get("dtservice_node_context"),
                 "port_range": facts.get("dtservice_node_port_range") or DEFAULT_PORT_RANGE,
                 "netns": facts.get("dtservice_node_netns") or None,
+                "kubelet_nodes": list(facts.get("dtservice_node_kubelet_nodes") or []),
+                "runtime_endpoint": facts.get("dtservice_node_runtime_endpoint") or DEFAULT_RUNTIME_ENDPOINT,
+                "pod_lookup": list(facts.get("dtservice_node_pod_lookup") or DEFAULT_POD_LOOKUP),
             }
             services[host] = list(facts.get("dtservice_services") or [])
         domains = list(hostvars[hosts[0]].get("dtservice_domains") or [])

@@ -21,7 +21,13 @@ description:
   - Check mode reports what would change and changes nothing.
 options:
   nodes:
-    description: The nodes (name, namespace, address, kubeconfig, netns) whose interfaces live on this machine.
+    description:
+      - The nodes (name, namespace, address, kubeconfig, netns, kubelet_nodes, runtime_endpoint,
+        pod_lookup) whose interfaces live on this machine.
+      - A pod's network namespace is asked of the container runtime by the pod's UID
+        (C(pod_lookup) C(cri) through C(runtime_endpoint) with crictl, then C(cgroup) through
+        /proc) and used only if the pod's IP is on it; pods on Kubernetes nodes other than
+        C(kubelet_nodes) (default the node's name) and pods on the host's network get none.
     type: list
     elements: dict
     required: true
@@ -76,6 +82,7 @@ from ansible.module_utils.dtservice.module_args import (
 
 try:
     from ansible.module_utils.dtservice.agent import NodeAgent
+    from ansible.module_utils.dtservice.podnet import RuntimeViews
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error
@@ -87,10 +94,12 @@ ARGUMENT_SPEC = {**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 
 def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     federation = federation_refs(module.params)
+    runtimes = RuntimeViews() if IMPORT_ERROR is None else None
 
     def configure(*, cluster, node):
         agent = NodeAgent(cluster=cluster, node=node, federation=federation,
-                          handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
+                          handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode,
+                          runtimes=runtimes)
         return agent, agent.configure()
 
     # Every node's interfaces first, then the waits: a server of this machine then knows its

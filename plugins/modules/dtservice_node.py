@@ -18,7 +18,13 @@ description:
   - Check mode sends every write as a server-side dry run and changes no interface.
 options:
   nodes:
-    description: The nodes (name, namespace, address, kubeconfig, netns) whose interfaces live on this machine.
+    description:
+      - The nodes (name, namespace, address, kubeconfig, netns, kubelet_nodes, runtime_endpoint,
+        pod_lookup) whose interfaces live on this machine.
+      - A pod's network namespace is asked of the container runtime by the pod's UID
+        (C(pod_lookup) C(cri) through C(runtime_endpoint) with crictl, then C(cgroup) through
+        /proc) and used only if the pod's IP is on it; pods on Kubernetes nodes other than
+        C(kubelet_nodes) (default the node's name) and pods on the host's network get none.
     type: list
     elements: dict
     required: true

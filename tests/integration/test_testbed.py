@@ -1,4 +1,4 @@
-"""The local federation is real: a real API server, real namespaces, real UDP."""
+"""The local federation is real: a real API server, real kubelets running real pods, real UDP."""
 
 from __future__ import annotations
 
@@ -64,23 +64,34 @@ def test_owned_objects_are_garbage_collected(bed):
         pytest.fail("the garbage collector did not delete the owned ConfigMap")
 
 
-def test_a_test_pod_runs_with_its_netns_and_deletes_cleanly(bed):
+def test_kubelets_are_ready_nodes_at_their_node_addresses(bed):
+    nodes = json.loads(bed.kubectl(bed.node("node0"), "get", "nodes", "-o", "json", admin=True).stdout)["items"]
+    ready = {n["metadata"]["name"]: ({a["type"]: a["address"] for a in n["status"]["addresses"]},
+                                     {c["type"]: c["status"] for c in n["status"]["conditions"]}["Ready"])
+             for n in nodes}
+    assert {name: (addresses["InternalIP"], state) for name, (addresses, state) in ready.items()} == {
+        n.name: (n.address, "True") for n in bed.nodes}
+
+
+def test_a_pod_applied_with_kubectl_runs_under_kubelet_with_a_cni_address_and_deletes_cleanly(bed):
     node = bed.node("node2")
-    netns_path = bed.create_pod("node2", "probe")
+    netns = bed.create_pod("node2", "probe")
     pod = json.loads(bed.kubectl(node, "get", "pod", "probe", "-n", node.namespace, "-o", "json", admin=True).stdout)
     assert pod["status"]["phase"] == "Running"
     assert pod["spec"]["nodeName"] == "node2"
-    assert pod["metadata"]["annotations"]["dtservice.sightlineinnovation.com/netns"] == netns_path
-    assert Path(netns_path).exists()
-    addresses = subprocess.run(["ip", "-n", Path(netns_path).name, "-j", "addr"], capture_output=True, text=True,
-                               check=True).stdout
-    assert pod["status"]["podIP"] in addresses
+    assert pod["status"]["hostIP"] == node.address
+    assert "annotations" not in pod["metadata"]
+    assert netns.startswith("cni-") and Path("/run/netns", netns).exists()
+    addresses = subprocess.run(["ip", "-n", netns, "-j", "addr"], capture_output=True, text=True, check=True).stdout
+    assert pod["status"]["podIP"] in addresses and pod["status"]["podIP"].startswith("198.19.3.")
+    # What users do with a pod works: exec through the API server and kubelet.
+    shown = bed.kubectl(node, "exec", "-n", node.namespace, "probe", "--", "ip", "-4", "addr", "show", "eth0",
+                        admin=True)
+    assert pod["status"]["podIP"] in shown.stdout
     bed.delete_pod("node2", "probe")
-    assert not Path(netns_path).exists()
-    deadline = time.monotonic() + 30
-    while bed.kubectl(node, "get", "pod", "probe", "-n", node.namespace, admin=True, check=False).returncode == 0:
-        assert time.monotonic() < deadline, "pod deletion did not complete without a kubelet"
-        time.sleep(0.3)
+    assert not Path("/run/netns", netns).exists(), "kubelet and CNI take the sandbox's namespace down"
+    gone = bed.kubectl(node, "get", "pod", "probe", "-n", node.namespace, admin=True, check=False)
+    assert gone.returncode != 0 and "NotFound" in gone.stderr
 
 
 def test_nodes_exchange_udp_on_the_underlay(bed):
@@ -107,15 +118,21 @@ def test_second_cluster_and_stop_leaves_nothing_behind(bed_factory):
     servers = {bed.node(n).kubeconfig for n in ("node0", "node1")}
     assert len(servers) == 2, "nodes of a two-cluster bed talk to two API servers"
     assert len(bed.status()["clusters"]) == 2
-    bed.create_pod("node1", "probe")
+    pod_netns = bed.create_pod("node1", "probe")
     recorded = [p["pid"] for p in bed.state["pids"]]
-    assert bed.status()["processes_alive"] == len(recorded) == 6
+    # Per cluster etcd, kube-apiserver, kube-controller-manager; per machine containerd, kubelet.
+    assert bed.status()["processes_alive"] == len(recorded) == 2 * 3 + 2 * 2
+    cgroups = [machine.cgroup for machine in bed.machines]
     bed.stop()
     for pid in recorded:
         assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.split()
-    leftover_netns = [n for n in netns if n.startswith("dtfed-")]
+    # This bed's own prefix: another bed (a user's scripts/deploy-local) may be up beside it.
+    leftover_netns = [n for n in netns if n.startswith(bed.prefix) or n == pod_netns]
     assert leftover_netns == []
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    assert "dtul" not in links and "vpod" not in links
+    assert f"{bed.prefix}ul" not in links
+    mounts = Path("/proc/self/mounts").read_text()
+    assert str(bed.dir) not in mounts
+    assert not any(Path("/sys/fs/cgroup/memory", c.lstrip("/")).exists() for c in cgroups)
     assert not bed.dir.exists()

@@ -1,7 +1,7 @@
 //go:build tools
 
 // Package tools pins the Go programs the local federation runs: the real Kubernetes control
-// plane and etcd. Nothing here is compiled into the project; scripts/build-controlplane.sh
+// plane, etcd and the kubelet of its worker nodes. Nothing here is compiled into the project; scripts/build-controlplane.sh
 // builds these import paths into a cache outside the repository.
 package tools
 
@@ -10,4 +10,5 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )

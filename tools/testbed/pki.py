@@ -47,8 +47,9 @@ def _issue(*, subject: x509.Name, key, ca_cert: x509.Certificate | None, ca_key,
     return builder.sign(ca_key, hashes.SHA256())
 
 
-def write_cluster_pki(directory: Path, *, users: dict[str, list[str]]) -> dict:
-    """Write the cluster's PKI into ``directory`` and return the paths."""
+def write_cluster_pki(directory: Path, *, users: dict[str, list[str]], server_addresses: list[str]) -> dict:
+    """Write the cluster's PKI into ``directory`` and return the paths; the API server's
+    certificate names ``server_addresses`` and loopback."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = _issue(subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "dtservice-testbed-ca")]),
@@ -60,7 +61,8 @@ def write_cluster_pki(directory: Path, *, users: dict[str, list[str]]) -> dict:
     serving = _issue(subject=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
                      key=serving_key, ca_cert=ca_cert, ca_key=ca_key,
                      usages=[ExtendedKeyUsageOID.SERVER_AUTH],
-                     sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+                     sans=[x509.DNSName("localhost"),
+                           *(x509.IPAddress(ipaddress.ip_address(a)) for a in ["127.0.0.1", *server_addresses])])
     paths["serving_cert"] = _write_cert(directory / "apiserver.crt", serving)
     paths["serving_key"] = _write_key(directory / "apiserver.key", serving_key)
 

@@ -1,15 +1,21 @@
-"""The local federation: a real Kubernetes control plane and network namespaces on one machine.
+"""The local federation: a real Kubernetes control plane and real kubelet nodes on one machine.
 
 Owns everything the test bed starts and makes, and takes all of it down again:
 
+- the underlay: a network namespace ``<prefix>underlay`` (prefix ``dtfed-`` by default) with a
+  bridge on 198.18.0.0/16, and one veth to the host whose /30 in 198.19.255.0/24 is the bed's
+  own, so several beds run side by side with the same node addresses;
 - per cluster: a CA and client certificates, etcd, kube-apiserver and kube-controller-manager
-  on loopback (binaries from scripts/build-controlplane.sh), an admin and a provisioner
-  kubeconfig;
+  inside the underlay namespace (binaries from scripts/build-controlplane.sh); the API server
+  listens on the underlay end of the host veth, reached from the host and from the nodes;
 - per federation node: a Kubernetes namespace ``dtaas-nodeN-dtaas`` and a network namespace
-  ``<prefix>nodeN`` whose ``eth0`` holds the node's underlay address (198.18.0.0/16) on a
-  bridge in the underlay namespace ``<prefix>underlay`` (prefix ``dtfed-`` by default);
-- per pod: a network namespace, a Pod object bound to its node and marked Running through
-  ``pods/status``. The netns path is in the pod annotation ``NETNS_ANNOTATION``.
+  ``<prefix>nodeN`` whose ``eth0`` holds the node's underlay address on the bridge;
+- per kubelet machine (``worker``): containerd, runc, CNI and a kubelet running in a node's
+  network namespace, registered as the Kubernetes Node ``nodeK`` with the node address as its
+  node IP. By default every federation node is a machine; ``--machines K`` lets node i run its
+  pods on machine i % K (benchmarks with more nodes than 2 cores can run kubelets for);
+- pods: made from Pod manifests with ``kubectl apply``, run by kubelet from the locally built
+  image (``image``), with their ``eth0`` from CNI.
 
 Every resource is written to ``state.json`` before it is made, so ``stop`` cleans up after a
 crash too. Run as root; ``scripts/testbed --help`` lists the commands.
@@ -34,19 +40,28 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-NETNS_ANNOTATION = "dtservice.sightlineinnovation.com/netns"
+from image import IMAGE_NAME, write_image  # local modules of tools/testbed
+from worker import (Machine, kill_cgroup_processes, make_cgroup_root, remove_cgroup_root, unmount_under,
+                    write_containerd_config, write_kubelet_config)
+
 # Every network namespace of a bed starts with its prefix (DTSERVICE_TESTBED_PREFIX), so
 # several beds can run side by side and stop removes exactly its own.
 DEFAULT_PREFIX = "dtfed-"
 UNDERLAY_BRIDGE = "dtbr0"
 UNDERLAY_NETWORK = ipaddress.ip_network("198.18.0.0/16")
-POD_NETWORK = ipaddress.ip_network("198.19.0.0/16")
+UNDERLAY_GATEWAY = str(UNDERLAY_NETWORK.network_address + 1)
+# Each bed's host link is one /30 of this range, so host routes of two beds never overlap.
+HOST_LINKS = ipaddress.ip_network("198.19.255.0/24")
 PROVISIONER_USER = "dtservice-provisioner"
+KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 DEFAULT_DIR = "/tmp/dtservice-testbed"
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10"
-# Enough of a controller manager for namespaces and owned objects to really go away.
+# Enough of a controller manager for namespaces and owned objects to really go away, and for
+# Deployments to keep their pods.
 KUBE_CONTROLLERS = ("namespace-controller", "garbage-collector-controller", "serviceaccount-controller",
-                    "serviceaccount-token-controller")
+                    "serviceaccount-token-controller", "deployment-controller", "replicaset-controller")
+POD_READY_SECONDS = 120
+# More kubelets than this on 2 cores starve the control plane; more nodes share them.
+MAX_MACHINES = 3
 
 
 def log(message: str) -> None:
@@ -71,6 +86,10 @@ def node_address(index: int) -> str:
     return str(UNDERLAY_NETWORK.network_address + 10 + index)
 
 
+def pod_subnet(machine: int) -> str:
+    return f"198.19.{machine + 1}.0/24"
+
+
 @dataclass(frozen=True)
 class Node:
     """One federation node of the bed, as the inventory and the tests see it."""
@@ -83,6 +102,9 @@ class Node:
     address: str
     kubeconfig: str
     admin_kubeconfig: str
+    # The Kubernetes Node whose kubelet runs this node's pods, and that kubelet's containerd.
+    kubelet_node: str = ""
+    runtime_endpoint: str = ""
 
 
 INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
@@ -115,7 +137,7 @@ class Testbed:
     def _load(self) -> dict:
         if self.state_file.exists():
             return json.loads(self.state_file.read_text())
-        return {"clusters": [], "nodes": [], "netns": [], "pids": [], "pods": {}}
+        return {"clusters": [], "nodes": [], "netns": [], "pids": [], "machines": [], "pod_netns": []}
 
     def _save(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -134,76 +156,96 @@ class Testbed:
         raise KeyError(f"no node {name!r} in the test bed (nodes: {[n.name for n in self.nodes]})")
 
     # -- start ----------------------------------------------------------------------------
-    def start(self, *, nodes: int = 3, clusters: int = 1) -> None:
+    def start(self, *, nodes: int = 3, clusters: int = 1, machines: int | None = None) -> None:
+        """``machines`` kubelets (default: one per node, at most ``MAX_MACHINES``); node i's
+        pods run on machine i % machines, which must be in node i's cluster."""
         if self.state["clusters"]:
             raise SystemExit(f"a test bed is already recorded in {self.state_file}; run stop first")
         if os.geteuid() != 0:
             raise SystemExit("the test bed makes network namespaces: run it as root")
         bin_dir = Path(os.environ.get("DTSERVICE_CONTROLPLANE_BIN", ""))
-        if not (bin_dir / "kube-apiserver").exists():
+        if not all((bin_dir / binary).exists() for binary in ("kube-apiserver", "kubelet", "crictl")):
             raise SystemExit("DTSERVICE_CONTROLPLANE_BIN is not set to the built control plane: "
                              "run scripts/setup.sh and source .dtservice.env")
+        machines = machines or min(nodes, MAX_MACHINES)
+        if machines > nodes or (machines < nodes and machines % clusters):
+            raise SystemExit(f"{machines} kubelet machine(s) cannot serve {nodes} node(s) in {clusters} cluster(s): "
+                             "node i runs on machine i % machines, which must be in cluster i % clusters")
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state["prefix"] = self.prefix
         self._save()
         allow_many_wireguard_go()
         try:
-            for index in range(clusters):
-                self._start_cluster(index, bin_dir)
             self._make_underlay()
+            for index in range(clusters):
+                self._start_cluster(index, bin_dir, machines=[k for k in range(machines) if k % clusters == index])
             for index in range(nodes):
-                self._add_node(index, index % clusters)
+                self._add_node(index, index % clusters, machine=index % machines)
+            image = write_image(self.dir / "image.tar")
+            for index in range(machines):
+                self._start_machine(index, bin_dir, image)
+            for index in range(machines):
+                self._wait_node_ready(index)
             self._write_inventory()
         except BaseException:
             log("start failed; cleaning up what was made")
             self.stop()
             raise
-        log(f"federation up: {nodes} node(s) in {clusters} cluster(s); state in {self.dir}")
+        log(f"federation up: {nodes} node(s) on {machines} kubelet(s) in {clusters} cluster(s); state in {self.dir}")
 
-    def _start_cluster(self, index: int, bin_dir: Path) -> None:
+    def _start_cluster(self, index: int, bin_dir: Path, *, machines: list[int]) -> None:
         from pki import write_cluster_pki  # local module: certificates only
 
         cluster_dir = self.dir / f"cluster{index}"
         cluster_dir.mkdir(parents=True, exist_ok=True)
-        pki = write_cluster_pki(cluster_dir / "pki", users={
+        address = self.state["apiserver_address"]
+        pki = write_cluster_pki(cluster_dir / "pki", server_addresses=[address], users={
             "admin": ["system:masters"],
             PROVISIONER_USER: [],
             "system:kube-controller-manager": [],
+            KUBELET_CLIENT_USER: [],
+            **{f"system:node:node{k}": ["system:nodes"] for k in machines},
         })
-        ports = {"etcd": free_port(), "etcd_peer": free_port(), "apiserver": free_port()}
+        # The control plane lives in the underlay namespace: ports there are all free.
+        ports = {"etcd": 2379 + 10 * index, "etcd_peer": 2380 + 10 * index, "apiserver": 6443 + index}
         cluster = {"index": index, "dir": str(cluster_dir), "ports": ports,
-                   "server": f"https://127.0.0.1:{ports['apiserver']}"}
+                   "server": f"https://{address}:{ports['apiserver']}"}
         self.state["clusters"].append(cluster)
         self._save()
 
         etcd_url = f"http://127.0.0.1:{ports['etcd']}"
-        log(f"cluster{index}: starting etcd on {etcd_url}")
+        log(f"cluster{index}: starting etcd on {etcd_url} in {self.underlay_netns}")
         self._spawn(cluster_dir / "etcd.log", str(bin_dir / "etcd"),
                     "--name", f"cluster{index}", "--data-dir", str(cluster_dir / "etcd"),
                     "--listen-client-urls", etcd_url, "--advertise-client-urls", etcd_url,
                     "--listen-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
                     "--initial-advertise-peer-urls", f"http://127.0.0.1:{ports['etcd_peer']}",
                     "--initial-cluster", f"cluster{index}=http://127.0.0.1:{ports['etcd_peer']}",
-                    "--unsafe-no-fsync", "--log-level", "warn")
-        wait_for(f"{etcd_url}/health", what=f"cluster{index} etcd")
+                    "--unsafe-no-fsync", "--log-level", "warn", netns=self.underlay_netns)
 
         log(f"cluster{index}: starting kube-apiserver on {cluster['server']}")
+        kubelet_client = pki["users"][KUBELET_CLIENT_USER]
         self._spawn(cluster_dir / "kube-apiserver.log", str(bin_dir / "kube-apiserver"),
                     "--etcd-servers", etcd_url,
-                    "--bind-address", "127.0.0.1", "--secure-port", str(ports["apiserver"]),
+                    "--bind-address", address, "--secure-port", str(ports["apiserver"]),
                     "--cert-dir", str(cluster_dir / "pki"),
                     "--tls-cert-file", pki["serving_cert"], "--tls-private-key-file", pki["serving_key"],
                     "--client-ca-file", pki["ca_cert"],
-                    "--authorization-mode", "RBAC",
+                    "--authorization-mode", "Node,RBAC",
+                    "--enable-admission-plugins", "NodeRestriction",
+                    "--kubelet-client-certificate", kubelet_client["cert"],
+                    "--kubelet-client-key", kubelet_client["key"],
+                    "--kubelet-preferred-address-types", "InternalIP",
                     "--service-cluster-ip-range", "10.0.0.0/24",
-                    "--service-account-issuer", f"https://127.0.0.1:{ports['apiserver']}",
+                    "--service-account-issuer", f"https://{address}:{ports['apiserver']}",
                     "--service-account-key-file", pki["sa_public"],
                     "--service-account-signing-key-file", pki["sa_private"],
                     "--allow-privileged=true",
                     "--disable-admission-plugins", "ServiceAccount",
                     "--enable-priority-and-fairness=false",
-                    "--v", "1")
-        for user in ("admin", PROVISIONER_USER, "system:kube-controller-manager"):
+                    "--v", "1", netns=self.underlay_netns)
+        for user in ("admin", PROVISIONER_USER, "system:kube-controller-manager",
+                     *(f"system:node:node{k}" for k in machines)):
             write_kubeconfig(cluster_dir / f"{user.replace(':', '-')}.kubeconfig",
                              server=cluster["server"], ca=pki["ca_cert"],
                              cert=pki["users"][user]["cert"], key=pki["users"][user]["key"], user=user)
@@ -218,13 +260,16 @@ class Testbed:
                     "--root-ca-file", pki["ca_cert"],
                     "--leader-elect=false", "--bind-address", "127.0.0.1", "--secure-port", "0",
                     "--use-service-account-credentials=true",
-                    "--v", "1")
+                    "--v", "1", netns=self.underlay_netns)
 
-    def _spawn(self, log_path: Path, *argv: str) -> None:
+    def _spawn(self, log_path: Path, *argv: str, netns: str | None = None) -> None:
+        # nsenter --net, not `ip netns exec`: the latter mounts a fresh /sys, which hides the
+        # cgroup mounts kubelet and runc need. nsenter execs the program: the pid is its own.
+        command = ["nsenter", f"--net=/run/netns/{netns}", "--", *argv] if netns else list(argv)
         with open(log_path, "ab") as out:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
+            process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
-        self.state["pids"].append({"pid": process.pid, "exe": argv[0], "argv": list(argv), "log": str(log_path)})
+        self.state["pids"].append({"pid": process.pid, "exe": argv[0], "argv": command, "log": str(log_path)})
         self._save()
 
     def restart_apiserver(self, cluster: int = 0) -> None:
@@ -237,7 +282,11 @@ class Testbed:
         while process_alive(record["pid"], record["exe"]) and time.monotonic() < deadline:
             time.sleep(0.1)
         self.state["pids"].remove(record)
-        self._spawn(Path(record["log"]), *record["argv"])
+        with open(record["log"], "ab") as out:
+            process = subprocess.Popen(record["argv"], stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        self.state["pids"].append({**record, "pid": process.pid})
+        self._save()
         pki = Path(cluster_dir) / "pki"
         wait_for(f"{self.state['clusters'][cluster]['server']}/readyz", what=f"cluster{cluster} kube-apiserver",
                  ca=str(pki / "ca.crt"), cert=(str(pki / "admin.crt"), str(pki / "admin.key")))
@@ -247,19 +296,46 @@ class Testbed:
         self._save()
 
     def _make_underlay(self) -> None:
+        link = self._free_host_link()
+        host_address, underlay_address = str(link.network_address + 1), str(link.network_address + 2)
+        self.state.update(host_link=str(link), apiserver_address=underlay_address)
         self._remember_netns(self.underlay_netns)
         run("ip", "netns", "add", self.underlay_netns)
         run("ip", "-n", self.underlay_netns, "link", "add", UNDERLAY_BRIDGE, "type", "bridge")
+        run("ip", "-n", self.underlay_netns, "addr", "add", f"{UNDERLAY_GATEWAY}/{UNDERLAY_NETWORK.prefixlen}",
+            "dev", UNDERLAY_BRIDGE)
         run("ip", "-n", self.underlay_netns, "link", "set", UNDERLAY_BRIDGE, "up")
         run("ip", "-n", self.underlay_netns, "link", "set", "lo", "up")
+        # Made in the underlay namespace and moved out, so deleting that namespace removes both ends.
+        host_end = f"{self.prefix}ul"[:15]
+        run("ip", "-n", self.underlay_netns, "link", "add", "host0", "type", "veth", "peer", "name", host_end,
+            "netns", "1")
+        run("ip", "-n", self.underlay_netns, "addr", "add", f"{underlay_address}/{link.prefixlen}", "dev", "host0")
+        run("ip", "-n", self.underlay_netns, "link", "set", "host0", "up")
+        run("ip", "addr", "add", f"{host_address}/{link.prefixlen}", "dev", host_end)
+        run("ip", "link", "set", host_end, "up")
 
-    def _add_node(self, index: int, cluster_index: int) -> None:
+    @staticmethod
+    def _free_host_link() -> ipaddress.IPv4Network:
+        used = set()
+        for entry in json.loads(run("ip", "-j", "addr", capture=True).stdout or "[]"):
+            for info in entry.get("addr_info", []):
+                if info.get("family") == "inet":
+                    used.add(ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}").network)
+        for link in HOST_LINKS.subnets(new_prefix=30):
+            if not any(link.overlaps(network) for network in used):
+                return link
+        raise SystemExit(f"every host link of {HOST_LINKS} is taken: stop a test bed first")
+
+    def _add_node(self, index: int, cluster_index: int, *, machine: int) -> None:
         cluster = self.state["clusters"][cluster_index]
         netns = f"{self.prefix}node{index}"
         node = Node(index=index, cluster=cluster_index, name=f"node{index}",
                     namespace=node_namespace(index), netns=netns, address=node_address(index),
                     kubeconfig=str(Path(cluster["dir"]) / f"{PROVISIONER_USER}.kubeconfig"),
-                    admin_kubeconfig=str(Path(cluster["dir"]) / "admin.kubeconfig"))
+                    admin_kubeconfig=str(Path(cluster["dir"]) / "admin.kubeconfig"),
+                    kubelet_node=f"node{machine}",
+                    runtime_endpoint=self._machine(machine, cluster_index).runtime_endpoint)
         self._remember_netns(netns)
         run("ip", "netns", "add", netns)
         # The veth is made in the node namespace so that deleting the namespace removes it.
@@ -270,18 +346,70 @@ class Testbed:
         run("ip", "-n", netns, "addr", "add", f"{node.address}/{UNDERLAY_NETWORK.prefixlen}", "dev", "eth0")
         run("ip", "-n", netns, "link", "set", "eth0", "up")
         run("ip", "-n", netns, "link", "set", "lo", "up")
+        run("ip", "-n", netns, "route", "add", f"{self.state['apiserver_address']}/32", "via", UNDERLAY_GATEWAY)
         self.state["nodes"].append(node.__dict__)
         self._save()
         self.kubectl(node, "create", "namespace", node.namespace, admin=True)
 
+    def _machine(self, index: int, cluster_index: int) -> Machine:
+        return Machine(index=index, node_name=f"node{index}", netns=f"{self.prefix}node{index}",
+                       address=node_address(index), dir=str(self.dir / f"machine{index}"),
+                       cgroup=f"/{self.prefix}machine{index}", pod_subnet=pod_subnet(index))
+
+    @property
+    def machines(self) -> list[Machine]:
+        return [Machine(**m) for m in self.state.get("machines", [])]
+
+    def _start_machine(self, index: int, bin_dir: Path, image: Path) -> None:
+        """containerd and kubelet of one machine, in its node's network namespace."""
+        node = self.nodes[index]
+        machine = self._machine(index, node.cluster)
+        cluster_dir = Path(self.state["clusters"][node.cluster]["dir"])
+        self.state.setdefault("machines", []).append(machine.__dict__)
+        self._save()
+        Path(machine.dir).mkdir(parents=True, exist_ok=True)
+        make_cgroup_root(machine.cgroup)
+        log(f"machine{index}: starting containerd and kubelet as Node {machine.node_name} at {machine.address}")
+        self._spawn(Path(machine.dir) / "containerd.log", shutil.which("containerd") or "/usr/bin/containerd",
+                    "--config", write_containerd_config(machine, sandbox_image=IMAGE_NAME), netns=machine.netns)
+        deadline = time.monotonic() + 30
+        while not Path(machine.socket).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"containerd of machine{index} did not open {machine.socket}")
+            time.sleep(0.1)
+        run("ctr", "-a", machine.socket, "-n", "k8s.io", "images", "import", "--index-name", IMAGE_NAME,
+            str(image), capture=True)
+        self._spawn(Path(machine.dir) / "kubelet.log", str(bin_dir / "kubelet"),
+                    "--config", write_kubelet_config(machine, client_ca=str(cluster_dir / "pki" / "ca.crt")),
+                    "--kubeconfig", str(cluster_dir / f"system-node-node{index}.kubeconfig"),
+                    "--hostname-override", machine.node_name, "--node-ip", machine.address,
+                    "--root-dir", f"{machine.dir}/kubelet", "--v", "1", netns=machine.netns)
+
+    def _wait_node_ready(self, index: int) -> None:
+        node = self.nodes[index]
+        result = self.kubectl(node, "wait", "--for=condition=Ready", f"node/node{index}", "--timeout=120s",
+                              admin=True, check=False)
+        if result.returncode != 0:
+            # `kubectl wait` on a Node not registered yet fails at once: give kubelet time.
+            deadline = time.monotonic() + 120
+            while self.kubectl(node, "get", "node", f"node{index}", admin=True, check=False).returncode != 0:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"kubelet of machine{index} did not register; see machine{index}/kubelet.log")
+                time.sleep(0.5)
+            self.kubectl(node, "wait", "--for=condition=Ready", f"node/node{index}", "--timeout=120s", admin=True)
+
     def _write_inventory(self) -> None:
         """An inventory of this bed (the static inventories/local matches the default 3 nodes)."""
-        hosts = {node.name: {"dtservice_node_namespace": node.namespace,
-                             "dtservice_node_kubeconfig": node.kubeconfig,
-                             "dtservice_node_address": node.address,
-                             "dtservice_node_netns": node.netns} for node in self.nodes}
+        hosts = {node.name: self._host_vars(node) for node in self.nodes}
         inventory = {"all": {"children": {"federation": {"hosts": hosts}}}}
         (self.dir / "inventory.json").write_text(json.dumps(inventory, indent=2))
+
+    @staticmethod
+    def _host_vars(node: Node) -> dict:
+        return {"dtservice_node_namespace": node.namespace, "dtservice_node_kubeconfig": node.kubeconfig,
+                "dtservice_node_address": node.address, "dtservice_node_netns": node.netns,
+                "dtservice_node_kubelet_nodes": [node.kubelet_node],
+                "dtservice_node_runtime_endpoint": node.runtime_endpoint}
 
     def write_inventory(self, path: str | os.PathLike, *, services: dict[str, list[dict]],
                         domains: list[dict] | None = None, daemon: bool = False) -> str:
@@ -290,9 +418,7 @@ class Testbed:
         hosts = {}
         for node in self.nodes:
             admin = str(Path(node.admin_kubeconfig))
-            hosts[node.name] = {"dtservice_node_namespace": node.namespace, "dtservice_node_address": node.address,
-                                "dtservice_node_netns": node.netns, "dtservice_node_kubeconfig": node.kubeconfig,
-                                "dtservice_crds_kubeconfig": admin,
+            hosts[node.name] = {**self._host_vars(node), "dtservice_crds_kubeconfig": admin,
                                 "dtservice_services": services.get(node.name, [])}
         inventory = {"federation": {"hosts": hosts, "vars": {
             "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
@@ -311,79 +437,99 @@ class Testbed:
                               text=True, capture_output=True, check=check)
 
     # -- pods -----------------------------------------------------------------------------
-    def create_pod(self, node_name: str, pod: str, *, labels: dict[str, str] | None = None) -> str:
-        """Make a pod's network namespace on a node and its Running Pod object; returns the netns path."""
+    def pod_manifest(self, node_name: str, pod: str, *, labels: dict[str, str] | None = None,
+                     kubelet_node: str | None = None) -> dict:
+        """A plain Pod of the bed's image, bound to the node's kubelet (the bed has no scheduler)."""
         node = self.node(node_name)
-        generation = self.state["pods"].get(f"{node.name}/{pod}", {}).get("generation", -1) + 1
-        netns = f"{self.prefix}{node.name}-{pod}-{generation}"
-        pod_index = sum(1 for key in self.state["pods"] if key.startswith(f"{node.name}/")) + 2
-        pod_ip = str(POD_NETWORK.network_address + node.index * 256 + pod_index)
-        self.state["pods"][f"{node.name}/{pod}"] = {"netns": netns, "generation": generation}
-        self._remember_netns(netns)
-        run("ip", "netns", "add", netns)
-        run("ip", "-n", netns, "link", "set", "lo", "up")
-        # Like a CNI, a veth to the node carries the pod's own address; pods of different
-        # nodes are not routed to each other: they meet only over dtService overlays.
-        run("ip", "-n", netns, "link", "add", "eth0", "type", "veth", "peer", "name",
-            f"vpod{pod_index}-{generation}"[:15], "netns", node.netns)
-        run("ip", "-n", netns, "addr", "add", f"{pod_ip}/32", "dev", "eth0")
-        run("ip", "-n", netns, "link", "set", "eth0", "up")
-        netns_path = f"/run/netns/{netns}"
-        manifest = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod, "namespace": node.namespace,
-                         "labels": labels or {"app": pod},
-                         "annotations": {NETNS_ANNOTATION: netns_path}},
-            "spec": {"nodeName": node.name, "terminationGracePeriodSeconds": 0,
-                     "containers": [{"name": "main", "image": PAUSE_IMAGE}]},
-        }
-        existing = self.kubectl(node, "get", "pod", pod, "-n", node.namespace, "-o", "name",
-                                admin=True, check=False)
-        if existing.returncode == 0:
-            # A restart: the sandbox (netns) is new, the Pod object stays.
-            self.kubectl(node, "annotate", "--overwrite", "pod", pod, "-n", node.namespace,
-                         f"{NETNS_ANNOTATION}={netns_path}", admin=True)
-        else:
-            self.kubectl(node, "apply", "-f", "-", admin=True, stdin=json.dumps(manifest))
-        self._mark_running(node, pod, pod_ip)
-        return netns_path
+        return {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": pod, "namespace": node.namespace, "labels": labels or {"app": pod}},
+                "spec": {"nodeName": kubelet_node or node.kubelet_node, "terminationGracePeriodSeconds": 1,
+                         "containers": [{"name": "main", "image": IMAGE_NAME, "imagePullPolicy": "Never"}]}}
 
-    def _mark_running(self, node: Node, pod: str, pod_ip: str) -> None:
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        status = {"status": {
-            "phase": "Running", "podIP": pod_ip, "podIPs": [{"ip": pod_ip}],
-            "hostIP": node.address, "hostIPs": [{"ip": node.address}], "startTime": now,
-            "conditions": [{"type": kind, "status": "True", "lastTransitionTime": now}
-                           for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")],
-            "containerStatuses": [{"name": "main", "image": PAUSE_IMAGE, "imageID": "",
-                                   "ready": True, "restartCount": 0, "started": True,
-                                   "state": {"running": {"startedAt": now}}}],
-        }}
-        self.kubectl(node, "patch", "pod", pod, "-n", node.namespace, "--subresource=status",
-                     "--type=merge", "-p", json.dumps(status), admin=True)
-
-    def restart_pod(self, node_name: str, pod: str) -> str:
-        """A pod restart as a kubelet does it: a new sandbox netns, same Pod object."""
-        self._delete_pod_netns(node_name, pod)
-        return self.create_pod(node_name, pod)
-
-    def delete_pod(self, node_name: str, pod: str) -> None:
+    def create_pod(self, node_name: str, pod: str, *, labels: dict[str, str] | None = None,
+                   wait: bool = True) -> str:
+        """``kubectl apply`` a Pod on the node's kubelet; waits until it runs; returns its netns name."""
         node = self.node(node_name)
-        self.kubectl(node, "delete", "pod", pod, "-n", node.namespace, "--grace-period=0",
-                     "--force", "--ignore-not-found", "--wait=false", admin=True)
-        self._delete_pod_netns(node_name, pod)
-        self.state["pods"].pop(f"{node_name}/{pod}", None)
-        self._save()
+        self.kubectl(node, "apply", "-f", "-", admin=True,
+                     stdin=json.dumps(self.pod_manifest(node_name, pod, labels=labels)))
+        if not wait:
+            return ""
+        self.wait_pod_running(node_name, pod)
+        return self.pod_netns(node_name, pod)
 
-    def _delete_pod_netns(self, node_name: str, pod: str) -> None:
-        record = self.state["pods"].get(f"{node_name}/{pod}")
-        if record:
-            delete_netns(record["netns"])
-            self.state["netns"] = [n for n in self.state["netns"] if n != record["netns"]]
-            self._save()
+    def wait_pod_running(self, node_name: str, pod: str, *, timeout: float = POD_READY_SECONDS) -> dict:
+        node = self.node(node_name)
+        deadline = time.monotonic() + timeout
+        while True:
+            found = self.kubectl(node, "get", "pod", pod, "-n", node.namespace, "-o", "json", admin=True, check=False)
+            if found.returncode == 0:
+                obj = json.loads(found.stdout)
+                if obj["status"].get("phase") == "Running" and obj["status"].get("podIP") \
+                        and not obj["metadata"].get("deletionTimestamp"):
+                    self._remember_sandboxes()
+                    return obj
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"pod {pod} of {node_name} is not Running after {timeout:.0f}s: {found.stdout[-2000:]}")
+            time.sleep(0.2)
+
+    def sandboxes(self, node_name: str, pod: str) -> list[dict]:
+        """The pod's ready CRI sandboxes (normally one), by the pod's UID from the API."""
+        node = self.node(node_name)
+        uid = json.loads(self.kubectl(node, "get", "pod", pod, "-n", node.namespace, "-o", "json",
+                                      admin=True).stdout)["metadata"]["uid"]
+        listed = self.crictl(node.runtime_endpoint, "pods", "--label", f"io.kubernetes.pod.uid={uid}",
+                             "--state", "ready", "-o", "json")
+        return json.loads(listed.stdout or "{}").get("items") or []
+
+    def crictl(self, endpoint: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return subprocess.run(["crictl", "--runtime-endpoint", endpoint, "--timeout", "10s", *args],
+                              text=True, capture_output=True, check=check)
+
+    def sandbox_netns(self, endpoint: str, sandbox_id: str) -> str:
+        status = json.loads(self.crictl(endpoint, "inspectp", "-o", "json", sandbox_id).stdout)
+        namespaces = status["info"]["runtimeSpec"]["linux"]["namespaces"]
+        return next(n["path"] for n in namespaces if n["type"] == "network")
 
     def pod_netns(self, node_name: str, pod: str) -> str:
-        return self.state["pods"][f"{node_name}/{pod}"]["netns"]
+        """The name (under /run/netns) of the running pod's network namespace, from the runtime."""
+        ready = self.sandboxes(node_name, pod)
+        if not ready:
+            raise RuntimeError(f"pod {pod} of {node_name} has no ready sandbox")
+        return Path(self.sandbox_netns(self.node(node_name).runtime_endpoint, ready[0]["id"])).name
+
+    def restart_pod(self, node_name: str, pod: str) -> str:
+        """A pod restart as kubelet does it after its sandbox died: a new sandbox (a new
+        network namespace) for the same Pod object. Returns the new netns name."""
+        node = self.node(node_name)
+        old = {s["id"] for s in self.sandboxes(node_name, pod)}
+        for sandbox in old:
+            self.crictl(node.runtime_endpoint, "stopp", sandbox)
+        deadline = time.monotonic() + POD_READY_SECONDS
+        while not any(s["id"] not in old for s in self.sandboxes(node_name, pod)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"kubelet made no new sandbox for {pod} of {node_name}")
+            time.sleep(0.2)
+        self.wait_pod_running(node_name, pod)
+        return self.pod_netns(node_name, pod)
+
+    def delete_pod(self, node_name: str, pod: str, *, wait: bool = True) -> None:
+        node = self.node(node_name)
+        self.kubectl(node, "delete", "pod", pod, "-n", node.namespace, "--ignore-not-found",
+                     f"--wait={'true' if wait else 'false'}", "--timeout=60s", admin=True)
+
+    def _remember_sandboxes(self) -> None:
+        """The CNI namespaces of every sandbox of the bed's runtimes, so that stop removes
+        them even after a crash of kubelet or containerd."""
+        known = set(self.state.setdefault("pod_netns", []))
+        for machine in self.machines:
+            listed = self.crictl(machine.runtime_endpoint, "pods", "-q", check=False)
+            for sandbox in listed.stdout.split():
+                try:
+                    known.add(Path(self.sandbox_netns(machine.runtime_endpoint, sandbox)).name)
+                except (subprocess.CalledProcessError, StopIteration, KeyError, ValueError):
+                    continue
+        self.state["pod_netns"] = sorted(known)
+        self._save()
 
     # -- status and stop ------------------------------------------------------------------
     def status(self) -> dict:
@@ -397,7 +543,7 @@ class Testbed:
         """What a failed test needs to be explained: every pod's WireGuard state (``wg show``
         prints no private key), each node's dtServices, and the end of the daemon's log."""
         lines = []
-        for netns in sorted(set(self.state["netns"]) & set(list_netns())):
+        for netns in sorted((set(self.state["netns"]) | set(self.state.get("pod_netns", []))) & set(list_netns())):
             shown = subprocess.run(["ip", "netns", "exec", netns, "wg", "show", "all"], text=True,
                                    capture_output=True, check=False)
             addresses = subprocess.run(["ip", "-n", netns, "-br", "address"], text=True, capture_output=True,
@@ -412,10 +558,15 @@ class Testbed:
         return "\n".join(lines)
 
     def stop(self) -> None:
-        """Remove every process, namespace and veth the bed made; safe after a crash."""
-        # Processes started for this bed (the reconciler daemon and its runs) name its directory.
+        """Remove every process, namespace, veth, mount and cgroup the bed made; safe after a crash."""
+        self._delete_workloads()
+        # Processes started for this bed (the reconciler daemon and its runs, containerd's
+        # shims) name its directory.
         for pid in processes_mentioning(str(self.dir)):
-            os.kill(pid, signal.SIGKILL)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         for record in reversed(self.state["pids"]):
             if process_alive(record["pid"], record["exe"]):
                 os.killpg(record["pid"], signal.SIGTERM)
@@ -430,13 +581,41 @@ class Testbed:
         for record in self.state["pids"]:
             while process_alive(record["pid"], record["exe"]) and time.monotonic() < deadline:
                 time.sleep(0.1)
+        for machine in self.machines:
+            kill_cgroup_processes(machine.cgroup)
+            unmount_under(machine.dir)
+            remove_cgroup_root(machine.cgroup)
+        for netns in self.state.get("pod_netns", []):
+            delete_netns(netns)
+            Path("/run/netns", netns).unlink(missing_ok=True)
         # Any namespace of ours, also ones a crashed run made but did not record.
         for netns in sorted(set(self.state["netns"]) | {n for n in list_netns() if n.startswith(self.prefix)}):
             delete_netns(netns)
+        unmount_under(str(self.dir))
         shutil.rmtree(self.dir, ignore_errors=True)
         self.state = self._load()
         self.state["prefix"] = self.prefix
         log("stopped; nothing of the test bed is left")
+
+    def _delete_workloads(self) -> None:
+        """Pods go first, through the API, so that kubelet and the CNI plugin take down their
+        sandboxes and namespaces themselves; a bed whose API server is gone skips this."""
+        if not self.machines or not self.state["nodes"]:
+            return
+        self._remember_sandboxes()
+        for cluster in self.state["clusters"]:
+            admin = str(Path(cluster["dir"]) / "admin.kubeconfig")
+            subprocess.run(["kubectl", "--kubeconfig", admin, "delete", "deployments,replicasets,pods", "--all",
+                            "--all-namespaces", "--grace-period=1", "--wait=false", "--request-timeout=10s"],
+                           capture_output=True, check=False)
+        deadline = time.monotonic() + 60
+        for machine in self.machines:
+            while time.monotonic() < deadline:
+                # A stopped sandbox has no namespace left; kubelet removes its record later.
+                listed = self.crictl(machine.runtime_endpoint, "pods", "-q", "--state", "ready", check=False)
+                if listed.returncode != 0 or not listed.stdout.split():
+                    break
+                time.sleep(0.3)
 
 
 def process_alive(pid: int, exe: str) -> bool:
@@ -519,17 +698,19 @@ def main(argv: list[str] | None = None) -> int:
     start = commands.add_parser("start", help="bring up the control plane(s) and the nodes")
     start.add_argument("--nodes", type=int, default=3)
     start.add_argument("--clusters", type=int, default=1, help="API servers; node i goes to cluster i %% N")
+    start.add_argument("--machines", type=int,
+                       help=f"kubelets (default: one per node, at most {MAX_MACHINES}); node i's pods run on machine i %% K")
     commands.add_parser("status", help="print what runs")
     commands.add_parser("diagnose", help="print the pods' WireGuard state, the dtServices and the daemon's log")
     commands.add_parser("stop", help="remove everything the bed made")
-    pod = commands.add_parser("pod", help="create, restart or delete a test pod")
+    pod = commands.add_parser("pod", help="kubectl apply a Pod on a node's kubelet, restart its sandbox, or delete it")
     pod.add_argument("action", choices=["create", "restart", "delete"])
     pod.add_argument("node")
     pod.add_argument("name")
     args = parser.parse_args(argv)
     bed = Testbed(args.dir, prefix=args.prefix)
     if args.command == "start":
-        bed.start(nodes=args.nodes, clusters=args.clusters)
+        bed.start(nodes=args.nodes, clusters=args.clusters, machines=args.machines)
     elif args.command == "status":
         print(json.dumps(bed.status(), indent=2))
     elif args.command == "diagnose":

@@ -1,7 +1,8 @@
 """The node agent: the WireGuard interfaces of one node's dtServices, inside their pods.
 
 Owns turning a reconciled dtService (its ``peers``, ``spec.server``, key Secret and the
-network's registry entry) into an interface in the pod's network namespace, judging
+network's registry entry) into an interface in the pod's network namespace (which
+``podnet`` finds from the container runtime by the pod's UID, and proves), judging
 ``Connected`` (a server whose interface is up; a client that has a handshake with its
 server) and removing interfaces no dtService asks for any more. Runs on the node, with the
 node's privileges; pods get no capability. Interface operations are ``wireguard``'s.
@@ -20,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import addressing, plan, wgconfig, wireguard
+from . import addressing, plan, podnet, wgconfig, wireguard
+from . import pods as pod_rules
 from .cluster import Cluster, NodeRef
 from .reconcile import KEY_SECRET_LABEL, PRIVATE_KEY_FIELD, key_secret_name, write_status
 from .wgconfig import Peer
 
-NETNS_ANNOTATION = "dtservice.sightlineinnovation.com/netns"
 INTERFACE_PATTERN = re.compile(r"^dt[0-9a-f]{10}$")
 # WireGuard rekeys every 2 minutes while traffic (or keepalive) flows; older means stale.
 FRESH_HANDSHAKE_SECONDS = 180
@@ -70,8 +71,11 @@ class NodeAgent:
     """One pass of the node agent over the dtServices in a node's namespace."""
 
     def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
-                 handshake_timeout: float, check_mode: bool = False) -> None:
+                 handshake_timeout: float, check_mode: bool = False,
+                 runtimes: podnet.RuntimeViews | None = None) -> None:
         self.cluster = cluster
+        self.runtime = (runtimes or podnet.RuntimeViews()).view(runtime_endpoint=node.runtime_endpoint,
+                                                                 methods=node.pod_lookup)
         self.node = node
         self.federation = federation
         self.handshake_timeout = handshake_timeout
@@ -94,13 +98,21 @@ class NodeAgent:
         for service in sorted(services, key=lambda s: s["metadata"]["name"]):
             if service["metadata"].get("deletionTimestamp"):
                 continue
-            pod = pods.get(service["spec"]["podSelector"])
-            netns = pod_netns(pod)
+            pod = pod_rules.select(pods, service["spec"]["podSelector"])
+            if plan.self_entry(service) is None or pod_rules.judge(
+                    pod, selector=service["spec"]["podSelector"], served_nodes=self.node.served_nodes) is not None:
+                continue  # not reconciled yet, or its pod cannot be attached: the reconciler says so
+            try:
+                netns = self.runtime.network_namespace(pod)
+            except podnet.PodLookupError as problem:
+                self._write_status(service, AgentOutcome(
+                    name=service["metadata"]["name"], status="PodRefused" if problem.refused else "WaitingForPod",
+                    message=f"pod {pod['metadata']['name']!r}: {problem}"))
+                continue
             outcome = self._attach(service, netns=netns, secrets=secrets, domains=domains)
             if outcome is None:
                 continue
-            if netns:
-                expected.add((netns, outcome.interface))
+            expected.add((netns, outcome.interface))
             outcomes.append(outcome)
         removed = self._remove_unwanted(pods, expected)
         return outcomes, removed
@@ -121,13 +133,13 @@ class NodeAgent:
                                status=outcome.status, message=outcome.message)
         outcome.changed = outcome.changed or written is not None
 
-    def _attach(self, service: dict, *, netns: str | None, secrets: Mapping[str, dict],
+    def _attach(self, service: dict, *, netns: str, secrets: Mapping[str, dict],
                 domains: Mapping[str, dict]) -> AgentOutcome | None:
         name = service["metadata"]["name"]
         recorded = plan.self_entry(service)
         domain_obj = domains.get(service["spec"]["domainSelector"])
-        if recorded is None or domain_obj is None or netns is None:
-            return None  # not reconciled yet, or waiting for its pod: the reconciler says so
+        if recorded is None or domain_obj is None:
+            return None  # not reconciled yet: the reconciler says so
         address, entry = recorded
         role = plan.role_of(entry)
         domain = plan.domain_from_object(domain_obj)
@@ -208,8 +220,11 @@ class NodeAgent:
         """Interfaces of ours in this node's pods that no dtService asks for (deleted ones)."""
         removed = []
         for pod_name, pod in sorted(pods.items()):
-            netns = pod_netns(pod)
-            if not netns:
+            if pod_rules.judge(pod, selector=pod_name, served_nodes=self.node.served_nodes) is not None:
+                continue  # not running here: its namespace (if any) is not this agent's to look into
+            try:
+                netns = self.runtime.network_namespace(pod)
+            except podnet.PodLookupError:
                 continue
             for interface in our_interfaces(netns):
                 if (netns, interface) in expected:
@@ -229,22 +244,6 @@ def write_readable_config(*, interface: str, text: str) -> None:
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
         path.chmod(0o600)
-
-
-def pod_netns(pod: Mapping[str, Any] | None) -> str | None:
-    """The network namespace of a running pod, from the annotation the node writes."""
-    if not pod or (pod.get("status") or {}).get("phase") != "Running":
-        return None
-    path = ((pod.get("metadata") or {}).get("annotations") or {}).get(NETNS_ANNOTATION)
-    return path if path and _exists(path) else None
-
-
-def _exists(path: str) -> bool:
-    try:
-        with open(path, "rb"):
-            return True
-    except OSError:
-        return False
 
 
 def our_interfaces(netns: str) -> list[str]:

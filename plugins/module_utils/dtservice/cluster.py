@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .kubeapi import ApiClient, ApiError, load_endpoint
+from .podnet import DEFAULT_METHODS, DEFAULT_RUNTIME_ENDPOINT
 
 GROUP = "sid.sightlineinnovation.com"
 VERSION = "v1"
@@ -39,6 +40,15 @@ class NodeRef:
     context: str | None = None
     port_range: str = "51820-51919"
     netns: str | None = None
+    # The Kubernetes nodes whose pods this federation node's agent serves (default: its name),
+    # and how the agent asks their container runtime for a pod's network namespace.
+    kubelet_nodes: tuple[str, ...] = ()
+    runtime_endpoint: str = DEFAULT_RUNTIME_ENDPOINT
+    pod_lookup: tuple[str, ...] = DEFAULT_METHODS
+
+    @property
+    def served_nodes(self) -> tuple[str, ...]:
+        return self.kubelet_nodes or (self.name,)
 
 
 @dataclass

@@ -22,6 +22,9 @@ NODE_OPTIONS = {
     "context": {"type": "str"},
     "port_range": {"type": "str", "default": "51820-51919"},
     "netns": {"type": "str"},
+    "kubelet_nodes": {"type": "list", "elements": "str"},
+    "runtime_endpoint": {"type": "str", "default": "unix:///run/containerd/containerd.sock"},
+    "pod_lookup": {"type": "list", "elements": "str", "choices": ["cri", "cgroup"], "default": ["cri", "cgroup"]},
 }
 
 NODE_ARGS = {
@@ -35,10 +38,14 @@ PARALLEL_NODES = 16
 
 def node_ref(params: Mapping[str, Any]):
     from .cluster import NodeRef
+    from .podnet import DEFAULT_METHODS, DEFAULT_RUNTIME_ENDPOINT
 
     return NodeRef(name=params["name"], namespace=params["namespace"], address=params["address"],
                    kubeconfig=params.get("kubeconfig"), context=params.get("context"),
-                   port_range=params.get("port_range") or "51820-51919", netns=params.get("netns"))
+                   port_range=params.get("port_range") or "51820-51919", netns=params.get("netns"),
+                   kubelet_nodes=tuple(params.get("kubelet_nodes") or ()),
+                   runtime_endpoint=params.get("runtime_endpoint") or DEFAULT_RUNTIME_ENDPOINT,
+                   pod_lookup=tuple(params.get("pod_lookup") or DEFAULT_METHODS))
 
 
 def federation_refs(params: Mapping[str, Any]) -> dict:

@@ -19,6 +19,7 @@ from typing import Any
 from . import plan, teardown
 from .agent import AgentOutcome, NodeAgent
 from .cluster import Cluster, NodeRef
+from .podnet import RuntimeViews
 from .reconcile import FINALIZER, NodeReconciler, Outcome
 
 
@@ -50,14 +51,14 @@ class Attaching:
 
 
 def configure_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], handshake_timeout: float,
-                    check_mode: bool) -> Attaching:
+                    check_mode: bool, runtimes: RuntimeViews | None = None) -> Attaching:
     """The node's interfaces configured (and those of deleted dtServices removed)."""
     # One list for both steps: a dtService being deleted in it has its interface removed by
     # the agent before its deletion is finished. (Listed again afterwards, one deleted
     # meanwhile would be let go with its interface still in the pod.)
     services = cluster.list_services(node)
     agent = NodeAgent(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-                      check_mode=check_mode)
+                      check_mode=check_mode, runtimes=runtimes)
     interfaces, removed = agent.configure(services)
     return Attaching(cluster=cluster, node=node, agent=agent, services=services, interfaces=interfaces,
                      removed=removed)
@@ -86,9 +87,10 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
             lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node, federation=federation)).items():
         reconciled[name] = {"services": [o.as_dict() for o in outcomes], "pod_labels": label_patches,
                             "changed": bool(label_patches) or any(o.changed for o in outcomes)}
+    runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
     configured = run_on_nodes(lambda *, cluster, node: configure_phase(
         cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-        check_mode=check_mode))
+        check_mode=check_mode, runtimes=runtimes))
     attached = run_on_nodes(lambda *, cluster, node: settle_phase(configured[node.name], federation=federation))
     return {name: {**reconciled[name], **attached[name],
                    "changed": reconciled[name]["changed"] or attached[name]["changed"]} for name in reconciled}

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import addressing, keys, plan
+from . import pods as pod_rules
 from .cluster import API_VERSION, Cluster, Conflict, NodeRef, SharedObject
 from .kubeapi import ApiError
 
@@ -29,8 +30,9 @@ MAX_ATTEMPTS = 20
 FINALIZER = "sid.sightlineinnovation.com/teardown"
 WAITING_STATES = {"WaitingForPod", "Pending"}
 # Every status word the dtService CRD accepts (its `status` enum).
-STATES = frozenset({"Connected", "Pending", "WaitingForPod", "DomainNotFound", "NotAMember", "NetworkNameTaken",
-                    "PoolExhausted", "SubnetExhausted", "PortsExhausted", "ServerUnreachable", "Failed"})
+STATES = frozenset({"Connected", "Pending", "WaitingForPod", "PodElsewhere", "PodFailed", "PodRefused",
+                    "DomainNotFound", "NotAMember", "NetworkNameTaken", "PoolExhausted", "SubnetExhausted",
+                    "PortsExhausted", "ServerUnreachable", "Failed"})
 # The seed's happy path shows `Events: <none>`: only states a user must act on or wait for get one.
 QUIET_STATES = {"Connected", "Pending"}
 
@@ -175,16 +177,16 @@ class NodeReconciler:
         else:
             role = plan.CLIENT
             address = self._join(service, domain, entry, public_key)
-        pod = pods.get(spec["podSelector"])
-        running = bool(pod) and pod.get("status", {}).get("phase") == "Running"
+        pod = pod_rules.select(pods, spec["podSelector"])
         outcome = Outcome(name=name, status="Pending", role=role, address=address, subnet=entry["subnet"],
                           interface=addressing.interface_name(namespace=self.node.namespace, network=name,
                                                              node_netns=self.node.netns),
-                          pod=spec["podSelector"], pod_labels=plan.pod_labels(uid=uid, role=role))
-        if not running:
-            outcome.status = "WaitingForPod"
-            outcome.message = (f"pod {spec['podSelector']!r} " + ("is not running yet" if pod else "does not exist yet")
-                               + f"; the interface is added when it runs (address {address} is reserved)")
+                          pod=pod["metadata"]["name"] if pod else spec["podSelector"],
+                          pod_labels=plan.pod_labels(uid=uid, role=role))
+        problem = pod_rules.judge(pod, selector=spec["podSelector"], served_nodes=self.node.served_nodes)
+        if problem is not None:
+            outcome.status, message = problem
+            outcome.message = f"{message}; the interface is added when it runs here (address {address} is reserved)"
         elif service.get("status") == "Connected":
             outcome.status = "Connected"
         return outcome

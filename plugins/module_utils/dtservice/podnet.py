@@ -1,0 +1,220 @@
+"""Which network namespace on this machine is a pod's: asked of the container runtime.
+
+Owns finding a running pod's network namespace from the pod's UID, which the API server
+sets and no tenant can write, and proving the find before the root agent touches it: the
+pod's IP from the API must be an address of that namespace. Two ways, tried in the order the
+node's ``pod_lookup`` names:
+
+- ``cri``: ``crictl`` lists the runtime's ready sandboxes (label ``io.kubernetes.pod.uid``)
+  and reads each one's network namespace path from its runtime spec; works with containerd
+  and CRI-O alike, through the node's ``runtime_endpoint``;
+- ``cgroup``: a process whose cgroup path names the pod (``pod<UID>`` with the cgroupfs
+  driver, ``pod<UID with _>.slice`` with systemd's) lives in the pod's namespace:
+  ``/proc/<pid>/ns/net``; needs no runtime socket, only this machine's /proc.
+
+Nothing here reads an annotation, a label or a dtService's spec. A pod on the host's network
+is refused: its namespace is the machine's own.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("cri", "cgroup")
+DEFAULT_METHODS = ("cri", "cgroup")
+# containerd's socket; CRI-O's is unix:///var/run/crio/crio.sock.
+DEFAULT_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
+POD_UID_LABEL = "io.kubernetes.pod.uid"
+_CGROUP_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?(?:/|$)")
+_TIMEOUT = 30
+
+
+class PodLookupError(RuntimeError):
+    """The pod's namespace could not be found or proven; ``refused`` when what was found is
+    not that pod's (or the pod must never get an interface), not merely missing yet."""
+
+    def __init__(self, message: str, *, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
+
+
+# ------------------------------------------------------------------ pure parsing
+
+
+def cri_sandboxes(listing: str) -> dict[str, list[str]]:
+    """Pod UID -> ids of its ready sandboxes, from ``crictl pods -o json``."""
+    found: dict[str, list[str]] = {}
+    for item in (json.loads(listing or "{}").get("items") or []):
+        if item.get("state") != "SANDBOX_READY":
+            continue
+        uid = (item.get("labels") or {}).get(POD_UID_LABEL) or (item.get("metadata") or {}).get("uid")
+        if uid:
+            found.setdefault(uid, []).append(item["id"])
+    return found
+
+
+def cri_network_paths(inspected: str) -> dict[str, str]:
+    """Sandbox id -> network namespace path, from ``crictl inspectp -o json ID...`` (one JSON
+    document per sandbox, one after another)."""
+    decoder, position, paths = json.JSONDecoder(), 0, {}
+    text = inspected.strip()
+    while position < len(text):
+        document, end = decoder.raw_decode(text, position)
+        position = end
+        while position < len(text) and text[position].isspace():
+            position += 1
+        sandbox = (document.get("status") or {}).get("id")
+        spec = ((document.get("info") or {}).get("runtimeSpec") or {}).get("linux") or {}
+        path = next((n.get("path") for n in spec.get("namespaces") or [] if n.get("type") == "network"), None)
+        if sandbox and path:
+            paths[sandbox] = path
+    return paths
+
+
+def cgroup_pod_uid(cgroup_text: str) -> str | None:
+    """The pod UID a process's /proc/PID/cgroup names, if any."""
+    for line in cgroup_text.splitlines():
+        match = _CGROUP_POD.search(line.split(":", 2)[-1])
+        if match:
+            return match.group(1).replace("_", "-")
+    return None
+
+
+def local_addresses(ip_json: str) -> set[str]:
+    """The addresses of ``ip -j addr`` output."""
+    return {info["local"] for link in json.loads(ip_json or "[]") for info in link.get("addr_info", [])
+            if "local" in info}
+
+
+def pod_ips(pod: Mapping[str, Any]) -> set[str]:
+    status = pod.get("status") or {}
+    ips = {entry.get("ip") for entry in status.get("podIPs") or []} | {status.get("podIP")}
+    return {str(ipaddress.ip_address(ip)) for ip in ips if ip}
+
+
+# ------------------------------------------------------------------ the machine's view
+
+
+@dataclass
+class RuntimeView:
+    """One module call's view of a machine's pods through one runtime endpoint: the runtime
+    is listed once (again only when a pod is not found or its namespace fails the proof)."""
+
+    runtime_endpoint: str = DEFAULT_RUNTIME_ENDPOINT
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    crictl: str = "crictl"
+    _cri: dict[str, list[str]] | None = None
+    _cri_paths: dict[str, str] = field(default_factory=dict)
+    _cgroup: dict[str, int] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def network_namespace(self, pod: Mapping[str, Any]) -> str:
+        """The proven network namespace path of a running pod, by its UID."""
+        if (pod.get("spec") or {}).get("hostNetwork"):
+            raise PodLookupError("the pod uses the host's network: an interface there would be the "
+                                 "machine's, not the pod's", refused=True)
+        uid = pod["metadata"]["uid"]
+        wanted = pod_ips(pod)
+        if not wanted:
+            raise PodLookupError("the pod has no IP yet")
+        problems = []
+        for method in self.methods:
+            for fresh in (False, True):
+                try:
+                    path = self._find(method, uid, fresh=fresh)
+                except PodLookupError as problem:
+                    problems.append(f"{method}: {problem}")
+                    break
+                if path is None:
+                    if fresh:
+                        problems.append(f"{method}: no sandbox of pod UID {uid}")
+                    continue
+                have = namespace_addresses(path)
+                if have & wanted:
+                    return path
+                if fresh:
+                    raise PodLookupError(f"{method} named {path} for pod UID {uid}, but that namespace does not "
+                                         f"hold the pod's IP {', '.join(sorted(wanted))}: not touched", refused=True)
+        raise PodLookupError("; ".join(problems) or "no lookup method configured")
+
+    def _find(self, method: str, uid: str, *, fresh: bool) -> str | None:
+        with self._lock:
+            if method == "cri":
+                if fresh or self._cri is None:
+                    self._cri, self._cri_paths = self._list_cri(), {}
+                sandboxes = self._cri.get(uid) or []
+                missing = [s for s in sandboxes if s not in self._cri_paths]
+                if missing:
+                    self._cri_paths.update(cri_network_paths(self._crictl("inspectp", "-o", "json", *missing)))
+                paths = [self._cri_paths[s] for s in sandboxes if s in self._cri_paths]
+                return paths[0] if len(paths) == 1 else None
+            if method == "cgroup":
+                if fresh or self._cgroup is None:
+                    self._cgroup = scan_cgroups()
+                pid = self._cgroup.get(uid)
+                return f"/proc/{pid}/ns/net" if pid else None
+            raise PodLookupError(f"unknown pod lookup method {method!r} (known: {', '.join(METHODS)})")
+
+    def _list_cri(self) -> dict[str, list[str]]:
+        return cri_sandboxes(self._crictl("pods", "--state", "ready", "-o", "json"))
+
+    def _crictl(self, *args: str) -> str:
+        argv = [self.crictl, "--runtime-endpoint", self.runtime_endpoint, "--timeout", "10s", *args]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=_TIMEOUT, check=False,
+                                  stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise PodLookupError(f"{self.crictl} could not be run: {error}") from None
+        if proc.returncode != 0:
+            raise PodLookupError(f"{self.crictl} at {self.runtime_endpoint} failed: {proc.stderr.strip()[:300]}")
+        return proc.stdout
+
+
+def scan_cgroups(proc: str = "/proc") -> dict[str, int]:
+    """Pod UID -> the lowest pid whose cgroup names that pod (its sandbox's, usually)."""
+    found: dict[str, int] = {}
+    for entry in os.listdir(proc):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"{proc}/{entry}/cgroup", encoding="utf-8", errors="replace") as handle:
+                uid = cgroup_pod_uid(handle.read())
+        except OSError:
+            continue
+        if uid and (uid not in found or int(entry) < found[uid]):
+            found[uid] = int(entry)
+    return found
+
+
+def namespace_addresses(path: str) -> set[str]:
+    """The addresses inside a network namespace (empty if it cannot be entered)."""
+    try:
+        proc = subprocess.run(["nsenter", f"--net={path}", "--", "ip", "-j", "addr", "show"], capture_output=True,
+                              text=True, timeout=_TIMEOUT, check=False, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired):
+        return set()
+    return local_addresses(proc.stdout) if proc.returncode == 0 else set()
+
+
+@dataclass
+class RuntimeViews:
+    """The views of one module call, one per (endpoint, methods): nodes sharing a machine
+    share its listing."""
+
+    _views: dict[tuple, RuntimeView] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def view(self, *, runtime_endpoint: str, methods: Iterable[str], crictl: str = "crictl") -> RuntimeView:
+        key = (runtime_endpoint, tuple(methods), crictl)
+        with self._lock:
+            if key not in self._views:
+                self._views[key] = RuntimeView(runtime_endpoint=runtime_endpoint, methods=key[1], crictl=crictl)
+            return self._views[key]

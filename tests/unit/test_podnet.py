@@ -1,0 +1,123 @@
+"""A pod's namespace from the runtime's answers, and which pod a dtService may attach.
+
+The parsing is pure and tested here on the shapes crictl and /proc give; the whole lookup,
+against a real containerd and real processes, is in tests/integration/test_real_pods.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from dtservice import pods
+from dtservice.podnet import (
+    PodLookupError,
+    RuntimeView,
+    cgroup_pod_uid,
+    cri_network_paths,
+    cri_sandboxes,
+    local_addresses,
+    pod_ips,
+)
+
+UID = "0b4c7f3e-9a1d-4c55-8f00-2f7d1e6a9b10"
+OTHER = "11111111-2222-3333-4444-555555555555"
+
+
+def sandbox(sandbox_id: str, uid: str, state: str = "SANDBOX_READY") -> dict:
+    return {"id": sandbox_id, "state": state, "metadata": {"name": "p", "uid": uid, "namespace": "n", "attempt": 0},
+            "labels": {"io.kubernetes.pod.uid": uid}}
+
+
+def test_only_ready_sandboxes_count_and_each_is_found_by_its_pod_uid():
+    listing = json.dumps({"items": [sandbox("a", UID), sandbox("b", UID, "SANDBOX_NOTREADY"), sandbox("c", OTHER)]})
+    assert cri_sandboxes(listing) == {UID: ["a"], OTHER: ["c"]}
+    assert cri_sandboxes("") == {}
+
+
+def test_inspectp_of_several_sandboxes_gives_each_network_namespace():
+    def status(sandbox_id: str, path: str) -> str:
+        return json.dumps({"status": {"id": sandbox_id}, "info": {"runtimeSpec": {"linux": {"namespaces": [
+            {"type": "pid"}, {"type": "ipc"}, {"type": "network", "path": path}]}}}}, indent=2)
+
+    text = status("a", "/var/run/netns/cni-1") + "\n" + status("c", "/var/run/netns/cni-2") + "\n"
+    assert cri_network_paths(text) == {"a": "/var/run/netns/cni-1", "c": "/var/run/netns/cni-2"}
+    # A sandbox on the host's network has no network namespace path: it is not listed.
+    host = json.dumps({"status": {"id": "h"}, "info": {"runtimeSpec": {"linux": {"namespaces": [{"type": "pid"}]}}}})
+    assert cri_network_paths(host) == {}
+
+
+@pytest.mark.parametrize("line, expected", [
+    (f"4:memory:/dtfed-machine0/kubepods/besteffort/pod{UID}/9f3c", UID),
+    (f"12:cpu,cpuacct:/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{UID.replace('-', '_')}.slice/"
+     "cri-containerd-9f3c.scope", UID),
+    (f"0::/kubepods/pod{UID}", UID),
+    ("4:memory:/process_api/ce3ce4e5a868b33dd5d107193c795156", None),
+    ("4:memory:/user.slice/podman-1234.scope", None),
+])
+def test_a_process_cgroup_names_its_pod_under_either_cgroup_driver(line, expected):
+    assert cgroup_pod_uid(f"9:name=systemd:/\n{line}\n") == expected
+
+
+def test_addresses_of_a_namespace_and_of_a_pod():
+    ip_json = json.dumps([{"ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1"}]},
+                          {"ifname": "eth0", "addr_info": [{"family": "inet", "local": "198.19.1.5"},
+                                                           {"family": "inet6", "local": "fe80::1"}]}])
+    assert local_addresses(ip_json) == {"127.0.0.1", "198.19.1.5", "fe80::1"}
+    assert pod_ips({"status": {"podIP": "198.19.1.5", "podIPs": [{"ip": "198.19.1.5"}, {"ip": "fd00::5"}]}}) == {
+        "198.19.1.5", "fd00::5"}
+    assert pod_ips({"status": {}}) == set()
+
+
+def test_a_host_network_pod_is_refused_before_any_runtime_is_asked():
+    view = RuntimeView(runtime_endpoint="unix:///nonexistent.sock", crictl="/nonexistent/crictl")
+    with pytest.raises(PodLookupError) as refused:
+        view.network_namespace({"metadata": {"uid": UID}, "spec": {"hostNetwork": True},
+                                "status": {"podIP": "198.18.0.10"}})
+    assert refused.value.refused
+
+
+def test_an_unusable_runtime_is_reported_not_raised_past_the_fallback():
+    view = RuntimeView(runtime_endpoint="unix:///nonexistent.sock", crictl="/nonexistent/crictl",
+                       methods=("cri",))
+    with pytest.raises(PodLookupError) as missing:
+        view.network_namespace({"metadata": {"uid": UID}, "spec": {}, "status": {"podIP": "198.19.1.5"}})
+    assert not missing.value.refused
+    assert "could not be run" in str(missing.value)
+
+
+def pod(name: str, *, phase: str = "Running", node: str = "node1", created: str = "2026-12-01T10:00:00Z",
+        labels: dict | None = None, deleting: bool = False, host_network: bool = False) -> dict:
+    meta = {"name": name, "uid": UID, "creationTimestamp": created, "labels": labels or {}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-01T11:00:00Z"
+    return {"metadata": meta, "spec": {"nodeName": node, "hostNetwork": host_network},
+            "status": {"phase": phase, "podIP": "198.19.1.5" if phase == "Running" else None}}
+
+
+def test_a_pod_is_selected_by_name_first_then_by_its_app_label():
+    named = pod("web")
+    replica_old = pod("web-5d8f-abcde", labels={"app": "web"}, created="2026-12-01T09:00:00Z", deleting=True)
+    replica_new = pod("web-5d8f-fghij", labels={"app": "web"}, created="2026-12-01T10:30:00Z")
+    assert pods.select({"web": named, replica_new["metadata"]["name"]: replica_new}, "web") is named
+    # A Deployment's replacement: the running one, not the one being deleted.
+    chosen = pods.select({p["metadata"]["name"]: p for p in (replica_old, replica_new)}, "web")
+    assert chosen is replica_new
+    assert pods.select({"other": pod("other", labels={"app": "other"})}, "web") is None
+
+
+@pytest.mark.parametrize("subject, status", [
+    (None, "WaitingForPod"),
+    (pod("p", phase="Pending"), "WaitingForPod"),
+    (pod("p", deleting=True), "WaitingForPod"),
+    (pod("p", phase="Failed"), "PodFailed"),
+    (pod("p", phase="Succeeded"), "PodFailed"),
+    (pod("p", node="node7"), "PodElsewhere"),
+    (pod("p", host_network=True), "PodRefused"),
+    (pod("p"), None),
+])
+def test_only_a_running_pod_on_a_served_node_is_attachable(subject, status):
+    verdict = pods.judge(subject, selector="p", served_nodes=("node1",))
+    assert (verdict[0] if verdict else None) == status
+    if verdict:
+        assert verdict[1]  # a message a user can act on
