@@ -1,6 +1,7 @@
 """The seed's Ethereum example end to end: playbooks/examples/ethereum.yml on a local
-federation of three nodes, a real geth (built from the Go module proxy) in each pod, peering
-over the dtService network; then ethereum-teardown.yml leaves nothing behind."""
+federation of three nodes, a real geth (built from the Go module proxy) in a pod that kubelet
+runs on each node, peering over the dtService network; then ethereum-teardown.yml leaves
+nothing behind."""
 
 from __future__ import annotations
 
@@ -43,28 +44,19 @@ def geth() -> str:
     return str(binary)
 
 
-def admin(geth: str, bed, node: str, expression: str):
-    """A JavaScript expression's JSON value, through the node's IPC socket."""
-    ipc = bed.dir / "ethereum" / node / "geth.ipc"
-    out = subprocess.run([geth, "attach", "--exec", f"JSON.stringify({expression})", str(ipc)],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+def admin(bed, node: str, expression: str):
+    """A JavaScript expression's JSON value, from the node's geth through its IPC socket in the pod."""
+    out = bed.kubectl(bed.node(node), "exec", "-n", bed.node(node).namespace, PODS[node], "--", "geth", "attach",
+                      "--exec", f"JSON.stringify({expression})", "/data/geth.ipc", admin=True).stdout
     return json.loads(json.loads(out))
 
 
-def geth_processes(bed) -> list[str]:
-    """Command lines of live geth processes that belong to this bed (its directory)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            argv = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        line = b" ".join(argv).decode(errors="replace")
-        if argv and argv[0].endswith(b"geth") and str(bed.dir) in line:
-            found.append(line)
-    return found
+def pod(bed, node: str) -> dict:
+    return kubectl_json(bed, node, "get", "pod", PODS[node], "-n", bed.node(node).namespace)
+
+
+def env_of(pod_object: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in pod_object["spec"]["containers"][0]["env"]}
 
 
 def service(bed, node: str) -> dict:
@@ -77,7 +69,7 @@ def example(bed_factory, geth):
     bed = bed_factory(nodes=3)
     env = {"DTSERVICE_TESTBED_PREFIX": bed.prefix, "DTSERVICE_GETH": geth}
     result = run_playbook(bed, "playbooks/examples/ethereum.yml", inventory=INVENTORY, env=env)
-    return {"bed": bed, "env": env, "geth": geth, "output": result.stdout}
+    return {"bed": bed, "env": env, "output": result.stdout}
 
 
 def test_the_example_deploys_without_failure(example):
@@ -99,65 +91,60 @@ def test_every_dtservice_is_connected_and_the_boot_node_serves_the_network(examp
 
 
 def test_the_boot_node_enode_is_rewritten_to_its_dtservice_address(example):
-    bed, geth = example["bed"], example["geth"]
-    info = admin(geth, bed, BOOTNODE, "admin.nodeInfo")
+    bed = example["bed"]
+    info = admin(bed, BOOTNODE, "admin.nodeInfo")
     before = parse_enode(info["enode"])
-    # geth advertises its pod address, as in the seed; the playbook replaces only the host.
-    pod_ip = kubectl_json(bed, BOOTNODE, "get", "pod", PODS[BOOTNODE], "-n", bed.node(BOOTNODE).namespace)
-    assert before["host"] == pod_ip["status"]["podIP"]
+    # geth advertises its pod address (from CNI), as in the seed; the playbook replaces only the host.
+    assert before["host"] == pod(bed, BOOTNODE)["status"]["podIP"]
     rewritten = f"enode://{before['node_id']}@100.96.0.1:{before['port']}"
     assert f"enode:     {info['enode']}" in example["output"]
     assert f"rewritten: {rewritten}" in example["output"]
     for node in PEERS:
-        pid = (bed.dir / "ethereum" / node / "geth.pid").read_text().strip()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        assert rewritten.encode() in cmdline, f"{node}'s geth was not started with --bootnodes {rewritten}"
+        assert env_of(pod(bed, node))["ETHEREUM_BOOTNODES"] == rewritten, f"{node}'s geth has another boot node"
 
 
 def test_each_peer_lists_the_boot_node_at_its_overlay_address(example):
-    bed, geth = example["bed"], example["geth"]
-    boot_id = parse_enode(admin(geth, bed, BOOTNODE, "admin.nodeInfo.enode"))["node_id"]
+    bed = example["bed"]
+    boot_id = parse_enode(admin(bed, BOOTNODE, "admin.nodeInfo.enode"))["node_id"]
     for node in PEERS:
         seen = {parse_enode(p["enode"])["node_id"]: p["network"]["remoteAddress"]
-                for p in admin(geth, bed, node, "admin.peers")}
+                for p in admin(bed, node, "admin.peers")}
         assert boot_id in seen, f"{node}'s admin.peers lacks the boot node: {seen}"
         assert seen[boot_id].rsplit(":", 1)[0] == "100.96.0.1", seen
 
 
 def test_the_boot_node_lists_both_peers_at_their_overlay_addresses(example):
-    bed, geth = example["bed"], example["geth"]
+    bed = example["bed"]
     seen = {parse_enode(p["enode"])["node_id"]: p["network"]["remoteAddress"].rsplit(":", 1)[0]
-            for p in admin(geth, bed, BOOTNODE, "admin.peers")}
+            for p in admin(bed, BOOTNODE, "admin.peers")}
     for node in PEERS:
-        peer_id = parse_enode(admin(geth, bed, node, "admin.nodeInfo.enode"))["node_id"]
+        peer_id = parse_enode(admin(bed, node, "admin.nodeInfo.enode"))["node_id"]
         assert seen.get(peer_id) == own_address(service(bed, node)), f"boot node sees {seen}, not {node}"
 
 
 def test_the_nodes_share_the_private_chain(example):
-    bed, geth = example["bed"], example["geth"]
-    chains = {node: (admin(geth, bed, node, "admin.nodeInfo.protocols.eth.config.chainId"),
-                     admin(geth, bed, node, "net.version"),
-                     admin(geth, bed, node, "eth.getBlock(0).hash")) for node in PODS}
+    bed = example["bed"]
+    chains = {node: (admin(bed, node, "admin.nodeInfo.protocols.eth.config.chainId"),
+                     admin(bed, node, "net.version"),
+                     admin(bed, node, "eth.getBlock(0).hash")) for node in PODS}
     assert len(set(chains.values())) == 1, chains
     assert chains[BOOTNODE][:2] == (46801, "46801")
 
 
 def test_a_second_run_changes_nothing_and_keeps_geth_running(example):
     bed = example["bed"]
-    pids = {node: (bed.dir / "ethereum" / node / "geth.pid").read_text() for node in PODS}
+    running = {node: (pod(bed, node)["metadata"]["uid"], pod(bed, node)["status"]["containerStatuses"][0]["restartCount"])
+               for node in PODS}
     result = run_playbook(bed, "playbooks/examples/ethereum.yml", inventory=INVENTORY, env=example["env"])
     assert {host: c["changed"] for host, c in recap(result.stdout).items()} == dict.fromkeys(PODS, 0)
-    assert {node: (bed.dir / "ethereum" / node / "geth.pid").read_text() for node in PODS} == pids
+    assert {node: (pod(bed, node)["metadata"]["uid"], pod(bed, node)["status"]["containerStatuses"][0]["restartCount"])
+            for node in PODS} == running
 
 
 def test_the_teardown_leaves_nothing_behind(example):
     bed = example["bed"]
-    # The playbook made the pods in another process: read the bed's state as it is now.
-    pod_netns = {node: type(bed)(bed.dir).pod_netns(node, pod) for node, pod in PODS.items()}
-    assert len(geth_processes(bed)) == 3
+    pod_netns = {node: bed.pod_netns(node, name) for node, name in PODS.items()}
     run_playbook(bed, "playbooks/examples/ethereum-teardown.yml", inventory=INVENTORY, env=example["env"])
-    assert geth_processes(bed) == []
-    assert not (bed.dir / "ethereum").exists()
     for node, pod in PODS.items():
         namespace = bed.node(node).namespace
         assert kubectl_json(bed, node, "get", "dtservices", "-n", namespace)["items"] == []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -78,4 +79,5 @@ def write_image(path: Path, *, name: str = IMAGE_NAME, extra_files: dict[str, Pa
     with tarfile.open(path, "w") as tar:
         for entry in ("oci-layout", "index.json", "blobs"):
             tar.add(staging / entry, arcname=entry)
+    shutil.rmtree(staging)
     return path

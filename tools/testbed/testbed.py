@@ -133,6 +133,10 @@ class Testbed:
     def underlay_netns(self) -> str:
         return f"{self.prefix}underlay"
 
+    @property
+    def host_link_name(self) -> str:
+        return f"{self.prefix}ul"[:15]
+
     # -- state ----------------------------------------------------------------------------
     def _load(self) -> dict:
         if self.state_file.exists():
@@ -307,7 +311,7 @@ class Testbed:
         run("ip", "-n", self.underlay_netns, "link", "set", UNDERLAY_BRIDGE, "up")
         run("ip", "-n", self.underlay_netns, "link", "set", "lo", "up")
         # Made in the underlay namespace and moved out, so deleting that namespace removes both ends.
-        host_end = f"{self.prefix}ul"[:15]
+        host_end = self.host_link_name
         run("ip", "-n", self.underlay_netns, "link", "add", "host0", "type", "veth", "peer", "name", host_end,
             "netns", "1")
         run("ip", "-n", self.underlay_netns, "addr", "add", f"{underlay_address}/{link.prefixlen}", "dev", "host0")
@@ -384,6 +388,15 @@ class Testbed:
                     "--kubeconfig", str(cluster_dir / f"system-node-node{index}.kubeconfig"),
                     "--hostname-override", machine.node_name, "--node-ip", machine.address,
                     "--root-dir", f"{machine.dir}/kubelet", "--v", "1", netns=machine.netns)
+
+    def import_image(self, name: str, extra_files: dict[str, Path]) -> None:
+        """Build an image of the bed's busybox plus ``extra_files`` (path in the image ->
+        file here) and import it into every machine's containerd, as a registry would serve it."""
+        image = write_image(self.dir / "import.tar", name=name, extra_files=extra_files)
+        for machine in self.machines:
+            run("ctr", "-a", machine.socket, "-n", "k8s.io", "images", "import", "--index-name", name, str(image),
+                capture=True)
+        image.unlink()
 
     def _wait_node_ready(self, index: int) -> None:
         node = self.nodes[index]
@@ -588,6 +601,9 @@ class Testbed:
         for netns in self.state.get("pod_netns", []):
             delete_netns(netns)
             Path("/run/netns", netns).unlink(missing_ok=True)
+        # The kernel frees a deleted namespace's devices later: the host end goes now, so
+        # that a bed started right after with this prefix can make it again.
+        run("ip", "link", "del", self.host_link_name, check=False, capture=True)
         # Any namespace of ours, also ones a crashed run made but did not record.
         for netns in sorted(set(self.state["netns"]) | {n for n in list_netns() if n.startswith(self.prefix)}):
             delete_netns(netns)
@@ -703,6 +719,10 @@ def main(argv: list[str] | None = None) -> int:
     commands.add_parser("status", help="print what runs")
     commands.add_parser("diagnose", help="print the pods' WireGuard state, the dtServices and the daemon's log")
     commands.add_parser("stop", help="remove everything the bed made")
+    image = commands.add_parser("image", help="build an image (busybox + files) and import it into every kubelet's runtime")
+    image.add_argument("name", help="image reference, e.g. docker.io/local/geth:1")
+    image.add_argument("--add", action="append", default=[], metavar="IMAGE_PATH=FILE",
+                       help="a file of this machine to put into the image, e.g. /bin/geth=/path/to/geth")
     pod = commands.add_parser("pod", help="kubectl apply a Pod on a node's kubelet, restart its sandbox, or delete it")
     pod.add_argument("action", choices=["create", "restart", "delete"])
     pod.add_argument("node")
@@ -717,6 +737,8 @@ def main(argv: list[str] | None = None) -> int:
         print(bed.diagnose())
     elif args.command == "stop":
         bed.stop()
+    elif args.command == "image":
+        bed.import_image(args.name, dict(item.split("=", 1) for item in args.add))
     elif args.action == "create":
         print(bed.create_pod(args.node, args.name))
     elif args.action == "restart":
