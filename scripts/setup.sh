@@ -11,9 +11,10 @@ cache_root=${DTSERVICE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dtservice}
 log() { printf '[setup] %s\n' "$*" >&2; }
 
 # containerd, runc and the CNI plugins run the bed's pods under kubelet; busybox-static fills its
-# locally built images; openssh-server lets Ansible reach each kubelet machine as a real remote.
+# locally built images; openssh-server (with nc as the ssh proxy into a node's namespace) lets
+# Ansible reach each kubelet machine as a real remote.
 debian_packages=(wireguard-tools wireguard-go iproute2 iputils-ping procps openssl ca-certificates python3-venv
-                 containerd runc containernetworking-plugins busybox-static openssh-server)
+                 containerd runc containernetworking-plugins busybox-static openssh-server netcat-openbsd)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

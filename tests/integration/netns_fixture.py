@@ -1,15 +1,12 @@
-"""A throw-away underlay of network namespaces for data-plane tests (needs root).
+"""Nodes and pods for data-plane tests of wireguard.py (needs root): a real test bed.
 
-Layout, every name prefixed ``dtwgtest-<tag>-`` (``tag`` random per run, so runs never
-collide and everything can be found again for cleanup):
-
-- ``ul``: the underlay, one bridge ``br0``;
-- ``n0..nN``: "nodes", each with ``eth0`` = ``198.18.1.(10+i)/24`` on the bridge;
-- ``p0..pN``: "pods", empty namespaces (loopback up) that receive the WireGuard links.
-
-``Underlay.destroy()`` stops the wireguard-go processes of the interface names the test
-registered (found by exact argv, signalled by pid), removes their control sockets and
-deletes the namespaces. It is safe to call twice and after a partial build.
+``Underlay`` starts a local federation of its own (``tools/testbed``, prefix
+``dtwgtest-<tag>-``, ``tag`` random per run): node i is the bed's ``nodeI`` (its network
+namespace holds ``198.18.0.(10+i)`` on the underlay bridge) and pod i a pod ``wgI`` that
+kubelet runs on that node, whose network namespace (made by containerd and CNI) is found
+through the CRI. ``Underlay.destroy()`` stops the wireguard-go processes of the interface
+names the test registered (found by exact argv, signalled by pid), removes their control
+sockets and stops the bed. It is safe to call twice and after a partial build.
 """
 
 from __future__ import annotations
@@ -17,13 +14,16 @@ from __future__ import annotations
 import os
 import secrets
 import signal
+import sys
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 PREFIX = "dtwgtest-"
 NETNS_DIR = "/var/run/netns"
 SOCKET_DIR = "/var/run/wireguard"
+TESTBED = Path(__file__).resolve().parents[2] / "tools" / "testbed"
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -60,26 +60,24 @@ class Underlay:
     nodes: int = 3
     tag: str = field(default_factory=lambda: secrets.token_hex(2))
     interfaces: set[str] = field(default_factory=set)
-    created: list[str] = field(default_factory=list)
-
-    def ns(self, role: str) -> str:
-        return f"{PREFIX}{self.tag}-{role}"
+    bed: object | None = None
+    pods: dict[int, str] = field(default_factory=dict)
+    forwarding: dict[int, str] = field(default_factory=dict)
 
     def node(self, i: int) -> str:
-        """Name of node i's namespace (the API also accepts names)."""
-        return self.ns(f"n{i}")
+        """Name of node i's network namespace (the API also accepts names)."""
+        return self.bed.node(f"node{i}").netns
 
     def pod(self, i: int) -> str:
-        """Name of pod i's namespace."""
-        return self.ns(f"p{i}")
+        """Name of pod i's network namespace, as containerd made it."""
+        return self.pods[i]
 
     def pod_path(self, i: int) -> str:
-        """Path of pod i's namespace, the form the test bed annotates pods with."""
+        """Path of pod i's network namespace, the form the agent passes."""
         return os.path.join(NETNS_DIR, self.pod(i))
 
-    @staticmethod
-    def node_address(i: int) -> str:
-        return f"198.18.1.{10 + i}"
+    def node_address(self, i: int) -> str:
+        return self.bed.node(f"node{i}").address
 
     def ifname(self, role: str) -> str:
         """A machine-wide unique interface name (<= 15 chars), registered for cleanup."""
@@ -88,44 +86,15 @@ class Underlay:
         self.interfaces.add(name)
         return name
 
-    def _add_ns(self, name: str) -> None:
-        sh("ip", "netns", "add", name)
-        self.created.append(name)
-        in_ns(name, "ip", "link", "set", "lo", "up")
+    def build(self, directory: str) -> Underlay:
+        if str(TESTBED) not in sys.path:
+            sys.path.insert(0, str(TESTBED))
+        from testbed import Testbed
 
-    def build(self) -> Underlay:
-        ul = self.ns("ul")
-        self._add_ns(ul)
-        in_ns(ul, "ip", "link", "add", "br0", "type", "bridge")
-        in_ns(ul, "ip", "link", "set", "br0", "up")
+        self.bed = Testbed(directory, prefix=f"{PREFIX}{self.tag}-")
+        self.bed.start(nodes=self.nodes)
         for i in range(self.nodes):
-            self._add_ns(self.node(i))
-            self._add_ns(self.pod(i))
-            in_ns(
-                ul,
-                "ip",
-                "link",
-                "add",
-                f"v{i}",
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                self.node(i),
-            )
-            in_ns(ul, "ip", "link", "set", f"v{i}", "master", "br0", "up")
-            in_ns(
-                self.node(i),
-                "ip",
-                "addr",
-                "add",
-                f"{self.node_address(i)}/24",
-                "dev",
-                "eth0",
-            )
-            in_ns(self.node(i), "ip", "link", "set", "eth0", "up")
+            self.pods[i] = self.bed.create_pod(f"node{i}", f"wg{i}")
         # The underlay itself must work before WireGuard is blamed for anything.
         for i in range(1, self.nodes):
             in_ns(self.node(i), "ping", "-c", "1", "-W", "2", self.node_address(0))
@@ -142,9 +111,6 @@ class Underlay:
                     os.kill(pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        for name in reversed(self.created):
-            sh("ip", "netns", "del", name, check=False)
-        self.created.clear()
         deadline = time.monotonic() + 5
         for name in sorted(self.interfaces):
             while wireguard_go_pids(name) and time.monotonic() < deadline:
@@ -155,4 +121,6 @@ class Underlay:
                 os.unlink(os.path.join(SOCKET_DIR, f"{name}.sock"))
             except FileNotFoundError:
                 pass
+        if self.bed is not None:
+            self.bed.stop()
         return forced

@@ -12,7 +12,7 @@ import subprocess
 import time
 
 import pytest
-from conftest import kubectl_json, run_playbook, write_inventory
+from conftest import kubectl_json, run_playbook
 from test_daemon_e2e import apply, connected, get, wait_for
 from test_dataplane_e2e import interfaces_in, ping
 
@@ -27,11 +27,14 @@ REPLACEMENTS = 5
 @pytest.fixture(scope="module")
 def served(bed_factory, tmp_path_factory):
     """A hub (my-pod on node0), a bare client (service-pod on node2) and a client that is a
-    Deployment's pod on node1, all applied with kubectl and served by the daemon."""
+    Deployment's pod on node1, all applied with kubectl and served by the daemon, which deploy
+    started over SSH."""
     bed = bed_factory(nodes=3)
     bed.create_pod("node0", "my-pod")
     bed.create_pod("node2", "service-pod")
-    inventory = write_inventory(bed, tmp_path_factory.mktemp("inv") / "pods.json", services={}, daemon=True)
+    # Ansible reaches every kubelet machine over SSH, as it reaches a remote federation node:
+    # the modules and the daemon's runs execute there (AnsiballZ, the machine's Python).
+    inventory = bed.write_inventory(tmp_path_factory.mktemp("inv") / "pods.json", services={}, daemon=True, ssh=True)
     run_playbook(bed, "playbooks/deploy.yml", inventory=inventory)
     apply(bed, "node0", "my-pod")
     wait_for(lambda: connected(bed, "node0"), timeout=90, what="the hub Connected")

@@ -1,7 +1,8 @@
 """Real data-plane tests of dtservice/wireguard.py: wireguard-go in network namespaces.
 
-Needs root (network namespaces, TUN). Builds its own underlay (netns_fixture.py):
-three "node" namespaces on a bridge with 198.18.1.10-12, one "pod" namespace per node.
+Needs root (network namespaces, TUN). Builds its own test bed (netns_fixture.py): three
+nodes whose namespaces hold 198.18.0.10-12 on the underlay bridge, one pod per node that
+kubelet runs (its namespace made by containerd and CNI).
 Every interface is made and changed ONLY through the wireguard.py API; `ip`/`wg`/`ping`
 are used directly only to observe and to generate traffic.
 
@@ -93,10 +94,14 @@ class Federation:
 
 
 @pytest.fixture(scope="module")
-def fed():
+def fed(tmp_path_factory):
     underlay = Underlay(nodes=3)
     try:
-        underlay.build()
+        underlay.build(str(tmp_path_factory.mktemp("wgbed")))
+        # A new namespace copies the host's ip_forward (1 on any Kubernetes node): what a
+        # client pod had before is what it must still have afterwards.
+        underlay.forwarding = {i: in_ns(underlay.pod(i), "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip()
+                               for i in range(underlay.nodes)}
         yield Federation(underlay)
     finally:
         underlay.destroy()
@@ -181,7 +186,7 @@ def test_create_hub_and_clients_keeps_key_out_of_argv(fed, monkeypatch):
         assert f":{HUB_PORT + i}" not in udp_ports(fed.ul.pod(i))
         assert len(wireguard_go_pids(name)) == 1
     assert in_ns(fed.ul.pod(0), "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1"
-    assert in_ns(fed.ul.pod(1), "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "0"
+    assert in_ns(fed.ul.pod(1), "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == fed.ul.forwarding[1]
 
     waited = wait_handshakes(fed.names["hub"], fed.ul.pod_path(0), [fed.pub("c1"), fed.pub("c2")])
     print(f"handshakes after {waited:.2f}s")

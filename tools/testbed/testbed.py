@@ -41,8 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from image import IMAGE_NAME, write_image  # local modules of tools/testbed
-from worker import (Machine, kill_cgroup_processes, make_cgroup_root, remove_cgroup_root, unmount_under,
-                    write_containerd_config, write_kubelet_config)
+from worker import (Machine, host_key_line, kill_cgroup_processes, make_cgroup_root, remove_cgroup_root,
+                    unmount_under, write_containerd_config, write_kubelet_config, write_sshd)
 
 # Every network namespace of a bed starts with its prefix (DTSERVICE_TESTBED_PREFIX), so
 # several beds can run side by side and stop removes exactly its own.
@@ -383,6 +383,10 @@ class Testbed:
             time.sleep(0.1)
         run("ctr", "-a", machine.socket, "-n", "k8s.io", "images", "import", "--index-name", IMAGE_NAME,
             str(image), capture=True)
+        self._spawn(Path(machine.dir) / "sshd.log", "/usr/sbin/sshd", "-D", "-e",
+                    "-f", write_sshd(machine, authorized_keys=self._ssh_client_key() + ".pub"), netns=machine.netns)
+        with open(self.dir / "ssh" / "known_hosts", "a") as known:
+            known.write(host_key_line(machine) + "\n")
         self._spawn(Path(machine.dir) / "kubelet.log", str(bin_dir / "kubelet"),
                     "--config", write_kubelet_config(machine, client_ca=str(cluster_dir / "pki" / "ca.crt")),
                     "--kubeconfig", str(cluster_dir / f"system-node-node{index}.kubeconfig"),
@@ -397,6 +401,27 @@ class Testbed:
             run("ctr", "-a", machine.socket, "-n", "k8s.io", "images", "import", "--index-name", name, str(image),
                 capture=True)
         image.unlink()
+
+    def _ssh_client_key(self) -> str:
+        """The key Ansible logs in to the machines with (made once per bed)."""
+        key = self.dir / "ssh" / "id_ed25519"
+        if not key.exists():
+            key.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "dtservice-testbed", "-f", str(key), capture=True)
+        return str(key)
+
+    def ssh_vars(self, node: Node) -> dict:
+        """Host variables that make Ansible reach the node's machine over SSH, as a remote
+        federation node is reached: sshd listens on the node address inside the node's
+        namespace, so the client's connection enters that namespace through nc."""
+        machine = next(m for m in self.machines if m.node_name == node.kubelet_node)
+        return {"ansible_connection": "ssh", "ansible_host": machine.address, "ansible_user": "root",
+                "ansible_ssh_private_key_file": str(self.dir / "ssh" / "id_ed25519"),
+                "ansible_ssh_common_args": (
+                    f"-o ProxyCommand='nsenter --net=/run/netns/{machine.netns} nc %h %p' "
+                    f"-o UserKnownHostsFile={self.dir / 'ssh' / 'known_hosts'} -o StrictHostKeyChecking=yes "
+                    "-o ControlMaster=auto -o ControlPersist=60s"),
+                "ansible_python_interpreter": sys.executable}
 
     def _wait_node_ready(self, index: int) -> None:
         node = self.nodes[index]
@@ -425,14 +450,16 @@ class Testbed:
                 "dtservice_node_runtime_endpoint": node.runtime_endpoint}
 
     def write_inventory(self, path: str | os.PathLike, *, services: dict[str, list[dict]],
-                        domains: list[dict] | None = None, daemon: bool = False) -> str:
+                        domains: list[dict] | None = None, daemon: bool = False, ssh: bool = False) -> str:
         """An inventory of the bed's nodes (like inventories/local) with these declarations;
-        the reconciler daemon is left out unless asked for."""
+        the reconciler daemon is left out unless asked for; ``ssh``: every node is reached
+        over SSH on its kubelet machine, and the modules run there."""
         hosts = {}
         for node in self.nodes:
             admin = str(Path(node.admin_kubeconfig))
             hosts[node.name] = {**self._host_vars(node), "dtservice_crds_kubeconfig": admin,
-                                "dtservice_services": services.get(node.name, [])}
+                                "dtservice_services": services.get(node.name, []),
+                                **(self.ssh_vars(node) if ssh else {})}
         inventory = {"federation": {"hosts": hosts, "vars": {
             "ansible_connection": "local", "ansible_python_interpreter": sys.executable,
             "dtservice_daemon_enabled": daemon, "dtservice_daemon_dir": str(self.dir / "reconciler"),

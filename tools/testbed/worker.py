@@ -154,6 +154,37 @@ disabled_plugins = ["io.containerd.internal.v1.tracing", "io.containerd.snapshot
     return str(path)
 
 
+def write_sshd(machine: Machine, *, authorized_keys: str) -> str:
+    """An OpenSSH server of the machine on its node address, key-based, root only (the node
+    agent needs root); its host key is new per bed. Returns the config's path."""
+    ssh_dir = Path(machine.dir) / "ssh"
+    ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    host_key = ssh_dir / "ssh_host_ed25519_key"
+    if not host_key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", machine.node_name, "-f", str(host_key)],
+                       check=True, capture_output=True)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    config = ssh_dir / "sshd_config"
+    config.write_text(f"""ListenAddress {machine.address}:22
+HostKey {host_key}
+PidFile {ssh_dir}/sshd.pid
+AuthorizedKeysFile {authorized_keys}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+Subsystem sftp internal-sftp
+""")
+    return str(config)
+
+
+def host_key_line(machine: Machine) -> str:
+    """The machine's known_hosts line."""
+    public = (Path(machine.dir) / "ssh" / "ssh_host_ed25519_key.pub").read_text().split()
+    return f"{machine.address} {public[0]} {public[1]}"
+
+
 def write_kubelet_config(machine: Machine, *, client_ca: str) -> str:
     """The KubeletConfiguration of this machine (JSON is YAML)."""
     config = {

@@ -472,8 +472,11 @@ def _create_link(name: str, node_netns: str | None, pod_netns: str, mtu: int) ->
         # open, and waiting for a pipe's end would last as long as the interface.
         with tempfile.TemporaryFile() as log:
             try:
+                # A session of its own: an agent run over SSH (with a terminal) ends with a
+                # SIGHUP to its session, which would take every interface it made with it.
                 proc = subprocess.run(_argv(node_netns, ["wireguard-go", name]), stdin=subprocess.DEVNULL,
-                                      stdout=log, stderr=log, env=env, timeout=_TIMEOUT, check=False)
+                                      stdout=log, stderr=log, env=env, timeout=_TIMEOUT, check=False,
+                                      start_new_session=True)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 raise WireGuardError(f"wireguard-go {name}: {exc}") from None
             if proc.returncode != 0:
