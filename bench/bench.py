@@ -127,10 +127,14 @@ class Bed:
     def pods(self, placements: Iterable[tuple[str, str]]) -> None:
         started = time.monotonic()
         count = 0
+        placements = list(placements)
+        # kubectl apply every Pod first, then wait: kubelets start them side by side.
         for node, pod in placements:
-            self.testbed.create_pod(node, pod)
+            self.testbed.create_pod(node, pod, wait=False)
             count += 1
-        say(f"{count} pod(s) made in {time.monotonic() - started:.1f}s")
+        for node, pod in placements:
+            self.testbed.wait_pod_running(node, pod)
+        say(f"{count} pod(s) running under kubelet in {time.monotonic() - started:.1f}s")
 
     def inventory(self, name: str, services: dict[str, list[dict]], *, daemon: bool = False) -> str:
         return self.testbed.write_inventory(self.workdir / f"{name}.json", services=services, daemon=daemon)

@@ -14,8 +14,8 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import sys
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

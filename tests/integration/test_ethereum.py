@@ -55,6 +55,12 @@ def pod(bed, node: str) -> dict:
     return kubectl_json(bed, node, "get", "pod", PODS[node], "-n", bed.node(node).namespace)
 
 
+def running_container(bed, node: str) -> tuple[str, int]:
+    """The pod's UID and its container's restarts: what a second run must leave alone."""
+    found = pod(bed, node)
+    return found["metadata"]["uid"], found["status"]["containerStatuses"][0]["restartCount"]
+
+
 def env_of(pod_object: dict) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in pod_object["spec"]["containers"][0]["env"]}
 
@@ -133,12 +139,10 @@ def test_the_nodes_share_the_private_chain(example):
 
 def test_a_second_run_changes_nothing_and_keeps_geth_running(example):
     bed = example["bed"]
-    running = {node: (pod(bed, node)["metadata"]["uid"], pod(bed, node)["status"]["containerStatuses"][0]["restartCount"])
-               for node in PODS}
+    running = {node: running_container(bed, node) for node in PODS}
     result = run_playbook(bed, "playbooks/examples/ethereum.yml", inventory=INVENTORY, env=example["env"])
     assert {host: c["changed"] for host, c in recap(result.stdout).items()} == dict.fromkeys(PODS, 0)
-    assert {node: (pod(bed, node)["metadata"]["uid"], pod(bed, node)["status"]["containerStatuses"][0]["restartCount"])
-            for node in PODS} == running
+    assert {node: running_container(bed, node) for node in PODS} == running
 
 
 def test_the_teardown_leaves_nothing_behind(example):

@@ -13,10 +13,9 @@ import time
 
 import pytest
 from conftest import kubectl_json, run_playbook
+from dtservice import podnet
 from test_daemon_e2e import apply, connected, get, wait_for
 from test_dataplane_e2e import interfaces_in, ping
-
-from dtservice import podnet
 
 pytestmark = pytest.mark.integration
 
@@ -79,8 +78,8 @@ def test_a_deployments_replacement_pod_reconnects_with_its_address_and_key(serve
         node = bed.node("node1")
         deleted = time.monotonic()
         bed.kubectl(node, "delete", "pod", old["metadata"]["name"], "-n", node.namespace, "--wait=false", admin=True)
-        wait_for(lambda old=old: (deployment_pod(bed).get("metadata") or {}).get("uid") not in (None, old["metadata"]["uid"]),
-                 timeout=120, what="the replacement pod")
+        wait_for(lambda old=old: (deployment_pod(bed).get("metadata") or {}).get("uid")
+                 not in (None, old["metadata"]["uid"]), timeout=120, what="the replacement pod")
         wait_for(lambda: ping(bed, "node2", "service-pod", address, count=1) == 1, timeout=120,
                  what="traffic through the hub to the replacement")
         outages.append(time.monotonic() - deleted)

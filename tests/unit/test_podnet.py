@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from dtservice import pods
 from dtservice.podnet import (
     PodLookupError,

@@ -24,7 +24,6 @@ crash too. Run as root; ``scripts/testbed --help`` lists the commands.
 from __future__ import annotations
 
 import argparse
-import datetime
 import ipaddress
 import json
 import os
@@ -41,8 +40,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from image import IMAGE_NAME, write_image  # local modules of tools/testbed
-from worker import (Machine, host_key_line, kill_cgroup_processes, make_cgroup_root, remove_cgroup_root,
-                    unmount_under, write_containerd_config, write_kubelet_config, write_sshd)
+from worker import (
+    Machine,
+    host_key_line,
+    kill_cgroup_processes,
+    make_cgroup_root,
+    remove_cgroup_root,
+    unmount_under,
+    write_containerd_config,
+    write_kubelet_config,
+    write_sshd,
+)
 
 # Every network namespace of a bed starts with its prefix (DTSERVICE_TESTBED_PREFIX), so
 # several beds can run side by side and stop removes exactly its own.
@@ -509,7 +517,8 @@ class Testbed:
                     self._remember_sandboxes()
                     return obj
             if time.monotonic() > deadline:
-                raise RuntimeError(f"pod {pod} of {node_name} is not Running after {timeout:.0f}s: {found.stdout[-2000:]}")
+                raise RuntimeError(f"pod {pod} of {node_name} is not Running after {timeout:.0f}s: "
+                                   f"{found.stdout[-2000:]}")
             time.sleep(0.2)
 
     def sandboxes(self, node_name: str, pod: str) -> list[dict]:
@@ -742,11 +751,13 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--nodes", type=int, default=3)
     start.add_argument("--clusters", type=int, default=1, help="API servers; node i goes to cluster i %% N")
     start.add_argument("--machines", type=int,
-                       help=f"kubelets (default: one per node, at most {MAX_MACHINES}); node i's pods run on machine i %% K")
+                       help=f"kubelets (default: one per node, at most {MAX_MACHINES}); "
+                            "node i's pods run on machine i %% K")
     commands.add_parser("status", help="print what runs")
     commands.add_parser("diagnose", help="print the pods' WireGuard state, the dtServices and the daemon's log")
     commands.add_parser("stop", help="remove everything the bed made")
-    image = commands.add_parser("image", help="build an image (busybox + files) and import it into every kubelet's runtime")
+    image = commands.add_parser("image",
+                                help="build an image (busybox + files) and import it into every kubelet's runtime")
     image.add_argument("name", help="image reference, e.g. docker.io/local/geth:1")
     image.add_argument("--add", action="append", default=[], metavar="IMAGE_PATH=FILE",
                        help="a file of this machine to put into the image, e.g. /bin/geth=/path/to/geth")

@@ -33,7 +33,8 @@ DEFAULT_METHODS = ("cri", "cgroup")
 # containerd's socket; CRI-O's is unix:///var/run/crio/crio.sock.
 DEFAULT_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
 POD_UID_LABEL = "io.kubernetes.pod.uid"
-_CGROUP_POD = re.compile(r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?(?:/|$)")
+_CGROUP_POD = re.compile(
+    r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?(?:/|$)")
 _TIMEOUT = 30
 
 
