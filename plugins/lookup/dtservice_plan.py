@@ -86,6 +86,7 @@ class LookupModule(LookupBase):
                 "kubelet_nodes": list(facts.get("dtservice_node_kubelet_nodes") or []),
                 "runtime_endpoint": facts.get("dtservice_node_runtime_endpoint") or DEFAULT_RUNTIME_ENDPOINT,
                 "pod_lookup": list(facts.get("dtservice_node_pod_lookup") or DEFAULT_POD_LOOKUP),
+                "crictl": facts.get("dtservice_node_crictl") or "crictl",
             }
             services[host] = list(facts.get("dtservice_services") or [])
         domains = list(hostvars[hosts[0]].get("dtservice_domains") or [])

@@ -20,7 +20,7 @@ options:
   nodes:
     description:
       - The nodes (name, namespace, address, kubeconfig, netns, kubelet_nodes, runtime_endpoint,
-        pod_lookup) whose interfaces live on this machine.
+        pod_lookup, crictl) whose interfaces live on this machine.
       - A pod's network namespace is asked of the container runtime by the pod's UID
         (C(pod_lookup) C(cri) through C(runtime_endpoint) with crictl, then C(cgroup) through
         /proc) and used only if the pod's IP is on it; pods on Kubernetes nodes other than

@@ -455,7 +455,9 @@ class Testbed:
         return {"dtservice_node_namespace": node.namespace, "dtservice_node_kubeconfig": node.kubeconfig,
                 "dtservice_node_address": node.address, "dtservice_node_netns": node.netns,
                 "dtservice_node_kubelet_nodes": [node.kubelet_node],
-                "dtservice_node_runtime_endpoint": node.runtime_endpoint}
+                "dtservice_node_runtime_endpoint": node.runtime_endpoint,
+                # An agent reached over SSH has the login's PATH, not the bed's.
+                "dtservice_node_crictl": shutil.which("crictl") or "crictl"}
 
     def write_inventory(self, path: str | os.PathLike, *, services: dict[str, list[dict]],
                         domains: list[dict] | None = None, daemon: bool = False, ssh: bool = False) -> str:

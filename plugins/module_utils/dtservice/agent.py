@@ -75,7 +75,7 @@ class NodeAgent:
                  runtimes: podnet.RuntimeViews | None = None) -> None:
         self.cluster = cluster
         self.runtime = (runtimes or podnet.RuntimeViews()).view(runtime_endpoint=node.runtime_endpoint,
-                                                                 methods=node.pod_lookup)
+                                                                 methods=node.pod_lookup, crictl=node.crictl)
         self.node = node
         self.federation = federation
         self.handshake_timeout = handshake_timeout

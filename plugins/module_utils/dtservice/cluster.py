@@ -45,6 +45,7 @@ class NodeRef:
     kubelet_nodes: tuple[str, ...] = ()
     runtime_endpoint: str = DEFAULT_RUNTIME_ENDPOINT
     pod_lookup: tuple[str, ...] = DEFAULT_METHODS
+    crictl: str = "crictl"
 
     @property
     def served_nodes(self) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ NODE_OPTIONS = {
     "kubelet_nodes": {"type": "list", "elements": "str"},
     "runtime_endpoint": {"type": "str", "default": "unix:///run/containerd/containerd.sock"},
     "pod_lookup": {"type": "list", "elements": "str", "choices": ["cri", "cgroup"], "default": ["cri", "cgroup"]},
+    "crictl": {"type": "str", "default": "crictl"},
 }
 
 NODE_ARGS = {
@@ -45,7 +46,8 @@ def node_ref(params: Mapping[str, Any]):
                    port_range=params.get("port_range") or "51820-51919", netns=params.get("netns"),
                    kubelet_nodes=tuple(params.get("kubelet_nodes") or ()),
                    runtime_endpoint=params.get("runtime_endpoint") or DEFAULT_RUNTIME_ENDPOINT,
-                   pod_lookup=tuple(params.get("pod_lookup") or DEFAULT_METHODS))
+                   pod_lookup=tuple(params.get("pod_lookup") or DEFAULT_METHODS),
+                   crictl=params.get("crictl") or "crictl")
 
 
 def federation_refs(params: Mapping[str, Any]) -> dict:
