@@ -14,6 +14,7 @@ import time
 import pytest
 from conftest import kubectl_json, run_playbook
 from dtservice import podnet
+from netns_fixture import wireguard_go_pids
 from test_daemon_e2e import apply, connected, get, wait_for
 from test_dataplane_e2e import interfaces_in, ping
 
@@ -88,7 +89,10 @@ def test_a_deployments_replacement_pod_reconnects_with_its_address_and_key(serve
         assert own_entry(service) == (address, key), "the same overlay address and key"
         new = deployment_pod(bed)
         assert new["metadata"]["name"] != old["metadata"]["name"]
-        assert len(interfaces_in(bed, "node1", new["metadata"]["name"])) == 1
+        names = interfaces_in(bed, "node1", new["metadata"]["name"])
+        assert len(names) == 1
+        # The old pod's wireguard-go went with its namespace: one process, the new one.
+        assert len(wireguard_go_pids(names[0])) == 1
     print(f"\nDeployment pod deleted -> first ping answered through the hub: median "
           f"{statistics.median(outages):.2f} s over {len(outages)} ({', '.join(f'{o:.2f}' for o in outages)})")
     # The hub needed no change: its table still lists the client under the same key.

@@ -120,8 +120,8 @@ def test_second_cluster_and_stop_leaves_nothing_behind(bed_factory):
     assert len(bed.status()["clusters"]) == 2
     pod_netns = bed.create_pod("node1", "probe")
     recorded = [p["pid"] for p in bed.state["pids"]]
-    # Per cluster etcd, kube-apiserver, kube-controller-manager; per machine containerd, kubelet.
-    assert bed.status()["processes_alive"] == len(recorded) == 2 * 3 + 2 * 2
+    # Per cluster etcd, kube-apiserver, kube-controller-manager; per machine containerd, sshd, kubelet.
+    assert bed.status()["processes_alive"] == len(recorded) == 2 * 3 + 2 * 3
     cgroups = [machine.cgroup for machine in bed.machines]
     bed.stop()
     for pid in recorded:

@@ -381,8 +381,8 @@ def test_remove_interface_leaves_nothing(fed):
 
     # The pod dies first (its namespace is deleted), the agent cleans up afterwards.
     name1, pod1 = fed.names["c1"], fed.ul.pod_path(1)
-    subprocess.run(["ip", "netns", "del", fed.ul.pod(1)], check=True)
-    fed.ul.created.remove(fed.ul.pod(1))
+    fed.ul.bed.delete_pod("node1", "wg1")
+    assert not os.path.exists(pod1), "kubelet and CNI took the pod's namespace down"
     wireguard.remove_interface(name=name1, pod_netns=pod1)
     _assert_gone(name1, None)
     assert wireguard.remove_interface(name=name1, pod_netns=pod1) is False

@@ -449,6 +449,11 @@ class Testbed:
         hosts = {node.name: self._host_vars(node) for node in self.nodes}
         inventory = {"all": {"children": {"federation": {"hosts": hosts}}}}
         (self.dir / "inventory.json").write_text(json.dumps(inventory, indent=2))
+        # Given after inventories/local, this makes Ansible reach every node over SSH.
+        remote = {"federation": {"hosts": {
+            node.name: {**self.ssh_vars(node), "dtservice_node_crictl": self._host_vars(node)["dtservice_node_crictl"]}
+            for node in self.nodes}}}
+        (self.dir / "ssh-inventory.json").write_text(json.dumps(remote, indent=2))
 
     @staticmethod
     def _host_vars(node: Node) -> dict:
