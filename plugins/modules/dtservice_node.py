@@ -16,27 +16,7 @@ description:
   - Phases span all nodes of the call - every node is reconciled before any interface is
     configured - so a joiner and its network's server reconciled together connect in one call.
   - Check mode sends every write as a server-side dry run and changes no interface.
-options:
-  nodes:
-    description:
-      - The nodes (name, namespace, address, kubeconfig, netns, kubelet_nodes, runtime_endpoint,
-        pod_lookup, crictl) whose interfaces live on this machine.
-      - A pod's network namespace is asked of the container runtime by the pod's UID
-        (C(pod_lookup) C(cri) through C(runtime_endpoint) with crictl, then C(cgroup) through
-        /proc) and used only if the pod's IP is on it; pods on Kubernetes nodes other than
-        C(kubelet_nodes) (default the node's name) and pods on the host's network get none.
-    type: list
-    elements: dict
-    required: true
-  federation:
-    description: Every federation node.
-    type: list
-    elements: dict
-    required: true
-  handshake_timeout:
-    description: Seconds a client waits for its first handshake before it reports ServerUnreachable.
-    type: float
-    default: 45
+extends_documentation_fragment: [dtservice_machine]
 author: dtService project
 """
 
