@@ -678,12 +678,14 @@ class Testbed:
 
 
 def process_alive(pid: int, exe: str) -> bool:
+    """The pid is a live process of that program (sshd rewrites its command line, so the
+    executable is compared, not argv[0])."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+        running = os.readlink(f"/proc/{pid}/exe")
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
-    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return cmdline == exe and state != "Z"
+    return running == os.path.realpath(exe) and state != "Z"
 
 
 def processes_mentioning(text: str) -> list[int]:
