@@ -427,8 +427,10 @@ class Testbed:
                 "ansible_ssh_private_key_file": str(self.dir / "ssh" / "id_ed25519"),
                 "ansible_ssh_common_args": (
                     f"-o ProxyCommand='nsenter --net=/run/netns/{machine.netns} nc %h %p' "
-                    f"-o UserKnownHostsFile={self.dir / 'ssh' / 'known_hosts'} -o StrictHostKeyChecking=yes "
-                    "-o ControlMaster=auto -o ControlPersist=60s"),
+                    f"-o UserKnownHostsFile={self.dir / 'ssh' / 'known_hosts'}"),
+                # The machine's host key is checked; its connections are the bed's own (every
+                # bed has the same node addresses, so Ansible's shared ~/.ansible/cp would mix them).
+                "ansible_host_key_checking": True, "ansible_control_path_dir": str(self.dir / "ssh" / "cp"),
                 "ansible_python_interpreter": sys.executable}
 
     def _wait_node_ready(self, index: int) -> None:

@@ -164,6 +164,11 @@ def write_sshd(machine: Machine, *, authorized_keys: str) -> str:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", machine.node_name, "-f", str(host_key)],
                        check=True, capture_output=True)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    # A home of the bed's own: a login over SSH then runs none of the machine's root shell
+    # start-up files (bash reads ~/.bashrc for sshd's commands), and Ansible's remote
+    # temporary files go with the bed.
+    home = ssh_dir / "home"
+    home.mkdir(mode=0o700, exist_ok=True)
     config = ssh_dir / "sshd_config"
     config.write_text(f"""ListenAddress {machine.address}:22
 HostKey {host_key}
@@ -175,6 +180,7 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
 Subsystem sftp internal-sftp
+SetEnv HOME={home}
 """)
     return str(config)
 
