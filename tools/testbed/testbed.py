@@ -77,7 +77,11 @@ def log(message: str) -> None:
 
 
 def run(*argv: str, check: bool = True, capture: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, check=check, text=True, capture_output=capture)
+    result = subprocess.run(argv, check=False, text=True, capture_output=capture)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed (exit {result.returncode}): "
+                           f"{(result.stderr or '').strip()[-1000:]}")
+    return result
 
 
 def free_port() -> int:
