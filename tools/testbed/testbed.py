@@ -393,8 +393,7 @@ class Testbed:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"containerd of machine{index} did not open {machine.socket}")
             time.sleep(0.1)
-        run("ctr", "-a", machine.socket, "-n", "k8s.io", "images", "import", "--index-name", IMAGE_NAME,
-            str(image), capture=True)
+        import_into(machine, IMAGE_NAME, image)
         self._spawn(Path(machine.dir) / "sshd.log", "/usr/sbin/sshd", "-D", "-e",
                     "-f", write_sshd(machine, authorized_keys=self._ssh_client_key() + ".pub"), netns=machine.netns)
         with open(self.dir / "ssh" / "known_hosts", "a") as known:
@@ -410,8 +409,7 @@ class Testbed:
         file here) and import it into every machine's containerd, as a registry would serve it."""
         image = write_image(self.dir / "import.tar", name=name, extra_files=extra_files)
         for machine in self.machines:
-            run("ctr", "-a", machine.socket, "-n", "k8s.io", "images", "import", "--index-name", name, str(image),
-                capture=True)
+            import_into(machine, name, image)
         image.unlink()
 
     def _ssh_client_key(self) -> str:
@@ -681,6 +679,21 @@ class Testbed:
                 if listed.returncode != 0 or not listed.stdout.split():
                     break
                 time.sleep(0.3)
+
+
+def import_into(machine: Machine, name: str, image: Path, *, attempts: int = 5) -> None:
+    """``ctr images import`` into the machine's containerd. containerd 1.6 now and then fails
+    an import just after it started ("content digest ...: not found"); another try succeeds."""
+    for attempt in range(1, attempts + 1):
+        try:
+            run("ctr", "-a", machine.socket, "-n", "k8s.io", "images", "import", "--index-name", name, str(image),
+                capture=True)
+            return
+        except RuntimeError as error:
+            if attempt == attempts:
+                raise
+            log(f"machine{machine.index}: image import failed, trying again: {error}")
+            time.sleep(0.5 * attempt)
 
 
 def process_alive(pid: int, exe: str) -> bool:
