@@ -29,7 +29,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -82,12 +81,6 @@ def run(*argv: str, check: bool = True, capture: bool = False) -> subprocess.Com
         raise RuntimeError(f"{' '.join(argv)} failed (exit {result.returncode}): "
                            f"{(result.stderr or '').strip()[-1000:]}")
     return result
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def node_namespace(index: int) -> str:
