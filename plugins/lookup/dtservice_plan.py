@@ -51,14 +51,12 @@ from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 
 try:
-    from ansible.module_utils.dtservice import plan
+    from ansible.module_utils.dtservice import plan, podnet
 except ImportError:  # plugins outside a collection do not see the module_utils path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "module_utils"))
-    from dtservice import plan
+    from dtservice import plan, podnet
 
 DEFAULT_PORT_RANGE = "51820-51919"
-DEFAULT_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
-DEFAULT_POD_LOOKUP = ["cri", "cgroup"]
 
 
 class LookupModule(LookupBase):
@@ -84,9 +82,9 @@ class LookupModule(LookupBase):
                 "port_range": facts.get("dtservice_node_port_range") or DEFAULT_PORT_RANGE,
                 "netns": facts.get("dtservice_node_netns") or None,
                 "kubelet_nodes": list(facts.get("dtservice_node_kubelet_nodes") or []),
-                "runtime_endpoint": facts.get("dtservice_node_runtime_endpoint") or DEFAULT_RUNTIME_ENDPOINT,
-                "pod_lookup": list(facts.get("dtservice_node_pod_lookup") or DEFAULT_POD_LOOKUP),
-                "crictl": facts.get("dtservice_node_crictl") or "crictl",
+                "runtime_endpoint": facts.get("dtservice_node_runtime_endpoint") or podnet.DEFAULT_RUNTIME_ENDPOINT,
+                "pod_lookup": list(facts.get("dtservice_node_pod_lookup") or podnet.DEFAULT_METHODS),
+                "crictl": facts.get("dtservice_node_crictl") or podnet.DEFAULT_CRICTL,
             }
             services[host] = list(facts.get("dtservice_services") or [])
         domains = list(hostvars[hosts[0]].get("dtservice_domains") or [])

@@ -41,6 +41,9 @@ def test_inspectp_of_several_sandboxes_gives_each_network_namespace():
 
     text = status("a", "/var/run/netns/cni-1") + "\n" + status("c", "/var/run/netns/cni-2") + "\n"
     assert cri_network_paths(text) == {"a": "/var/run/netns/cni-1", "c": "/var/run/netns/cni-2"}
+    # crictl 1.37 prints several sandboxes as one JSON array.
+    array = "[" + status("a", "/var/run/netns/cni-1") + ", " + status("c", "/var/run/netns/cni-2") + "]"
+    assert cri_network_paths(array) == {"a": "/var/run/netns/cni-1", "c": "/var/run/netns/cni-2"}
     # A sandbox on the host's network has no network namespace path: it is not listed.
     host = json.dumps({"status": {"id": "h"}, "info": {"runtimeSpec": {"linux": {"namespaces": [{"type": "pid"}]}}}})
     assert cri_network_paths(host) == {}

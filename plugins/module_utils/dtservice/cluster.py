@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .kubeapi import ApiClient, ApiError, load_endpoint
-from .podnet import DEFAULT_METHODS, DEFAULT_RUNTIME_ENDPOINT
+from .podnet import DEFAULT_CRICTL, DEFAULT_METHODS, DEFAULT_RUNTIME_ENDPOINT
 
 GROUP = "sid.sightlineinnovation.com"
 VERSION = "v1"
@@ -45,7 +45,7 @@ class NodeRef:
     kubelet_nodes: tuple[str, ...] = ()
     runtime_endpoint: str = DEFAULT_RUNTIME_ENDPOINT
     pod_lookup: tuple[str, ...] = DEFAULT_METHODS
-    crictl: str = "crictl"
+    crictl: str = DEFAULT_CRICTL
 
     @property
     def served_nodes(self) -> tuple[str, ...]:

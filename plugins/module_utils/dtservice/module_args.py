@@ -14,6 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+# Standard library only, like this module: safe to import before a module checks its libraries.
+from .podnet import DEFAULT_CRICTL, DEFAULT_METHODS, DEFAULT_RUNTIME_ENDPOINT, METHODS
+
 NODE_OPTIONS = {
     "name": {"type": "str", "required": True},
     "namespace": {"type": "str", "required": True},
@@ -23,9 +26,9 @@ NODE_OPTIONS = {
     "port_range": {"type": "str", "default": "51820-51919"},
     "netns": {"type": "str"},
     "kubelet_nodes": {"type": "list", "elements": "str"},
-    "runtime_endpoint": {"type": "str", "default": "unix:///run/containerd/containerd.sock"},
-    "pod_lookup": {"type": "list", "elements": "str", "choices": ["cri", "cgroup"], "default": ["cri", "cgroup"]},
-    "crictl": {"type": "str", "default": "crictl"},
+    "runtime_endpoint": {"type": "str", "default": DEFAULT_RUNTIME_ENDPOINT},
+    "pod_lookup": {"type": "list", "elements": "str", "choices": list(METHODS), "default": list(DEFAULT_METHODS)},
+    "crictl": {"type": "str", "default": DEFAULT_CRICTL},
 }
 
 NODE_ARGS = {
@@ -39,7 +42,6 @@ PARALLEL_NODES = 16
 
 def node_ref(params: Mapping[str, Any]):
     from .cluster import NodeRef
-    from .podnet import DEFAULT_METHODS, DEFAULT_RUNTIME_ENDPOINT
 
     return NodeRef(name=params["name"], namespace=params["namespace"], address=params["address"],
                    kubeconfig=params.get("kubeconfig"), context=params.get("context"),
@@ -47,7 +49,7 @@ def node_ref(params: Mapping[str, Any]):
                    kubelet_nodes=tuple(params.get("kubelet_nodes") or ()),
                    runtime_endpoint=params.get("runtime_endpoint") or DEFAULT_RUNTIME_ENDPOINT,
                    pod_lookup=tuple(params.get("pod_lookup") or DEFAULT_METHODS),
-                   crictl=params.get("crictl") or "crictl")
+                   crictl=params.get("crictl") or DEFAULT_CRICTL)
 
 
 def federation_refs(params: Mapping[str, Any]) -> dict:

@@ -29,9 +29,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 METHODS = ("cri", "cgroup")
-DEFAULT_METHODS = ("cri", "cgroup")
+DEFAULT_METHODS = METHODS
 # containerd's socket; CRI-O's is unix:///var/run/crio/crio.sock.
 DEFAULT_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
+DEFAULT_CRICTL = "crictl"
 POD_UID_LABEL = "io.kubernetes.pod.uid"
 _CGROUP_POD = re.compile(
     r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?(?:/|$)")
@@ -64,14 +65,17 @@ def cri_sandboxes(listing: str) -> dict[str, list[str]]:
 
 def cri_network_paths(inspected: str) -> dict[str, str]:
     """Sandbox id -> network namespace path, from ``crictl inspectp -o json ID...`` (one JSON
-    document per sandbox, one after another)."""
-    decoder, position, paths = json.JSONDecoder(), 0, {}
+    document per sandbox, one after another, or one array of them: crictl prints either)."""
+    decoder, position, documents = json.JSONDecoder(), 0, []
     text = inspected.strip()
     while position < len(text):
         document, end = decoder.raw_decode(text, position)
+        documents += document if isinstance(document, list) else [document]
         position = end
         while position < len(text) and text[position].isspace():
             position += 1
+    paths = {}
+    for document in documents:
         sandbox = (document.get("status") or {}).get("id")
         spec = ((document.get("info") or {}).get("runtimeSpec") or {}).get("linux") or {}
         path = next((n.get("path") for n in spec.get("namespaces") or [] if n.get("type") == "network"), None)
@@ -107,14 +111,16 @@ def pod_ips(pod: Mapping[str, Any]) -> set[str]:
 @dataclass
 class RuntimeView:
     """One module call's view of a machine's pods through one runtime endpoint: the runtime
-    is listed once (again only when a pod is not found or its namespace fails the proof)."""
+    is listed once (again only when a pod is not found or its namespace fails the proof), and
+    a pod's namespace, once proven, is not looked up again within the call."""
 
     runtime_endpoint: str = DEFAULT_RUNTIME_ENDPOINT
     methods: tuple[str, ...] = DEFAULT_METHODS
-    crictl: str = "crictl"
+    crictl: str = DEFAULT_CRICTL
     _cri: dict[str, list[str]] | None = None
     _cri_paths: dict[str, str] = field(default_factory=dict)
     _cgroup: dict[str, int] | None = None
+    _proven: dict[tuple, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def network_namespace(self, pod: Mapping[str, Any]) -> str:
@@ -126,6 +132,9 @@ class RuntimeView:
         wanted = pod_ips(pod)
         if not wanted:
             raise PodLookupError("the pod has no IP yet")
+        proven = (uid, frozenset(wanted))
+        if proven in self._proven:
+            return self._proven[proven]
         problems = []
         for method in self.methods:
             for fresh in (False, True):
@@ -140,6 +149,7 @@ class RuntimeView:
                     continue
                 have = namespace_addresses(path)
                 if have & wanted:
+                    self._proven[proven] = path
                     return path
                 if fresh:
                     raise PodLookupError(f"{method} named {path} for pod UID {uid}, but that namespace does not "
@@ -150,11 +160,13 @@ class RuntimeView:
         with self._lock:
             if method == "cri":
                 if fresh or self._cri is None:
-                    self._cri, self._cri_paths = self._list_cri(), {}
+                    # Every ready sandbox is inspected in the listing's breath: a pass over
+                    # many pods costs two crictl runs, not one per pod.
+                    self._cri = self._list_cri()
+                    ready = sorted(s for ids in self._cri.values() for s in ids)
+                    self._cri_paths = cri_network_paths(self._crictl("inspectp", "-o", "json", *ready)) \
+                        if ready else {}
                 sandboxes = self._cri.get(uid) or []
-                missing = [s for s in sandboxes if s not in self._cri_paths]
-                if missing:
-                    self._cri_paths.update(cri_network_paths(self._crictl("inspectp", "-o", "json", *missing)))
                 paths = [self._cri_paths[s] for s in sandboxes if s in self._cri_paths]
                 return paths[0] if len(paths) == 1 else None
             if method == "cgroup":
@@ -213,7 +225,7 @@ class RuntimeViews:
     _views: dict[tuple, RuntimeView] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def view(self, *, runtime_endpoint: str, methods: Iterable[str], crictl: str = "crictl") -> RuntimeView:
+    def view(self, *, runtime_endpoint: str, methods: Iterable[str], crictl: str = DEFAULT_CRICTL) -> RuntimeView:
         key = (runtime_endpoint, tuple(methods), crictl)
         with self._lock:
             if key not in self._views:
