@@ -344,7 +344,7 @@ class Testbed:
                     kubeconfig=str(Path(cluster["dir"]) / f"{PROVISIONER_USER}.kubeconfig"),
                     admin_kubeconfig=str(Path(cluster["dir"]) / "admin.kubeconfig"),
                     kubelet_node=f"node{machine}",
-                    runtime_endpoint=self._machine(machine, cluster_index).runtime_endpoint)
+                    runtime_endpoint=self._machine(machine).runtime_endpoint)
         self._remember_netns(netns)
         run("ip", "netns", "add", netns)
         # The veth is made in the node namespace so that deleting the namespace removes it.
@@ -360,7 +360,7 @@ class Testbed:
         self._save()
         self.kubectl(node, "create", "namespace", node.namespace, admin=True)
 
-    def _machine(self, index: int, cluster_index: int) -> Machine:
+    def _machine(self, index: int) -> Machine:
         return Machine(index=index, node_name=f"node{index}", netns=f"{self.prefix}node{index}",
                        address=node_address(index), dir=str(self.dir / f"machine{index}"),
                        cgroup=f"/{self.prefix}machine{index}", pod_subnet=pod_subnet(index))
@@ -372,7 +372,7 @@ class Testbed:
     def _start_machine(self, index: int, bin_dir: Path, image: Path) -> None:
         """containerd and kubelet of one machine, in its node's network namespace."""
         node = self.nodes[index]
-        machine = self._machine(index, node.cluster)
+        machine = self._machine(index)
         cluster_dir = Path(self.state["clusters"][node.cluster]["dir"])
         self.state.setdefault("machines", []).append(machine.__dict__)
         self._save()
@@ -506,10 +506,14 @@ class Testbed:
                      stdin=json.dumps(self.pod_manifest(node_name, pod, labels=labels)))
         if not wait:
             return ""
-        self.wait_pod_running(node_name, pod)
-        return self.pod_netns(node_name, pod)
+        return self._running(node_name, pod)[1]
 
     def wait_pod_running(self, node_name: str, pod: str, *, timeout: float = POD_READY_SECONDS) -> dict:
+        """The pod object, once it runs with an IP."""
+        return self._running(node_name, pod, timeout=timeout)[0]
+
+    def _running(self, node_name: str, pod: str, *, timeout: float = POD_READY_SECONDS) -> tuple[dict, str]:
+        """The running pod and its netns name, which is recorded for stop (crash-safe)."""
         node = self.node(node_name)
         deadline = time.monotonic() + timeout
         while True:
@@ -518,20 +522,31 @@ class Testbed:
                 obj = json.loads(found.stdout)
                 if obj["status"].get("phase") == "Running" and obj["status"].get("podIP") \
                         and not obj["metadata"].get("deletionTimestamp"):
-                    self._remember_sandboxes()
-                    return obj
+                    netns = self.pod_netns(node_name, pod)
+                    self.state["pod_netns"] = sorted({*self.state.setdefault("pod_netns", []), netns})
+                    self._save()
+                    return obj, netns
             if time.monotonic() > deadline:
                 raise RuntimeError(f"pod {pod} of {node_name} is not Running after {timeout:.0f}s: "
                                    f"{found.stdout[-2000:]}")
             time.sleep(0.2)
 
+    def _pod_runtime(self, node_name: str, pod: str) -> tuple[str, str]:
+        """The pod's UID and the runtime endpoint of the machine it is scheduled on (not
+        necessarily its federation node's)."""
+        node = self.node(node_name)
+        obj = json.loads(self.kubectl(node, "get", "pod", pod, "-n", node.namespace, "-o", "json", admin=True).stdout)
+        machine = next(m for m in self.machines if m.node_name == obj["spec"]["nodeName"])
+        return obj["metadata"]["uid"], machine.runtime_endpoint
+
     def sandboxes(self, node_name: str, pod: str) -> list[dict]:
         """The pod's ready CRI sandboxes (normally one), by the pod's UID from the API."""
-        node = self.node(node_name)
-        uid = json.loads(self.kubectl(node, "get", "pod", pod, "-n", node.namespace, "-o", "json",
-                                      admin=True).stdout)["metadata"]["uid"]
-        listed = self.crictl(node.runtime_endpoint, "pods", "--label", f"io.kubernetes.pod.uid={uid}",
-                             "--state", "ready", "-o", "json")
+        uid, endpoint = self._pod_runtime(node_name, pod)
+        return self._sandboxes(endpoint, uid)
+
+    def _sandboxes(self, endpoint: str, uid: str) -> list[dict]:
+        listed = self.crictl(endpoint, "pods", "--label", f"io.kubernetes.pod.uid={uid}", "--state", "ready",
+                             "-o", "json")
         return json.loads(listed.stdout or "{}").get("items") or []
 
     def crictl(self, endpoint: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -545,25 +560,25 @@ class Testbed:
 
     def pod_netns(self, node_name: str, pod: str) -> str:
         """The name (under /run/netns) of the running pod's network namespace, from the runtime."""
-        ready = self.sandboxes(node_name, pod)
+        uid, endpoint = self._pod_runtime(node_name, pod)
+        ready = self._sandboxes(endpoint, uid)
         if not ready:
             raise RuntimeError(f"pod {pod} of {node_name} has no ready sandbox")
-        return Path(self.sandbox_netns(self.node(node_name).runtime_endpoint, ready[0]["id"])).name
+        return Path(self.sandbox_netns(endpoint, ready[0]["id"])).name
 
     def restart_pod(self, node_name: str, pod: str) -> str:
         """A pod restart as kubelet does it after its sandbox died: a new sandbox (a new
         network namespace) for the same Pod object. Returns the new netns name."""
-        node = self.node(node_name)
-        old = {s["id"] for s in self.sandboxes(node_name, pod)}
+        uid, endpoint = self._pod_runtime(node_name, pod)
+        old = {s["id"] for s in self._sandboxes(endpoint, uid)}
         for sandbox in old:
-            self.crictl(node.runtime_endpoint, "stopp", sandbox)
+            self.crictl(endpoint, "stopp", sandbox)
         deadline = time.monotonic() + POD_READY_SECONDS
-        while not any(s["id"] not in old for s in self.sandboxes(node_name, pod)):
+        while not any(s["id"] not in old for s in self._sandboxes(endpoint, uid)):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"kubelet made no new sandbox for {pod} of {node_name}")
             time.sleep(0.2)
-        self.wait_pod_running(node_name, pod)
-        return self.pod_netns(node_name, pod)
+        return self._running(node_name, pod)[1]
 
     def delete_pod(self, node_name: str, pod: str, *, wait: bool = True) -> None:
         node = self.node(node_name)
@@ -571,8 +586,8 @@ class Testbed:
                      f"--wait={'true' if wait else 'false'}", "--timeout=60s", admin=True)
 
     def _remember_sandboxes(self) -> None:
-        """The CNI namespaces of every sandbox of the bed's runtimes, so that stop removes
-        them even after a crash of kubelet or containerd."""
+        """The CNI namespaces of every sandbox of the bed's runtimes (also of pods a Deployment
+        made), so that stop removes them even if kubelet or containerd fails it."""
         known = set(self.state.setdefault("pod_netns", []))
         for machine in self.machines:
             listed = self.crictl(machine.runtime_endpoint, "pods", "-q", check=False)
