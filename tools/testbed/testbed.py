@@ -69,6 +69,7 @@ KUBE_CONTROLLERS = ("namespace-controller", "garbage-collector-controller", "ser
 POD_READY_SECONDS = 120
 # More kubelets than this on 2 cores starve the control plane; more nodes share them.
 MAX_MACHINES = 3
+START_ATTEMPTS = 2
 
 
 def log(message: str) -> None:
@@ -180,27 +181,39 @@ class Testbed:
         if machines > nodes or (machines < nodes and machines % clusters):
             raise SystemExit(f"{machines} kubelet machine(s) cannot serve {nodes} node(s) in {clusters} cluster(s): "
                              "node i runs on machine i % machines, which must be in cluster i % clusters")
+        allow_many_wireguard_go()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self._start_once(bin_dir, nodes=nodes, clusters=clusters, machines=machines)
+                break
+            except RuntimeError as error:
+                # containerd 1.6 now and then refuses every import into one fresh instance
+                # ("content digest ...: not found"), even when tried again: a new bed does not.
+                log(f"start failed; cleaning up what was made: {error}")
+                self.stop()
+                if attempt == START_ATTEMPTS:
+                    raise
+            except BaseException:
+                log("start failed; cleaning up what was made")
+                self.stop()
+                raise
+        log(f"federation up: {nodes} node(s) on {machines} kubelet(s) in {clusters} cluster(s); state in {self.dir}")
+
+    def _start_once(self, bin_dir: Path, *, nodes: int, clusters: int, machines: int) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.state["prefix"] = self.prefix
         self._save()
-        allow_many_wireguard_go()
-        try:
-            self._make_underlay()
-            for index in range(clusters):
-                self._start_cluster(index, bin_dir, machines=[k for k in range(machines) if k % clusters == index])
-            for index in range(nodes):
-                self._add_node(index, index % clusters, machine=index % machines)
-            image = write_image(self.dir / "image.tar")
-            for index in range(machines):
-                self._start_machine(index, bin_dir, image)
-            for index in range(machines):
-                self._wait_node_ready(index)
-            self._write_inventory()
-        except BaseException:
-            log("start failed; cleaning up what was made")
-            self.stop()
-            raise
-        log(f"federation up: {nodes} node(s) on {machines} kubelet(s) in {clusters} cluster(s); state in {self.dir}")
+        self._make_underlay()
+        for index in range(clusters):
+            self._start_cluster(index, bin_dir, machines=[k for k in range(machines) if k % clusters == index])
+        for index in range(nodes):
+            self._add_node(index, index % clusters, machine=index % machines)
+        image = write_image(self.dir / "image.tar")
+        for index in range(machines):
+            self._start_machine(index, bin_dir, image)
+        for index in range(machines):
+            self._wait_node_ready(index)
+        self._write_inventory()
 
     def _start_cluster(self, index: int, bin_dir: Path, *, machines: list[int]) -> None:
         from pki import write_cluster_pki  # local module: certificates only
@@ -689,19 +702,10 @@ class Testbed:
                 time.sleep(0.3)
 
 
-def import_into(machine: Machine, name: str, image: Path, *, attempts: int = 5) -> None:
-    """``ctr images import`` into the machine's containerd. containerd 1.6 now and then fails
-    an import just after it started ("content digest ...: not found"); another try succeeds."""
-    for attempt in range(1, attempts + 1):
-        try:
-            run("ctr", "-a", machine.socket, "-n", "k8s.io", "images", "import", "--index-name", name, str(image),
-                capture=True)
-            return
-        except RuntimeError as error:
-            if attempt == attempts:
-                raise
-            log(f"machine{machine.index}: image import failed, trying again: {error}")
-            time.sleep(0.5 * attempt)
+def import_into(machine: Machine, name: str, image: Path) -> None:
+    """``ctr images import`` into the machine's containerd (a failure fails the bed's start,
+    which is tried once more: see ``Testbed.start``)."""
+    run("ctr", "-a", machine.socket, "-n", "k8s.io", "images", "import", "--index-name", name, str(image), capture=True)
 
 
 def process_alive(pid: int, exe: str) -> bool:
