@@ -1,1 +1,0 @@
-"""dtService core shared by the modules and plugins of this project."""
