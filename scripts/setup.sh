@@ -2,7 +2,8 @@
 # One set-up for a fresh Debian machine; idempotent and safe to re-run.
 #  1. Debian packages the data plane and the test bed use;
 #  2. the Python virtual environment (outside the repository, keyed by requirements.txt);
-#  3. the real control plane, built from the Go module proxy (scripts/build-controlplane.sh).
+#  3. the real control plane, built from the Go module proxy (scripts/build-controlplane.sh);
+#  4. the link that makes the checkout the collection sightline.dtservice (.collections/).
 # Writes .dtservice.env in the repository (git-ignored) pointing at both; every other script
 # sources it.
 set -euo pipefail
@@ -43,6 +44,11 @@ else
 fi
 
 controlplane_bin=$(bash "$here/scripts/build-controlplane.sh" | tail -n 1)
+
+# The checkout is the collection sightline.dtservice: ansible.cfg and the tests find it here.
+collection_link="$here/.collections/ansible_collections/sightline/dtservice"
+mkdir -p "$(dirname "$collection_link")"
+ln -sfn ../../.. "$collection_link"
 
 cat > "$here/.dtservice.env" <<ENV
 # Written by scripts/setup.sh; sourced by the project's scripts.

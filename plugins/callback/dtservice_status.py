@@ -18,31 +18,24 @@ description:
     each dtService's status, so the daemon can requeue what is not Connected with backoff.
   - Never writes a module's arguments or any private key anywhere.
 requirements:
-  - urllib3 and PyYAML (the API client of module_utils/dtservice/kubeapi.py)
+  - urllib3 and PyYAML (the API client of module_utils/kube/client.py)
 options: {}
 """
 
 import json
 import os
-import sys
 from pathlib import Path
 
 from ansible.plugins.callback import CallbackBase
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugin_utils"))
-from dtservice_inprocess import preload_core  # noqa: E402
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.inprocess import MODULES, preload_core
 
 # Loaded here, in the main process, the core is already in every worker Ansible forks for
 # a task, so the in-process action plugins start without importing it again.
 preload_core()
-from ansible.module_utils.dtservice import module_args, reconcile  # noqa: E402
-from ansible.module_utils.dtservice.cluster import Cluster  # noqa: E402
-
-OUR_MODULES = ("dtservice_reconcile", "dtservice_agent", "dtservice_teardown", "dtservice_node", "dtservice_manifest",
-               "dtservice_daemon_process")
-# States that already say what is wrong better than a generic Failed.
-SPECIFIC_STATES = {"DomainNotFound", "NotAMember", "NetworkNameTaken", "PoolExhausted", "SubnetExhausted",
-                   "PortsExhausted", "ServerUnreachable", "WaitingForPod", "PodElsewhere", "PodFailed", "PodRefused"}
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract, module_args  # noqa: E402
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status  # noqa: E402
+from ansible_collections.sightline.dtservice.plugins.module_utils.control import reconcile  # noqa: E402
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster  # noqa: E402
 
 
 class CallbackModule(CallbackBase):
@@ -60,7 +53,7 @@ class CallbackModule(CallbackBase):
 
     @staticmethod
     def _ours(result) -> bool:
-        return result._task.action.rsplit(".", 1)[-1] in OUR_MODULES
+        return result._task.action.rsplit(".", 1)[-1] in MODULES
 
     def _record(self, result) -> None:
         """Our modules return, per node name, the outcome of each dtService (the agent's last)."""
@@ -101,9 +94,9 @@ class CallbackModule(CallbackBase):
             node = module_args.node_ref(node_args)
             cluster = Cluster()
             for service in cluster.list_services(node):  # re-read: the run may have written them
-                if service.get("status") in SPECIFIC_STATES or service["metadata"].get("deletionTimestamp"):
+                if service.get("status") in contract.SPECIFIC or service["metadata"].get("deletionTimestamp"):
                     continue
-                reconcile.write_status(cluster=cluster, node=node, service=service, status="Failed",
+                reconcile.write_status(cluster=cluster, node=node, service=service, status=Status.FAILED,
                                        message=reason[:1000])
         except Exception as error:  # the API server may be what failed; the daemon retries
             self._display.warning(f"dtservice_status: could not record the failure: {error}")

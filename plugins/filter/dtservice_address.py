@@ -23,7 +23,7 @@ options:
 EXAMPLES = r"""
 - name: Read the boot node's overlay address from its dtService
   ansible.builtin.set_fact:
-    ethereum_bootnode_address: "{{ ethereum_bootnode_service.resources[0] | dtservice_address }}"
+    ethereum_bootnode_address: "{{ ethereum_bootnode_service.resources[0] | sightline.dtservice.dtservice_address }}"
 """
 
 RETURN = r"""
@@ -32,16 +32,8 @@ _value:
   type: string
 """
 
-import sys
-from pathlib import Path
-
 from ansible.errors import AnsibleFilterError
-
-try:
-    from ansible.module_utils.dtservice import enode
-except ImportError:  # plugins outside a collection do not see the module_utils path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "module_utils"))
-    from dtservice import enode
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import enode
 
 
 def dtservice_address(value):

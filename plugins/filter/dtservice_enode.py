@@ -30,7 +30,7 @@ EXAMPLES = r"""
 # The seed: enode://e0fa...6503@10.1.111.77:30303 -> enode://e0fa...6503@100.96.0.1:30303
 - name: Rewrite the boot node's enode to its dtService address
   ansible.builtin.set_fact:
-    ethereum_bootnode_enode: "{{ ethereum_bootnode_info.enode | dtservice_enode('100.96.0.1') }}"
+    ethereum_bootnode_enode: "{{ ethereum_bootnode_info.enode | sightline.dtservice.dtservice_enode('100.96.0.1') }}"
 """
 
 RETURN = r"""
@@ -39,16 +39,8 @@ _value:
   type: string
 """
 
-import sys
-from pathlib import Path
-
 from ansible.errors import AnsibleFilterError
-
-try:
-    from ansible.module_utils.dtservice import enode
-except ImportError:  # plugins outside a collection do not see the module_utils path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "module_utils"))
-    from dtservice import enode
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import enode
 
 
 def dtservice_enode(value, address):

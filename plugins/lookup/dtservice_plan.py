@@ -34,7 +34,7 @@ options:
 EXAMPLES = r"""
 - name: Compute the plan once
   ansible.builtin.set_fact:
-    dtservice_plan: "{{ lookup('dtservice_plan', 'federation') }}"
+    dtservice_plan: "{{ lookup('sightline.dtservice.dtservice_plan', 'federation') }}"
 """
 
 RETURN = r"""
@@ -44,19 +44,10 @@ _raw:
   elements: dict
 """
 
-import sys
-from pathlib import Path
-
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
-
-try:
-    from ansible.module_utils.dtservice import plan, podnet
-except ImportError:  # plugins outside a collection do not see the module_utils path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "module_utils"))
-    from dtservice import plan, podnet
-
-DEFAULT_PORT_RANGE = "51820-51919"
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
 
 
 class LookupModule(LookupBase):
@@ -70,22 +61,10 @@ class LookupModule(LookupBase):
         nodes, services = {}, {}
         for host in hosts:
             facts = hostvars[host]
-            missing = [v for v in ("dtservice_node_namespace", "dtservice_node_address") if not facts.get(v)]
-            if missing:
-                raise AnsibleLookupError(f"dtservice_plan: host {host} lacks {', '.join(missing)}")
-            nodes[host] = {
-                "name": facts.get("dtservice_node_name") or host,
-                "namespace": facts["dtservice_node_namespace"],
-                "address": facts["dtservice_node_address"],
-                "kubeconfig": facts.get("dtservice_node_kubeconfig"),
-                "context": facts.get("dtservice_node_context"),
-                "port_range": facts.get("dtservice_node_port_range") or DEFAULT_PORT_RANGE,
-                "netns": facts.get("dtservice_node_netns") or None,
-                "kubelet_nodes": list(facts.get("dtservice_node_kubelet_nodes") or []),
-                "runtime_endpoint": facts.get("dtservice_node_runtime_endpoint") or podnet.DEFAULT_RUNTIME_ENDPOINT,
-                "pod_lookup": list(facts.get("dtservice_node_pod_lookup") or podnet.DEFAULT_METHODS),
-                "crictl": facts.get("dtservice_node_crictl") or podnet.DEFAULT_CRICTL,
-            }
+            try:
+                nodes[host] = contract.node_params(host=host, host_vars=facts)
+            except ValueError as error:
+                raise AnsibleLookupError(f"dtservice_plan: {error}") from None
             services[host] = list(facts.get("dtservice_services") or [])
         domains = list(hostvars[hosts[0]].get("dtservice_domains") or [])
         # Nodes driven through a local connection share this machine: one agent run serves them.

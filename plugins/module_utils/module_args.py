@@ -1,7 +1,7 @@
 """Argument specs the provisioner's modules share, and running a module's work on many nodes.
 
-Owns the shape of a federation node as a module sees it (the inventory host's
-``dtservice_node_*`` variables, gathered by the ``dtservice_plan`` lookup) and the batching:
+Owns the options every module shares (``nodes`` and ``federation``, each a list of the
+contract's node shape, as the ``dtservice_plan`` lookup gathers them) and the batching:
 a module call takes every node it should work on, so a federation of a hundred nodes costs a
 few module runs, not a hundred per step. ``run_on_nodes`` is every module's frame around its
 work: one connection per API server, a Cluster per node, check mode as server dry runs, and
@@ -15,21 +15,7 @@ from contextlib import contextmanager
 from typing import Any
 
 # Standard library only, like this module: safe to import before a module checks its libraries.
-from .podnet import DEFAULT_CRICTL, DEFAULT_METHODS, DEFAULT_RUNTIME_ENDPOINT, METHODS
-
-NODE_OPTIONS = {
-    "name": {"type": "str", "required": True},
-    "namespace": {"type": "str", "required": True},
-    "address": {"type": "str", "required": True},
-    "kubeconfig": {"type": "path"},
-    "context": {"type": "str"},
-    "port_range": {"type": "str", "default": "51820-51919"},
-    "netns": {"type": "str"},
-    "kubelet_nodes": {"type": "list", "elements": "str"},
-    "runtime_endpoint": {"type": "str", "default": DEFAULT_RUNTIME_ENDPOINT},
-    "pod_lookup": {"type": "list", "elements": "str", "choices": list(METHODS), "default": list(DEFAULT_METHODS)},
-    "crictl": {"type": "str", "default": DEFAULT_CRICTL},
-}
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NODE_OPTIONS, NodeRef
 
 NODE_ARGS = {
     "nodes": {"type": "list", "elements": "dict", "required": True, "options": NODE_OPTIONS},
@@ -40,22 +26,10 @@ NODE_ARGS = {
 PARALLEL_NODES = 16
 
 
-def node_ref(params: Mapping[str, Any]):
-    from .cluster import NodeRef
-
-    return NodeRef(name=params["name"], namespace=params["namespace"], address=params["address"],
-                   kubeconfig=params.get("kubeconfig"), context=params.get("context"),
-                   port_range=params.get("port_range") or "51820-51919", netns=params.get("netns"),
-                   kubelet_nodes=tuple(params.get("kubelet_nodes") or ()),
-                   runtime_endpoint=params.get("runtime_endpoint") or DEFAULT_RUNTIME_ENDPOINT,
-                   pod_lookup=tuple(params.get("pod_lookup") or DEFAULT_METHODS),
-                   crictl=params.get("crictl") or DEFAULT_CRICTL)
-
-
 def federation_refs(params: Mapping[str, Any]) -> dict:
-    refs = {node["name"]: node_ref(node) for node in params["federation"]}
+    refs = {node["name"]: NodeRef.from_params(node) for node in params["federation"]}
     for node in params["nodes"]:
-        refs.setdefault(node["name"], node_ref(node))
+        refs.setdefault(node["name"], NodeRef.from_params(node))
     return refs
 
 
@@ -71,7 +45,7 @@ def require(module, import_error: ImportError | None) -> None:
 def api_failures(module, *, refused: str) -> Iterator[None]:
     """Turn an unusable kubeconfig or an API server's refusal of ``refused`` (what the module
     sent) into a clean module failure."""
-    from .kubeapi import ApiError, KubeconfigError
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError, KubeconfigError
 
     try:
         yield
@@ -84,7 +58,7 @@ def api_failures(module, *, refused: str) -> Iterator[None]:
 def run_on_nodes(module, work: Callable[..., Any], *, import_error: ImportError | None = None) -> dict[str, Any]:
     """``work(cluster=..., node=...)`` for every node of the module's call; node name -> result."""
     require(module, import_error)
-    from .cluster import Cluster, Connections
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Connections
 
     connections = Connections()
     with api_failures(module, refused="a request"):
@@ -100,5 +74,5 @@ def side_by_side(items: Sequence[Any], work: Callable[[Any], Any]) -> list[Any]:
 
 def for_each_node(params: Mapping[str, Any], work: Callable[[Any], Any]) -> dict[str, Any]:
     """``work(node_ref)`` for every node of the call, side by side; node name -> result."""
-    nodes = [node_ref(node) for node in params["nodes"]]
+    nodes = [NodeRef.from_params(node) for node in params["nodes"]]
     return dict(zip([n.name for n in nodes], side_by_side(nodes, work), strict=True))

@@ -19,13 +19,13 @@ description:
   - The private key is read from the dtService's Secret inside the module and goes only to
     the interface, through a 0600 file that is removed at once.
   - Check mode reports what would change and changes nothing.
-extends_documentation_fragment: [dtservice_machine]
+extends_documentation_fragment: [sightline.dtservice.dtservice_machine]
 author: dtService project
 """
 
 EXAMPLES = r"""
 - name: Bring the interfaces into this node's pods
-  dtservice_agent:
+  sightline.dtservice.dtservice_agent:
     nodes: ["{{ dtservice_plan.nodes[inventory_hostname] }}"]
     federation: "{{ dtservice_plan.federation }}"
 """
@@ -52,7 +52,8 @@ removed:
 from dataclasses import asdict
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.dtservice.module_args import (
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
+from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
     NODE_ARGS,
     api_failures,
     federation_refs,
@@ -61,8 +62,8 @@ from ansible.module_utils.dtservice.module_args import (
 )
 
 try:
-    from ansible.module_utils.dtservice.agent import NodeAgent
-    from ansible.module_utils.dtservice.podnet import RuntimeViews
+    from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import RuntimeViews
+    from ansible_collections.sightline.dtservice.plugins.module_utils.machine.agent import NodeAgent
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error
@@ -93,7 +94,7 @@ def run(module) -> None:
     result = {"changed": bool(removed) or any(o["changed"] for items in interfaces.values() for o in items),
               "interfaces": interfaces, "removed": removed}
     failed = [f"{name}/{o['name']}: {o['message']}" for name, items in interfaces.items() for o in items
-              if o["status"] == "Failed"]
+              if o["status"] == Status.FAILED]
     if failed:
         module.fail_json(msg="; ".join(failed), **result)
     module.exit_json(**result)

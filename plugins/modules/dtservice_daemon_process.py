@@ -51,7 +51,7 @@ author: dtService project
 
 EXAMPLES = r"""
 - name: Run the reconciler
-  dtservice_daemon_process:
+  sightline.dtservice.dtservice_daemon_process:
     dir: /var/lib/dtservice-reconciler
     python: /usr/bin/python3
     files:

@@ -51,7 +51,7 @@ author: dtService project
 
 EXAMPLES = r"""
 - name: Install the CRDs on every cluster
-  dtservice_manifest:
+  sightline.dtservice.dtservice_manifest:
     clusters:
       - kubeconfig: /etc/dtservice/cluster-a-admin.kubeconfig
         objects: "{{ lookup('ansible.builtin.file', 'crds.yaml') | from_yaml_all | list }}"
@@ -66,16 +66,16 @@ changed_objects:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.dtservice.module_args import api_failures, require, side_by_side
+from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import api_failures, require, side_by_side
 
 try:
-    from ansible.module_utils.dtservice.kubeapi import ApiClient, load_endpoint
-    from ansible.module_utils.dtservice.manifest import (
+    from ansible_collections.sightline.dtservice.plugins.module_utils.control.manifest import (
         ManifestError,
         apply_manifests,
         check_manifests,
         in_namespaces,
     )
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, load_endpoint
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error

@@ -16,13 +16,13 @@ description:
   - Phases span all nodes of the call - every node is reconciled before any interface is
     configured - so a joiner and its network's server reconciled together connect in one call.
   - Check mode sends every write as a server-side dry run and changes no interface.
-extends_documentation_fragment: [dtservice_machine]
+extends_documentation_fragment: [sightline.dtservice.dtservice_machine]
 author: dtService project
 """
 
 EXAMPLES = r"""
 - name: Reconcile this node in one pass
-  dtservice_node:
+  sightline.dtservice.dtservice_node:
     nodes: ["{{ dtservice_plan.nodes[inventory_hostname] }}"]
     federation: "{{ dtservice_plan.federation }}"
 """
@@ -51,10 +51,16 @@ pod_labels:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, require, run_on_nodes
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
+from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
+    NODE_ARGS,
+    federation_refs,
+    require,
+    run_on_nodes,
+)
 
 try:
-    from ansible.module_utils.dtservice.node import machine_pass
+    from ansible_collections.sightline.dtservice.plugins.module_utils.machine.machine_pass import machine_pass
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error
@@ -73,7 +79,7 @@ def run(module) -> None:
               for key in ("services", "interfaces", "removed_interfaces", "deleted", "pod_labels")}
     result["changed"] = any(passed["changed"] for passed in done.values())
     failed = [f"{name}/{i['name']}: {i['message']}" for name, passed in done.items() for i in passed["interfaces"]
-              if i["status"] == "Failed"]
+              if i["status"] == Status.FAILED]
     if failed:
         module.fail_json(msg="; ".join(failed), **result)
     module.exit_json(**result)

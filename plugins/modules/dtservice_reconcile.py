@@ -43,7 +43,7 @@ author: dtService project
 
 EXAMPLES = r"""
 - name: Reconcile the dtServices of every node
-  dtservice_reconcile:
+  sightline.dtservice.dtservice_reconcile:
     nodes: "{{ dtservice_plan.federation }}"
     federation: "{{ dtservice_plan.federation }}"
 """
@@ -69,10 +69,14 @@ pod_labels:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, run_on_nodes
+from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
+    NODE_ARGS,
+    federation_refs,
+    run_on_nodes,
+)
 
 try:
-    from ansible.module_utils.dtservice.node import reconcile_phase
+    from ansible_collections.sightline.dtservice.plugins.module_utils.machine.machine_pass import reconcile_phase
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error

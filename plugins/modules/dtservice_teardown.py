@@ -38,7 +38,7 @@ author: dtService project
 
 EXAMPLES = r"""
 - name: Take myservice off node2
-  dtservice_teardown:
+  sightline.dtservice.dtservice_teardown:
     nodes: ["{{ dtservice_plan.nodes.node2 }}"]
     federation: "{{ dtservice_plan.federation }}"
     services: [myservice]
@@ -52,10 +52,14 @@ removed:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.dtservice.module_args import NODE_ARGS, federation_refs, run_on_nodes
+from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
+    NODE_ARGS,
+    federation_refs,
+    run_on_nodes,
+)
 
 try:
-    from ansible.module_utils.dtservice.teardown import remove_service
+    from ansible_collections.sightline.dtservice.plugins.module_utils.control.teardown import remove_service
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error

@@ -12,14 +12,10 @@ through.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
+import importlib
 from typing import Any
 
 from ansible.plugins.action import ActionBase
-
-PLUGINS = Path(__file__).resolve().parents[1]
 
 
 class ModuleFinished(Exception):
@@ -46,36 +42,21 @@ class InProcessModule:
         raise ModuleFinished({**result, "failed": True, "msg": msg})
 
 
-def register_core() -> None:
-    """Make the core importable in the controller as ``ansible.module_utils.dtservice``, the
-    name modules import it by on targets, so that every plugin shares one copy of it."""
-    name = "ansible.module_utils.dtservice"
-    if name in sys.modules:
-        return
-    import ansible.module_utils
+COLLECTION = "ansible_collections.sightline.dtservice.plugins"
 
-    package = PLUGINS / "module_utils" / "dtservice"
-    spec = importlib.util.spec_from_file_location(name, package / "__init__.py",
-                                                  submodule_search_locations=[str(package)])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    ansible.module_utils.dtservice = module
+
+MODULES = ("dtservice_agent", "dtservice_daemon_process", "dtservice_manifest", "dtservice_node", "dtservice_reconcile",
+           "dtservice_teardown")
 
 
 def preload_core() -> None:
-    """Import the whole core (and what it needs) into this process."""
-    register_core()
-    for part in ("agent", "manifest", "module_args", "node", "reconcile", "teardown"):
-        importlib.import_module(f"ansible.module_utils.dtservice.{part}")
+    """Import every module of the collection, and with them the whole core, into this process."""
+    for name in MODULES:
+        _module_code(name)
 
 
 def _module_code(name: str):
-    register_core()
-    spec = importlib.util.spec_from_file_location(f"_dtservice_inprocess_{name}", PLUGINS / "modules" / f"{name}.py")
-    code = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(code)
-    return code
+    return importlib.import_module(f"{COLLECTION}.modules.{name}")
 
 
 class InProcessAction(ActionBase):

@@ -20,9 +20,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import peer_id
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import generate_private_key, public_key_of
 from conftest import ROOT, recap, run_playbook, write_inventory
-from dtservice.addressing import peer_id
-from dtservice.keys import generate_private_key, public_key_of
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -315,7 +315,7 @@ def test_every_status_the_reconciler_writes_is_one_the_crd_accepts():
     """The reconciler maps any other failure to Failed; its list must be the CRD's enum, or a
     status write would be refused (422) and stop the node's other dtServices."""
     import yaml
-    from dtservice.reconcile import STATES
+    from ansible_collections.sightline.dtservice.plugins.module_utils.contract import STATES
 
     crd = yaml.safe_load((ROOT / "roles/dtservice_cluster/files" / f"dtservices.{GROUP}.yaml").read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -847,8 +847,8 @@ def test_five_nodes_joining_in_one_run_get_distinct_addresses(six):
 def race(refs: dict, name: str, racers: list[str]) -> dict:
     """Reconcile ``name`` on each racer at the same moment: one thread, Cluster and
     NodeReconciler each, released together by a barrier."""
-    from dtservice.cluster import Cluster
-    from dtservice.reconcile import NodeReconciler
+    from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconcile import NodeReconciler
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 
     barrier = threading.Barrier(len(racers))
     outcomes, errors = {}, {}
@@ -890,7 +890,7 @@ def test_concurrent_reconcilers_never_share_an_address(six):
     """The core itself under a race: every node's NodeReconciler released at once, joining an
     existing network or all creating the same new one, then two clients leaving and coming
     back: never two live peers on one address, exactly one server, tables consistent."""
-    from dtservice.cluster import NodeRef
+    from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef
 
     bed = six.bed
     refs = {n.name: NodeRef(name=n.name, namespace=n.namespace, address=n.address, kubeconfig=n.kubeconfig)

@@ -12,8 +12,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.enode import own_address, parse_enode
 from conftest import ROOT, kubectl_json, recap, run_playbook
-from dtservice.enode import own_address, parse_enode
 
 pytestmark = pytest.mark.integration
 

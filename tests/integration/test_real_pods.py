@@ -12,8 +12,8 @@ import subprocess
 import time
 
 import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet
 from conftest import kubectl_json, run_playbook
-from dtservice import podnet
 from netns_fixture import wireguard_go_pids
 from test_daemon_e2e import apply, connected, get, wait_for
 from test_dataplane_e2e import interfaces_in, ping

@@ -23,14 +23,13 @@ from pathlib import Path
 import pytest
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parents[1] / "plugins" / "module_utils"))
 sys.path.insert(0, str(HERE))
 
 from netns_fixture import SOCKET_DIR, Underlay, in_ns, wireguard_go_pids  # noqa: I001
 
-from dtservice import wireguard
-from dtservice.keys import generate_private_key, public_key_of
-from dtservice.wireguard import Peer, WireGuardError
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import wireguard
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import generate_private_key, public_key_of
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.wireguard import Peer, WireGuardError
 
 pytestmark = [
     pytest.mark.integration,

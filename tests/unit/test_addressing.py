@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import sys
-from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
-
-# The core is plain Python under plugins/module_utils, importable without Ansible.
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils")
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import (
+    STATES,
+    interface_name,
+    peer_id,
+    peer_label_key,
 )
-
-from dtservice.addressing import (
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.addressing import (
     AllocationError,
     InvalidInput,
     PoolExhausted,
@@ -26,12 +21,12 @@ from dtservice.addressing import (
     allocate_port,
     allocate_subnet,
     claim_address,
-    interface_name,
     lowest_free_host,
-    peer_id,
-    peer_label_key,
     server_address,
 )
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
 DEFAULT_POOL = "100.96.0.0/12"
 NET0 = "100.96.0.0/24"
@@ -50,11 +45,13 @@ def client_hosts(subnet: str) -> list[str]:
 
 
 def test_exception_reasons_are_status_words() -> None:
-    assert AllocationError("x").reason == "AllocationError"
+    assert AllocationError("x").reason == "Failed"
     assert PoolExhausted("x").reason == "PoolExhausted"
     assert SubnetExhausted("x").reason == "SubnetExhausted"
     assert PortsExhausted("x").reason == "PortsExhausted"
-    assert InvalidInput("x").reason == "Invalid"
+    assert InvalidInput("x").reason == "Failed"
+    for cls in (AllocationError, PoolExhausted, SubnetExhausted, PortsExhausted, InvalidInput):
+        assert cls("x").reason in STATES
     for cls in (PoolExhausted, SubnetExhausted, PortsExhausted, InvalidInput):
         assert issubclass(cls, AllocationError)
     assert issubclass(InvalidInput, ValueError)
@@ -128,7 +125,7 @@ def test_allocate_subnet_rejects_bad_input(
 ) -> None:
     with pytest.raises(InvalidInput, match=match) as err:
         allocate_subnet(pool=pool, prefix=prefix, taken=[])  # type: ignore[arg-type]
-    assert err.value.reason == "Invalid"
+    assert err.value.reason == "Failed"
 
 
 def test_allocate_subnet_rejects_bad_taken() -> None:
@@ -371,11 +368,11 @@ def test_interface_name_shape_and_separation() -> None:
 
 @pytest.mark.parametrize("bad", ["", None, 5])
 def test_names_reject_empty_input(bad: object) -> None:
-    with pytest.raises(InvalidInput):
+    with pytest.raises(ValueError):
         peer_id(uid=bad)  # type: ignore[arg-type]
-    with pytest.raises(InvalidInput):
+    with pytest.raises(ValueError):
         interface_name(namespace=bad, network="n")  # type: ignore[arg-type]
-    with pytest.raises(InvalidInput):
+    with pytest.raises(ValueError):
         interface_name(namespace="ns", network=bad)  # type: ignore[arg-type]
 
 

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 from ansible.errors import AnsibleFilterError
-from dtservice import enode, plan
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "filter"))
-from dtservice_address import FilterModule as AddressFilters  # noqa: E402
-from dtservice_enode import FilterModule as EnodeFilters  # noqa: E402
+from ansible_collections.sightline.dtservice.plugins.filter.dtservice_address import FilterModule as AddressFilters
+from ansible_collections.sightline.dtservice.plugins.filter.dtservice_enode import FilterModule as EnodeFilters
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import enode, plan
 
 dtservice_enode = EnodeFilters().filters()["dtservice_enode"]
 dtservice_address = AddressFilters().filters()["dtservice_address"]
@@ -105,15 +104,15 @@ def service(uid: str, peers: dict, status: str | None = "Connected") -> dict:
 
 
 def test_the_server_s_own_address_is_its_server_entry():
-    hub = service("hub-uid", {"100.96.0.1": plan.peer_entry(uid="hub-uid", role=plan.SERVER, public_key=KEY),
-                              "100.96.0.2": plan.peer_entry(uid="a", role=plan.CLIENT, public_key=OTHER_KEY),
-                              "100.96.0.3": plan.peer_entry(uid="b", role=plan.CLIENT, public_key=OTHER_KEY)})
+    hub = service("hub-uid", {"100.96.0.1": plan.peer_entry(uid="hub-uid", role=contract.SERVER, public_key=KEY),
+                              "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY),
+                              "100.96.0.3": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=OTHER_KEY)})
     assert dtservice_address(hub) == "100.96.0.1"
 
 
 def test_a_client_s_own_address_is_the_entry_that_is_not_the_server_s():
-    client = service("b", {"100.96.0.1": plan.peer_entry(uid="hub-uid", role=plan.SERVER, public_key=KEY),
-                           "100.96.0.3": plan.peer_entry(uid="b", role=plan.CLIENT, public_key=OTHER_KEY)})
+    client = service("b", {"100.96.0.1": plan.peer_entry(uid="hub-uid", role=contract.SERVER, public_key=KEY),
+                           "100.96.0.3": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=OTHER_KEY)})
     assert dtservice_address(client) == "100.96.0.3"
 
 
@@ -129,14 +128,15 @@ def test_something_that_is_not_a_dtservice_object_is_refused(value):
         dtservice_address(value)
 
 
-def test_ansible_loads_both_filters_from_the_project_tree():
-    """ansible (with the project's ansible.cfg) finds the filters and applies them in a template."""
+def test_ansible_loads_both_filters_from_the_collection():
+    """ansible (with the project's ansible.cfg) finds the filters by their collection names and applies them."""
     root = Path(__file__).resolve().parents[2]
-    hub = service("hub-uid", {"100.96.0.1": plan.peer_entry(uid="hub-uid", role=plan.SERVER, public_key=KEY)})
+    hub = service("hub-uid", {"100.96.0.1": plan.peer_entry(uid="hub-uid", role=contract.SERVER, public_key=KEY)})
     extra = json.dumps({"svc": hub, "before": SEED_BEFORE})
     result = subprocess.run(
         [str(Path(sys.executable).parent / "ansible"), "localhost", "-i", "localhost,", "-c", "local",
-         "-m", "ansible.builtin.debug", "-a", "msg={{ before | dtservice_enode(svc | dtservice_address) }}",
+         "-m", "ansible.builtin.debug", "-a",
+         "msg={{ before | sightline.dtservice.dtservice_enode(svc | sightline.dtservice.dtservice_address) }}",
          "-e", extra], cwd=root, capture_output=True, text=True, check=False,
         env={**os.environ, "ANSIBLE_FORCE_COLOR": "0"})
     assert result.returncode == 0, result.stdout + result.stderr

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import KubeconfigError, load_endpoint
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from dtservice.kubeapi import KubeconfigError, load_endpoint
 
 
 def certificate() -> tuple[bytes, bytes]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from dtservice.manifest import (
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.manifest import (
     Collection,
     ManifestError,
     check_manifests,

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from dtservice import plan
-from dtservice.addressing import peer_id, peer_label_key
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import peer_id, peer_label_key
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,15 +14,15 @@ OTHER_KEY = "0/0DnGBZH2wc81p25+Kygj9KxLZu2vjWsX8kte/GUR4="
 
 
 def client(uid: str, address: str | None = None, key: str = OTHER_KEY) -> dict:
-    peers = {address: plan.peer_entry(uid=uid, role=plan.CLIENT, public_key=key)} if address else {}
+    peers = {address: plan.peer_entry(uid=uid, role=contract.CLIENT, public_key=key)} if address else {}
     return {"metadata": {"uid": uid}, "peers": peers}
 
 
 def test_server_table_keeps_live_clients_and_frees_departed_ones():
     current = {
-        "100.96.0.1": plan.peer_entry(uid="hub", role=plan.SERVER, public_key=KEY),
-        "100.96.0.2": plan.peer_entry(uid="a", role=plan.CLIENT, public_key=OTHER_KEY),
-        "100.96.0.3": plan.peer_entry(uid="gone", role=plan.CLIENT, public_key=OTHER_KEY),
+        "100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+        "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY),
+        "100.96.0.3": plan.peer_entry(uid="gone", role=contract.CLIENT, public_key=OTHER_KEY),
     }
     table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
                               live_clients=[client("a", "100.96.0.2")])
@@ -30,38 +31,38 @@ def test_server_table_keeps_live_clients_and_frees_departed_ones():
 
 
 def test_server_table_restores_a_client_removed_by_hand_at_its_own_address():
-    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=plan.SERVER, public_key=KEY)}
+    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY)}
     table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
                               live_clients=[client("a", "100.96.0.7")])
-    assert table["100.96.0.7"] == plan.peer_entry(uid="a", role=plan.CLIENT, public_key=OTHER_KEY)
+    assert table["100.96.0.7"] == plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY)
 
 
 def test_server_table_takes_the_clients_current_key():
-    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=plan.SERVER, public_key=KEY),
-               "100.96.0.2": plan.peer_entry(uid="a", role=plan.CLIENT, public_key=KEY)}
+    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+               "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=KEY)}
     table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
                               live_clients=[client("a", "100.96.0.2", key=OTHER_KEY)])
     assert table["100.96.0.2"]["publicKey"] == OTHER_KEY
 
 
 def test_server_table_never_lets_a_client_take_the_server_address():
-    current = {"100.96.0.1": plan.peer_entry(uid="a", role=plan.CLIENT, public_key=OTHER_KEY)}
+    current = {"100.96.0.1": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY)}
     table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
                               live_clients=[client("a", "100.96.0.1")])
     assert list(table) == ["100.96.0.1"]
-    assert plan.role_of(table["100.96.0.1"]) == plan.SERVER
+    assert plan.role_of(table["100.96.0.1"]) == contract.SERVER
 
 
 @settings(max_examples=200)
 @given(st.dictionaries(st.sampled_from([f"u{i}" for i in range(12)]),
                        st.tuples(st.integers(2, 20), st.booleans()), max_size=12))
 def test_server_table_never_puts_two_peers_on_one_address(claims):
-    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=plan.SERVER, public_key=KEY)}
+    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY)}
     live = []
     for uid, (host, in_table) in claims.items():
         address = f"100.96.0.{host}"
         if in_table and address not in current:
-            current[address] = plan.peer_entry(uid=uid, role=plan.CLIENT, public_key=OTHER_KEY)
+            current[address] = plan.peer_entry(uid=uid, role=contract.CLIENT, public_key=OTHER_KEY)
         live.append(client(uid, address))
     table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
                               live_clients=live)
@@ -74,9 +75,9 @@ def test_server_table_never_puts_two_peers_on_one_address(claims):
 
 
 def test_client_fields_match_the_seed():
-    hub_table = {"100.96.0.1": plan.peer_entry(uid="hub", role=plan.SERVER, public_key=KEY),
-                 "100.96.0.2": plan.peer_entry(uid="a", role=plan.CLIENT, public_key=OTHER_KEY),
-                 "100.96.0.3": plan.peer_entry(uid="b", role=plan.CLIENT, public_key=OTHER_KEY)}
+    hub_table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+                 "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY),
+                 "100.96.0.3": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=OTHER_KEY)}
     peers, server = plan.client_fields(hub_table=hub_table, subnet="100.96.0.0/24", endpoint="10.4.0.16:51830",
                                        own_address="100.96.0.2")
     assert sorted(peers) == ["100.96.0.1", "100.96.0.2"]
@@ -84,11 +85,11 @@ def test_client_fields_match_the_seed():
 
 
 def test_label_changes_add_missing_and_remove_stale_labels_only():
-    pods = {"p": {"metadata": {"labels": {"app": "x", f"{plan.LABEL_PREFIX}old": "client"}}},
-            "q": {"metadata": {"labels": {f"{plan.LABEL_PREFIX}keep": "server"}}}}
-    wanted = {"p": {f"{plan.LABEL_PREFIX}new": "server"}, "q": {f"{plan.LABEL_PREFIX}keep": "server"}}
+    pods = {"p": {"metadata": {"labels": {"app": "x", f"{contract.LABEL_PREFIX}old": "client"}}},
+            "q": {"metadata": {"labels": {f"{contract.LABEL_PREFIX}keep": "server"}}}}
+    wanted = {"p": {f"{contract.LABEL_PREFIX}new": "server"}, "q": {f"{contract.LABEL_PREFIX}keep": "server"}}
     assert plan.label_changes(pods=pods, wanted=wanted) == {
-        "p": {f"{plan.LABEL_PREFIX}old": None, f"{plan.LABEL_PREFIX}new": "server"}}
+        "p": {f"{contract.LABEL_PREFIX}old": None, f"{contract.LABEL_PREFIX}new": "server"}}
 
 
 NODES = {n: {"namespace": f"dtaas-{n}-dtaas"} for n in ("node0", "node1", "node2")}

@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from dtservice import pods
-from dtservice.podnet import (
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import (
     PodLookupError,
     RuntimeView,
     cgroup_pod_uid,
@@ -18,6 +17,7 @@ from dtservice.podnet import (
     local_addresses,
     pod_ips,
 )
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods
 
 UID = "0b4c7f3e-9a1d-4c55-8f00-2f7d1e6a9b10"
 OTHER = "11111111-2222-3333-4444-555555555555"

@@ -5,19 +5,21 @@ from __future__ import annotations
 import base64
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import wgconfig
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import (
+    generate_private_key,
+    is_valid_key,
+    public_key_of,
+)
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import (
+    Peer,
+    render_setconf,
+    render_wg_quick,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-# The core is plain Python under plugins/module_utils, importable without Ansible.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils"))
-
-from dtservice import wgconfig
-from dtservice.keys import generate_private_key, is_valid_key, public_key_of
-from dtservice.wgconfig import Peer, render_setconf, render_wg_quick
 
 # RFC 7748 section 6.1, Alice's X25519 key pair.
 RFC7748_PRIVATE = base64.b64encode(

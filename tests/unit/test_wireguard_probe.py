@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 import json
 
-from dtservice.keys import generate_private_key, public_key_of
-from dtservice.wireguard import _parse_probe
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.wireguard import _parse_probe
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import generate_private_key, public_key_of
 
 PRIVATE = generate_private_key()
 PEER = public_key_of(generate_private_key())

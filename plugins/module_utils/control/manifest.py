@@ -18,9 +18,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cluster import FIELD_MANAGER
-from .kubeapi import ApiClient, ApiError
-from .reconcile import MANAGED_BY
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import (
+    API_VERSION,
+    DOMAIN_KIND,
+    DOMAINS,
+    FIELD_MANAGER,
+    MANAGED_BY,
+    SERVICE_KIND,
+    SERVICES,
+)
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, ApiError
 
 SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 
@@ -32,8 +39,8 @@ KINDS = {
     "Role": ("/apis/rbac.authorization.k8s.io/v1", "roles", True),
     "RoleBinding": ("/apis/rbac.authorization.k8s.io/v1", "rolebindings", True),
     "Namespace": ("/api/v1", "namespaces", False),
-    "dtDomain": ("/apis/sid.sightlineinnovation.com/v1", "dtdomains", True),
-    "dtService": ("/apis/sid.sightlineinnovation.com/v1", "dtservices", True),
+    DOMAIN_KIND: (f"/apis/{API_VERSION}", DOMAINS, True),
+    SERVICE_KIND: (f"/apis/{API_VERSION}", SERVICES, True),
 }
 
 

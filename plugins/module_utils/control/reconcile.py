@@ -15,30 +15,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import addressing, keys, plan
-from . import pods as pod_rules
-from .cluster import API_VERSION, Cluster, Conflict, NodeRef, SharedObject
-from .kubeapi import ApiError
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import (
+    Cluster,
+    Conflict,
+    NodeRef,
+    SharedObject,
+)
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, keys, plan
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
 
-KEY_SECRET_LABEL = "sid.sightlineinnovation.com/dtservice"
-MANAGED_BY = {"app.kubernetes.io/managed-by": "dtservice-provisioner"}
-PUBLIC_KEY_ANNOTATION = "sid.sightlineinnovation.com/public-key"
-PRIVATE_KEY_FIELD = "privatekey"
 MAX_ATTEMPTS = 20
-# Set by the reconciler daemon: a `kubectl delete` then waits until the peer has left the
-# network and the interface is gone (playbooks/reconcile.yml releases it).
-FINALIZER = "sid.sightlineinnovation.com/teardown"
-WAITING_STATES = {"WaitingForPod", "Pending"}
-# Every status word the dtService CRD accepts (its `status` enum).
-STATES = frozenset({"Connected", "Pending", "WaitingForPod", "PodElsewhere", "PodFailed", "PodRefused",
-                    "DomainNotFound", "NotAMember", "NetworkNameTaken", "PoolExhausted", "SubnetExhausted",
-                    "PortsExhausted", "ServerUnreachable", "Failed"})
-# The seed's happy path shows `Events: <none>`: only states a user must act on or wait for get one.
-QUIET_STATES = {"Connected", "Pending"}
-
-
-def key_secret_name(service: str) -> str:
-    return f"dtservice-{service}-wg"
 
 
 @dataclass
@@ -82,10 +71,10 @@ class NodeReconciler:
         self._domains: dict[str, dict[str, dict]] = {}
 
     # -- cached reads ---------------------------------------------------------------------
-    def _member_node(self, member: plan.Member) -> NodeRef:
+    def _member_node(self, member: contract.Member) -> NodeRef:
         node = self.federation.get(member.name)
         if node is None:
-            raise plan.PlanError("Failed", f"member {member.name} of the domain has no connection "
+            raise plan.PlanError(Status.FAILED, f"member {member.name} of the domain has no connection "
                                  "details (not a host of this inventory)")
         return node
 
@@ -111,7 +100,7 @@ class NodeReconciler:
     # -- the pass -------------------------------------------------------------------------
     def reconcile(self, *, only: set[str] | None = None, finalizer: bool = False) -> list[Outcome]:
         pods = self.cluster.list_pods(self.node)
-        secrets = self.cluster.list_secrets(self.node, label_selector=KEY_SECRET_LABEL)
+        secrets = self.cluster.list_secrets(self.node, label_selector=contract.KEY_SECRET_LABEL)
         outcomes = []
         ordered = sorted(self.services_of(self.node),
                          key=lambda s: (s["metadata"].get("creationTimestamp", ""), s["metadata"]["name"]))
@@ -127,8 +116,8 @@ class NodeReconciler:
         def desired(current: dict) -> dict:
             body = copy.deepcopy(current)
             finalizers = body["metadata"].setdefault("finalizers", [])
-            if FINALIZER not in finalizers:
-                finalizers.append(FINALIZER)
+            if contract.FINALIZER not in finalizers:
+                finalizers.append(contract.FINALIZER)
             return body
         return self._update(self.node, service["metadata"]["name"], desired)
 
@@ -142,12 +131,12 @@ class NodeReconciler:
         except (plan.PlanError, addressing.AllocationError) as problem:
             # A reason the CRD's status enum does not know (an InvalidInput's "Invalid", from a
             # dtDomain whose pool cannot hold its subnet size) would make the status write a 422.
-            status = problem.reason if problem.reason in STATES else "Failed"
+            status = problem.reason if problem.reason in contract.STATES else Status.FAILED
             outcome = Outcome(name=name, status=status, message=str(problem))
         except ApiError as problem:
             # Another member's API server refused or is down: this dtService waits for the next
             # pass, the others of the node go on.
-            outcome = Outcome(name=name, status="Failed", message=f"an API server did not answer as expected: "
+            outcome = Outcome(name=name, status=Status.FAILED, message=f"an API server did not answer as expected: "
                               f"{str(problem)[:300]}")
         current = self.service_on(self.node, name) or service
         self._set_status(current, outcome)
@@ -161,25 +150,25 @@ class NodeReconciler:
         spec = service["spec"]
         domain_obj = self.domain_object(self.node, spec["domainSelector"])
         if domain_obj is None:
-            raise plan.PlanError("DomainNotFound", f"dtDomain {spec['domainSelector']!r} does not exist in "
+            raise plan.PlanError(Status.DOMAIN_NOT_FOUND, f"dtDomain {spec['domainSelector']!r} does not exist in "
                                  f"namespace {self.node.namespace}")
-        domain = plan.domain_from_object(domain_obj)
+        domain = contract.Domain.from_object(domain_obj)
         me = domain.member(name=self.node.name, namespace=self.node.namespace)
         if me is None:
-            raise plan.PlanError("NotAMember", f"node {self.node.name} ({self.node.namespace}) is not a member "
+            raise plan.PlanError(Status.NOT_A_MEMBER, f"node {self.node.name} ({self.node.namespace}) is not a member "
                                  f"of dtDomain {domain.name}; members: {[m.name for m in domain.members]}")
         public_key = self.ensure_key(service, secrets)
         entry = self._registry_entry(service, domain, me)
         uid = service["metadata"]["uid"]
-        if entry["server"]["id"] == addressing.peer_id(uid=uid):
-            role, address = plan.SERVER, addressing.server_address(subnet=entry["subnet"])
+        if entry["server"]["id"] == contract.peer_id(uid=uid):
+            role, address = contract.SERVER, addressing.server_address(subnet=entry["subnet"])
             self._serve(service, domain, entry, public_key)
         else:
-            role = plan.CLIENT
+            role = contract.CLIENT
             address = self._join(service, domain, entry, public_key)
         pod = pod_rules.select(pods, spec["podSelector"])
-        outcome = Outcome(name=name, status="Pending", role=role, address=address, subnet=entry["subnet"],
-                          interface=addressing.interface_name(namespace=self.node.namespace, network=name,
+        outcome = Outcome(name=name, status=Status.PENDING, role=role, address=address, subnet=entry["subnet"],
+                          interface=contract.interface_name(namespace=self.node.namespace, network=name,
                                                              node_netns=self.node.netns),
                           pod=pod["metadata"]["name"] if pod else spec["podSelector"],
                           pod_labels=plan.pod_labels(uid=uid, role=role))
@@ -187,8 +176,8 @@ class NodeReconciler:
         if problem is not None:
             outcome.status, message = problem
             outcome.message = f"{message}; the interface is added when it runs here (address {address} is reserved)"
-        elif service.get("status") == "Connected":
-            outcome.status = "Connected"
+        elif service.get("status") == Status.CONNECTED:
+            outcome.status = Status.CONNECTED
         return outcome
 
     # -- keys -----------------------------------------------------------------------------
@@ -196,18 +185,18 @@ class NodeReconciler:
         """The dtService's public key; makes its key Secret when missing or left by an
         earlier object of the same name. The private key goes only into the Secret."""
         return ensure_key_secret(cluster=self.cluster, node=self.node, service=service,
-                                 secret=secrets.get(key_secret_name(service["metadata"]["name"])))
+                                 secret=secrets.get(contract.key_secret_name(service["metadata"]["name"])))
 
     # -- registry -------------------------------------------------------------------------
-    def _registry_entry(self, service: dict, domain: plan.Domain, me: plan.Member) -> dict:
+    def _registry_entry(self, service: dict, domain: contract.Domain, me: contract.Member) -> dict:
         name = service["metadata"]["name"]
-        own_id = addressing.peer_id(uid=service["metadata"]["uid"])
+        own_id = contract.peer_id(uid=service["metadata"]["uid"])
         home = self._member_node(domain.home)
         fresh = False
         for _ in range(MAX_ATTEMPTS):
             home_obj = self.domain_object(home, domain.name, fresh=fresh)
             if home_obj is None:
-                raise plan.PlanError("DomainNotFound", f"dtDomain {domain.name!r} is missing on its home "
+                raise plan.PlanError(Status.DOMAIN_NOT_FOUND, f"dtDomain {domain.name!r} is missing on its home "
                                      f"node {domain.home.name} ({domain.home.namespace})")
             networks = dict((home_obj.get("status") or {}).get("networks") or {})
             entry = networks.get(name)
@@ -219,7 +208,7 @@ class NodeReconciler:
                 networks[name] = {**entry, "server": {**server, "id": own_id}}
             elif entry:
                 hub = self.service_on(self._member_node(domain.member(name=server["node"]) or domain.home), name)
-                if hub is not None and addressing.peer_id(uid=hub["metadata"]["uid"]) == server["id"]:
+                if hub is not None and contract.peer_id(uid=hub["metadata"]["uid"]) == server["id"]:
                     return entry
                 # The server's dtService is gone: the network ends and the next pod starts it anew.
                 del networks[name]
@@ -234,10 +223,10 @@ class NodeReconciler:
                 return networks[name]
             except Conflict:
                 fresh = True
-        raise plan.PlanError("Failed", f"the registry of dtDomain {domain.name} kept changing; gave up after "
+        raise plan.PlanError(Status.FAILED, f"the registry of dtDomain {domain.name} kept changing; gave up after "
                              f"{MAX_ATTEMPTS} attempts")
 
-    def _new_network(self, name: str, domain: plan.Domain, me: plan.Member, own_id: str,
+    def _new_network(self, name: str, domain: contract.Domain, me: contract.Member, own_id: str,
                      networks: Mapping[str, Any]) -> dict:
         subnet = addressing.allocate_subnet(pool=domain.pool, prefix=domain.subnet_prefix,
                                             taken=[n["subnet"] for n in networks.values()])
@@ -245,14 +234,14 @@ class NodeReconciler:
         return {name: {"subnet": subnet, "endpoint": f"{me.address}:{port}",
                        "server": {"node": me.name, "namespace": me.namespace, "name": name, "id": own_id}}}
 
-    def _ports_served(self, me: plan.Member, domain: plan.Domain, networks: Mapping[str, Any]) -> list[int]:
+    def _ports_served(self, me: contract.Member, domain: contract.Domain, networks: Mapping[str, Any]) -> list[int]:
         """The UDP ports of every network this node serves: those of this domain's registry and
         those of the other domains it is a member of, since all of them listen on its address."""
         registries = [networks]
         for other in self.cluster.list_domains(self.node):
             if other["metadata"]["name"] == domain.name:
                 continue
-            other_domain = plan.domain_from_object(other)
+            other_domain = contract.Domain.from_object(other)
             home = self.federation.get(other_domain.home.name)
             if home is not None:
                 home_obj = self.domain_object(home, other_domain.name) or {}
@@ -260,18 +249,18 @@ class NodeReconciler:
         return [int(n["endpoint"].rsplit(":", 1)[1]) for registry in registries for n in registry.values()
                 if n["server"]["node"] == me.name]
 
-    def _check_name_free(self, name: str, domain: plan.Domain) -> None:
+    def _check_name_free(self, name: str, domain: contract.Domain) -> None:
         for other in self.cluster.list_domains(self.node):
             if other["metadata"]["name"] == domain.name:
                 continue
-            other_domain = plan.domain_from_object(other)
+            other_domain = contract.Domain.from_object(other)
             home_obj = self.domain_object(self._member_node(other_domain.home), other_domain.name)
             if name in ((home_obj or {}).get("status") or {}).get("networks", {}):
-                raise plan.PlanError("NetworkNameTaken", f"network {name!r} already exists in dtDomain "
+                raise plan.PlanError(Status.NETWORK_NAME_TAKEN, f"network {name!r} already exists in dtDomain "
                                      f"{other_domain.name}; a name is one network in the whole federation")
 
     # -- server and clients ---------------------------------------------------------------
-    def _live_clients(self, name: str, domain: plan.Domain) -> list[dict]:
+    def _live_clients(self, name: str, domain: contract.Domain) -> list[dict]:
         clients = []
         for member in domain.members:
             if member.name == self.node.name:
@@ -282,7 +271,7 @@ class NodeReconciler:
                 clients.append(other)
         return clients
 
-    def _serve(self, service: dict, domain: plan.Domain, entry: dict, public_key: str) -> None:
+    def _serve(self, service: dict, domain: contract.Domain, entry: dict, public_key: str) -> None:
         def desired(current: dict) -> dict:
             body = copy.deepcopy(current)
             body["peers"] = plan.server_table(subnet=entry["subnet"], server_uid=current["metadata"]["uid"],
@@ -294,10 +283,10 @@ class NodeReconciler:
         with shared.lock:
             self._update(self.node, service["metadata"]["name"], desired, shared=shared)
 
-    def _join(self, service: dict, domain: plan.Domain, entry: dict, public_key: str) -> str:
+    def _join(self, service: dict, domain: contract.Domain, entry: dict, public_key: str) -> str:
         name = service["metadata"]["name"]
         uid = service["metadata"]["uid"]
-        own_id = addressing.peer_id(uid=uid)
+        own_id = contract.peer_id(uid=uid)
         hub_node = self._member_node(domain.member(name=entry["server"]["node"]) or domain.home)
         recorded = plan.self_entry(service)
         claimed: dict[str, str] = {}
@@ -311,7 +300,7 @@ class NodeReconciler:
             if hub_address not in table:
                 # The server registered the network but has not written its own entry yet (it
                 # is being reconciled right now): joining needs its key, so wait for next pass.
-                raise plan.PlanError("Pending", f"the server of network {name} on node {entry['server']['node']} "
+                raise plan.PlanError(Status.PENDING, f"the server of network {name} on node {entry['server']['node']} "
                                      "has not set the network up yet; this pod joins on the next pass")
             owners = {address: plan.id_of(e) for address, e in table.items()}
             address = addressing.claim_address(subnet=entry["subnet"], peers=owners, peer_key=own_id,
@@ -320,7 +309,7 @@ class NodeReconciler:
             body = copy.deepcopy(hub)
             body.setdefault("peers", {})
             body["peers"] = {a: e for a, e in body["peers"].items() if plan.id_of(e) != own_id or a == address}
-            body["peers"][address] = plan.peer_entry(uid=uid, role=plan.CLIENT, public_key=public_key)
+            body["peers"][address] = plan.peer_entry(uid=uid, role=contract.CLIENT, public_key=public_key)
             return body
         shared = self.cluster.shared_service(hub_node, name)
         with shared.lock:
@@ -344,7 +333,7 @@ class NodeReconciler:
         current = (shared.latest if shared else None) or self.service_on(node, name)
         for _ in range(MAX_ATTEMPTS):
             if current is None:
-                raise plan.PlanError("ServerUnreachable", f"dtService {name} is missing on node {node.name}")
+                raise plan.PlanError(Status.SERVER_UNREACHABLE, f"dtService {name} is missing on node {node.name}")
             body = desired(current)
             if body == current:
                 return current
@@ -360,7 +349,7 @@ class NodeReconciler:
             finally:
                 if shared:
                     shared.latest = current
-        raise plan.PlanError("Failed", f"dtService {name} on {node.name} kept changing; gave up after "
+        raise plan.PlanError(Status.FAILED, f"dtService {name} on {node.name} kept changing; gave up after "
                              f"{MAX_ATTEMPTS} attempts")
 
     # -- status ---------------------------------------------------------------------------
@@ -382,9 +371,10 @@ def write_status(*, cluster: Cluster, node: NodeRef, service: dict, status: str,
         written = cluster.replace_service_status(node, body)
     except Conflict:
         return None  # the object moved on under us; the next pass writes it
-    if status not in QUIET_STATES:
+    # The seed's happy path shows `Events: <none>`: only states a user must act on or wait for get one.
+    if status not in contract.QUIET:
         cluster.record_event(node, service=service, reason=status, message=message or status,
-                             warning=status not in WAITING_STATES)
+                             warning=status not in contract.WAITING)
     return written
 
 
@@ -395,7 +385,7 @@ def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, 
     meta = service["metadata"]
     if secret is not None:
         owners = [ref.get("uid") for ref in secret["metadata"].get("ownerReferences") or []]
-        private = base64.b64decode((secret.get("data") or {}).get(PRIVATE_KEY_FIELD, "")).decode()
+        private = base64.b64decode((secret.get("data") or {}).get(contract.PRIVATE_KEY_FIELD, "")).decode()
         if meta["uid"] in owners and keys.is_valid_key(private):
             return keys.public_key_of(private)
         cluster.delete_secret(node, secret["metadata"]["name"])
@@ -404,20 +394,20 @@ def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, 
     body = {
         "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
         "metadata": {
-            "name": key_secret_name(meta["name"]), "namespace": node.namespace,
-            "labels": {**MANAGED_BY, KEY_SECRET_LABEL: meta["name"]},
-            "annotations": {PUBLIC_KEY_ANNOTATION: public},
-            "ownerReferences": [{"apiVersion": API_VERSION, "kind": "dtService", "name": meta["name"],
-                                 "uid": meta["uid"]}],
+            "name": contract.key_secret_name(meta["name"]), "namespace": node.namespace,
+            "labels": {**contract.MANAGED_BY, contract.KEY_SECRET_LABEL: meta["name"]},
+            "annotations": {contract.PUBLIC_KEY_ANNOTATION: public},
+            "ownerReferences": [{"apiVersion": contract.API_VERSION, "kind": contract.SERVICE_KIND,
+                                 "name": meta["name"], "uid": meta["uid"]}],
         },
-        "data": {PRIVATE_KEY_FIELD: base64.b64encode(private.encode()).decode()},
+        "data": {contract.PRIVATE_KEY_FIELD: base64.b64encode(private.encode()).decode()},
     }
     try:
         cluster.create_secret(node, body)
     except Conflict:
         # Another provisioner (the daemon beside a deploy) made it a moment ago: keep theirs.
-        theirs = cluster.list_secrets(node, label_selector=f"{KEY_SECRET_LABEL}={meta['name']}").get(
-            key_secret_name(meta["name"]))
+        theirs = cluster.list_secrets(node, label_selector=f"{contract.KEY_SECRET_LABEL}={meta['name']}").get(
+            contract.key_secret_name(meta["name"]))
         if theirs is None or meta["uid"] not in [r.get("uid") for r in theirs["metadata"].get("ownerReferences") or []]:
             raise
         return ensure_key_secret(cluster=cluster, node=node, service=service, secret=theirs)

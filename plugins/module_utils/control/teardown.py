@@ -11,22 +11,24 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping
 
-from . import addressing, plan
-from .cluster import Cluster, Conflict, NodeRef
-from .reconcile import FINALIZER, MAX_ATTEMPTS, key_secret_name
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconcile import MAX_ATTEMPTS
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Conflict, NodeRef
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
 
 
 def leave_network(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], service: dict) -> bool:
     """Free the dtService's address (or its whole network, for the server); True if written."""
     name = service["metadata"]["name"]
-    own_id = addressing.peer_id(uid=service["metadata"]["uid"])
+    own_id = contract.peer_id(uid=service["metadata"]["uid"])
     domain_obj = cluster.get_domain(node, service["spec"]["domainSelector"])
     if domain_obj is None:
         return False
-    domain = plan.domain_from_object(domain_obj)
+    domain = contract.Domain.from_object(domain_obj)
     home = federation.get(domain.home.name)
     if home is None:
-        raise plan.PlanError("Failed", f"the home node {domain.home.name} of dtDomain {domain.name} "
+        raise plan.PlanError(Status.FAILED, f"the home node {domain.home.name} of dtDomain {domain.name} "
                              "is not in this inventory")
     for _ in range(MAX_ATTEMPTS):
         home_obj = cluster.get_domain(home, domain.name)
@@ -56,13 +58,13 @@ def leave_network(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, N
             return True
         except Conflict:
             continue
-    raise plan.PlanError("Failed", f"the network {name} kept changing while {node.name} left it")
+    raise plan.PlanError(Status.FAILED, f"the network {name} kept changing while {node.name} left it")
 
 
 def remove_service(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], service: dict) -> None:
     """Leave the network, delete the key Secret, release our finalizer, delete the object."""
     leave_network(cluster=cluster, node=node, federation=federation, service=service)
-    cluster.delete_secret(node, key_secret_name(service["metadata"]["name"]))
+    cluster.delete_secret(node, contract.key_secret_name(service["metadata"]["name"]))
     release_finalizer(cluster=cluster, node=node, service=service)
     if not service["metadata"].get("deletionTimestamp"):
         cluster.delete_service(node, service["metadata"]["name"])
@@ -73,10 +75,10 @@ def release_finalizer(*, cluster: Cluster, node: NodeRef, service: dict) -> None
     current = service
     for _ in range(MAX_ATTEMPTS):
         finalizers = current["metadata"].get("finalizers") or []
-        if FINALIZER not in finalizers:
+        if contract.FINALIZER not in finalizers:
             return
         body = copy.deepcopy(current)
-        body["metadata"]["finalizers"] = [f for f in finalizers if f != FINALIZER]
+        body["metadata"]["finalizers"] = [f for f in finalizers if f != contract.FINALIZER]
         try:
             cluster.replace_service(node, body)
             return
@@ -84,4 +86,4 @@ def release_finalizer(*, cluster: Cluster, node: NodeRef, service: dict) -> None
             current = cluster.get_service(node, service["metadata"]["name"])
             if current is None:
                 return
-    raise plan.PlanError("Failed", f"could not release the finalizer of {service['metadata']['name']}")
+    raise plan.PlanError(Status.FAILED, f"could not release the finalizer of {service['metadata']['name']}")

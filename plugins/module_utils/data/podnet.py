@@ -28,11 +28,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-METHODS = ("cri", "cgroup")
-DEFAULT_METHODS = METHODS
-# containerd's socket; CRI-O's is unix:///var/run/crio/crio.sock.
-DEFAULT_RUNTIME_ENDPOINT = "unix:///run/containerd/containerd.sock"
-DEFAULT_CRICTL = "crictl"
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+
 POD_UID_LABEL = "io.kubernetes.pod.uid"
 _CGROUP_POD = re.compile(
     r"pod([0-9a-f]{8}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{4}[-_][0-9a-f]{12})(?:\.slice)?(?:/|$)")
@@ -114,9 +111,9 @@ class RuntimeView:
     is listed once (again only when a pod is not found or its namespace fails the proof), and
     a pod's namespace, once proven, is not looked up again within the call."""
 
-    runtime_endpoint: str = DEFAULT_RUNTIME_ENDPOINT
-    methods: tuple[str, ...] = DEFAULT_METHODS
-    crictl: str = DEFAULT_CRICTL
+    runtime_endpoint: str = contract.DEFAULT_RUNTIME_ENDPOINT
+    methods: tuple[str, ...] = contract.POD_LOOKUP_METHODS
+    crictl: str = contract.DEFAULT_CRICTL
     _cri: dict[str, list[str]] | None = None
     _cri_paths: dict[str, str] = field(default_factory=dict)
     _cgroup: dict[str, int] | None = None
@@ -174,7 +171,8 @@ class RuntimeView:
                     self._cgroup = scan_cgroups()
                 pid = self._cgroup.get(uid)
                 return f"/proc/{pid}/ns/net" if pid else None
-            raise PodLookupError(f"unknown pod lookup method {method!r} (known: {', '.join(METHODS)})")
+            known = ", ".join(contract.POD_LOOKUP_METHODS)
+            raise PodLookupError(f"unknown pod lookup method {method!r} (known: {known})")
 
     def _list_cri(self) -> dict[str, list[str]]:
         return cri_sandboxes(self._crictl("pods", "--state", "ready", "-o", "json"))
@@ -225,7 +223,8 @@ class RuntimeViews:
     _views: dict[tuple, RuntimeView] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def view(self, *, runtime_endpoint: str, methods: Iterable[str], crictl: str = DEFAULT_CRICTL) -> RuntimeView:
+    def view(self, *, runtime_endpoint: str, methods: Iterable[str],
+             crictl: str = contract.DEFAULT_CRICTL) -> RuntimeView:
         key = (runtime_endpoint, tuple(methods), crictl)
         with self._lock:
             if key not in self._views:

@@ -47,8 +47,8 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 
-from .keys import is_valid_key, public_key_of
-from .wgconfig import Peer, render_setconf
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key, public_key_of
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer, render_setconf
 
 __all__ = [
     "Peer",

@@ -13,43 +13,19 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from .kubeapi import ApiClient, ApiError, load_endpoint
-from .podnet import DEFAULT_CRICTL, DEFAULT_METHODS, DEFAULT_RUNTIME_ENDPOINT
-
-GROUP = "sid.sightlineinnovation.com"
-VERSION = "v1"
-API_VERSION = f"{GROUP}/{VERSION}"
-SERVICES = "dtservices"
-DOMAINS = "dtdomains"
-FIELD_MANAGER = "dtservice-provisioner"
-EVENT_SOURCE = "dtservice-provisioner"
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import (
+    API_VERSION,
+    DOMAINS,
+    EVENT_SOURCE,
+    SERVICE_KIND,
+    SERVICES,
+    NodeRef,
+)
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, ApiError, load_endpoint
 
 
 class Conflict(Exception):
     """Somebody else wrote the object since it was read (HTTP 409): re-read and retry."""
-
-
-@dataclass(frozen=True)
-class NodeRef:
-    """How to reach one federation node: its namespace in its cluster."""
-
-    name: str
-    namespace: str
-    address: str
-    kubeconfig: str | None = None
-    context: str | None = None
-    port_range: str = "51820-51919"
-    netns: str | None = None
-    # The Kubernetes nodes whose pods this federation node's agent serves (default: its name),
-    # and how the agent asks their container runtime for a pod's network namespace.
-    kubelet_nodes: tuple[str, ...] = ()
-    runtime_endpoint: str = DEFAULT_RUNTIME_ENDPOINT
-    pod_lookup: tuple[str, ...] = DEFAULT_METHODS
-    crictl: str = DEFAULT_CRICTL
-
-    @property
-    def served_nodes(self) -> tuple[str, ...]:
-        return self.kubelet_nodes or (self.name,)
 
 
 @dataclass
@@ -81,7 +57,7 @@ class Connections:
 
 
 def _custom(node: NodeRef, plural: str, name: str | None = None, *, status: bool = False) -> str:
-    path = f"/apis/{GROUP}/{VERSION}/namespaces/{node.namespace}/{plural}"
+    path = f"/apis/{API_VERSION}/namespaces/{node.namespace}/{plural}"
     return path + (f"/{name}" if name else "") + ("/status" if status else "")
 
 
@@ -182,7 +158,7 @@ class Cluster:
         meta = service["metadata"]
         body = {
             "metadata": {"generateName": f"{meta['name']}.", "namespace": node.namespace},
-            "involvedObject": {"apiVersion": API_VERSION, "kind": "dtService", "name": meta["name"],
+            "involvedObject": {"apiVersion": API_VERSION, "kind": SERVICE_KIND, "name": meta["name"],
                                "namespace": node.namespace, "uid": meta["uid"],
                                "resourceVersion": meta.get("resourceVersion")},
             "reason": reason, "message": message, "type": "Warning" if warning else "Normal",

@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-import re
 import subprocess
 import time
 from collections.abc import Mapping
@@ -21,13 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import addressing, plan, podnet, wgconfig, wireguard
-from . import pods as pod_rules
-from .cluster import Cluster, NodeRef
-from .reconcile import KEY_SECRET_LABEL, PRIVATE_KEY_FIELD, key_secret_name, write_status
-from .wgconfig import Peer
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef, Status
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconcile import write_status
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet, wireguard
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan, wgconfig
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer
 
-INTERFACE_PATTERN = re.compile(r"^dt[0-9a-f]{10}$")
 # WireGuard rekeys every 2 minutes while traffic (or keepalive) flows; older means stale.
 FRESH_HANDSHAKE_SECONDS = 180
 # How often a client that never reached its server sends a fresh first handshake, and how
@@ -92,7 +93,7 @@ class NodeAgent:
         if services is None:
             services = self.cluster.list_services(self.node)
         pods = self.cluster.list_pods(self.node)
-        secrets = self.cluster.list_secrets(self.node, label_selector=KEY_SECRET_LABEL)
+        secrets = self.cluster.list_secrets(self.node, label_selector=contract.KEY_SECRET_LABEL)
         domains = {d["metadata"]["name"]: d for d in self.cluster.list_domains(self.node)}
         outcomes, expected = [], set()
         for service in sorted(services, key=lambda s: s["metadata"]["name"]):
@@ -106,7 +107,8 @@ class NodeAgent:
                 netns = self.runtime.network_namespace(pod)
             except podnet.PodLookupError as problem:
                 self._write_status(service, AgentOutcome(
-                    name=service["metadata"]["name"], status="PodRefused" if problem.refused else "WaitingForPod",
+                    name=service["metadata"]["name"],
+                    status=Status.POD_REFUSED if problem.refused else Status.WAITING_FOR_POD,
                     message=f"pod {pod['metadata']['name']!r}: {problem}"))
                 continue
             outcome = self._attach(service, netns=netns, secrets=secrets, domains=domains)
@@ -124,7 +126,7 @@ class NodeAgent:
             try:
                 outcome.status, outcome.message = self._client_state(outcome.interface, waiting.netns, waiting.server)
             except wireguard.WireGuardError as problem:
-                outcome.status, outcome.message = "Failed", f"interface {outcome.interface}: {problem}"
+                outcome.status, outcome.message = Status.FAILED, f"interface {outcome.interface}: {problem}"
             self._write_status(waiting.service, outcome)
         self._waiting = []
 
@@ -142,13 +144,13 @@ class NodeAgent:
             return None  # not reconciled yet: the reconciler says so
         address, entry = recorded
         role = plan.role_of(entry)
-        domain = plan.domain_from_object(domain_obj)
-        interface = addressing.interface_name(namespace=self.node.namespace, network=name,
+        domain = contract.Domain.from_object(domain_obj)
+        interface = contract.interface_name(namespace=self.node.namespace, network=name,
                                               node_netns=self.node.netns)
-        outcome = AgentOutcome(name=name, status="Pending", interface=interface)
+        outcome = AgentOutcome(name=name, status=Status.PENDING, interface=interface)
         try:
-            private_key = read_private_key(secrets.get(key_secret_name(name)))
-            if role == plan.SERVER:
+            private_key = read_private_key(secrets.get(contract.key_secret_name(name)))
+            if role == contract.SERVER:
                 network = self._registry(domain).get(name)
                 if network is None:
                     return None
@@ -164,7 +166,7 @@ class NodeAgent:
             result = wireguard.ensure_interface(
                 name=interface, node_netns=self.node.netns, pod_netns=netns, address=f"{address}/{prefix}",
                 mtu=domain.mtu, listen_port=listen_port, private_key=private_key, peers=peers,
-                forward=role == plan.SERVER, check_mode=self.check_mode)
+                forward=role == contract.SERVER, check_mode=self.check_mode)
             outcome.changed, outcome.created = result["changed"], result["created"]
             if not self.check_mode:
                 write_readable_config(interface=interface, text=wgconfig.render_wg_quick(
@@ -174,13 +176,13 @@ class NodeAgent:
             outcome.peers_added, outcome.peers_removed = result["peers_added"], result["peers_removed"]
             if self.check_mode:
                 return outcome
-            if role == plan.SERVER or fresh(result["latest_handshakes"].get(peers[0].public_key, 0)):
-                outcome.status = "Connected"
+            if role == contract.SERVER or fresh(result["latest_handshakes"].get(peers[0].public_key, 0)):
+                outcome.status = Status.CONNECTED
             else:
                 self._waiting.append(_Waiting(outcome=outcome, service=service, netns=netns, server=peers[0]))
                 return outcome
         except (wireguard.WireGuardError, ValueError) as problem:
-            outcome.status, outcome.message = "Failed", f"interface {interface}: {problem}"
+            outcome.status, outcome.message = Status.FAILED, f"interface {interface}: {problem}"
         self._write_status(service, outcome)
         return outcome
 
@@ -195,13 +197,13 @@ class NodeAgent:
         while True:
             latest = wireguard.latest_handshakes(name=interface, pod_netns=netns).get(server.public_key, 0)
             if fresh(latest):
-                return "Connected", ""
+                return Status.CONNECTED, ""
             if not latest and time.monotonic() >= next_nudge:
                 # The server's side is usually being configured by its own node's run right now.
                 wireguard.restart_handshake(name=interface, pod_netns=netns, peer=server)
                 next_nudge = time.monotonic() + HANDSHAKE_NUDGE_SECONDS
             if time.monotonic() >= deadline:
-                return "ServerUnreachable", (
+                return Status.SERVER_UNREACHABLE, (
                     f"no WireGuard handshake with the server at {server.endpoint} within "
                     f"{self.handshake_timeout:.0f}s: its pod may not be running yet, or UDP from "
                     f"{self.node.address} to {server.endpoint} does not get through")
@@ -209,7 +211,7 @@ class NodeAgent:
             time.sleep(pause)
             pause = min(2 * pause, 0.2)
 
-    def _registry(self, domain: plan.Domain) -> dict:
+    def _registry(self, domain: contract.Domain) -> dict:
         if domain.name not in self._registries:
             home = self.federation.get(domain.home.name, self.node)
             home_obj = next((d for d in self.cluster.list_domains(home) if d["metadata"]["name"] == domain.name), {})
@@ -252,10 +254,10 @@ def our_interfaces(netns: str) -> list[str]:
     if listing.returncode != 0:
         return []
     return sorted(link["ifname"] for link in json.loads(listing.stdout or "[]")
-                  if INTERFACE_PATTERN.match(link.get("ifname", "")))
+                  if contract.INTERFACE_PATTERN.match(link.get("ifname", "")))
 
 
 def read_private_key(secret: Mapping[str, Any] | None) -> str:
     if secret is None:
         raise ValueError("the key Secret is missing; the reconciler makes it on its next pass")
-    return base64.b64decode((secret.get("data") or {}).get(PRIVATE_KEY_FIELD, "")).decode()
+    return base64.b64decode((secret.get("data") or {}).get(contract.PRIVATE_KEY_FIELD, "")).decode()

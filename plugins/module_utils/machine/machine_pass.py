@@ -16,11 +16,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import plan, teardown
-from .agent import AgentOutcome, NodeAgent
-from .cluster import Cluster, NodeRef
-from .podnet import RuntimeViews
-from .reconcile import FINALIZER, NodeReconciler, Outcome
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef
+from ansible_collections.sightline.dtservice.plugins.module_utils.control import teardown
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconcile import NodeReconciler, Outcome
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import RuntimeViews
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
+from ansible_collections.sightline.dtservice.plugins.module_utils.machine.agent import AgentOutcome, NodeAgent
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
 
 
 def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
@@ -69,7 +72,8 @@ def settle_phase(attaching: Attaching, *, federation: Mapping[str, NodeRef]) -> 
     attaching.agent.settle()
     finished = []
     for service in attaching.services:
-        if service["metadata"].get("deletionTimestamp") and FINALIZER in (service["metadata"].get("finalizers") or []):
+        finalizers = service["metadata"].get("finalizers") or []
+        if service["metadata"].get("deletionTimestamp") and contract.FINALIZER in finalizers:
             teardown.remove_service(cluster=attaching.cluster, node=attaching.node, federation=federation,
                                     service=service)
             finished.append(service["metadata"]["name"])

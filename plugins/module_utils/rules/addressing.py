@@ -5,10 +5,10 @@ This module owns every "which number does this thing get" decision of the projec
 - network subnets carved from a dtDomain's address pool (``allocate_subnet``);
 - overlay addresses inside a network: the server's ``.1`` (``server_address``) and the
   lowest free host for clients (``lowest_free_host``, ``claim_address``);
-- per-network UDP listen ports from a node's port range (``allocate_port``);
-- stable names derived from Kubernetes identities: the peer id used in
-  ``sid.sightline.dtservice.<id>`` labels (``peer_id``, ``peer_label_key``) and the
-  WireGuard interface name (``interface_name``).
+- per-network UDP listen ports from a node's port range (``allocate_port``).
+
+The names derived from Kubernetes identities (peer ids, labels, interface names) are the
+contract's (``contract.py``).
 
 It does no I/O and imports nothing outside the standard library, so the same rules run
 inside Ansible modules, lookup plugins, the reconciler daemon and plain unit tests. The
@@ -21,13 +21,13 @@ provisioner writes into a dtService ``status``, and whose message is meant for a
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
+
 __all__ = [
-    "LABEL_PREFIX",
     "AllocationError",
     "InvalidInput",
     "PoolExhausted",
@@ -36,26 +36,13 @@ __all__ = [
     "allocate_port",
     "allocate_subnet",
     "claim_address",
-    "interface_name",
     "lowest_free_host",
-    "peer_id",
-    "peer_label_key",
     "server_address",
 ]
-
-LABEL_PREFIX = "sid.sightline.dtservice."
-
-# Linux IFNAMSIZ is 16 including the NUL terminator.
-MAX_INTERFACE_NAME = 15
 
 # /31 and /32 have no network/broadcast pair and /30 is the smallest subnet that still
 # has room for the server plus one client, so nothing narrower is allocatable.
 MAX_PREFIX = 30
-
-# Domain-separation tags: changing them renames every label or interface in a live
-# federation, so they are versioned rather than edited.
-_PEER_ID_TAG = "sid.sightline.dtservice/peer-id/v1\0"
-_IFACE_TAG = "sid.sightline.dtservice/interface/v1\0"
 
 _PORT_RANGE_RE = re.compile(r"^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$")
 
@@ -63,7 +50,7 @@ _PORT_RANGE_RE = re.compile(r"^\s*(\d{1,5})\s*-\s*(\d{1,5})\s*$")
 class AllocationError(Exception):
     """Base of every allocation failure; ``reason`` is the dtService status word."""
 
-    reason: str = "AllocationError"
+    reason: str = Status.FAILED
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -73,25 +60,25 @@ class AllocationError(Exception):
 class PoolExhausted(AllocationError):
     """No subnet of the requested size is left in the domain's address pool."""
 
-    reason = "PoolExhausted"
+    reason = Status.POOL_EXHAUSTED
 
 
 class SubnetExhausted(AllocationError):
     """No client host address is left in a network's subnet."""
 
-    reason = "SubnetExhausted"
+    reason = Status.SUBNET_EXHAUSTED
 
 
 class PortsExhausted(AllocationError):
     """No UDP port is left in a node's port range."""
 
-    reason = "PortsExhausted"
+    reason = Status.PORTS_EXHAUSTED
 
 
 class InvalidInput(AllocationError, ValueError):
     """An argument is malformed; also a ValueError so generic callers can catch it."""
 
-    reason = "Invalid"
+    reason = Status.FAILED
 
 
 # --------------------------------------------------------------------------- helpers
@@ -385,44 +372,3 @@ def allocate_port(*, port_range: str, taken: Iterable[int]) -> int:
             "in use by other networks on this node"
         )
     return candidate
-
-
-# --------------------------------------------------------------------------- names
-
-
-def peer_id(*, uid: str) -> str:
-    """Return the 32-hex-digit peer id for a Kubernetes object UID.
-
-    Hashed rather than copied so the label does not expose (or equal) the UID while
-    still being stable for the object's lifetime; a recreated object gets a new UID and
-    therefore a new id, which is what makes a stale label recognisable.
-    """
-    text = _require_text(uid, what="object UID")
-    return hashlib.sha256((_PEER_ID_TAG + text).encode("utf-8")).hexdigest()[:32]
-
-
-def peer_label_key(*, uid: str) -> str:
-    """Return the pod/peer label key ``sid.sightline.dtservice.<peer_id>``."""
-    return LABEL_PREFIX + peer_id(uid=uid)
-
-
-def interface_name(*, namespace: str, network: str, node_netns: str | None = None) -> str:
-    """Return the WireGuard interface name for (namespace, network): ``dt`` + 10 hex.
-
-    ``node_netns`` (the namespace holding the node's address, when it is not the host's)
-    joins the hash, so federations that share one machine (several local test beds) do not
-    share names either; without it the name is what a real node computes.
-
-    Interfaces are created in the node's namespace before moving into the pod, and
-    wireguard-go keeps its control sockets in one machine-wide directory, so the name
-    must be unique across every node of a shared host, not just within a pod. 40 bits
-    of hash keeps collisions negligible for any realistic number of attachments while
-    staying within Linux's 15-character limit.
-    """
-    ns = _require_text(namespace, what="namespace")
-    net = _require_text(network, what="network name")
-    # Length-prefixing makes ("a", "bc") and ("ab", "c") hash differently.
-    material = f"{_IFACE_TAG}{len(ns)}:{ns}{len(net)}:{net}"
-    if node_netns:
-        material += f"{len(node_netns)}:{node_netns}"
-    return "dt" + hashlib.sha256(material.encode("utf-8")).hexdigest()[:10]

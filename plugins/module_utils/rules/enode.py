@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from .plan import self_entry
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.plan import self_entry
 
 SCHEME = "enode://"
 NODE_ID_HEX_DIGITS = 128  # the uncompressed secp256k1 public key without its 0x04 prefix

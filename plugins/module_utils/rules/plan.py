@@ -12,11 +12,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .addressing import interface_name, peer_id, peer_label_key, server_address
-
-SERVER = "server"
-CLIENT = "client"
-LABEL_PREFIX = "sid.sightline.dtservice."
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import (
+    CLIENT,
+    LABEL_PREFIX,
+    SERVER,
+    Status,
+    peer_id,
+    peer_label_key,
+)
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.addressing import server_address
 
 
 class PlanError(ValueError):
@@ -25,52 +30,6 @@ class PlanError(ValueError):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
-
-
-@dataclass(frozen=True)
-class Member:
-    name: str
-    namespace: str
-    address: str
-    port_range: str = "51820-51919"
-
-
-@dataclass(frozen=True)
-class Domain:
-    """A dtDomain's spec: members in order (the first is home), pool and WireGuard settings."""
-
-    name: str
-    members: tuple[Member, ...]
-    pool: str = "100.96.0.0/12"
-    subnet_prefix: int = 24
-    persistent_keepalive: int = 25
-    mtu: int = 1420
-
-    @property
-    def home(self) -> Member:
-        return self.members[0]
-
-    def member(self, *, name: str | None = None, namespace: str | None = None) -> Member | None:
-        for candidate in self.members:
-            if (name is None or candidate.name == name) and (namespace is None or candidate.namespace == namespace):
-                return candidate
-        return None
-
-    def to_spec(self) -> dict[str, Any]:
-        return {"members": [{"name": m.name, "namespace": m.namespace, "address": m.address,
-                             "portRange": m.port_range} for m in self.members],
-                "pool": self.pool, "subnetPrefix": self.subnet_prefix,
-                "persistentKeepalive": self.persistent_keepalive, "mtu": self.mtu}
-
-
-def domain_from_object(obj: Mapping[str, Any]) -> Domain:
-    spec = obj["spec"]
-    return Domain(
-        name=obj["metadata"]["name"],
-        members=tuple(Member(name=m["name"], namespace=m["namespace"], address=m["address"],
-                             port_range=m.get("portRange", "51820-51919")) for m in spec["members"]),
-        pool=spec.get("pool", "100.96.0.0/12"), subnet_prefix=spec.get("subnetPrefix", 24),
-        persistent_keepalive=spec.get("persistentKeepalive", 25), mtu=spec.get("mtu", 1420))
 
 
 def role_of(entry: Mapping[str, Any]) -> str | None:
@@ -158,10 +117,10 @@ def declared_plan(*, domains: Iterable[Mapping[str, Any]], nodes: Mapping[str, M
     by_name = {}
     for domain in domains:
         if domain["name"] in by_name:
-            raise PlanError("Failed", f"dtDomain {domain['name']!r} is declared twice")
+            raise PlanError(Status.FAILED, f"dtDomain {domain['name']!r} is declared twice")
         unknown = [m for m in domain["members"] if m not in nodes]
         if unknown:
-            raise PlanError("Failed", f"dtDomain {domain['name']!r} lists members that are not "
+            raise PlanError(Status.FAILED, f"dtDomain {domain['name']!r} lists members that are not "
                             f"inventory hosts: {unknown}")
         by_name[domain["name"]] = domain
     networks: dict[str, DeclaredNetwork] = {}
@@ -169,22 +128,22 @@ def declared_plan(*, domains: Iterable[Mapping[str, Any]], nodes: Mapping[str, M
         for service in services.get(node, []):
             name, domain = service["name"], service["domain"]
             if domain not in by_name:
-                raise PlanError("DomainNotFound", f"{node}: dtService {name!r} names dtDomain {domain!r}, "
+                raise PlanError(Status.DOMAIN_NOT_FOUND, f"{node}: dtService {name!r} names dtDomain {domain!r}, "
                                 f"which is not declared (declared: {sorted(by_name)})")
             if node not in by_name[domain]["members"]:
-                raise PlanError("NotAMember", f"{node}: dtService {name!r}: node {node} is not a member "
+                raise PlanError(Status.NOT_A_MEMBER, f"{node}: dtService {name!r}: node {node} is not a member "
                                 f"of dtDomain {domain!r} (members: {by_name[domain]['members']})")
             network = networks.setdefault(name, DeclaredNetwork(name=name, domain=domain))
             if network.domain != domain:
-                raise PlanError("NetworkNameTaken", f"{node}: network {name!r} already belongs to dtDomain "
+                raise PlanError(Status.NETWORK_NAME_TAKEN, f"{node}: network {name!r} already belongs to dtDomain "
                                 f"{network.domain!r}; a name is one network in the whole federation")
             if any(a["node"] == node for a in network.attachments):
-                raise PlanError("Failed", f"{node}: network {name!r} is attached twice on this node")
+                raise PlanError(Status.FAILED, f"{node}: network {name!r} is attached twice on this node")
             network.attachments.append({"node": node, "pod": service["pod"]})
     return {
         "networks": {n.name: {"domain": n.domain, "server_node": n.server_node,
                               "attachments": n.attachments,
-                              "interfaces": {a["node"]: interface_name(namespace=nodes[a["node"]]["namespace"],
+                              "interfaces": {a["node"]: contract.interface_name(namespace=nodes[a["node"]]["namespace"],
                                                                        network=n.name,
                                                                        node_netns=nodes[a["node"]].get("netns"))
                                              for a in n.attachments}}
@@ -211,13 +170,13 @@ def label_changes(*, pods: Mapping[str, Mapping[str, Any]],
 # -- rendering the user-side objects ---------------------------------------------------------
 
 def domain_object(*, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
-    return {"apiVersion": "sid.sightlineinnovation.com/v1", "kind": "dtDomain",
+    return {"apiVersion": contract.API_VERSION, "kind": contract.DOMAIN_KIND,
             "metadata": {"name": name}, "spec": dict(spec)}
 
 
 def service_object(*, name: str, domain: str, pod: str) -> dict[str, Any]:
     """A dtService as a user writes it (the seed's YAML): only the user's fields."""
-    return {"apiVersion": "sid.sightlineinnovation.com/v1", "kind": "dtService",
+    return {"apiVersion": contract.API_VERSION, "kind": contract.SERVICE_KIND,
             "metadata": {"name": name}, "spec": {"domainSelector": domain, "podSelector": pod}}
 
 
@@ -238,12 +197,12 @@ def federation_plan(*, hosts: list[str], nodes: Mapping[str, Mapping[str, Any]],
     are keyed by inventory host, ``machines`` maps a host to the machine its agent runs on;
     ``limit`` (the hosts of a limited run) restricts the agents to those hosts."""
     declared = declared_plan(domains=domains, nodes=nodes, services=services, node_order=hosts)
-    specs = {d["name"]: Domain(
+    specs = {d["name"]: contract.Domain(
         name=d["name"],
-        members=tuple(Member(name=nodes[m]["name"], namespace=nodes[m]["namespace"], address=nodes[m]["address"],
-                             port_range=nodes[m]["port_range"]) for m in d["members"]),
-        pool=d.get("pool", "100.96.0.0/12"), subnet_prefix=d.get("subnet_prefix", 24),
-        persistent_keepalive=d.get("persistent_keepalive", 25), mtu=d.get("mtu", 1420)).to_spec() for d in domains}
+        members=tuple(contract.Member(name=nodes[m]["name"], namespace=nodes[m]["namespace"],
+                                      address=nodes[m]["address"], port_range=nodes[m]["port_range"])
+                      for m in d["members"]),
+        **{key: d[key] for key in contract.DOMAIN_SPEC_FIELDS if d.get(key) is not None}).to_spec() for d in domains}
     # A dtDomain is the same object in each member's namespace: it is carried once per
     # cluster with the namespaces it goes to, so the plan grows with the members, not with
     # their square.

@@ -16,6 +16,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
+
 APP_LABEL = "app"
 
 
@@ -37,22 +39,22 @@ def judge(pod: Mapping[str, Any] | None, *, selector: str,
           served_nodes: Collection[str]) -> tuple[str, str] | None:
     """None when the pod can get its interface now, else (status, message)."""
     if pod is None:
-        return "WaitingForPod", f"pod {selector!r} does not exist yet"
+        return Status.WAITING_FOR_POD, f"pod {selector!r} does not exist yet"
     name = pod["metadata"]["name"]
     spec, status = pod.get("spec") or {}, pod.get("status") or {}
     phase = status.get("phase") or "Pending"
     if pod["metadata"].get("deletionTimestamp"):
-        return "WaitingForPod", f"pod {name!r} is being deleted"
+        return Status.WAITING_FOR_POD, f"pod {name!r} is being deleted"
     if spec.get("hostNetwork"):
-        return "PodRefused", (f"pod {name!r} uses the host's network: its interface would be the machine's, so "
+        return Status.POD_REFUSED, (f"pod {name!r} uses the host's network: its interface would be the machine's, so "
                               "it gets none")
     if phase in ("Failed", "Succeeded"):
-        return "PodFailed", f"pod {name!r} has ended ({phase}); a new pod is attached when it runs"
+        return Status.POD_FAILED, f"pod {name!r} has ended ({phase}); a new pod is attached when it runs"
     node = spec.get("nodeName")
     if node and node not in served_nodes:
-        return "PodElsewhere", (f"pod {name!r} runs on Kubernetes node {node!r}, which this federation node's "
+        return Status.POD_ELSEWHERE, (f"pod {name!r} runs on Kubernetes node {node!r}, which this federation node's "
                                 f"agent does not serve (it serves {', '.join(sorted(served_nodes))}); it is "
                                 "attached if it moves to one of those")
     if phase != "Running" or not status.get("podIP"):
-        return "WaitingForPod", f"pod {name!r} is {phase}" + ("" if phase != "Running" else " without an IP yet")
+        return Status.WAITING_FOR_POD, f"pod {name!r} is {phase}" + ("" if phase != "Running" else " without an IP yet")
     return None

@@ -26,10 +26,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key
 from jinja2 import DictLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
-
-from .keys import is_valid_key
 
 __all__ = [
     "PEERS_TEMPLATE",

@@ -172,10 +172,9 @@ class Reconciler:
             playbook=str(Path(self.settings["project_dir"]) / "playbooks" / "reconcile.yml"),
             inventory=self.settings["inventory"], limit=",".join([name, *companions]), quiet=True, ident=run_id,
             rotate_artifacts=2,
-            # ansible-runner puts its own callback directory into ANSIBLE_CALLBACK_PLUGINS,
-            # which hides ansible.cfg's: name ours here so dtservice_status still runs.
+            # The status callback is enabled by its collection name in ansible.cfg, so
+            # ansible-runner's own ANSIBLE_CALLBACK_PLUGINS does not hide it.
             envvars={"ANSIBLE_CONFIG": str(Path(self.settings["project_dir"]) / "ansible.cfg"),
-                     "ANSIBLE_CALLBACK_PLUGINS": str(Path(self.settings["project_dir"]) / "plugins" / "callback"),
                      "DTSERVICE_RESULTS_FILE": str(results), **self.settings.get("env", {})},
         )
         seconds = time.monotonic() - started
