@@ -64,10 +64,12 @@ class InProcessAction(ActionBase):
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
-        name = self._task.action.rsplit(".", 1)[-1]
+        # The module's fully qualified name: a module run on the target finds it by that.
+        action = self._task.resolved_action or self._task.action
+        name = action.rsplit(".", 1)[-1]
         # With become, the work must run as the other user: that takes a module run.
         if self._connection.transport != "local" or self._play_context.become:
-            result.update(self._execute_module(module_name=name, module_args=self._task.args, task_vars=task_vars))
+            result.update(self._execute_module(module_name=action, module_args=self._task.args, task_vars=task_vars))
             return result
         code = _module_code(name)
         _, params = self.validate_argument_spec(argument_spec=code.ARGUMENT_SPEC)
