@@ -34,7 +34,7 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.inprocess impo
 preload_core()
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract, module_args  # noqa: E402
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status  # noqa: E402
-from ansible_collections.sightline.dtservice.plugins.module_utils.control import reconcile  # noqa: E402
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import write_status  # noqa: E402
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster  # noqa: E402
 
 
@@ -96,8 +96,8 @@ class CallbackModule(CallbackBase):
             for service in cluster.list_services(node):  # re-read: the run may have written them
                 if service.get("status") in contract.SPECIFIC or service["metadata"].get("deletionTimestamp"):
                     continue
-                reconcile.write_status(cluster=cluster, node=node, service=service, status=Status.FAILED,
-                                       message=reason[:1000])
+                write_status(cluster=cluster, node=node, service=service, status=Status.FAILED,
+                             message=reason[:1000])
         except Exception as error:  # the API server may be what failed; the daemon retries
             self._display.warning(f"dtservice_status: could not record the failure: {error}")
 

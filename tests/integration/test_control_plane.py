@@ -847,7 +847,7 @@ def test_five_nodes_joining_in_one_run_get_distinct_addresses(six):
 def race(refs: dict, name: str, racers: list[str]) -> dict:
     """Reconcile ``name`` on each racer at the same moment: one thread, Cluster and
     NodeReconciler each, released together by a barrier."""
-    from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconcile import NodeReconciler
+    from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import NodeReconciler
     from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 
     barrier = threading.Barrier(len(racers))
@@ -858,7 +858,7 @@ def race(refs: dict, name: str, racers: list[str]) -> dict:
             reconciler = NodeReconciler(cluster=Cluster(), node=refs[node], federation=refs)
             reconciler.cluster.connections.api(refs[node])
             barrier.wait(timeout=60)
-            outcomes[node] = reconciler.reconcile(only={name})
+            outcomes[node] = reconciler.provision(only={name})
         except Exception as error:  # reported below, with the node
             errors[node] = repr(error)
 

@@ -1,4 +1,4 @@
-"""The plan's rules: server tables, client fields, pod labels, declared plans."""
+"""The plan's rules: server tables, client claims, client fields, pod labels, declared plans."""
 
 from __future__ import annotations
 
@@ -72,6 +72,36 @@ def test_server_table_never_puts_two_peers_on_one_address(claims):
     again = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=table,
                               live_clients=live)
     assert again == table, "the table is stable once reconciled"
+
+
+def test_a_claim_takes_the_lowest_free_address_and_keeps_it_on_the_next_pass():
+    table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+             "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY)}
+    address, claimed = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid="b", public_key=OTHER_KEY)
+    assert address == "100.96.0.3"
+    assert claimed == {**table, "100.96.0.3": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=OTHER_KEY)}
+    assert plan.claim_in_table(table=claimed, subnet="100.96.0.0/24", uid="b", public_key=OTHER_KEY) \
+        == (address, claimed)
+    assert "100.96.0.3" not in table, "the table read is left as it was"
+
+
+def test_a_claim_returns_to_the_recorded_address_and_leaves_no_second_entry():
+    table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+             "100.96.7.9": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=OTHER_KEY)}
+    address, claimed = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid="b", public_key=KEY,
+                                           preferred="100.96.0.5")
+    assert address == "100.96.0.5"
+    assert sorted(claimed) == ["100.96.0.1", "100.96.0.5"], "its entry left from an earlier subnet is dropped"
+    assert claimed["100.96.0.5"] == plan.peer_entry(uid="b", role=contract.CLIENT, public_key=KEY)
+
+
+def test_a_claim_never_takes_an_address_another_peer_holds():
+    table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+             "100.96.0.5": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY)}
+    address, claimed = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid="b", public_key=KEY,
+                                           preferred="100.96.0.5")
+    assert address == "100.96.0.2"
+    assert plan.id_of(claimed["100.96.0.5"]) == peer_id(uid="a")
 
 
 def test_client_fields_match_the_seed():

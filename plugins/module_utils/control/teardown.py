@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
-from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconcile import MAX_ATTEMPTS
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import MAX_ATTEMPTS
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Conflict, NodeRef
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
 

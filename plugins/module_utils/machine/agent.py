@@ -10,7 +10,6 @@ node's privileges; pods get no capability. Interface operations are ``wireguard`
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import subprocess
@@ -18,15 +17,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef, Status
-from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconcile import write_status
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.secrets import read_private_key
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import write_status
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet, wireguard
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan, wgconfig
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer
 
 # WireGuard rekeys every 2 minutes while traffic (or keepalive) flows; older means stale.
@@ -154,7 +154,7 @@ class NodeAgent:
                 network = self._registry(domain).get(name)
                 if network is None:
                     return None
-                subnet, listen_port = network["subnet"], int(network["endpoint"].rsplit(":", 1)[1])
+                subnet, listen_port = network["subnet"], registry_rules.endpoint_port(network["endpoint"])
                 peers = [Peer(public_key=e["publicKey"], allowed_ips=[f"{a}/32"])
                          for a, e in sorted((service.get("peers") or {}).items()) if a != address]
             else:
@@ -215,7 +215,7 @@ class NodeAgent:
         if domain.name not in self._registries:
             home = self.federation.get(domain.home.name, self.node)
             home_obj = next((d for d in self.cluster.list_domains(home) if d["metadata"]["name"] == domain.name), {})
-            self._registries[domain.name] = (home_obj.get("status") or {}).get("networks") or {}
+            self._registries[domain.name] = registry_rules.networks_of(home_obj)
         return self._registries[domain.name]
 
     def _remove_unwanted(self, pods: Mapping[str, dict], expected: set[tuple[str, str]]) -> list[dict[str, str]]:
@@ -255,9 +255,3 @@ def our_interfaces(netns: str) -> list[str]:
         return []
     return sorted(link["ifname"] for link in json.loads(listing.stdout or "[]")
                   if contract.INTERFACE_PATTERN.match(link.get("ifname", "")))
-
-
-def read_private_key(secret: Mapping[str, Any] | None) -> str:
-    if secret is None:
-        raise ValueError("the key Secret is missing; the reconciler makes it on its next pass")
-    return base64.b64decode((secret.get("data") or {}).get(contract.PRIVATE_KEY_FIELD, "")).decode()

@@ -19,7 +19,7 @@ from typing import Any
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef
 from ansible_collections.sightline.dtservice.plugins.module_utils.control import teardown
-from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconcile import NodeReconciler, Outcome
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import NodeReconciler, Outcome
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import RuntimeViews
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 from ansible_collections.sightline.dtservice.plugins.module_utils.machine.agent import AgentOutcome, NodeAgent
@@ -30,7 +30,7 @@ def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str,
                     only: set[str] | None = None, finalizer: bool = True) -> tuple[list[Outcome], dict[str, Any]]:
     """Reconcile the node's dtServices (``only`` these, when given) and, for a whole pass,
     label its pods with their dtService roles; returns the outcomes and the label patches."""
-    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation).reconcile(
+    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation).provision(
         only=only, finalizer=finalizer)
     if only is not None:
         return outcomes, {}  # the pods' other dtServices were not looked at: their labels stay

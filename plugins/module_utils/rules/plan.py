@@ -1,9 +1,10 @@
 """The federation plan: what every provisioner-owned field should hold. Pure, no I/O.
 
 Owns the rules of the seed's objects: which peer is the server, what a server's ``peers``
-table holds after clients come and go, what a client's ``peers`` and ``spec.server`` hold,
-which labels a pod carries, and the declared plan the lookup plugin returns to playbooks.
-Addresses and ports come from ``addressing``; reading and writing is ``reconcile``'s job.
+table holds after clients come and go and what a client's claim on it leaves there, what a
+client's ``peers`` and ``spec.server`` hold, which labels a pod carries, and the declared
+plan the lookup plugin returns to playbooks. Addresses and ports come from ``addressing``,
+registry entries from ``registry``; reading and writing the tables is ``control/claims.py``'s.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
     peer_id,
     peer_label_key,
 )
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules.addressing import server_address
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.addressing import claim_address, server_address
 
 
 class PlanError(ValueError):
@@ -79,6 +80,19 @@ def server_table(*, subnet: str, server_uid: str, server_key: str,
         if owner not in placed and recorded and recorded[0] not in table:
             table[recorded[0]] = {"labels": dict(recorded[1]["labels"]), "publicKey": recorded[1]["publicKey"]}
     return table
+
+
+def claim_in_table(*, table: Mapping[str, Any], subnet: str, uid: str, public_key: str,
+                   preferred: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A client's claim on its server's ``peers``: the address it gets (``claim_address``'s
+    rule, ``preferred`` being the one it recorded for itself) and the table holding it there
+    with ``public_key``, under no other address."""
+    own_id = peer_id(uid=uid)
+    address = claim_address(subnet=subnet, peers={a: id_of(e) for a, e in table.items()}, peer_key=own_id,
+                            preferred=preferred)
+    claimed = {a: e for a, e in table.items() if id_of(e) != own_id or a == address}
+    claimed[address] = peer_entry(uid=uid, role=CLIENT, public_key=public_key)
+    return address, claimed
 
 
 def client_fields(*, hub_table: Mapping[str, Any], subnet: str, endpoint: str,
@@ -181,7 +195,7 @@ def service_object(*, name: str, domain: str, pod: str) -> dict[str, Any]:
 
 
 def pods_labels(outcomes: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, str]]:
-    """Pod name -> every dtService label it should carry, from reconcile outcomes."""
+    """Pod name -> every dtService label it should carry, from the NodeReconciler's outcomes."""
     labels: dict[str, dict[str, str]] = {}
     for outcome in outcomes:
         if outcome.get("pod") and outcome.get("pod_labels"):

@@ -1,0 +1,161 @@
+"""The control plane's pass over one node's dtServices: ``NodeReconciler``.
+
+Owns the order of the steps for each dtService of a node and what it reports (``Outcome``):
+the teardown finalizer (when asked), the domain and membership checks, the key Secret
+(``secrets``), the network's registry entry (``registry``), serving the network or joining
+it (``claims``), the labels its pod should carry and whether the pod can be attached here,
+then the status word and its Event (``status``). A step that cannot go on ends that
+dtService's turn with a status; the node's other dtServices go on. The reads of other
+nodes' objects are shared, one pass long (``view``).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
+from ansible_collections.sightline.dtservice.plugins.module_utils.control import claims, registry
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.secrets import ensure_key_secret
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import write_status
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import PassView
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, NodeRef
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, plan
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
+
+
+@dataclass
+class Outcome:
+    """What provisioning one dtService did and found. Never holds a private key."""
+
+    name: str
+    status: str
+    message: str = ""
+    role: str | None = None
+    address: str | None = None
+    subnet: str | None = None
+    interface: str | None = None
+    pod: str | None = None
+    pod_labels: dict[str, str] = field(default_factory=dict)
+    changed: bool = False
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("before", "after")}
+
+    def diff(self) -> dict[str, Any]:
+        header = f"dtService {self.name}"
+        return {"before_header": header, "after_header": header, "before": self.before, "after": self.after}
+
+
+def owned_fields(service: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a dtService the provisioner writes (the module's diff)."""
+    return {"peers": service.get("peers") or {}, "server": (service.get("spec") or {}).get("server"),
+            "status": service.get("status")}
+
+
+class NodeReconciler:
+    """Provisions the dtServices in one node's namespace; reads are shared for one pass."""
+
+    def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef]) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.federation = federation
+        self.view = PassView(cluster=cluster, node=node, federation=federation)
+
+    def provision(self, *, only: set[str] | None = None, finalizer: bool = False) -> list[Outcome]:
+        """Provision the node's dtServices (``only`` these, when given), oldest first; those
+        being deleted are left to the teardown. ``finalizer`` adds the teardown finalizer."""
+        pods = self.cluster.list_pods(self.node)
+        secrets = self.cluster.list_secrets(self.node, label_selector=contract.KEY_SECRET_LABEL)
+        outcomes = []
+        ordered = sorted(self.view.services_of(self.node),
+                         key=lambda s: (s["metadata"].get("creationTimestamp", ""), s["metadata"]["name"]))
+        for service in ordered:
+            if (only is not None and service["metadata"]["name"] not in only) \
+                    or service["metadata"].get("deletionTimestamp"):
+                continue
+            current = self._with_finalizer(service) if finalizer else service
+            outcomes.append(self.provision_service(current, pods=pods, secrets=secrets))
+        return outcomes
+
+    def _with_finalizer(self, service: dict) -> dict:
+        def desired(current: dict) -> dict:
+            body = copy.deepcopy(current)
+            finalizers = body["metadata"].setdefault("finalizers", [])
+            if contract.FINALIZER not in finalizers:
+                finalizers.append(contract.FINALIZER)
+            return body
+        return self.view.update_service(self.node, service["metadata"]["name"], desired)
+
+    def provision_service(self, service: dict, *, pods: Mapping[str, dict],
+                          secrets: Mapping[str, dict]) -> Outcome:
+        """One dtService's steps and its status; the outcome says what changed."""
+        name = service["metadata"]["name"]
+        before = owned_fields(service)
+        writes_before = self.cluster.writes
+        try:
+            outcome = self._place_in_network(service, pods=pods, secrets=secrets)
+        except (plan.PlanError, addressing.AllocationError) as problem:
+            # A reason the CRD's status enum does not know (an InvalidInput's "Invalid", from a
+            # dtDomain whose pool cannot hold its subnet size) would make the status write a 422.
+            status = problem.reason if problem.reason in contract.STATES else Status.FAILED
+            outcome = Outcome(name=name, status=status, message=str(problem))
+        except ApiError as problem:
+            # Another member's API server refused or is down: this dtService waits for the next
+            # pass, the others of the node go on.
+            outcome = Outcome(name=name, status=Status.FAILED, message=f"an API server did not answer as expected: "
+                              f"{str(problem)[:300]}")
+        current = self.view.service_on(self.node, name) or service
+        written = write_status(cluster=self.cluster, node=self.node, service=current,
+                               status=outcome.status, message=outcome.message)
+        if written is not None:
+            self.view.remember(self.node, written)
+        outcome.before = before
+        outcome.after = owned_fields(self.view.service_on(self.node, name) or current)
+        outcome.changed = self.cluster.writes > writes_before
+        return outcome
+
+    def _place_in_network(self, service: dict, *, pods: Mapping[str, dict],
+                          secrets: Mapping[str, dict]) -> Outcome:
+        """Check the domain, register the network, serve or join it; judge the pod."""
+        name = service["metadata"]["name"]
+        spec = service["spec"]
+        domain_obj = self.view.domain_object(self.node, spec["domainSelector"])
+        if domain_obj is None:
+            raise plan.PlanError(Status.DOMAIN_NOT_FOUND, f"dtDomain {spec['domainSelector']!r} does not exist in "
+                                 f"namespace {self.node.namespace}")
+        domain = contract.Domain.from_object(domain_obj)
+        me = domain.member(name=self.node.name, namespace=self.node.namespace)
+        if me is None:
+            raise plan.PlanError(Status.NOT_A_MEMBER, f"node {self.node.name} ({self.node.namespace}) is not a member "
+                                 f"of dtDomain {domain.name}; members: {[m.name for m in domain.members]}")
+        public_key = ensure_key_secret(cluster=self.cluster, node=self.node, service=service,
+                                       secret=secrets.get(contract.key_secret_name(name)))
+        entry = registry.register_network(self.view, service=service, domain=domain, me=me)
+        uid = service["metadata"]["uid"]
+        if entry["server"]["id"] == contract.peer_id(uid=uid):
+            role, address = contract.SERVER, addressing.server_address(subnet=entry["subnet"])
+            claims.serve_network(self.view, service=service, domain=domain, entry=entry, public_key=public_key)
+        else:
+            role = contract.CLIENT
+            address = claims.join_network(self.view, service=service, domain=domain, entry=entry,
+                                          public_key=public_key)
+        pod = pod_rules.select(pods, spec["podSelector"])
+        outcome = Outcome(name=name, status=Status.PENDING, role=role, address=address, subnet=entry["subnet"],
+                          interface=contract.interface_name(namespace=self.node.namespace, network=name,
+                                                             node_netns=self.node.netns),
+                          pod=pod["metadata"]["name"] if pod else spec["podSelector"],
+                          pod_labels=plan.pod_labels(uid=uid, role=role))
+        problem = pod_rules.judge(pod, selector=spec["podSelector"], served_nodes=self.node.served_nodes)
+        if problem is not None:
+            outcome.status, message = problem
+            outcome.message = f"{message}; the interface is added when it runs here (address {address} is reserved)"
+        elif service.get("status") == Status.CONNECTED:
+            outcome.status = Status.CONNECTED
+        return outcome

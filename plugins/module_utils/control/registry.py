@@ -1,0 +1,95 @@
+"""A network's entry in its dtDomain's registry: the home dtDomain's ``status.networks``.
+
+Owns reading the registry and registering a network in it: the first dtService of a name
+claims the network (its subnet, and its own node's UDP port beside the ports that node's
+networks of every domain already use) and becomes its server; a server's dtService made
+again on the same node keeps the network; a network whose server's dtService is gone is
+registered anew. A name is one network in the whole federation, so a name another domain
+registered is refused. The registry is written with its ``resourceVersion``; a Conflict
+means another provisioner registered first, so it is read again. What an entry holds is
+``rules/registry.py``'s.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import MAX_ATTEMPTS, PassView
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Conflict
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
+
+
+def register_network(view: PassView, *, service: dict, domain: contract.Domain, me: contract.Member) -> dict:
+    """The registry entry of the dtService's network, registering the network (with this
+    dtService as its server) when it has none or its server's dtService is gone."""
+    name = service["metadata"]["name"]
+    own_id = contract.peer_id(uid=service["metadata"]["uid"])
+    home = view.member_node(domain.home)
+    fresh = False
+    for _ in range(MAX_ATTEMPTS):
+        home_obj = view.domain_object(home, domain.name, fresh=fresh)
+        if home_obj is None:
+            raise plan.PlanError(Status.DOMAIN_NOT_FOUND, f"dtDomain {domain.name!r} is missing on its home "
+                                 f"node {domain.home.name} ({domain.home.namespace})")
+        networks = dict(registry_rules.networks_of(home_obj))
+        entry = networks.get(name)
+        server = (entry or {}).get("server", {})
+        if entry and server.get("id") == own_id:
+            return entry
+        if entry and (server.get("namespace"), server.get("name")) == (view.node.namespace, name):
+            # The server's dtService was deleted and made again here: it stays the server.
+            networks[name] = {**entry, "server": {**server, "id": own_id}}
+        elif entry:
+            hub = view.service_on(view.member_node(domain.member(name=server["node"]) or domain.home), name)
+            if hub is not None and contract.peer_id(uid=hub["metadata"]["uid"]) == server["id"]:
+                return entry
+            # The server's dtService is gone: the network ends and the next pod starts it anew.
+            del networks[name]
+            networks[name] = _new_entry(view, name=name, domain=domain, me=me, own_id=own_id, networks=networks)
+        else:
+            _check_name_free(view, name=name, domain=domain)
+            networks[name] = _new_entry(view, name=name, domain=domain, me=me, own_id=own_id, networks=networks)
+        body = copy.deepcopy(home_obj)
+        body.setdefault("status", {})["networks"] = networks
+        try:
+            view.remember_domain(home, view.cluster.replace_domain_status(home, body))
+            return networks[name]
+        except Conflict:
+            fresh = True
+    raise plan.PlanError(Status.FAILED, f"the registry of dtDomain {domain.name} kept changing; gave up after "
+                         f"{MAX_ATTEMPTS} attempts")
+
+
+def _new_entry(view: PassView, *, name: str, domain: contract.Domain, me: contract.Member, own_id: str,
+               networks: dict[str, Any]) -> dict:
+    ports_taken = registry_rules.ports_served(node=me.name, registries=[networks, *_other_registries(view, domain)])
+    return registry_rules.new_network_entry(name=name, domain=domain, server=me, server_id=own_id,
+                                            networks=networks, ports_taken=ports_taken)
+
+
+def _other_domains(view: PassView, domain: contract.Domain) -> Iterator[contract.Domain]:
+    """The other dtDomains this node is a member of, listed now."""
+    for other in view.cluster.list_domains(view.node):
+        if other["metadata"]["name"] != domain.name:
+            yield contract.Domain.from_object(other)
+
+
+def _other_registries(view: PassView, domain: contract.Domain) -> Iterator[dict]:
+    """The registries of the other dtDomains this node is a member of (those whose home is in
+    this inventory): their servers on this node listen on its address too."""
+    for other in _other_domains(view, domain):
+        home = view.federation.get(other.home.name)
+        if home is not None:
+            yield registry_rules.networks_of(view.domain_object(home, other.name))
+
+
+def _check_name_free(view: PassView, *, name: str, domain: contract.Domain) -> None:
+    for other in _other_domains(view, domain):
+        if name in registry_rules.networks_of(view.domain_object(view.member_node(other.home), other.name)):
+            raise plan.PlanError(Status.NETWORK_NAME_TAKEN, f"network {name!r} already exists in dtDomain "
+                                 f"{other.name}; a name is one network in the whole federation")

@@ -1,0 +1,104 @@
+"""One pass's view of the federation's dtServices and dtDomains, shared by its steps.
+
+Owns the reads a ``NodeReconciler`` pass makes of other nodes' objects and the dtService
+writes that keep those reads current: each node's dtServices and dtDomains are listed once
+per pass (a converged pass reads a bounded number of times per node), a written object
+replaces its listed copy, and ``update_service`` writes optimistically (the object's
+``resourceVersion``; a Conflict means another provisioner wrote first, so it re-reads and
+tries again, up to ``MAX_ATTEMPTS``). Also finds a domain member's connection details.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import (
+    Cluster,
+    Conflict,
+    NodeRef,
+    SharedObject,
+)
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
+
+MAX_ATTEMPTS = 20
+
+
+class PassView:
+    """The dtServices and dtDomains of the federation's nodes as one pass of ``node`` saw them."""
+
+    def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef]) -> None:
+        self.cluster = cluster
+        self.node = node
+        self.federation = federation
+        self._services: dict[str, list[dict]] = {}
+        self._domains: dict[str, dict[str, dict]] = {}
+
+    def member_node(self, member: contract.Member) -> NodeRef:
+        node = self.federation.get(member.name)
+        if node is None:
+            raise plan.PlanError(Status.FAILED, f"member {member.name} of the domain has no connection "
+                                 "details (not a host of this inventory)")
+        return node
+
+    # -- dtServices -----------------------------------------------------------------------
+    def services_of(self, node: NodeRef) -> list[dict]:
+        if node.name not in self._services:
+            self._services[node.name] = self.cluster.list_services(node)
+        return self._services[node.name]
+
+    def service_on(self, node: NodeRef, name: str) -> dict | None:
+        return next((s for s in self.services_of(node) if s["metadata"]["name"] == name), None)
+
+    def remember(self, node: NodeRef, service: dict) -> None:
+        """``service`` as written: its listed copy is replaced."""
+        items = self.services_of(node)
+        items[:] = [s for s in items if s["metadata"]["name"] != service["metadata"]["name"]] + [service]
+
+    def forget_services(self, node: NodeRef | None = None) -> None:
+        """Drop the listed dtServices of ``node`` (of every node when None): listed again on next use."""
+        if node is None:
+            self._services.clear()
+        else:
+            self._services.pop(node.name, None)
+
+    def update_service(self, node: NodeRef, name: str, desired: Callable[[dict], dict],
+                       shared: SharedObject | None = None) -> dict:
+        """Write ``desired(current)`` when it differs, re-reading on Conflict. With ``shared``
+        (its lock held), start from the newest copy another thread wrote or read."""
+        # Check mode writes nothing: a dry run's answer is no copy to build on.
+        shared = None if self.cluster.dry_run else shared
+        current = (shared.latest if shared else None) or self.service_on(node, name)
+        for _ in range(MAX_ATTEMPTS):
+            if current is None:
+                raise plan.PlanError(Status.SERVER_UNREACHABLE, f"dtService {name} is missing on node {node.name}")
+            body = desired(current)
+            if body == current:
+                return current
+            try:
+                current = self.cluster.replace_service(node, body)
+                self.remember(node, current)
+                return current
+            except Conflict:
+                # Re-read this object first, then (lazily) everything else: a client that
+                # claimed an address in it is then also seen as live.
+                self.forget_services()
+                current = self.cluster.get_service(node, name)
+            finally:
+                if shared:
+                    shared.latest = current
+        raise plan.PlanError(Status.FAILED, f"dtService {name} on {node.name} kept changing; gave up after "
+                             f"{MAX_ATTEMPTS} attempts")
+
+    # -- dtDomains ------------------------------------------------------------------------
+    def domain_object(self, node: NodeRef, name: str, *, fresh: bool = False) -> dict | None:
+        """A dtDomain of a node, from one LIST of the node's dtDomains per pass (``fresh``
+        lists again)."""
+        if fresh or node.name not in self._domains:
+            self._domains[node.name] = {d["metadata"]["name"]: d for d in self.cluster.list_domains(node)}
+        return self._domains[node.name].get(name)
+
+    def remember_domain(self, node: NodeRef, domain: dict) -> None:
+        """``domain`` as written (read through ``domain_object`` before): its listed copy is replaced."""
+        self._domains[node.name][domain["metadata"]["name"]] = domain

@@ -1,0 +1,46 @@
+"""The rules of a dtDomain's network registry (its home copy's ``status.networks``). Pure, no I/O.
+
+Owns what a registry entry holds and what is read out of it: the networks of a dtDomain
+object, a new network's entry (its subnet from the domain's pool, its server's UDP port from
+the server node's range, away from the ports that node's other networks listen on), the
+ports a node serves across registries, and the port of an entry's endpoint. Reading and
+writing the registry is ``control/registry.py``'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing
+
+
+def networks_of(domain_object: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The registry of a dtDomain object (network name -> entry); empty when it has none."""
+    return (((domain_object or {}).get("status") or {}).get("networks")) or {}
+
+
+def endpoint_port(endpoint: str) -> int:
+    """The UDP port of an entry's ``address:port`` endpoint."""
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def ports_served(*, node: str, registries: Iterable[Mapping[str, Any]]) -> list[int]:
+    """The UDP ports of the networks ``node`` serves in ``registries``: all of them listen on
+    its address, whichever domain they belong to."""
+    return [endpoint_port(n["endpoint"]) for registry in registries for n in registry.values()
+            if n["server"]["node"] == node]
+
+
+def new_network_entry(*, name: str, domain: contract.Domain, server: contract.Member, server_id: str,
+                      networks: Mapping[str, Any], ports_taken: Iterable[int]) -> dict[str, Any]:
+    """The registry entry of network ``name`` served by ``server`` (peer id ``server_id``):
+    the lowest free subnet of the domain's pool beside ``networks``' subnets, and the lowest
+    port of the server's range not in ``ports_taken``. Raises ``AllocationError`` when either
+    is exhausted."""
+    subnet = addressing.allocate_subnet(pool=domain.pool, prefix=domain.subnet_prefix,
+                                        taken=[n["subnet"] for n in networks.values()])
+    port = addressing.allocate_port(port_range=server.port_range, taken=ports_taken)
+    return {"subnet": subnet, "endpoint": f"{server.address}:{port}",
+            "server": {"node": server.name, "namespace": server.namespace, "name": name, "id": server_id}}

@@ -1,0 +1,22 @@
+"""Reading a key Secret's private key back: only from the Secret, never into a message."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.secrets import read_private_key
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import keys
+
+
+def test_the_private_key_is_read_from_the_secrets_data():
+    private = keys.generate_private_key()
+    secret = {"metadata": {"name": contract.key_secret_name("net")},
+              "data": {contract.PRIVATE_KEY_FIELD: base64.b64encode(private.encode()).decode()}}
+    assert read_private_key(secret) == private
+
+
+def test_a_missing_secret_is_named_not_guessed():
+    with pytest.raises(ValueError, match="key Secret is missing"):
+        read_private_key(None)
