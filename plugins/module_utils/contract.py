@@ -199,7 +199,7 @@ for _field in fields(NodeRef):
         _option["required"] = True
     elif _field.name in _LIST_FIELDS:
         _option.update(type="list", elements="str")
-        if _field.default:
+        if isinstance(_field.default, tuple) and _field.default:
             _option["default"] = list(_field.default)
     elif _field.default is not None:
         _option["default"] = _field.default

@@ -33,7 +33,7 @@ def leave_network(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, N
     for _ in range(MAX_ATTEMPTS):
         home_obj = cluster.get_domain(home, domain.name)
         entry = ((home_obj or {}).get("status") or {}).get("networks", {}).get(name)
-        if entry is None:
+        if home_obj is None or entry is None:
             return False
         if entry["server"]["id"] == own_id:
             body = copy.deepcopy(home_obj)
@@ -45,7 +45,7 @@ def leave_network(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, N
                 continue
         hub_node = federation.get(entry["server"]["node"])
         hub = cluster.get_service(hub_node, name) if hub_node else None
-        if hub is None:
+        if hub_node is None or hub is None:
             return False
         table = hub.get("peers") or {}
         kept = {address: e for address, e in table.items() if plan.id_of(e) != own_id}
@@ -72,8 +72,10 @@ def remove_service(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, 
 
 def release_finalizer(*, cluster: Cluster, node: NodeRef, service: dict) -> None:
     """Drop our finalizer, re-reading the object when it moved on since it was read."""
-    current = service
+    current: dict | None = service
     for _ in range(MAX_ATTEMPTS):
+        if current is None:
+            return
         finalizers = current["metadata"].get("finalizers") or []
         if contract.FINALIZER not in finalizers:
             return
@@ -84,6 +86,4 @@ def release_finalizer(*, cluster: Cluster, node: NodeRef, service: dict) -> None
             return
         except Conflict:
             current = cluster.get_service(node, service["metadata"]["name"])
-            if current is None:
-                return
     raise plan.PlanError(Status.FAILED, f"could not release the finalizer of {service['metadata']['name']}")

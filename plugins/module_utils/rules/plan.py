@@ -88,7 +88,7 @@ def claim_in_table(*, table: Mapping[str, Any], subnet: str, uid: str, public_ke
     rule, ``preferred`` being the one it recorded for itself) and the table holding it there
     with ``public_key``, under no other address."""
     own_id = peer_id(uid=uid)
-    address = claim_address(subnet=subnet, peers={a: id_of(e) for a, e in table.items()}, peer_key=own_id,
+    address = claim_address(subnet=subnet, peers={a: id_of(e) or "" for a, e in table.items()}, peer_key=own_id,
                             preferred=preferred)
     claimed = {a: e for a, e in table.items() if id_of(e) != own_id or a == address}
     claimed[address] = peer_entry(uid=uid, role=CLIENT, public_key=public_key)
