@@ -1,4 +1,5 @@
-"""Real data-plane tests of dtservice/wireguard.py: wireguard-go in network namespaces.
+"""Real data-plane tests of data/wireguard.py (with netns.py, wggo.py and rules/probe.py):
+wireguard-go in network namespaces.
 
 Needs root (network namespaces, TUN). Builds its own test bed (netns_fixture.py): three
 nodes whose namespaces hold 198.18.0.10-12 on the underlay bridge, one pod per node that
@@ -148,7 +149,7 @@ def test_create_hub_and_clients_keeps_key_out_of_argv(fed, monkeypatch):
             key_files.append((path, os.stat(path).st_mode & 0o777, os.stat(os.path.dirname(path)).st_mode & 0o777))
         return real_run(argv, *args, **kwargs)
 
-    monkeypatch.setattr(wireguard.subprocess, "run", spy)
+    monkeypatch.setattr(subprocess, "run", spy)
     results = {
         "hub": wireguard.ensure_interface(**fed.hub_args()),
         "c1": wireguard.ensure_interface(**fed.client_args(1)),

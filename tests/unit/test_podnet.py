@@ -1,23 +1,23 @@
 """A pod's namespace from the runtime's answers, and which pod a dtService may attach.
 
-The parsing is pure and tested here on the shapes crictl and /proc give; the whole lookup,
-against a real containerd and real processes, is in tests/integration/test_real_pods.py."""
+The parsing (rules/runtime.py) is pure and tested here on the shapes crictl and /proc give;
+the whole lookup, against a real containerd and real processes, is in
+tests/integration/test_real_pods.py."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import (
-    PodLookupError,
-    RuntimeView,
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import PodLookupError, RuntimeView
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.runtime import (
     cgroup_pod_uid,
     cri_network_paths,
     cri_sandboxes,
     local_addresses,
     pod_ips,
 )
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods
 
 UID = "0b4c7f3e-9a1d-4c55-8f00-2f7d1e6a9b10"
 OTHER = "11111111-2222-3333-4444-555555555555"

@@ -1,0 +1,222 @@
+"""The life of a WireGuard link itself: kernel WireGuard, else a ``wireguard-go`` process.
+
+Owns creating the link in the *node's* network namespace, so its UDP socket is bound
+there (kernel WireGuard keeps the socket in the namespace the link was created in;
+``wireguard-go`` keeps it in the namespace of its process), and moving it into the pod's;
+waiting for wireguard-go's control socket; finding the wireguard-go processes of an
+interface name, stopping the orphaned ones and removing their stale sockets; clearing
+what a half-finished run left before a new link is made, and deleting a link wherever it
+may be.
+
+``wireguard-go`` specifics: it refuses to start on a kernel it believes has WireGuard
+unless ``WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1``; its control sockets live in
+``/var/run/wireguard`` for the whole machine, so ``wg`` finds an interface by name from
+any namespace and names must be unique machine-wide.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns import (
+    TIMEOUT,
+    WireGuardError,
+    argv_in,
+    find_link,
+    namespace_path,
+    run,
+)
+
+__all__ = [
+    "SOCKET_DIR",
+    "WIREGUARD_GO_ENV",
+    "clear_leftovers",
+    "create_link",
+    "delete_everywhere",
+    "reap_orphans",
+    "remove_stale_socket",
+    "wireguard_go_pids",
+]
+
+WIREGUARD_GO_ENV = "WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD"
+SOCKET_DIR = "/var/run/wireguard"
+
+
+# ---------------------------------------------------------------- wireguard-go processes
+
+
+def wireguard_go_pids(name: str) -> list[int]:
+    """PIDs of wireguard-go processes serving interface ``name`` (argv ``wireguard-go NAME``)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                args = handle.read().split(b"\0")
+        except OSError:
+            continue
+        args = [a.decode(errors="replace") for a in args if a]
+        if len(args) >= 2 and os.path.basename(args[0]) == "wireguard-go" and args[-1] == name:
+            pids.append(int(entry))
+    return pids
+
+
+def _tun_attached(pid: int, name: str) -> bool:
+    """True if process ``pid`` still holds a TUN file attached to a link called ``name``."""
+    fd_dir = f"/proc/{pid}/fdinfo"
+    try:
+        fds = os.listdir(fd_dir)
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            with open(os.path.join(fd_dir, fd)) as handle:
+                if f"iff:\t{name}\n" in handle.read():
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def _alive(pid: int) -> bool:
+    # A zombie counts as gone: it holds no socket or TUN, and reaping it is not ours to do.
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            state = handle.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _wait_gone(pids: list[int], seconds: float) -> list[int]:
+    deadline = time.monotonic() + seconds
+    alive = [p for p in pids if _alive(p)]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if _alive(p)]
+    return alive
+
+
+def reap_orphans(name: str) -> bool:
+    """Stop wireguard-go processes for ``name`` whose link is gone; True if any went away.
+
+    One still holding a link called ``name`` after the grace period serves a live link
+    in some other namespace and is left alone.
+    """
+    pids = wireguard_go_pids(name)
+    if not pids:
+        return False
+    # They exit by themselves once their TUN link is gone, but a deleted namespace is
+    # torn down asynchronously, so the link may still look attached for a moment.
+    alive = _wait_gone(pids, 3.0)
+    orphans = [p for p in alive if not _tun_attached(p, name)]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in orphans:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        orphans = _wait_gone(orphans, 2.0)
+    if orphans:
+        raise WireGuardError(f"wireguard-go for {name} (pid {orphans}) does not stop")
+    return len([p for p in alive if _alive(p)]) < len(pids)
+
+
+def remove_stale_socket(name: str) -> bool:
+    """Remove the control socket of ``name`` if nobody answers on it; True if removed."""
+    path = os.path.join(SOCKET_DIR, f"{name}.sock")
+    if not os.path.exists(path):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return False  # somebody still answers on it: not stale
+    except OSError:
+        os.unlink(path)
+        return True
+    finally:
+        probe.close()
+
+
+# ------------------------------------------------------------------------- the link
+
+
+def _wait_for_control_socket(name: str, netns: str | None, log, seconds: float = 15) -> None:
+    """wireguard-go answers on its control socket a moment after it returns; on a busy
+    machine `wg` could come first, find no socket and fall back to the kernel's netlink
+    ("Protocol not supported"). Its daemonised child can also fail after the parent
+    returned 0: then its errors, in ``log``, say why."""
+    deadline = time.monotonic() + seconds
+    while run(["wg", "show", name, "listen-port"], netns=netns, check=False).returncode != 0:
+        if not wireguard_go_pids(name):
+            log.seek(0)
+            errors = [line.strip() for line in log.read().decode(errors="replace").splitlines() if "ERROR" in line]
+            hint = ""
+            if any("too many open files" in line for line in errors):
+                # Each wireguard-go holds one inotify instance on its control socket.
+                hint = " (raise fs.inotify.max_user_instances: each wireguard-go interface takes one)"
+            raise WireGuardError(f"wireguard-go for {name} exited: {'; '.join(errors) or 'no error logged'}{hint}")
+        if time.monotonic() > deadline:
+            raise WireGuardError(f"wireguard-go for {name} did not open its control socket within {seconds:.0f}s")
+        time.sleep(0.05)
+
+
+def _start_wireguard_go(name: str, node_netns: str | None) -> None:
+    env = {**os.environ, WIREGUARD_GO_ENV: "1", "LOG_LEVEL": "error"}
+    # Its output goes to an unlinked file, not a pipe: the daemonised child keeps it
+    # open, and waiting for a pipe's end would last as long as the interface.
+    with tempfile.TemporaryFile() as log:
+        try:
+            # A session of its own: an agent run over SSH (with a terminal) ends with a
+            # SIGHUP to its session, which would take every interface it made with it.
+            proc = subprocess.run(argv_in(node_netns, ["wireguard-go", name]), stdin=subprocess.DEVNULL,
+                                  stdout=log, stderr=log, env=env, timeout=TIMEOUT, check=False,
+                                  start_new_session=True)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise WireGuardError(f"wireguard-go {name}: {exc}") from None
+        if proc.returncode != 0:
+            log.seek(0)
+            raise WireGuardError(f"wireguard-go {name} failed (exit {proc.returncode}): "
+                                 f"{log.read().decode(errors='replace').strip()[-500:]}")
+        _wait_for_control_socket(name, node_netns, log)
+
+
+def create_link(name: str, node_netns: str | None, pod_netns: str, mtu: int) -> None:
+    """Create the link in the node namespace (kernel WireGuard if the kernel can, else
+    wireguard-go), give it its MTU and move it into the pod's."""
+    if run(["ip", "link", "add", "dev", name, "type", "wireguard"], netns=node_netns, check=False).returncode != 0:
+        _start_wireguard_go(name, node_netns)
+    # The MTU is set while still in the node namespace: wireguard-go learns it from netlink
+    # there, and would not see a change made after the move.
+    run(["ip", "-batch", "-"], netns=node_netns,
+        input=f"link set dev {name} mtu {mtu}\nlink set dev {name} netns {namespace_path(pod_netns)}\n")
+
+
+def clear_leftovers(name: str, node_netns: str | None, pod_netns: str) -> None:
+    """Before creating: remove traces of an earlier half-finished or orphaned interface."""
+    node_path = None if node_netns is None else namespace_path(node_netns)
+    # Created but never moved (a run died in between): it carries nothing yet.
+    if namespace_path(pod_netns) != node_path and find_link(name, node_netns) is not None:
+        run(["ip", "link", "del", "dev", name], netns=node_netns)
+    reap_orphans(name)
+    if any(_tun_attached(pid, name) for pid in wireguard_go_pids(name)):
+        raise WireGuardError(
+            f"interface name {name} is in use by a wireguard-go process for a link outside "
+            f"{pod_netns}; wireguard-go names must be unique machine-wide"
+        )
+    remove_stale_socket(name)
+
+
+def delete_everywhere(name: str, node_netns: str | None, pod_netns: str) -> None:
+    """Delete link ``name`` from both namespaces, and what wireguard-go left; best effort."""
+    for netns in (pod_netns, node_netns):
+        if find_link(name, netns) is not None:
+            run(["ip", "link", "del", "dev", name], netns=netns, check=False)
+    reap_orphans(name)
+    remove_stale_socket(name)

@@ -1,0 +1,225 @@
+"""A live WireGuard interface as one probe sees it, and what differs from the wanted one.
+
+Owns, without touching the machine (standard library and ``rules`` only):
+
+- the probe: ``PROBE_SCRIPT``, run by ``sh`` in the pod's namespace, prints the link
+  (``ip -j addr``), the whole WireGuard state (``wg show dump``) and the forwarding
+  switches in one go; ``parse_probe`` turns its output into a ``LiveInterface`` and drops
+  the private key ``wg show dump`` prints;
+- the diff: ``diff_interface`` says which peers to add, change or remove, whether the
+  key or listen port differ, and which commands (argv lists) give the link its address,
+  MTU, up state and forwarding; endpoints compare by address, and a host name through
+  the resolver the caller passes in (``wg`` keeps what a name resolved to).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+from collections.abc import Callable, Iterable, Sequence
+
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer
+
+__all__ = [
+    "PROBE_NO_LINK",
+    "PROBE_SCRIPT",
+    "Changes",
+    "LiveInterface",
+    "LivePeer",
+    "Resolve",
+    "diff_interface",
+    "endpoint_matches",
+    "forwarding_sysctl",
+    "link_commands",
+    "parse_probe",
+    "peer_differs",
+]
+
+# Host name and port -> the addresses the name resolves to (none if it does not).
+Resolve = Callable[[str, int], Iterable[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class LivePeer:
+    allowed_ips: list[str]
+    endpoint: str | None
+    keepalive: int
+    latest_handshake: int
+
+
+@dataclasses.dataclass(frozen=True)
+class LiveInterface:
+    """What one probe of an interface in a pod found; holds no private key."""
+
+    public_key: str | None
+    listen_port: int
+    mtu: int
+    up: bool
+    addresses: frozenset
+    forwarding: dict[int, bool]
+    peers: dict[str, LivePeer]
+
+
+# One process in the pod's namespace reads the link, its addresses, the whole WireGuard state
+# and the forwarding switches: a converged interface costs one probe, not a dozen commands.
+# `wg` runs in the pod's namespace: kernel WireGuard is found by netlink there, wireguard-go
+# by its machine-wide socket, so one call serves both. $1 is the interface's name.
+PROBE_SCRIPT = (
+    'ip -j addr show dev "$1" || exit 64\n'
+    'echo "#"; wg show "$1" dump || exit 65\n'
+    'echo "#"; echo "4 $(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"\n'
+    'echo "6 $(cat /proc/sys/net/ipv6/conf/all/forwarding 2>/dev/null)"'
+)
+# PROBE_SCRIPT's exit status when there is no such link.
+PROBE_NO_LINK = 64
+
+
+def parse_probe(output: str) -> LiveInterface:
+    """The interface PROBE_SCRIPT's (successful) output describes."""
+    link_json, dump, switches = output.split("#\n")
+    link = (json.loads(link_json or "[]") or [{}])[0]
+    addresses = frozenset(
+        ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
+        for info in link.get("addr_info", [])
+        if info.get("scope") == "global"
+    )
+    rows = [line.split("\t") for line in dump.splitlines() if line.strip()]
+    # The interface line is private-key, public-key, listen-port, fwmark; the private key
+    # is dropped right here.
+    _, public_key, listen_port, _ = rows[0]
+    peers = {
+        key: LivePeer(
+            allowed_ips=[] if allowed == "(none)" else allowed.split(","),
+            endpoint=None if endpoint == "(none)" else endpoint,
+            keepalive=0 if keepalive == "off" else int(keepalive),
+            latest_handshake=int(handshake),
+        )
+        for key, _psk, endpoint, allowed, handshake, _rx, _tx, keepalive in rows[1:]
+    }
+    forwarding = {}
+    for line in switches.splitlines():
+        version, _, value = line.partition(" ")
+        if value.strip():
+            forwarding[int(version)] = value.strip() == "1"
+    return LiveInterface(
+        public_key=public_key if is_valid_key(public_key) else None,
+        listen_port=int(listen_port),
+        mtu=link.get("mtu", 0),
+        up="UP" in link.get("flags", []),
+        addresses=addresses,
+        forwarding=forwarding,
+        peers=peers,
+    )
+
+
+# ------------------------------------------------------------------------- diffing
+
+
+def _networks(nets: Sequence[str]) -> set[str]:
+    return {str(ipaddress.ip_network(n, strict=False)) for n in nets}
+
+
+def _split_endpoint(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def endpoint_matches(wanted: str, live: str | None, *, resolve: Resolve) -> bool:
+    """True if the endpoint ``wg`` reports (``live``) is the ``wanted`` one."""
+    if live is None:
+        return False
+    host, port = _split_endpoint(wanted)
+    live_host, live_port = _split_endpoint(live)
+    if port != live_port:
+        return False
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address(live_host)
+    except ValueError:
+        pass
+    # A DNS name: wg stores what it resolved to, so compare against the resolution.
+    return any(ipaddress.ip_address(address) == ipaddress.ip_address(live_host) for address in resolve(host, port))
+
+
+def peer_differs(peer: Peer, live: LivePeer, *, resolve: Resolve) -> bool:
+    """True if the live peer's allowed IPs, endpoint or keepalive are not the wanted ones."""
+    if _networks(peer.allowed_ips) != _networks(live.allowed_ips):
+        return True
+    # No endpoint wanted means the peer roams to us: whatever wg learned is right.
+    if peer.endpoint is not None and not endpoint_matches(peer.endpoint, live.endpoint, resolve=resolve):
+        return True
+    return (peer.persistent_keepalive or 0) != live.keepalive
+
+
+def forwarding_sysctl(address: str) -> str:
+    """The sysctl that switches forwarding on for the IP version of ``address``."""
+    return "net.ipv4.ip_forward" if ipaddress.ip_interface(address).version == 4 else "net.ipv6.conf.all.forwarding"
+
+
+def link_commands(live: LiveInterface, *, name: str, address: str, mtu: int, forward: bool) -> list[list[str]]:
+    """The commands that give the link its address, MTU, up state and forwarding."""
+    wanted = ipaddress.ip_interface(address)
+    commands = []
+    if wanted not in live.addresses:
+        commands.append(["ip", "addr", "add", str(wanted), "dev", name])
+    # Addresses we did not ask for go: a reallocated address must not linger.
+    commands += [["ip", "addr", "del", str(a), "dev", name] for a in sorted(live.addresses - {wanted}, key=str)]
+    if live.mtu != mtu:
+        commands.append(["ip", "link", "set", "dev", name, "mtu", str(mtu)])
+    if not live.up:
+        commands.append(["ip", "link", "set", "dev", name, "up"])
+    if forward and not live.forwarding.get(wanted.version, False):
+        commands.append(["sysctl", "-q", "-w", f"{forwarding_sysctl(address)}=1"])
+    return commands
+
+
+@dataclasses.dataclass(frozen=True)
+class Changes:
+    """What must change on a live interface to make it the wanted one."""
+
+    peers_added: list[str]
+    peers_removed: list[str]
+    peers_updated: list[str]
+    key: bool
+    listen_port: bool
+    link_commands: list[list[str]]
+
+    @property
+    def wireguard(self) -> bool:
+        """Whether the WireGuard configuration (key, port or peers) changes."""
+        return bool(self.key or self.listen_port or self.peers_added or self.peers_removed or self.peers_updated)
+
+    @property
+    def changed(self) -> bool:
+        return self.wireguard or bool(self.link_commands)
+
+
+def diff_interface(
+    live: LiveInterface,
+    *,
+    name: str,
+    address: str,
+    mtu: int,
+    listen_port: int | None,
+    public_key: str,
+    peers: Sequence[Peer],
+    forward: bool,
+    resolve: Resolve,
+) -> Changes:
+    """Compare a live interface with the wanted one.
+
+    Peers added and updated are in the order of ``peers``, removed ones sorted;
+    ``listen_port=None`` accepts whatever port the interface has.
+    """
+    wanted = {p.public_key: p for p in peers}
+    return Changes(
+        peers_added=[k for k in wanted if k not in live.peers],
+        peers_removed=sorted(k for k in live.peers if k not in wanted),
+        peers_updated=[
+            k for k, p in wanted.items() if k in live.peers and peer_differs(p, live.peers[k], resolve=resolve)
+        ],
+        key=live.public_key != public_key,
+        listen_port=listen_port is not None and live.listen_port != listen_port,
+        link_commands=link_commands(live, name=name, address=address, mtu=mtu, forward=forward),
+    )
