@@ -87,10 +87,10 @@ def run(module) -> None:
     # new clients before they are waited on.
     configured = run_on_nodes(module, configure, import_error=IMPORT_ERROR)
     with api_failures(module, refused="a status write"):
-        side_by_side([agent for agent, _ in configured.values()], lambda agent: agent.settle())
-    done = {name: outcome for name, (_, outcome) in configured.items()}
-    interfaces = {name: [asdict(o) for o in outcomes] for name, (outcomes, _) in done.items()}
-    removed = {name: gone for name, (_, gone) in done.items() if gone}
+        side_by_side([agent for agent, _outcome in configured.values()], lambda agent: agent.settle())
+    done = {name: outcome for name, (_agent, outcome) in configured.items()}
+    interfaces = {name: [asdict(o) for o in outcomes] for name, (outcomes, _gone) in done.items()}
+    removed = {name: gone for name, (_outcomes, gone) in done.items() if gone}
     result = {"changed": bool(removed) or any(o["changed"] for items in interfaces.values() for o in items),
               "interfaces": interfaces, "removed": removed}
     failed = [f"{name}/{o['name']}: {o['message']}" for name, items in interfaces.items() for o in items

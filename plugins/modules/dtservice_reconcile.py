@@ -95,10 +95,12 @@ def run(module) -> None:
                                finalizer=module.params["finalizer"])
 
     done = run_on_nodes(module, reconcile, import_error=IMPORT_ERROR)
-    outcomes = [o for node_outcomes, _ in done.values() for o in node_outcomes]
-    result = {"changed": any(o.changed for o in outcomes) or any(labels for _, labels in done.values()),
-              "services": {name: [o.as_dict() for o in node_outcomes] for name, (node_outcomes, _) in done.items()},
-              "pod_labels": {name: labels for name, (_, labels) in done.items() if labels}}
+    services = {name: node_outcomes for name, (node_outcomes, _labels) in done.items()}
+    pod_labels = {name: labels for name, (_outcomes, labels) in done.items() if labels}
+    outcomes = [o for node_outcomes in services.values() for o in node_outcomes]
+    result = {"changed": any(o.changed for o in outcomes) or bool(pod_labels),
+              "services": {name: [o.as_dict() for o in node_outcomes] for name, node_outcomes in services.items()},
+              "pod_labels": pod_labels}
     if module._diff:
         result["diff"] = [o.diff() for o in outcomes if o.changed]
     module.exit_json(**result)

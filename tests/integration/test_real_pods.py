@@ -74,7 +74,7 @@ def test_a_deployments_replacement_pod_reconnects_with_its_address_and_key(serve
     address, key = own_entry(get(bed, "node1"))
     assert ping(bed, "node2", "service-pod", address) == 3, "client to client through the hub before"
     outages = []
-    for _ in range(REPLACEMENTS):
+    for _replacement in range(REPLACEMENTS):
         old = deployment_pod(bed)
         node = bed.node("node1")
         deleted = time.monotonic()

@@ -501,7 +501,7 @@ def test_claim_is_stable_across_reruns(
     except SubnetExhausted:
         return
     table[first] = key
-    for _ in range(3):
+    for _attempt in range(3):
         assert claim_address(subnet=subnet, peers=table, peer_key=key) == first
 
 
