@@ -838,7 +838,7 @@ def git_state() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="runs per case (the median is reported)")
     parser.add_argument("--cases", default=",".join(ALL_CASES), help=f"comma-separated, of {', '.join(ALL_CASES)}")
@@ -894,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else BENCH / "results" / f"{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     results: dict = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "quick": quick,
-                     "args": {k: v for k, v in vars(args).items()},
+                     "args": dict(vars(args)),
                      "host": {"cpus": os.cpu_count(), "load_at_start": [round(x, 2) for x in os.getloadavg()]},
                      "git": git_state(),
                      "cases": {}}

@@ -19,8 +19,8 @@ description:
   - The private key is read from the dtService's Secret inside the module and goes only to
     the interface, through a 0600 file that is removed at once.
   - Check mode reports what would change and changes nothing.
-extends_documentation_fragment: [sightline.dtservice.dtservice_machine]
-author: dtService project
+extends_documentation_fragment: [sightline.dtservice.dtservice_nodes, sightline.dtservice.dtservice_machine]
+author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
 EXAMPLES = r"""
@@ -39,7 +39,7 @@ interfaces:
     name: {description: dtService name, type: str}
     interface: {description: Interface name in the pod, type: str}
     status: {description: Status written, type: str}
-    message: {description: Why, when not Connected, type: str}
+    message: {description: "Why, when not Connected", type: str}
     created: {description: The interface was made in this run, type: bool}
     peers_added: {description: Public keys of peers added, type: list}
     peers_removed: {description: Public keys of peers removed, type: list}

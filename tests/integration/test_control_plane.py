@@ -565,8 +565,8 @@ def test_api_server_rejects_malformed_objects_with_field_names(seeded):
             api.create_namespaced_custom_object(GROUP, VERSION, node.namespace, plural, body)
         assert rejected.value.status == 422, body["metadata"]["name"]
         causes = json.loads(rejected.value.body)["details"]["causes"]
-        missing = [f for f in fields if not any(f in (c.get("field"), c.get("message", "")) or
-                                                 (" " in f and f in c.get("message", "")) for c in causes)]
+        missing = [f for f in fields if not any(f in (c.get("field"), c.get("message", ""))
+                                                or (" " in f and f in c.get("message", "")) for c in causes)]
         assert missing == [], f"{body['metadata']['name']}: {causes}"
     assert versions(bed) == before
 
@@ -732,8 +732,6 @@ def test_network_name_of_another_domain_is_taken(kubectl_problems):
     assert "otherdomain" in only_event(bed, "node2", "waitnet", warning=True)["message"]
     assert sorted(get_json(bed, "node0", "dtdomain", "tinydomain")["status"]["networks"]) == ["tiny", "tiny2"]
     check_network(bed, "waitnet", ["node0", "node1"])
-
-
 
 
 def test_bad_input_disturbs_nothing_that_works(kubectl_problems):

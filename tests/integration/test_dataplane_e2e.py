@@ -189,7 +189,7 @@ def test_deleting_one_member_leaves_the_others_connected_and_nothing_behind(fede
     address = next(a for a in leaving["peers"] if a != "100.96.0.1")
     interface = interfaces_in(bed, "node2", "worker-pod")[0]
     run_playbook(bed, "playbooks/teardown.yml", "-e", json.dumps({"dtservice_teardown_nodes": ["node2"],
-                                                                   "dtservice_teardown_networks": ["myservice"]}),
+                                                                  "dtservice_teardown_networks": ["myservice"]}),
                  inventory=federation["inventory"])
     node2 = bed.node("node2")
     assert bed.kubectl(node2, "get", "dtservice", "myservice", "-n", node2.namespace, admin=True,

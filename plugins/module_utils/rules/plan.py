@@ -143,9 +143,9 @@ def declared_plan(*, domains: Iterable[Mapping[str, Any]], nodes: Mapping[str, M
     return {
         "networks": {n.name: {"domain": n.domain, "server_node": n.server_node,
                               "attachments": n.attachments,
-                              "interfaces": {a["node"]: contract.interface_name(namespace=nodes[a["node"]]["namespace"],
-                                                                       network=n.name,
-                                                                       node_netns=nodes[a["node"]].get("netns"))
+                              "interfaces": {a["node"]: contract.interface_name(
+                                                 namespace=nodes[a["node"]]["namespace"], network=n.name,
+                                                 node_netns=nodes[a["node"]].get("netns"))
                                              for a in n.attachments}}
                      for n in networks.values()},
         "serves": {node: sorted(n.name for n in networks.values() if n.server_node == node)
