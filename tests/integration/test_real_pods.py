@@ -195,7 +195,7 @@ def test_a_pending_pod_waits_and_a_deleted_pod_leaves_no_interface(served):
     wait_for(lambda: (get(bed, "node2", "never-net") or {}).get("status") == "WaitingForPod", timeout=120,
              what="WaitingForPod for a Pending pod")
     assert "Pending" in next(e["message"] for e in kubectl_json(bed, "node2", "get", "events", "-n",
-                                                                 node.namespace)["items"]
+                                                                node.namespace)["items"]
                              if e["involvedObject"]["name"] == "never-net")
     netns = bed.pod_netns("node2", "roamer")
     bed.delete_pod("node2", "roamer")
