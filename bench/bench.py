@@ -227,7 +227,7 @@ def is_noise(key: str) -> bool:
     endpoints reconciler, probes, and WATCHes (a watch is counted when it ends, so informer
     watches of the controller manager that expire in the window show up; the playbooks never
     watch, and the daemon is off in the cases that count requests)."""
-    verb, _, resource = key.partition(" ")
+    verb, _sep, resource = key.partition(" ")
     return resource in NOISE_RESOURCES or verb == "WATCH"
 
 
@@ -281,7 +281,7 @@ def deploy(bed: Bed, inventory: str, passes: int) -> tuple[float, int, list[str]
 
 def fatal_message(line: str) -> str:
     """`fatal: [host]: FAILED! => {...}` as `fatal: [host]: <msg>`, without the module's full result."""
-    head, _, body = line.partition(" => ")
+    head, _sep, body = line.partition(" => ")
     try:
         return f"{head.replace(' FAILED!', '')} {json.loads(body).get('msg', body[-1500:])}"[:3000]
     except ValueError:
@@ -292,7 +292,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     """The PLAY RECAP counters per host."""
     counts = {}
     for line in output.rsplit("PLAY RECAP", maxsplit=1)[-1].strip().splitlines():
-        host, _, fields = line.partition(":")
+        host, _sep, fields = line.partition(":")
         if " ok=" not in f" {fields}":
             if counts:
                 break  # the end of the recap (a profiling callback may print after it)
@@ -337,12 +337,12 @@ def scaling_run(cfg: dict, run: int, args, workdir: Path) -> dict:
     placements = {f"node{i}": [(name, f"p{i}" if networks == 1 else f"p{i}-{k}") for k, name in enumerate(names)]
                   for i in range(nodes)}
     with Bed(workdir, f"scale-{cfg['label'].replace('=', '')}-{run}", args.prefix, nodes) as bed:
-        bed.pods((node, pod) for node, pairs in placements.items() for _, pod in pairs)
+        bed.pods((node, pod) for node, pairs in placements.items() for _name, pod in pairs)
         services = {node: [{"name": name, "domain": "mydomain", "pod": pod} for name, pod in pairs]
                     for node, pairs in placements.items()}
         inventory = bed.inventory("deploy", services)
         expected = {(bed.testbed.node(node).namespace, name) for node, pairs in placements.items()
-                    for name, _ in pairs}
+                    for name, _pod in pairs}
         record: dict = {}
         with LoadSampler() as load:
             before = bed.api_requests()
@@ -383,7 +383,7 @@ def scaling_run(cfg: dict, run: int, args, workdir: Path) -> dict:
                 before = bed.api_requests()
                 noop_s, result = ansible_playbook(bed, ROOT / "playbooks/deploy.yml", inventory)
                 after = bed.api_requests()
-                floor_s, _ = ansible_playbook(bed, EMPTY_PLAYBOOK, inventory)
+                floor_s, _floor_result = ansible_playbook(bed, EMPTY_PLAYBOOK, inventory)
                 after_floor = bed.api_requests()
             counts = recap(result.stdout)
             api = request_delta(before, after)
@@ -459,7 +459,7 @@ def daemon_run(run: int, args, workdir: Path) -> dict:
     with Bed(workdir, f"daemon-{run}", args.prefix, 3) as bed:
         bed.pods([("node0", "my-pod"), ("node1", "service-pod")])
         inventory = bed.inventory("daemon", {}, daemon=True)
-        deploy_s, passes, _, _ = deploy(bed, inventory, args.deploy_passes)
+        deploy_s, passes, _failures, _result = deploy(bed, inventory, args.deploy_passes)
         pid = daemon_pid(bed)
         names = [f"join{k}" for k in range(joins)]
         with LoadSampler() as load:
@@ -528,14 +528,14 @@ def disruption_run(run: int, args, workdir: Path) -> dict:
                 joined = sum(bed.server_handshakes("node0", "my-pod").values())
                 statuses = bed.statuses()
                 connected = sum(1 for s in statuses.values() if s == "Connected")
-                leave = json.dumps({"dtservice_teardown_nodes": [node for node, _ in more],
+                leave = json.dumps({"dtservice_teardown_nodes": [node for node, _pod in more],
                                     "dtservice_teardown_networks": ["myservice"]})
                 leave_s, left_result = ansible_playbook(bed, ROOT / "playbooks/teardown.yml", large, "-e", leave,
                                                         check=False)
                 time.sleep(1.0)
             finally:
                 pinger.send_signal(signal.SIGINT)
-                output, _ = pinger.communicate(timeout=30)
+                output, _stderr = pinger.communicate(timeout=30)
         left = len(bed.statuses())
         record = {**parse_ping(output), "join_s": round(join_s, 2), "leave_s": round(leave_s, 2),
                   "connected_after_join": connected, "server_handshakes_after_join": joined,
@@ -566,7 +566,7 @@ def children_of(pid: int) -> list[int]:
 def memory_of(pid: int) -> dict:
     fields = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
+        key, _sep, value = line.partition(":")
         if key in ("VmRSS", "VmHWM", "Threads"):
             fields[key] = int(value.split()[0])
     return {"rss_mib": round(fields["VmRSS"] / 1024, 1), "hwm_mib": round(fields["VmHWM"] / 1024, 1),
@@ -838,7 +838,7 @@ def git_state() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--runs", type=int, default=3, help="runs per case (the median is reported)")
     parser.add_argument("--cases", default=",".join(ALL_CASES), help=f"comma-separated, of {', '.join(ALL_CASES)}")
@@ -894,7 +894,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else BENCH / "results" / f"{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     results: dict = {"started": datetime.datetime.now().isoformat(timespec="seconds"), "quick": quick,
-                     "args": {k: v for k, v in vars(args).items()},
+                     "args": dict(vars(args)),
                      "host": {"cpus": os.cpu_count(), "load_at_start": [round(x, 2) for x in os.getloadavg()]},
                      "git": git_state(),
                      "cases": {}}

@@ -13,9 +13,10 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # containerd, runc and the CNI plugins run the bed's pods under kubelet; busybox-static fills its
 # locally built images; openssh-server (with nc as the ssh proxy into a node's namespace) lets
-# Ansible reach each kubelet machine as a real remote.
+# Ansible reach each kubelet machine as a real remote; shellcheck runs in ansible-test sanity.
 debian_packages=(wireguard-tools wireguard-go iproute2 iputils-ping procps openssl ca-certificates python3-venv
-                 containerd runc containernetworking-plugins busybox-static openssh-server netcat-openbsd)
+                 containerd runc containernetworking-plugins busybox-static openssh-server netcat-openbsd
+                 shellcheck)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")
@@ -30,7 +31,7 @@ else
 fi
 
 python=${DTSERVICE_PYTHON:-python3}
-requirements_hash=$(cat "$here/requirements.txt" | sha256sum | cut -c1-12)
+requirements_hash=$(sha256sum < "$here/requirements.txt" | cut -c1-12)
 venv="$cache_root/venv/py$("$python" -c 'import sys; print(f"{sys.version_info[0]}{sys.version_info[1]}")')-$requirements_hash"
 if [ ! -x "$venv/bin/ansible-playbook" ] || [ ! -f "$venv/.complete" ]; then
   log "creating Python virtual environment $venv"

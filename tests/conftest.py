@@ -88,7 +88,7 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     counts = {}
     lines = output.rsplit("PLAY RECAP", maxsplit=1)[-1].strip().splitlines()
     for line in lines:
-        host, _, fields = line.partition(":")
+        host, _sep, fields = line.partition(":")
         if not fields:
             continue
         counts[host.strip()] = {k: int(v) for k, v in (f.split("=") for f in fields.split())}

@@ -9,6 +9,7 @@ a clean failure (never a traceback) for a missing library, a bad kubeconfig or a
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,6 +23,8 @@ NODE_ARGS = {
     "federation": {"type": "list", "elements": "dict", "required": True, "options": NODE_OPTIONS},
 }
 
+CORE = "ansible_collections.sightline.dtservice.plugins.module_utils."
+
 # API calls and handshake waits dominate, not CPU: nodes are worked on side by side.
 PARALLEL_NODES = 16
 
@@ -34,11 +37,18 @@ def federation_refs(params: Mapping[str, Any]) -> dict:
 
 
 def require(module, import_error: ImportError | None) -> None:
-    """Fail the module, naming the library, when importing the core failed."""
+    """Fail the module, naming the library, when importing the core failed or a core module it
+    loaded lacks a third-party library (kept as that module's ``IMPORT_ERROR``, so the module
+    can be imported without it, as the import sanity test does)."""
+    if import_error is None:
+        import_error = next((missing for name, loaded in list(sys.modules.items())
+                             if name.startswith(CORE) and (missing := getattr(loaded, "IMPORT_ERROR", None))), None)
     if import_error is not None:
         from ansible.module_utils.basic import missing_required_lib
 
-        module.fail_json(msg=missing_required_lib(import_error.name or str(import_error)), exception=str(import_error))
+        # The distribution to install: cryptography, not cryptography.hazmat.
+        library = import_error.name.partition(".")[0] if import_error.name else str(import_error)
+        module.fail_json(msg=missing_required_lib(library), exception=str(import_error))
 
 
 @contextmanager

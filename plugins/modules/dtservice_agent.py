@@ -19,8 +19,8 @@ description:
   - The private key is read from the dtService's Secret inside the module and goes only to
     the interface, through a 0600 file that is removed at once.
   - Check mode reports what would change and changes nothing.
-extends_documentation_fragment: [sightline.dtservice.dtservice_machine]
-author: dtService project
+extends_documentation_fragment: [sightline.dtservice.dtservice_nodes, sightline.dtservice.dtservice_machine]
+author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
 EXAMPLES = r"""
@@ -39,7 +39,7 @@ interfaces:
     name: {description: dtService name, type: str}
     interface: {description: Interface name in the pod, type: str}
     status: {description: Status written, type: str}
-    message: {description: Why, when not Connected, type: str}
+    message: {description: "Why, when not Connected", type: str}
     created: {description: The interface was made in this run, type: bool}
     peers_added: {description: Public keys of peers added, type: list}
     peers_removed: {description: Public keys of peers removed, type: list}
@@ -87,10 +87,10 @@ def run(module) -> None:
     # new clients before they are waited on.
     configured = run_on_nodes(module, configure, import_error=IMPORT_ERROR)
     with api_failures(module, refused="a status write"):
-        side_by_side([agent for agent, _ in configured.values()], lambda agent: agent.settle())
-    done = {name: outcome for name, (_, outcome) in configured.items()}
-    interfaces = {name: [asdict(o) for o in outcomes] for name, (outcomes, _) in done.items()}
-    removed = {name: gone for name, (_, gone) in done.items() if gone}
+        side_by_side([agent for agent, _outcome in configured.values()], lambda agent: agent.settle())
+    done = {name: outcome for name, (_agent, outcome) in configured.items()}
+    interfaces = {name: [asdict(o) for o in outcomes] for name, (outcomes, _gone) in done.items()}
+    removed = {name: gone for name, (_outcomes, gone) in done.items() if gone}
     result = {"changed": bool(removed) or any(o["changed"] for items in interfaces.values() for o in items),
               "interfaces": interfaces, "removed": removed}
     failed = [f"{name}/{o['name']}: {o['message']}" for name, items in interfaces.items() for o in items

@@ -46,7 +46,7 @@ options:
     type: str
     choices: [started, stopped]
     default: started
-author: dtService project
+author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
 EXAMPLES = r"""

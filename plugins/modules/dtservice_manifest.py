@@ -46,7 +46,7 @@ options:
     description: Seconds to wait for applied CustomResourceDefinitions to be Established; 0 does not wait.
     type: float
     default: 60
-author: dtService project
+author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
 EXAMPLES = r"""

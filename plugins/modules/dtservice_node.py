@@ -16,8 +16,8 @@ description:
   - Phases span all nodes of the call - every node is reconciled before any interface is
     configured - so a joiner and its network's server reconciled together connect in one call.
   - Check mode sends every write as a server-side dry run and changes no interface.
-extends_documentation_fragment: [sightline.dtservice.dtservice_machine]
-author: dtService project
+extends_documentation_fragment: [sightline.dtservice.dtservice_nodes, sightline.dtservice.dtservice_machine]
+author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
 EXAMPLES = r"""

@@ -18,17 +18,8 @@ description:
     address. Nothing is written when nothing differs.
   - Check mode sends every write as a server-side dry run. Diff mode returns each object's
     owned fields before and after. Private keys never appear in the result.
+extends_documentation_fragment: [sightline.dtservice.dtservice_nodes]
 options:
-  nodes:
-    description: The nodes to reconcile (name, namespace, underlay address, kubeconfig...).
-    type: list
-    elements: dict
-    required: true
-  federation:
-    description: Every federation node, so other members' objects can be read and written.
-    type: list
-    elements: dict
-    required: true
   services:
     description: Node name -> only these dtServices of it (by name); all of a node's when it is not listed.
     type: dict
@@ -38,7 +29,7 @@ options:
         for the teardown (set by the reconciler daemon, which releases it).
     type: bool
     default: false
-author: dtService project
+author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
 EXAMPLES = r"""
@@ -56,7 +47,7 @@ services:
   contains:
     name: {description: dtService name (the network), type: str}
     status: {description: The status word written to the object, type: str}
-    message: {description: Why, when the status is not Connected or Pending, type: str}
+    message: {description: "Why, when the status is not Connected or Pending", type: str}
     role: {description: server or client, type: str}
     address: {description: The pod's overlay address, type: str}
     subnet: {description: The network's CIDR, type: str}
@@ -95,10 +86,12 @@ def run(module) -> None:
                                finalizer=module.params["finalizer"])
 
     done = run_on_nodes(module, reconcile, import_error=IMPORT_ERROR)
-    outcomes = [o for node_outcomes, _ in done.values() for o in node_outcomes]
-    result = {"changed": any(o.changed for o in outcomes) or any(labels for _, labels in done.values()),
-              "services": {name: [o.as_dict() for o in node_outcomes] for name, (node_outcomes, _) in done.items()},
-              "pod_labels": {name: labels for name, (_, labels) in done.items() if labels}}
+    services = {name: node_outcomes for name, (node_outcomes, _labels) in done.items()}
+    pod_labels = {name: labels for name, (_outcomes, labels) in done.items() if labels}
+    outcomes = [o for node_outcomes in services.values() for o in node_outcomes]
+    result = {"changed": any(o.changed for o in outcomes) or bool(pod_labels),
+              "services": {name: [o.as_dict() for o in node_outcomes] for name, node_outcomes in services.items()},
+              "pod_labels": pod_labels}
     if module._diff:
         result["diff"] = [o.diff() for o in outcomes if o.changed]
     module.exit_json(**result)

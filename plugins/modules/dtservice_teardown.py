@@ -12,17 +12,8 @@ description:
     its key Secret and deletes the object. Run the node agent afterwards on every node; it
     removes the interfaces and the departed peers.
   - Check mode sends every write as a server-side dry run.
+extends_documentation_fragment: [sightline.dtservice.dtservice_nodes]
 options:
-  nodes:
-    description: The nodes (name, namespace, kubeconfig...).
-    type: list
-    elements: dict
-    required: true
-  federation:
-    description: Every federation node.
-    type: list
-    elements: dict
-    required: true
   services:
     description: dtService names to remove; every dtService of the node when omitted.
     type: list
@@ -33,7 +24,7 @@ options:
         C(sid.sightlineinnovation.com/teardown) finalizer), as the reconciler daemon does.
     type: bool
     default: false
-author: dtService project
+author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
 EXAMPLES = r"""

@@ -72,7 +72,7 @@ class InProcessAction(ActionBase):
             result.update(self._execute_module(module_name=action, module_args=self._task.args, task_vars=task_vars))
             return result
         code = _module_code(name)
-        _, params = self.validate_argument_spec(argument_spec=code.ARGUMENT_SPEC)
+        _validation, params = self.validate_argument_spec(argument_spec=code.ARGUMENT_SPEC)
         module = InProcessModule(params=params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff))
         try:
             code.run(module)

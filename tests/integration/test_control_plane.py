@@ -145,10 +145,10 @@ def check_network(bed, name: str, members: list[str], *, contiguous: bool = True
     objs = {n: service(bed, n, name) for n in members}
     own = {n: own_entry(o) for n, o in objs.items()}
     assert all(own.values()), f"{name}: members without an address: {[n for n, e in own.items() if not e]}"
-    servers = [n for n, (_, e) in own.items() if role(e) == "server"]
+    servers = [n for n, (_address, e) in own.items() if role(e) == "server"]
     assert len(servers) == 1, f"{name}: servers {servers}"
     server = servers[0]
-    addresses = [a for a, _ in own.values()]
+    addresses = [a for a, _entry in own.values()]
     assert len(set(addresses)) == len(addresses), f"{name}: shared addresses {sorted(addresses)}"
     table = objs[server]["peers"]
     assert table == dict(own.values()), f"{name}: server table differs from the members' own entries"
@@ -165,7 +165,7 @@ def check_network(bed, name: str, members: list[str], *, contiguous: bool = True
         assert obj["peers"] == {hub_address: table[hub_address], own[node][0]: own[node][1]}
         assert obj["spec"]["server"]["publicKey"] == table[hub_address]["publicKey"]
         assert ipaddress.ip_address(own[node][0]) in ipaddress.ip_network(obj["spec"]["server"]["peer"])
-    return {n: a for n, (a, _) in own.items()}
+    return {n: a for n, (a, _entry) in own.items()}
 
 
 # -- `kubectl describe` structure -------------------------------------------------------------
@@ -337,8 +337,8 @@ def test_seed_network_is_created_and_joined_with_the_seeds_objects(seeded):
     """node0 creates myservice, node1 and node2 join: server .1, clients .2/.3, spec.server,
     peers tables and pod labels as the seed describes them, keys matching the Secrets."""
     bed = seeded
-    objs = {node: service(bed, node) for node, _ in SEED_PODS}
-    keys = {node: public_key_of(private_key(bed, node)) for node, _ in SEED_PODS}
+    objs = {node: service(bed, node) for node, _pod in SEED_PODS}
+    keys = {node: public_key_of(private_key(bed, node)) for node, _pod in SEED_PODS}
     own = {node: own_entry(obj) for node, obj in objs.items()}
     server = objs["node0"]
     assert own["node0"][0] == "100.96.0.1" and role(own["node0"][1]) == "server"
@@ -446,7 +446,7 @@ def rerun(seeded, tmp_path_factory):
     """The second run of deploy.yml on the converged seed federation, as verbose as it gets:
     -vvvv and --diff, a JSON fact cache and a log file. Private keys are read first."""
     bed = seeded
-    privates = {node: private_key(bed, node) for node, _ in SEED_PODS}
+    privates = {node: private_key(bed, node) for node, _pod in SEED_PODS}
     before = versions(bed, kinds=WORKING_KINDS + ",events")
     writes_before = write_requests(bed)
     where = tmp_path_factory.mktemp("rerun")
@@ -476,7 +476,7 @@ def test_private_keys_never_leave_their_secrets(rerun):
     in the -vvvv output, the log, the fact cache, the CRs, the Events or the control-plane logs;
     each key Secret is owned by its dtService."""
     bed = rerun.bed
-    for node, _ in SEED_PODS:
+    for node, _pod in SEED_PODS:
         secret = get_json(bed, node, "secret", "dtservice-myservice-wg")
         obj = service(bed, node)
         refs = secret["metadata"].get("ownerReferences") or []
@@ -494,14 +494,14 @@ def test_private_keys_never_leave_their_secrets(rerun):
     for path in rerun.cache.rglob("*"):
         if path.is_file():
             places[f"cache {path.name}"] = path.read_text(errors="replace")
-    for node, _ in SEED_PODS:
+    for node, _pod in SEED_PODS:
         places[f"{node} CRs"] = json.dumps(get_json(bed, node, f"dtservices.{GROUP},dtdomains.{GROUP}"))
         places[f"{node} events"] = json.dumps(get_json(bed, node, "events"))
     for path in bed.dir.rglob("*.log"):
         places[str(path.relative_to(bed.dir))] = path.read_text(errors="replace")
     assert any("kube-apiserver" in p for p in places) and any("controller-manager" in p for p in places)
     leaks = [(where, n[:6]) for where, text in places.items() for n in needles if n in text]
-    assert leaks == [], f"private key material found in: {sorted({w for w, _ in leaks})}"
+    assert leaks == [], f"private key material found in: {sorted({w for w, _needle in leaks})}"
     # The needles do find a key where one is: the Secret itself.
     secret = json.dumps(get_json(bed, "node0", "secret", "dtservice-myservice-wg"))
     assert any(n in secret for n in needles)
@@ -565,8 +565,8 @@ def test_api_server_rejects_malformed_objects_with_field_names(seeded):
             api.create_namespaced_custom_object(GROUP, VERSION, node.namespace, plural, body)
         assert rejected.value.status == 422, body["metadata"]["name"]
         causes = json.loads(rejected.value.body)["details"]["causes"]
-        missing = [f for f in fields if not any(f in (c.get("field"), c.get("message", "")) or
-                                                 (" " in f and f in c.get("message", "")) for c in causes)]
+        missing = [f for f in fields if not any(f in (c.get("field"), c.get("message", ""))
+                                                or (" " in f and f in c.get("message", "")) for c in causes)]
         assert missing == [], f"{body['metadata']['name']}: {causes}"
     assert versions(bed) == before
 
@@ -734,8 +734,6 @@ def test_network_name_of_another_domain_is_taken(kubectl_problems):
     check_network(bed, "waitnet", ["node0", "node1"])
 
 
-
-
 def test_bad_input_disturbs_nothing_that_works(kubectl_problems):
     """After both bad-input runs the seed network's dtServices, dtDomains, Secrets and pods were
     never written, and the second run rewrote (and re-reported) none of the failed ones."""
@@ -751,7 +749,7 @@ def test_bad_input_disturbs_nothing_that_works(kubectl_problems):
 def repaired(kubectl_problems):
     """A user edits provisioner-owned fields, the missing pod appears, then a deploy."""
     bed = kubectl_problems.bed
-    before = {node: service(bed, node) for node, _ in SEED_PODS}
+    before = {node: service(bed, node) for node, _pod in SEED_PODS}
     fake = public_key_of(generate_private_key())
     first, second = (own_entry(before[n])[0] for n in ("node1", "node2"))
     edits = {
@@ -774,7 +772,7 @@ def test_user_edits_of_peers_and_spec_server_are_reverted(repaired):
     """A hand-edited server table (a client removed, a key changed, a stranger added) and a
     hand-edited spec.server are put back exactly by the next deploy."""
     bed = repaired.bed
-    for node, _ in SEED_PODS:
+    for node, _pod in SEED_PODS:
         now = service(bed, node)
         assert now["peers"] == repaired.before[node]["peers"], node
         assert now["spec"] == repaired.before[node]["spec"], node
@@ -796,15 +794,15 @@ def test_deleted_key_secret_gets_a_new_key_everywhere(repaired):
     """Deleting the server's and a client's key Secret: the next run makes new keys, owned by
     their dtServices, and the server's table, the clients' spec.server and peers carry them."""
     bed = repaired.bed
-    old = {node: public_key_of(private_key(bed, node)) for node, _ in SEED_PODS}
+    old = {node: public_key_of(private_key(bed, node)) for node, _pod in SEED_PODS}
     for node in ("node0", "node2"):
         admin(bed, node, "delete", "secret", "dtservice-myservice-wg", "-n", bed.node(node).namespace)
     deploy(bed, inventory=repaired.inventory)
-    new = {node: public_key_of(private_key(bed, node)) for node, _ in SEED_PODS}
+    new = {node: public_key_of(private_key(bed, node)) for node, _pod in SEED_PODS}
     assert new["node0"] != old["node0"] and new["node2"] != old["node2"] and new["node1"] == old["node1"]
     addresses = check_network(bed, "myservice", ["node0", "node1", "node2"])
     table = service(bed, "node0")["peers"]
-    for node, _ in SEED_PODS:
+    for node, _pod in SEED_PODS:
         obj = service(bed, node)
         assert table[addresses[node]]["publicKey"] == new[node], node
         assert obj["peers"][addresses[node]]["publicKey"] == new[node], node
@@ -878,9 +876,9 @@ def addresses_so_far(bed, name: str, members: list[str]) -> dict[str, str | None
     objs = {n: service(bed, n, name) for n in members}
     own = {n: own_entry(o) for n, o in objs.items()}
     have = {n: e for n, e in own.items() if e}
-    servers = [n for n, (_, e) in have.items() if role(e) == "server"]
+    servers = [n for n, (_address, e) in have.items() if role(e) == "server"]
     assert len(servers) == 1, f"{name}: servers {servers}"
-    addresses = [a for a, _ in have.values()]
+    addresses = [a for a, _entry in have.values()]
     assert len(set(addresses)) == len(addresses), f"{name}: shared addresses {sorted(addresses)}"
     assert objs[servers[0]]["peers"] == dict(have.values()), f"{name}: table and members differ"
     return {n: (e[0] if e else None) for n, e in own.items()}
@@ -928,7 +926,7 @@ def test_concurrent_reconcilers_never_share_an_address(six):
     for node in ("node2", "node4"):
         admin(bed, node, "delete", "dtservice", "race-a", "-n", bed.node(node).namespace, "--wait=true")
     make("race-a", ["node2", "node4"])
-    _, after = race_until_joined("race-a", ["node0", "node2", "node4"], contiguous=False)
+    _rounds, after = race_until_joined("race-a", ["node0", "node2", "node4"], contiguous=False)
     assert {n: after[n] for n in nodes if n not in ("node2", "node4")} == \
         {n: before[n] for n in nodes if n not in ("node2", "node4")}
     registry = get_json(bed, "node0", "dtdomain", "mydomain")["status"]["networks"]

@@ -31,7 +31,7 @@ def ping(bed, node: str, pod: str, address: str, *, count: int = 3, source: str 
     if source:
         argv[1:1] = ["-I", source]
     best = 0
-    for _ in range(attempts):
+    for _attempt in range(attempts):
         out = in_pod(bed, node, pod, *argv).stdout
         received = next((int(line.split(",")[1].split()[0]) for line in out.splitlines() if "received" in line), 0)
         best = max(best, received)
@@ -117,7 +117,7 @@ def test_a_tcp_connection_carries_data_across(federation):
                    "c=socket.create_connection(('100.96.0.1',7000),10); c.sendall(d); c.close(); "
                    "print(len(d), hashlib.sha256(d).hexdigest())")
         sent = in_pod(bed, "node2", "worker-pod", "python3", "-c", payload, check=True).stdout.split()
-        received, _ = server.communicate(timeout=30)
+        received, _stderr = server.communicate(timeout=30)
     finally:
         server.kill()
     assert sent[0] == "1048576"
@@ -163,10 +163,10 @@ def test_adding_five_peers_loses_no_packet_on_an_existing_tunnel(federation):
     inventory = write_inventory(bed, federation["dir"] / "eight.json", services=services)
     run_playbook(bed, "playbooks/deploy.yml", inventory=inventory)
     federation["inventory"], federation["services"] = inventory, services
-    out, _ = pinger.communicate(timeout=120)
+    out, _stderr = pinger.communicate(timeout=120)
     summary = next(line for line in out.splitlines() if "received" in line)
     assert " 0% packet loss" in summary, summary
-    wait_connected(bed, ["node0", "node1", "node2"] + [n for n, _ in JOINERS])
+    wait_connected(bed, ["node0", "node1", "node2"] + [n for n, _pod in JOINERS])
     assert len(service(bed, "node0")["peers"]) == 8
     assert ping(bed, "node7", "joiner7", "100.96.0.1") == 3
 
@@ -189,7 +189,7 @@ def test_deleting_one_member_leaves_the_others_connected_and_nothing_behind(fede
     address = next(a for a in leaving["peers"] if a != "100.96.0.1")
     interface = interfaces_in(bed, "node2", "worker-pod")[0]
     run_playbook(bed, "playbooks/teardown.yml", "-e", json.dumps({"dtservice_teardown_nodes": ["node2"],
-                                                                   "dtservice_teardown_networks": ["myservice"]}),
+                                                                  "dtservice_teardown_networks": ["myservice"]}),
                  inventory=federation["inventory"])
     node2 = bed.node("node2")
     assert bed.kubectl(node2, "get", "dtservice", "myservice", "-n", node2.namespace, admin=True,

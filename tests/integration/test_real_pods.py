@@ -74,7 +74,7 @@ def test_a_deployments_replacement_pod_reconnects_with_its_address_and_key(serve
     address, key = own_entry(get(bed, "node1"))
     assert ping(bed, "node2", "service-pod", address) == 3, "client to client through the hub before"
     outages = []
-    for _ in range(REPLACEMENTS):
+    for _replacement in range(REPLACEMENTS):
         old = deployment_pod(bed)
         node = bed.node("node1")
         deleted = time.monotonic()
@@ -136,8 +136,8 @@ def test_both_lookups_find_the_same_namespace_and_a_dead_runtime_falls_back(serv
 
 
 def host_links() -> set[str]:
-    return {link["ifname"] for link in json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True,
-                                                                  text=True, check=True).stdout)}
+    links = subprocess.run(["ip", "-j", "link"], capture_output=True, text=True, check=True).stdout
+    return {link["ifname"] for link in json.loads(links)}
 
 
 def test_a_tenant_pod_annotated_with_another_namespace_gets_its_interface_only_at_home(served):
@@ -195,7 +195,7 @@ def test_a_pending_pod_waits_and_a_deleted_pod_leaves_no_interface(served):
     wait_for(lambda: (get(bed, "node2", "never-net") or {}).get("status") == "WaitingForPod", timeout=120,
              what="WaitingForPod for a Pending pod")
     assert "Pending" in next(e["message"] for e in kubectl_json(bed, "node2", "get", "events", "-n",
-                                                                  node.namespace)["items"]
+                                                                node.namespace)["items"]
                              if e["involvedObject"]["name"] == "never-net")
     netns = bed.pod_netns("node2", "roamer")
     bed.delete_pod("node2", "roamer")

@@ -107,7 +107,7 @@ def test_nodes_exchange_udp_on_the_underlay(bed):
         subprocess.run(["ip", "netns", "exec", sender.netns, "python3", "-c",
                         "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
                         f"s.sendto(b'hello-underlay', ('{receiver.address}', 40000))"], check=True)
-        out, _ = listener.communicate(timeout=15)
+        out, _stderr = listener.communicate(timeout=15)
     finally:
         listener.kill()
     assert out.split() == ["hello-underlay", sender.address]

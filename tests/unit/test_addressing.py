@@ -137,9 +137,10 @@ def test_allocate_subnet_rejects_bad_taken() -> None:
 
 def test_functions_are_keyword_only() -> None:
     with pytest.raises(TypeError):
-        allocate_subnet(DEFAULT_POOL, 24, [])  # type: ignore[misc]
+        # Deliberately positional: the call must be refused.
+        allocate_subnet(DEFAULT_POOL, 24, [])  # type: ignore[misc]  # pylint: disable=missing-kwoa
     with pytest.raises(TypeError):
-        server_address(NET0)  # type: ignore[misc]
+        server_address(NET0)  # type: ignore[misc]  # pylint: disable=missing-kwoa
 
 
 # =========================================================================== hosts
@@ -501,7 +502,7 @@ def test_claim_is_stable_across_reruns(
     except SubnetExhausted:
         return
     table[first] = key
-    for _ in range(3):
+    for _attempt in range(3):
         assert claim_address(subnet=subnet, peers=table, peer_key=key) == first
 
 

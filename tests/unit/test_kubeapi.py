@@ -33,7 +33,7 @@ def certificate() -> tuple[bytes, bytes]:
 
 
 def kubeconfig(tmp_path: Path, user: dict, *, cluster: dict | None = None, current: str | None = "main") -> str:
-    cert, _ = certificate()
+    cert, _key = certificate()
     document = {
         "apiVersion": "v1", "kind": "Config", "current-context": current,
         "clusters": [{"name": "c", "cluster": cluster or {

@@ -41,7 +41,7 @@ def test_public_key_matches_rfc7748_vector():
 
 
 def test_generated_keys_are_valid_distinct_and_clamped():
-    keys = {generate_private_key() for _ in range(50)}
+    keys = {generate_private_key() for _attempt in range(50)}
     assert len(keys) == 50
     for key in keys:
         assert is_valid_key(key) and len(key) == 44
@@ -52,7 +52,7 @@ def test_generated_keys_are_valid_distinct_and_clamped():
 
 @pytest.mark.skipif(shutil.which("wg") is None, reason="wg (wireguard-tools) not installed")
 def test_public_key_agrees_with_wg_pubkey():
-    for _ in range(5):
+    for _attempt in range(5):
         private = generate_private_key()
         # the key goes through stdin, as wg pubkey is meant to be used
         out = subprocess.run(
@@ -117,8 +117,8 @@ def test_templates_are_module_level_strings_and_env_is_strict_sandbox():
         wgconfig.PEERS_TEMPLATE,
     ):
         assert isinstance(template, str)
-    assert isinstance(wgconfig._ENV, SandboxedEnvironment)
-    assert wgconfig._ENV.undefined is StrictUndefined
+    assert isinstance(wgconfig._environment(), SandboxedEnvironment)
+    assert wgconfig._environment().undefined is StrictUndefined
 
 
 def test_setconf_exact_text():
@@ -270,7 +270,7 @@ def _parse(text: str) -> tuple[dict[str, str], list[dict[str, str]]]:
         if line in ("[Interface]", "[Peer]"):
             sections.append({})
         elif line.strip():
-            key, _, value = line.partition(" = ")
+            key, _sep, value = line.partition(" = ")
             assert key not in sections[-1], f"duplicate {key}"
             sections[-1][key] = value
     return sections[0], sections[1:]

@@ -795,7 +795,7 @@ def wait_for(url: str, *, what: str, ca: str | None = None, cert: tuple[str, str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="testbed", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="testbed", description=__doc__.splitlines()[0])
     parser.add_argument("--dir", help=f"state directory (DTSERVICE_TESTBED_DIR, default {DEFAULT_DIR})")
     parser.add_argument("--prefix",
                         help=f"network namespace prefix (DTSERVICE_TESTBED_PREFIX, default {DEFAULT_PREFIX})")

@@ -63,7 +63,7 @@ def make_cgroup_root(name: str) -> None:
 
 def kill_cgroup_processes(name: str) -> None:
     """SIGKILL every process left in the machine's cgroups (containers whose shim is gone)."""
-    for _ in range(50):
+    for _attempt in range(50):
         pids = set()
         for hierarchy in hierarchies():
             root = hierarchy / name.lstrip("/")

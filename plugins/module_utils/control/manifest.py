@@ -129,7 +129,7 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
     """Bring ``objects`` to the cluster behind ``api``; with ``wait_established`` > 0, wait that
     many seconds at most for every CustomResourceDefinition among them to be Established."""
     wanted = [(collection, labelled(obj, collection)) for obj in objects for collection in [Collection.of(obj)]]
-    collections = list(dict.fromkeys(collection for collection, _ in wanted))
+    collections = list(dict.fromkeys(collection for collection, _body in wanted))
 
     def listing(collection: Collection) -> dict[str, dict]:
         query = {"labelSelector": SELECTOR} if collection.namespace is None else None
@@ -146,7 +146,7 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
     query = {"fieldManager": FIELD_MANAGER, "force": "true", **({"dryRun": "All"} if dry_run else {})}
 
     def apply(entry: tuple) -> dict:
-        collection, body, _, _ = entry
+        collection, body, _fields, _current = entry
         return api.request("PATCH", collection.path(body["metadata"]["name"]), body=body, query=query,
                            content_type="application/apply-patch+yaml")
 

@@ -31,7 +31,7 @@ def register_network(view: PassView, *, service: dict, domain: contract.Domain, 
     own_id = contract.peer_id(uid=service["metadata"]["uid"])
     home = view.member_node(domain.home)
     fresh = False
-    for _ in range(MAX_ATTEMPTS):
+    for _attempt in range(MAX_ATTEMPTS):
         home_obj = view.domain_object(home, domain.name, fresh=fresh)
         if home_obj is None:
             raise plan.PlanError(Status.DOMAIN_NOT_FOUND, f"dtDomain {domain.name!r} is missing on its home "

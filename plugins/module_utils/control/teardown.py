@@ -30,7 +30,7 @@ def leave_network(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, N
     if home is None:
         raise plan.PlanError(Status.FAILED, f"the home node {domain.home.name} of dtDomain {domain.name} "
                              "is not in this inventory")
-    for _ in range(MAX_ATTEMPTS):
+    for _attempt in range(MAX_ATTEMPTS):
         home_obj = cluster.get_domain(home, domain.name)
         entry = ((home_obj or {}).get("status") or {}).get("networks", {}).get(name)
         if home_obj is None or entry is None:
@@ -73,7 +73,7 @@ def remove_service(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, 
 def release_finalizer(*, cluster: Cluster, node: NodeRef, service: dict) -> None:
     """Drop our finalizer, re-reading the object when it moved on since it was read."""
     current: dict | None = service
-    for _ in range(MAX_ATTEMPTS):
+    for _attempt in range(MAX_ATTEMPTS):
         if current is None:
             return
         finalizers = current["metadata"].get("finalizers") or []

@@ -70,7 +70,7 @@ class PassView:
         # Check mode writes nothing: a dry run's answer is no copy to build on.
         shared = None if self.cluster.dry_run else shared
         current = (shared.latest if shared else None) or self.service_on(node, name)
-        for _ in range(MAX_ATTEMPTS):
+        for _attempt in range(MAX_ATTEMPTS):
             if current is None:
                 raise plan.PlanError(Status.SERVER_UNREACHABLE, f"dtService {name} is missing on node {node.name}")
             body = desired(current)

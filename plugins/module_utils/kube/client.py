@@ -25,11 +25,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-import urllib3
-import yaml
+try:
+    import urllib3
+    import yaml
+except ImportError as error:
+    # A module reports it by name before any work (module_args.require); anything else that
+    # reaches the API gets it raised by ApiClient.
+    IMPORT_ERROR: ImportError | None = error
+else:
+    IMPORT_ERROR = None
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-TIMEOUT = urllib3.Timeout(connect=10, read=60)
+# Seconds: connecting, and waiting for an answer.
+TIMEOUT = {"connect": 10, "read": 60}
 # 429 means "not now" (API priority and fairness, or a new CRD's storage still starting):
 # wait what the server asks, this many times, before giving up.
 BUSY_RETRIES = 30
@@ -192,9 +200,11 @@ class ApiClient:
     """JSON requests to one API server; thread-safe (a urllib3 pool of keep-alive connections)."""
 
     def __init__(self, endpoint: Endpoint) -> None:
+        if IMPORT_ERROR is not None:
+            raise IMPORT_ERROR
         self.endpoint = endpoint
         scheme = urlsplit(endpoint.server).scheme
-        options: dict[str, Any] = {"maxsize": 16, "timeout": TIMEOUT, "retries": False}
+        options: dict[str, Any] = {"maxsize": 16, "timeout": urllib3.Timeout(**TIMEOUT), "retries": False}
         if scheme == "https":
             options.update(ssl_context=endpoint.ssl_context, server_hostname=endpoint.server_name)
         self._pool = urllib3.PoolManager(**options)
@@ -207,7 +217,7 @@ class ApiClient:
         if body is not None:
             headers["Content-Type"] = content_type
             data = json.dumps(body).encode()
-        for _ in range(BUSY_RETRIES):
+        for _attempt in range(BUSY_RETRIES):
             try:
                 response = self._pool.request(method, url, body=data, headers=headers)
             except urllib3.exceptions.HTTPError as error:

@@ -75,8 +75,9 @@ class NodeAgent:
                  handshake_timeout: float, check_mode: bool = False,
                  runtimes: podnet.RuntimeViews | None = None) -> None:
         self.cluster = cluster
-        self.runtime = (runtimes or podnet.RuntimeViews()).view(runtime_endpoint=node.runtime_endpoint,
-                                                                 methods=node.pod_lookup, crictl=node.crictl)
+        runtimes = runtimes or podnet.RuntimeViews()
+        self.runtime = runtimes.view(runtime_endpoint=node.runtime_endpoint, methods=node.pod_lookup,
+                                     crictl=node.crictl)
         self.node = node
         self.federation = federation
         self.handshake_timeout = handshake_timeout
@@ -146,7 +147,7 @@ class NodeAgent:
         role = plan.role_of(entry)
         domain = contract.Domain.from_object(domain_obj)
         interface = contract.interface_name(namespace=self.node.namespace, network=name,
-                                              node_netns=self.node.netns)
+                                            node_netns=self.node.netns)
         outcome = AgentOutcome(name=name, status=Status.PENDING, interface=interface)
         try:
             private_key = read_private_key(secrets.get(contract.key_secret_name(name)))

@@ -69,7 +69,7 @@ def parse_enode(enode: Any) -> dict[str, Any]:
         not_hex = "" if re.fullmatch(r"[0-9a-fA-F]*", node_id) else " (not all hex)"
         raise EnodeError(f"enode {enode!r}: node id must be {NODE_ID_HEX_DIGITS} hex digits, "
                          f"found {len(node_id)} characters{not_hex}")
-    location, _, query = location.partition("?")
+    location, _sep, query = location.partition("?")
     if location.startswith("["):  # an IPv6 host: [addr]:port
         host, bracket, port_part = location[1:].partition("]")
         if not bracket:
@@ -85,7 +85,7 @@ def parse_enode(enode: Any) -> dict[str, Any]:
         raise EnodeError(f"enode {enode!r}: the host is empty")
     port = _port(port_text, what="port", enode=enode)
     for item in filter(None, query.split("&")):
-        key, _, value = item.partition("=")
+        key, _sep, value = item.partition("=")
         if key == "discport":
             _port(value, what="discport", enode=enode)
     return {"node_id": node_id, "host": host, "port": port, "query": query, "quoted": quoted}

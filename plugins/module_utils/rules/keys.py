@@ -16,13 +16,19 @@ from __future__ import annotations
 import base64
 import binascii
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+try:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+except ImportError as error:
+    # Modules report it by name before any work (module_args.require); checking a key's form
+    # needs no cryptography.
+    IMPORT_ERROR: ImportError | None = error
+else:
+    IMPORT_ERROR = None
 
 __all__ = ["KEY_LENGTH", "generate_private_key", "is_valid_key", "public_key_of"]
 
 KEY_LENGTH = 32
-_RAW = serialization.Encoding.Raw
 
 
 def _decode(text: str) -> bytes | None:
@@ -45,9 +51,9 @@ def is_valid_key(text: str) -> bool:
 
 def generate_private_key() -> str:
     """A new random X25519 private key in WireGuard's base64 form, clamped like ``wg genkey``."""
-    raw = bytearray(
-        X25519PrivateKey.generate().private_bytes(_RAW, serialization.PrivateFormat.Raw, serialization.NoEncryption())
-    )
+    private = X25519PrivateKey.generate()
+    raw = bytearray(private.private_bytes(serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+                                          serialization.NoEncryption()))
     # Same clamping as wg genkey: the public key is unaffected (X25519 clamps anyway), but
     # the stored form then matches what `wg show IF private-key` prints back.
     raw[0] &= 248
@@ -64,4 +70,5 @@ def public_key_of(private_key: str) -> str:
     if raw is None:
         raise ValueError("not a WireGuard private key (expected base64 of 32 bytes)")
     public = X25519PrivateKey.from_private_bytes(raw).public_key()
-    return base64.b64encode(public.public_bytes(_RAW, serialization.PublicFormat.Raw)).decode("ascii")
+    raw_public = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw_public).decode("ascii")

@@ -154,12 +154,14 @@ def declared_plan(*, domains: Iterable[Mapping[str, Any]], nodes: Mapping[str, M
             if any(a["node"] == node for a in network.attachments):
                 raise PlanError(Status.FAILED, f"{node}: network {name!r} is attached twice on this node")
             network.attachments.append({"node": node, "pod": service["pod"]})
+
+    def interface_of(node: Mapping[str, Any], network: str) -> str:
+        return contract.interface_name(namespace=node["namespace"], network=network, node_netns=node.get("netns"))
+
     return {
         "networks": {n.name: {"domain": n.domain, "server_node": n.server_node,
                               "attachments": n.attachments,
-                              "interfaces": {a["node"]: contract.interface_name(namespace=nodes[a["node"]]["namespace"],
-                                                                       network=n.name,
-                                                                       node_netns=nodes[a["node"]].get("netns"))
+                              "interfaces": {a["node"]: interface_of(nodes[a["node"]], n.name)
                                              for a in n.attachments}}
                      for n in networks.values()},
         "serves": {node: sorted(n.name for n in networks.values() if n.server_node == node)

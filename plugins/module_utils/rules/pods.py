@@ -46,15 +46,15 @@ def judge(pod: Mapping[str, Any] | None, *, selector: str,
     if pod["metadata"].get("deletionTimestamp"):
         return Status.WAITING_FOR_POD, f"pod {name!r} is being deleted"
     if spec.get("hostNetwork"):
-        return Status.POD_REFUSED, (f"pod {name!r} uses the host's network: its interface would be the machine's, so "
-                              "it gets none")
+        return Status.POD_REFUSED, (f"pod {name!r} uses the host's network: its interface would be the machine's, "
+                                    "so it gets none")
     if phase in ("Failed", "Succeeded"):
         return Status.POD_FAILED, f"pod {name!r} has ended ({phase}); a new pod is attached when it runs"
     node = spec.get("nodeName")
     if node and node not in served_nodes:
-        return Status.POD_ELSEWHERE, (f"pod {name!r} runs on Kubernetes node {node!r}, which this federation node's "
-                                f"agent does not serve (it serves {', '.join(sorted(served_nodes))}); it is "
-                                "attached if it moves to one of those")
+        return Status.POD_ELSEWHERE, (f"pod {name!r} runs on Kubernetes node {node!r}, which this federation "
+                                      f"node's agent does not serve (it serves {', '.join(sorted(served_nodes))}); "
+                                      "it is attached if it moves to one of those")
     if phase != "Running" or not status.get("podIP"):
         return Status.WAITING_FOR_POD, f"pod {name!r} is {phase}" + ("" if phase != "Running" else " without an IP yet")
     return None

@@ -88,7 +88,7 @@ def parse_probe(output: str) -> LiveInterface:
     rows = [line.split("\t") for line in dump.splitlines() if line.strip()]
     # The interface line is private-key, public-key, listen-port, fwmark; the private key
     # is dropped right here.
-    _, public_key, listen_port, _ = rows[0]
+    _private_key, public_key, listen_port, _fwmark = rows[0]
     peers = {
         key: LivePeer(
             allowed_ips=[] if allowed == "(none)" else allowed.split(","),
@@ -100,7 +100,7 @@ def parse_probe(output: str) -> LiveInterface:
     }
     forwarding = {}
     for line in switches.splitlines():
-        version, _, value = line.partition(" ")
+        version, _sep, value = line.partition(" ")
         if value.strip():
             forwarding[int(version)] = value.strip() == "1"
     return LiveInterface(
@@ -122,7 +122,7 @@ def _networks(nets: Sequence[str]) -> set[str]:
 
 
 def _split_endpoint(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint.rpartition(":")
+    host, _sep, port = endpoint.rpartition(":")
     return host.strip("[]"), int(port)
 
 

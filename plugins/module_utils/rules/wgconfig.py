@@ -21,14 +21,22 @@ validated before rendering, so a malformed endpoint or address cannot inject ext
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key
-from jinja2 import DictLoader, StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
+
+try:
+    from jinja2 import DictLoader, StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+except ImportError as error:
+    # Modules report it by name before any work (module_args.require).
+    IMPORT_ERROR: ImportError | None = error
+else:
+    IMPORT_ERROR = None
 
 __all__ = [
     "PEERS_TEMPLATE",
@@ -81,19 +89,24 @@ ListenPort = {{ listen_port }}
 {% include 'peers' %}
 """
 
-_ENV = SandboxedEnvironment(
-    loader=DictLoader(
-        {
-            "peers": PEERS_TEMPLATE,
-            "setconf": SETCONF_TEMPLATE,
-            "wg-quick": WG_QUICK_TEMPLATE,
-        }
-    ),
-    undefined=StrictUndefined,
-    trim_blocks=True,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
+
+@functools.cache
+def _environment() -> SandboxedEnvironment:
+    """The templates' environment, made at first use: importing this needs no Jinja2."""
+    return SandboxedEnvironment(
+        loader=DictLoader(
+            {
+                "peers": PEERS_TEMPLATE,
+                "setconf": SETCONF_TEMPLATE,
+                "wg-quick": WG_QUICK_TEMPLATE,
+            }
+        ),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
 
 # host:port with a literal IPv4, a bracketed IPv6 or a DNS name; no whitespace anywhere.
 _ENDPOINT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?):(\d{1,5})$")
@@ -161,7 +174,8 @@ def render_setconf(*, private_key: str | None, listen_port: int | None, peers: S
         raise ValueError("private_key is not a WireGuard key")
     _check_port(listen_port, "listen_port", allow_zero=False)
     _check_peers(peers)
-    return _ENV.get_template("setconf").render(private_key=private_key, listen_port=listen_port, peers=list(peers))
+    return _environment().get_template("setconf").render(private_key=private_key, listen_port=listen_port,
+                                                         peers=list(peers))
 
 
 def render_wg_quick(
@@ -190,7 +204,7 @@ def render_wg_quick(
         raise ValueError(f"private_key_path must be an absolute path, got {private_key_path!r}")
     _check_port(listen_port, "listen_port", allow_zero=False)
     _check_peers(peers)
-    return _ENV.get_template("wg-quick").render(
+    return _environment().get_template("wg-quick").render(
         interface_name=interface_name,
         address=address,
         mtu=mtu,
