@@ -32,7 +32,7 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.inprocess impo
 # Loaded here, in the main process, the core is already in every worker Ansible forks for
 # a task, so the in-process action plugins start without importing it again.
 preload_core()
-from ansible_collections.sightline.dtservice.plugins.module_utils import contract, module_args  # noqa: E402
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract  # noqa: E402
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status  # noqa: E402
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import write_status  # noqa: E402
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster  # noqa: E402
@@ -91,7 +91,7 @@ class CallbackModule(CallbackBase):
 
     def _mark_failed(self, node_args: dict, reason: str) -> None:
         try:
-            node = module_args.node_ref(node_args)
+            node = contract.NodeRef.from_params(node_args)
             cluster = Cluster()
             for service in cluster.list_services(node):  # re-read: the run may have written them
                 if service.get("status") in contract.SPECIFIC or service["metadata"].get("deletionTimestamp"):

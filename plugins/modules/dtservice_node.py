@@ -50,6 +50,8 @@ pod_labels:
   type: dict
 """
 
+from typing import Any
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
@@ -75,7 +77,7 @@ def run(module) -> None:
     federation = federation_refs(module.params)
     done = machine_pass(lambda work: run_on_nodes(module, work), federation=federation,
                         handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
-    result = {key: {name: passed[key] for name, passed in done.items()}
+    result: dict[str, Any] = {key: {name: passed[key] for name, passed in done.items()}
               for key in ("services", "interfaces", "removed_interfaces", "deleted", "pod_labels")}
     result["changed"] = any(passed["changed"] for passed in done.values())
     failed = [f"{name}/{i['name']}: {i['message']}" for name, passed in done.items() for i in passed["interfaces"]

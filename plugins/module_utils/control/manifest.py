@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,7 @@ def in_namespaces(objects: list[Mapping[str, Any]], namespaces: list[str] | None
             for namespace in namespaces for obj in objects]
 
 
-def check_manifests(objects: list[Mapping[str, Any]]) -> None:
+def check_manifests(objects: Sequence[Mapping[str, Any]]) -> None:
     """Raise ManifestError for the first manifest that cannot be applied, before any write."""
     for obj in objects:
         Collection.of(obj)

@@ -58,10 +58,10 @@ def wireguard_go_pids(name: str) -> list[int]:
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                args = handle.read().split(b"\0")
+                raw = handle.read().split(b"\0")
         except OSError:
             continue
-        args = [a.decode(errors="replace") for a in args if a]
+        args = [a.decode(errors="replace") for a in raw if a]
         if len(args) >= 2 and os.path.basename(args[0]) == "wireguard-go" and args[-1] == name:
             pids.append(int(entry))
     return pids

@@ -61,6 +61,7 @@ class _Waiting:
     outcome: AgentOutcome
     service: dict
     netns: str
+    interface: str
     server: Peer
 
 
@@ -101,7 +102,7 @@ class NodeAgent:
             if service["metadata"].get("deletionTimestamp"):
                 continue
             pod = pod_rules.select(pods, service["spec"]["podSelector"])
-            if plan.self_entry(service) is None or pod_rules.judge(
+            if pod is None or plan.self_entry(service) is None or pod_rules.judge(
                     pod, selector=service["spec"]["podSelector"], served_nodes=self.node.served_nodes) is not None:
                 continue  # not reconciled yet, or its pod cannot be attached: the reconciler says so
             try:
@@ -115,7 +116,8 @@ class NodeAgent:
             outcome = self._attach(service, netns=netns, secrets=secrets, domains=domains)
             if outcome is None:
                 continue
-            expected.add((netns, outcome.interface))
+            if outcome.interface:
+                expected.add((netns, outcome.interface))
             outcomes.append(outcome)
         removed = self._remove_unwanted(pods, expected)
         return outcomes, removed
@@ -125,7 +127,7 @@ class NodeAgent:
         for waiting in self._waiting:
             outcome = waiting.outcome
             try:
-                outcome.status, outcome.message = self._client_state(outcome.interface, waiting.netns, waiting.server)
+                outcome.status, outcome.message = self._client_state(waiting.interface, waiting.netns, waiting.server)
             except wireguard.WireGuardError as problem:
                 outcome.status, outcome.message = Status.FAILED, f"interface {outcome.interface}: {problem}"
             self._write_status(waiting.service, outcome)
@@ -180,7 +182,8 @@ class NodeAgent:
             if role == contract.SERVER or fresh(result["latest_handshakes"].get(peers[0].public_key, 0)):
                 outcome.status = Status.CONNECTED
             else:
-                self._waiting.append(_Waiting(outcome=outcome, service=service, netns=netns, server=peers[0]))
+                self._waiting.append(_Waiting(outcome=outcome, service=service, netns=netns, interface=interface,
+                                              server=peers[0]))
                 return outcome
         except (wireguard.WireGuardError, ValueError) as problem:
             outcome.status, outcome.message = Status.FAILED, f"interface {interface}: {problem}"
