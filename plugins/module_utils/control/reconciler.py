@@ -147,9 +147,9 @@ class NodeReconciler:
             address = claims.join_network(self.view, service=service, domain=domain, entry=entry,
                                           public_key=public_key)
         pod = pod_rules.select(pods, spec["podSelector"])
+        interface = contract.interface_name(namespace=self.node.namespace, network=name, node_netns=self.node.netns)
         outcome = Outcome(name=name, status=Status.PENDING, role=role, address=address, subnet=entry["subnet"],
-                          interface=contract.interface_name(namespace=self.node.namespace, network=name,
-                                                             node_netns=self.node.netns),
+                          interface=interface,
                           pod=pod["metadata"]["name"] if pod else spec["podSelector"],
                           pod_labels=plan.pod_labels(uid=uid, role=role))
         problem = pod_rules.judge(pod, selector=spec["podSelector"], served_nodes=self.node.served_nodes)
