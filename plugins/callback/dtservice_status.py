@@ -7,10 +7,13 @@ name: dtservice_status
 type: aggregate
 short_description: Write run results back to dtServices; report them to the reconciler daemon
 description:
-  - When a dtservice_* task fails on a node (a module crash, an API server that refused),
-    every dtService of that node that is not already in a failure state gets the status
-    C(Failed) and a Warning Event with the task and its message, written after re-reading
-    the object.
+  - When a dtservice_* task fails, the dtServices its result reports as C(Failed) get that
+    status and a Warning Event with their own message (re-read first; the module has
+    usually written it already). No other object is ever written, so one tenant's failure
+    stays on that tenant's dtService.
+  - A node the result names in C(node_errors) (or, for a module that crashed without a
+    result, every node of the call) is reported failed to the daemon, which retries it
+    with backoff.
   - Results are kept per federation node (the nodes a module call worked on), not per
     inventory host, since one call serves many nodes.
   - At the end of the run, when C(DTSERVICE_RESULTS_FILE) is set (the reconciler daemon sets
@@ -77,11 +80,20 @@ class CallbackModule(CallbackBase):
         self._record(result)
         message = str(result._result.get("msg") or result._result.get("exception", "")).strip().splitlines()
         reason = f"{result._task.get_name()}: {message[-1] if message else 'failed'}"
+        failed = self._failed_services(result)
+        node_errors = result._result.get("node_errors") or {}
         for node_args in self._nodes_of(result):
-            node = self._node(node_args["name"])
+            name = node_args["name"]
+            # A result that names what failed is believed; one that does not (a crash) fails
+            # every node of the call, for the daemon to retry, but writes onto no object.
+            if failed or node_errors:
+                if name not in failed and name not in node_errors:
+                    continue
+            node = self._node(name)
             node["failed"] = True
-            node["errors"].append(reason)
-            self._mark_failed(node_args, reason)
+            node["errors"].append(f"{result._task.get_name()}: {node_errors[name]}" if name in node_errors else reason)
+            if failed.get(name):
+                self._mark_failed(node_args, failed[name])
 
     @staticmethod
     def _nodes_of(result) -> list[dict]:
@@ -89,15 +101,29 @@ class CallbackModule(CallbackBase):
         nodes = invoked.get("nodes")
         return nodes if isinstance(nodes, list) else []
 
-    def _mark_failed(self, node_args: dict, reason: str) -> None:
+    @staticmethod
+    def _failed_services(result) -> dict[str, dict[str, str]]:
+        """Node -> dtService -> message, for the outcomes the failed task reports as Failed."""
+        failed: dict[str, dict[str, str]] = {}
+        for key in ("services", "interfaces"):
+            for node_name, outcomes in (result._result.get(key) or {}).items():
+                for outcome in outcomes:
+                    if outcome.get("status") == Status.FAILED:
+                        failed.setdefault(node_name, {})[outcome["name"]] = outcome.get("message") or "failed"
+        return failed
+
+    def _mark_failed(self, node_args: dict, services: dict[str, str]) -> None:
+        """Failed (and an Event) on the dtServices the run reports failed, where the run could
+        not write it itself; never on any other object."""
         try:
             node = contract.NodeRef.from_params(node_args)
             cluster = Cluster()
-            for service in cluster.list_services(node):  # re-read: the run may have written them
-                if service.get("status") in contract.SPECIFIC or service["metadata"].get("deletionTimestamp"):
+            for name, message in services.items():
+                service = cluster.get_service(node, name)  # re-read: the run may have written it
+                if service is None or service["metadata"].get("deletionTimestamp"):
                     continue
                 write_status(cluster=cluster, node=node, service=service, status=Status.FAILED,
-                             message=reason[:1000])
+                             message=message[:1000])
         except Exception as error:  # the API server may be what failed; the daemon retries
             self._display.warning(f"dtservice_status: could not record the failure: {error}")
 

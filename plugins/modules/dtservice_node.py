@@ -48,6 +48,13 @@ pod_labels:
   description: Node name -> label patches applied to pods.
   returned: always
   type: dict
+node_errors:
+  description:
+    - Node name -> why the pass could not work on that node at all (its API server did not
+      answer, the provisioner's rights there are gone). The other nodes of the call were
+      served; the module fails naming these nodes.
+  returned: always
+  type: dict
 """
 
 from typing import Any
@@ -80,8 +87,10 @@ def run(module) -> None:
     result: dict[str, Any] = {key: {name: passed[key] for name, passed in done.items()}
               for key in ("services", "interfaces", "removed_interfaces", "deleted", "pod_labels")}
     result["changed"] = any(passed["changed"] for passed in done.values())
-    failed = [f"{name}/{i['name']}: {i['message']}" for name, passed in done.items() for i in passed["interfaces"]
-              if i["status"] == Status.FAILED]
+    result["node_errors"] = {name: passed["error"] for name, passed in done.items() if passed["error"]}
+    failed = [f"{name}: {error}" for name, error in result["node_errors"].items()]
+    failed += [f"{name}/{i['name']}: {i['message']}" for name, passed in done.items() for i in passed["interfaces"]
+               if i["status"] == Status.FAILED]
     if failed:
         module.fail_json(msg="; ".join(failed), **result)
     module.exit_json(**result)

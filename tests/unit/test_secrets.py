@@ -20,3 +20,12 @@ def test_the_private_key_is_read_from_the_secrets_data():
 def test_a_missing_secret_is_named_not_guessed():
     with pytest.raises(ValueError, match="key Secret is missing"):
         read_private_key(None)
+
+
+@pytest.mark.parametrize("data", [base64.b64encode(b"\xff\xfe\x80secret").decode(), "not base64 at all!",
+                                  base64.b64encode(b"too short").decode()])
+def test_a_secret_a_tenant_filled_with_garbage_is_refused_without_quoting_it(data):
+    secret = {"metadata": {"name": contract.key_secret_name("net")}, "data": {contract.PRIVATE_KEY_FIELD: data}}
+    with pytest.raises(ValueError) as refused:
+        read_private_key(secret)
+    assert "secret" not in str(refused.value).replace("Secret", "") and "\\x" not in str(refused.value)

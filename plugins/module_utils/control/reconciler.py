@@ -20,9 +20,12 @@ from ansible_collections.sightline.dtservice.plugins.module_utils import contrac
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.control import claims, registry
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.secrets import ensure_key_secret
-from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import write_status
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import (
+    describe,
+    try_write_status,
+    write_status,
+)
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import PassView
-from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, NodeRef
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, plan
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
@@ -80,8 +83,14 @@ class NodeReconciler:
             if (only is not None and service["metadata"]["name"] not in only) \
                     or service["metadata"].get("deletionTimestamp"):
                 continue
-            current = self._with_finalizer(service) if finalizer else service
-            outcomes.append(self.provision_service(current, pods=pods, secrets=secrets))
+            try:
+                current = self._with_finalizer(service) if finalizer else service
+                outcomes.append(self.provision_service(current, pods=pods, secrets=secrets))
+            except Exception as problem:  # noqa: BLE001 - contained: it stays with this dtService
+                outcome = Outcome(name=service["metadata"]["name"], status=Status.FAILED, message=describe(problem))
+                try_write_status(cluster=self.cluster, node=self.node, service=service, status=outcome.status,
+                                 message=outcome.message)
+                outcomes.append(outcome)
         return outcomes
 
     def _with_finalizer(self, service: dict) -> dict:
@@ -102,15 +111,14 @@ class NodeReconciler:
         try:
             outcome = self._place_in_network(service, pods=pods, secrets=secrets)
         except (plan.PlanError, addressing.AllocationError) as problem:
-            # A reason the CRD's status enum does not know (an InvalidInput's "Invalid", from a
-            # dtDomain whose pool cannot hold its subnet size) would make the status write a 422.
+            # The reasons are status words; one the CRD's enum did not know would make the
+            # status write a 422.
             status = problem.reason if problem.reason in contract.STATES else Status.FAILED
             outcome = Outcome(name=name, status=status, message=str(problem))
-        except ApiError as problem:
-            # Another member's API server refused or is down: this dtService waits for the next
-            # pass, the others of the node go on.
-            outcome = Outcome(name=name, status=Status.FAILED, message=f"an API server did not answer as expected: "
-                              f"{str(problem)[:300]}")
+        except Exception as problem:  # noqa: BLE001 - contained: it stays with this dtService
+            # Another member's API server refused or is down, or this object holds what no rule
+            # foresaw: this dtService waits for the next pass, the others of the node go on.
+            outcome = Outcome(name=name, status=Status.FAILED, message=describe(problem))
         current = self.view.service_on(self.node, name) or service
         written = write_status(cluster=self.cluster, node=self.node, service=current,
                                status=outcome.status, message=outcome.message)

@@ -10,6 +10,7 @@ logged, never in an error message, an outcome or a module's result.
 from __future__ import annotations
 
 import base64
+import binascii
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,8 +25,11 @@ def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, 
     missing, unreadable or owned by an earlier object of the same name."""
     meta = service["metadata"]
     if secret is not None:
-        private = _private_key_of(secret)
-        if meta["uid"] in _owners(secret) and keys.is_valid_key(private):
+        try:
+            private: str | None = _private_key_of(secret)
+        except ValueError:
+            private = None
+        if private is not None and meta["uid"] in _owners(secret):
             return keys.public_key_of(private)
         cluster.delete_secret(node, secret["metadata"]["name"])
     private = keys.generate_private_key()
@@ -62,7 +66,15 @@ def read_private_key(secret: Mapping[str, Any] | None) -> str:
 
 
 def _private_key_of(secret: Mapping[str, Any]) -> str:
-    return base64.b64decode((secret.get("data") or {}).get(contract.PRIVATE_KEY_FIELD, "")).decode()
+    """The key, checked to be one: a tenant can write its own namespace's Secrets, and the
+    error of a failed decoding would quote the bytes it met."""
+    try:
+        key = base64.b64decode((secret.get("data") or {}).get(contract.PRIVATE_KEY_FIELD, ""), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise ValueError("the key Secret's private key is not base64 of text") from None
+    if not keys.is_valid_key(key):
+        raise ValueError("the key Secret does not hold a WireGuard private key")
+    return key
 
 
 def _owners(secret: Mapping[str, Any]) -> list[str | None]:

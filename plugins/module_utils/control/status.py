@@ -5,6 +5,9 @@ Event that goes with a word off the happy path: a Warning for what a user must a
 Normal one for what is waited for (``contract.WAITING``); the quiet words
 (``contract.QUIET``) get none, as the seed's happy path shows ``Events: <none>``. Used by
 the control plane's pass, the node agent and the callback that records a failed run.
+
+Also owns how an unexpected failure is told on the object that caused it (``describe``):
+every step catches what goes wrong with one dtService, so that it stays with that dtService.
 """
 
 from __future__ import annotations
@@ -12,7 +15,29 @@ from __future__ import annotations
 import copy
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Conflict, NodeRef
+
+MESSAGE_LENGTH = 300
+
+
+def describe(error: BaseException) -> str:
+    """What a status Event says of an unexpected failure. An API server's refusal is quoted; a
+    decoding error is only named, since its text quotes the bytes it met (a key, perhaps)."""
+    if isinstance(error, ApiError):
+        return f"an API server did not answer as expected: {str(error)[:MESSAGE_LENGTH]}"
+    if isinstance(error, UnicodeError):
+        return f"unexpected {type(error).__name__} (its text is withheld: it may quote secret data)"
+    return f"unexpected {type(error).__name__}: {str(error)[:MESSAGE_LENGTH]}"
+
+
+def try_write_status(*, cluster: Cluster, node: NodeRef, service: dict, status: str, message: str) -> dict | None:
+    """``write_status`` for a step that has already failed: a status that cannot be written
+    (the API server may be what failed) is left to the next pass, not raised."""
+    try:
+        return write_status(cluster=cluster, node=node, service=service, status=status, message=message)
+    except Exception:  # noqa: BLE001 - the failure being reported is already in the outcome
+        return None
 
 
 def write_status(*, cluster: Cluster, node: NodeRef, service: dict, status: str, message: str) -> dict | None:

@@ -15,13 +15,18 @@ import json
 import subprocess
 import time
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef, Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.secrets import read_private_key
-from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import write_status
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import (
+    describe,
+    try_write_status,
+    write_status,
+)
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet, wireguard
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan, wgconfig
@@ -36,6 +41,8 @@ FRESH_HANDSHAKE_SECONDS = 180
 # server knows the client).
 HANDSHAKE_NUDGE_SECONDS = 1.0
 FIRST_NUDGE_SECONDS = 0.1
+# Clients of one pass waited on at once (their waits are mostly sleeping).
+PARALLEL_WAITS = 64
 # Where each interface's wg-quick form (without its private key) is kept for people to read.
 CONFIG_DIR = Path("/run/dtservice/wireguard")
 
@@ -97,41 +104,74 @@ class NodeAgent:
         pods = self.cluster.list_pods(self.node)
         secrets = self.cluster.list_secrets(self.node, label_selector=contract.KEY_SECRET_LABEL)
         domains = {d["metadata"]["name"]: d for d in self.cluster.list_domains(self.node)}
-        outcomes, expected = [], set()
+        outcomes, expected, untouched = [], set(), set()
         for service in sorted(services, key=lambda s: s["metadata"]["name"]):
             if service["metadata"].get("deletionTimestamp"):
                 continue
-            pod = pod_rules.select(pods, service["spec"]["podSelector"])
-            if pod is None or plan.self_entry(service) is None or pod_rules.judge(
-                    pod, selector=service["spec"]["podSelector"], served_nodes=self.node.served_nodes) is not None:
-                continue  # not reconciled yet, or its pod cannot be attached: the reconciler says so
             try:
-                netns = self.runtime.network_namespace(pod)
-            except podnet.PodLookupError as problem:
-                self._write_status(service, AgentOutcome(
-                    name=service["metadata"]["name"],
-                    status=Status.POD_REFUSED if problem.refused else Status.WAITING_FOR_POD,
-                    message=f"pod {pod['metadata']['name']!r}: {problem}"))
-                continue
-            outcome = self._attach(service, netns=netns, secrets=secrets, domains=domains)
-            if outcome is None:
-                continue
-            if outcome.interface:
-                expected.add((netns, outcome.interface))
-            outcomes.append(outcome)
-        removed = self._remove_unwanted(pods, expected)
+                attached = self._configure_one(service, pods=pods, secrets=secrets, domains=domains)
+            except Exception as problem:  # noqa: BLE001 - contained: it stays with this dtService
+                attached = self._failed(service, describe(problem))
+            if attached is not None:
+                netns, outcome = attached
+                if outcome.status == Status.FAILED:
+                    # What failed is left as it is: a running tunnel is not torn down for it.
+                    untouched.add(contract.interface_name(namespace=self.node.namespace,
+                                                          network=service["metadata"]["name"],
+                                                          node_netns=self.node.netns))
+                elif netns and outcome.interface:
+                    expected.add((netns, outcome.interface))
+                outcomes.append(outcome)
+        removed = self._remove_unwanted(pods, expected, untouched=untouched)
         return outcomes, removed
 
+    def _failed(self, service: dict, message: str) -> tuple[str, AgentOutcome]:
+        outcome = AgentOutcome(name=service["metadata"]["name"], status=Status.FAILED, message=message)
+        try_write_status(cluster=self.cluster, node=self.node, service=service, status=outcome.status,
+                         message=message)
+        return "", outcome
+
+    def _configure_one(self, service: dict, *, pods: Mapping[str, dict], secrets: Mapping[str, dict],
+                       domains: Mapping[str, dict]) -> tuple[str, AgentOutcome] | None:
+        """One dtService's interface; its namespace and outcome, or None when it is not the
+        agent's to attach (yet)."""
+        pod = pod_rules.select(pods, service["spec"]["podSelector"])
+        if pod is None or plan.self_entry(service) is None or pod_rules.judge(
+                pod, selector=service["spec"]["podSelector"], served_nodes=self.node.served_nodes) is not None:
+            return None  # not provisioned yet, or its pod cannot be attached: the reconciler says so
+        try:
+            netns = self.runtime.network_namespace(pod)
+        except podnet.PodLookupError as problem:
+            self._write_status(service, AgentOutcome(
+                name=service["metadata"]["name"],
+                status=Status.POD_REFUSED if problem.refused else Status.WAITING_FOR_POD,
+                message=f"pod {pod['metadata']['name']!r}: {problem}"))
+            return None
+        outcome = self._attach(service, netns=netns, secrets=secrets, domains=domains)
+        return None if outcome is None else (netns, outcome)
+
     def settle(self) -> None:
-        """Wait for the first handshake of each client ``configure`` left Pending; write its status."""
-        for waiting in self._waiting:
-            outcome = waiting.outcome
-            try:
-                outcome.status, outcome.message = self._client_state(waiting.interface, waiting.netns, waiting.server)
-            except wireguard.WireGuardError as problem:
-                outcome.status, outcome.message = Status.FAILED, f"interface {outcome.interface}: {problem}"
-            self._write_status(waiting.service, outcome)
+        """Wait for the first handshake of each client ``configure`` left Pending; write its
+        status. The clients are waited on side by side: a node with many clients whose hubs
+        do not answer waits one handshake timeout, not one for each of them."""
+        if self._waiting:
+            with ThreadPoolExecutor(max_workers=min(PARALLEL_WAITS, len(self._waiting))) as pool:
+                list(pool.map(self._settle_one, self._waiting))
         self._waiting = []
+
+    def _settle_one(self, waiting: _Waiting) -> None:
+        outcome = waiting.outcome
+        try:
+            outcome.status, outcome.message = self._client_state(waiting.interface, waiting.netns, waiting.server)
+            self._write_status(waiting.service, outcome)
+        except wireguard.WireGuardError as problem:
+            outcome.status, outcome.message = Status.FAILED, f"interface {outcome.interface}: {problem}"
+            try_write_status(cluster=self.cluster, node=self.node, service=waiting.service, status=outcome.status,
+                             message=outcome.message)
+        except Exception as problem:  # noqa: BLE001 - contained: it stays with this dtService
+            outcome.status, outcome.message = Status.FAILED, describe(problem)
+            try_write_status(cluster=self.cluster, node=self.node, service=waiting.service, status=outcome.status,
+                             message=outcome.message)
 
     def _write_status(self, service: dict, outcome: AgentOutcome) -> None:
         written = write_status(cluster=self.cluster, node=self.node, service=service,
@@ -187,6 +227,9 @@ class NodeAgent:
                 return outcome
         except (wireguard.WireGuardError, ValueError) as problem:
             outcome.status, outcome.message = Status.FAILED, f"interface {interface}: {problem}"
+            try_write_status(cluster=self.cluster, node=self.node, service=service, status=outcome.status,
+                             message=outcome.message)
+            return outcome
         self._write_status(service, outcome)
         return outcome
 
@@ -222,8 +265,10 @@ class NodeAgent:
             self._registries[domain.name] = registry_rules.networks_of(home_obj)
         return self._registries[domain.name]
 
-    def _remove_unwanted(self, pods: Mapping[str, dict], expected: set[tuple[str, str]]) -> list[dict[str, str]]:
-        """Interfaces of ours in this node's pods that no dtService asks for (deleted ones)."""
+    def _remove_unwanted(self, pods: Mapping[str, dict], expected: set[tuple[str, str]], *,
+                         untouched: set[str]) -> list[dict[str, str]]:
+        """Interfaces of ours in this node's pods that no dtService asks for (deleted ones),
+        except the ``untouched`` ones of dtServices whose pass failed."""
         removed = []
         for pod_name, pod in sorted(pods.items()):
             if pod_rules.judge(pod, selector=pod_name, served_nodes=self.node.served_nodes) is not None:
@@ -233,7 +278,7 @@ class NodeAgent:
             except podnet.PodLookupError:
                 continue
             for interface in our_interfaces(netns):
-                if (netns, interface) in expected:
+                if (netns, interface) in expected or interface in untouched:
                     continue
                 if not self.check_mode:
                     wireguard.remove_interface(name=interface, pod_netns=netns)

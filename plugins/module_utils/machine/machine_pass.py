@@ -8,7 +8,11 @@ remove those of deleted dtServices) on every node, then wait for the clients' fi
 handshakes and finish the deletions users asked for. Because every
 node's claims are written before any interface is configured, a joiner and its server in the
 same call meet in that call: the server's interface already knows the joiner when the joiner
-waits for its first handshake. Each step is the same core code the separate modules run."""
+waits for its first handshake. Each step is the same core code the separate modules run.
+
+A node whose step fails as a whole (its API server is down, the provisioner's rights there
+were taken away) is left out of the later phases and reported with its error; the other
+nodes of the call go on."""
 
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils import contrac
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef
 from ansible_collections.sightline.dtservice.plugins.module_utils.control import teardown
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import NodeReconciler, Outcome
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import describe
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import RuntimeViews
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 from ansible_collections.sightline.dtservice.plugins.module_utils.machine.agent import AgentOutcome, NodeAgent
@@ -82,19 +87,51 @@ def settle_phase(attaching: Attaching, *, federation: Mapping[str, NodeRef]) -> 
             "changed": bool(removed or finished) or any(i.changed for i in interfaces)}
 
 
+@dataclass
+class NodeFailed:
+    """A node whose phase failed as a whole: why, for its result."""
+
+    error: str
+
+
+def contained(work: Callable[..., Any], *, failed: Mapping[str, NodeFailed]) -> Callable[..., Any]:
+    """``work`` for one node, skipped for a node that failed before, its failure kept with it."""
+    def run(*, cluster: Cluster, node: NodeRef) -> Any:
+        if node.name in failed:
+            return failed[node.name]
+        try:
+            return work(cluster=cluster, node=node)
+        except Exception as problem:  # noqa: BLE001 - contained: it stays with this node
+            return NodeFailed(error=describe(problem))
+    return run
+
+
 def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
                  handshake_timeout: float, check_mode: bool) -> dict[str, dict[str, Any]]:
-    """The phases over the nodes ``run_on_nodes(work)`` runs ``work`` on; node -> result.
-    Every node's interfaces are configured before any client is waited on."""
-    reconciled = {}
-    for name, (outcomes, label_patches) in run_on_nodes(
-            lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node, federation=federation)).items():
-        reconciled[name] = {"services": [o.as_dict() for o in outcomes], "pod_labels": label_patches,
-                            "changed": bool(label_patches) or any(o.changed for o in outcomes)}
+    """The phases over the nodes ``run_on_nodes(work)`` runs ``work`` on; node -> result (with
+    ``error`` set for a node that failed as a whole). Every node's interfaces are configured
+    before any client is waited on."""
+    failed: dict[str, NodeFailed] = {}
+
+    def phase(work: Callable[..., Any]) -> dict[str, Any]:
+        results = run_on_nodes(contained(work, failed=failed))
+        failed.update({name: result for name, result in results.items() if isinstance(result, NodeFailed)})
+        return results
+
+    reconciled = phase(lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node, federation=federation))
     runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
-    configured = run_on_nodes(lambda *, cluster, node: configure_phase(
+    configured = phase(lambda *, cluster, node: configure_phase(
         cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
         check_mode=check_mode, runtimes=runtimes))
-    attached = run_on_nodes(lambda *, cluster, node: settle_phase(configured[node.name], federation=federation))
-    return {name: {**reconciled[name], **attached[name],
-                   "changed": reconciled[name]["changed"] or attached[name]["changed"]} for name in reconciled}
+    settled = phase(lambda *, cluster, node: settle_phase(configured[node.name], federation=federation))
+    passed = {}
+    for name in reconciled:
+        if name in failed:
+            passed[name] = {"services": [], "pod_labels": {}, "interfaces": [], "removed_interfaces": [],
+                            "deleted": [], "changed": False, "error": failed[name].error}
+            continue
+        outcomes, label_patches = reconciled[name]
+        passed[name] = {"services": [o.as_dict() for o in outcomes], "pod_labels": label_patches, **settled[name],
+                        "changed": bool(label_patches) or any(o.changed for o in outcomes) or settled[name]["changed"],
+                        "error": None}
+    return passed
