@@ -10,13 +10,14 @@ import logging
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, ApiError, Endpoint
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import WatchRetry
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import WatchedNode
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.watches import Watch
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.watches import Clients, Watch
 
 PATH = "/apis/sid.sightlineinnovation.com/v1/namespaces/ns0/dtservices"
 
@@ -33,6 +34,7 @@ class FakeApiServer:
     def __init__(self, *, lists: list, watches: list) -> None:
         self.script = {"list": lists, "watch": watches}
         self.requests: list[tuple[str, dict]] = []
+        self.tokens: list[str | None] = []
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -47,8 +49,10 @@ class FakeApiServer:
                 server.requests.append((verb, query))
                 answers = server.script[verb]
                 answer = answers.pop(0) if len(answers) > 1 else answers[0]
+                server.tokens.append(self.headers.get("Authorization"))
                 if answer[0] == "status":
-                    self._json(answer[1], {"kind": "Status", "code": answer[1], "reason": "Forbidden",
+                    reason = {401: "Unauthorized", 403: "Forbidden"}.get(answer[1], "InternalError")
+                    self._json(answer[1], {"kind": "Status", "code": answer[1], "reason": reason,
                                            "message": "dtservices is forbidden"})
                 elif answer[0] == "list":
                     self._json(200, {"metadata": {"resourceVersion": answer[1]}, "items": answer[2]})
@@ -150,18 +154,25 @@ class Recorder:
         self.seen.append((event, node, kind, obj["metadata"]["name"]))
 
 
-class OneClient:
-    def __init__(self, api: ApiClient) -> None:
-        self.api = api
+def exec_kubeconfig(tmp_path: Path, server: FakeApiServer) -> str:
+    """A kubeconfig whose credential plugin hands out a new token each time it runs."""
+    plugin = tmp_path / "credential"
+    plugin.write_text("#!/bin/sh\necho x >> \"$0.count\"\n"
+                      "printf '{\"status\": {\"token\": \"t%s\"}}' \"$(wc -l < \"$0.count\")\"\n")
+    plugin.chmod(0o700)
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "main",
+              "clusters": [{"name": "c", "cluster": {"server": server.url}}],
+              "users": [{"name": "u", "user": {"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+                                                        "command": str(plugin)}}}],
+              "contexts": [{"name": "main", "context": {"cluster": "c", "user": "u"}}]}
+    (tmp_path / "kubeconfig").write_text(json.dumps(config))
+    return str(tmp_path / "kubeconfig")
 
-    def get(self, node):
-        return self.api
 
-
-def run_watch(server: FakeApiServer, *, seconds: float, retry: WatchRetry) -> Recorder:
+def run_watch(server: FakeApiServer, *, seconds: float, retry: WatchRetry, kubeconfig: str) -> Recorder:
     recorder, stopping = Recorder(), threading.Event()
-    watch = Watch(node=WatchedNode(name="node0", namespace="ns0"), kind="dtservices", clients=OneClient(client(server)),
-                  listener=recorder, stopping=stopping, retry=retry)
+    watch = Watch(node=WatchedNode(name="node0", namespace="ns0", kubeconfig=kubeconfig), kind="dtservices",
+                  clients=Clients(), listener=recorder, stopping=stopping, retry=retry)
     thread = threading.Thread(target=watch.run, daemon=True)
     thread.start()
     time.sleep(seconds)
@@ -171,7 +182,7 @@ def run_watch(server: FakeApiServer, *, seconds: float, retry: WatchRetry) -> Re
     return recorder
 
 
-def test_the_loop_lists_again_after_410_and_resumes_after_a_normal_end():
+def test_the_loop_lists_again_after_410_and_resumes_after_a_normal_end(tmp_path):
     gone = {"type": "ERROR", "object": {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}}
     with FakeApiServer(
             lists=[("list", "10", [obj("a", "9")]), ("list", "30", [obj("a", "9"), obj("b", "29")])],
@@ -179,17 +190,19 @@ def test_the_loop_lists_again_after_410_and_resumes_after_a_normal_end():
                      ("events", [gone], False),  # expired: list again
                      ("events", [{"type": "ADDED", "object": obj("c", "31")}], False),
                      ("events", [], False)]) as server:
-        recorder = run_watch(server, seconds=0.6, retry=WatchRetry(first=0.2, cap=0.2))
+        recorder = run_watch(server, seconds=0.6, retry=WatchRetry(first=0.2, cap=0.2),
+                             kubeconfig=exec_kubeconfig(tmp_path, server))
     assert recorder.seen[:4] == [("listed", "node0", "dtservices", ["a"]), ("MODIFIED", "node0", "dtservices", "a"),
                                  ("listed", "node0", "dtservices", ["a", "b"]), ("ADDED", "node0", "dtservices", "c")]
     versions = [(verb, q.get("resourceVersion")) for verb, q in server.requests]
     assert versions[:5] == [("list", None), ("watch", "10"), ("watch", "12"), ("list", None), ("watch", "30")]
 
 
-def test_a_refused_watch_backs_off_and_logs_boundedly(caplog):
+def test_a_refused_watch_backs_off_and_logs_boundedly(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="dtservice-reconciler")
     with FakeApiServer(lists=[("list", "10", [])], watches=[("status", 403)]) as server:
-        run_watch(server, seconds=1.0, retry=WatchRetry(first=0.02, cap=0.16, remind_every=60))
+        run_watch(server, seconds=1.0, retry=WatchRetry(first=0.02, cap=0.16, remind_every=60),
+                  kubeconfig=exec_kubeconfig(tmp_path, server))
     watches = server.verbs().count("watch")
     # 0.02 + 0.04 + 0.08 + 0.16 + 0.16 ... in a second: about 8 tries, never hundreds.
     assert 4 <= watches <= 12
@@ -199,12 +212,23 @@ def test_a_refused_watch_backs_off_and_logs_boundedly(caplog):
     assert failed[0]["status"] == 403 and failed[0]["error"] == "dtservices is forbidden"
 
 
-def test_a_lost_server_backs_off_then_the_watch_recovers(caplog):
+def test_a_lost_server_backs_off_then_the_watch_recovers(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="dtservice-reconciler")
     with FakeApiServer(lists=[("list", "10", [])], watches=[("events", [], True), ("events", [], True),
                                                             ("events", [{"type": "ADDED", "object": obj("a", "11")}],
                                                              False), ("events", [], False)]) as server:
-        recorder = run_watch(server, seconds=0.5, retry=WatchRetry(first=0.05, cap=0.1))
+        recorder = run_watch(server, seconds=0.5, retry=WatchRetry(first=0.05, cap=0.1),
+                             kubeconfig=exec_kubeconfig(tmp_path, server))
     assert ("ADDED", "node0", "dtservices", "a") in recorder.seen
     messages = [r.getMessage() for r in caplog.records]
     assert messages.count("watch failed") == 2 and messages.count("watch recovered") == 1
+
+
+def test_a_401_runs_the_credential_plugin_again(tmp_path):
+    with FakeApiServer(lists=[("list", "10", [])],
+                       watches=[("status", 401), ("events", [{"type": "ADDED", "object": obj("a", "11")}], False),
+                                ("events", [], False)]) as server:
+        recorder = run_watch(server, seconds=0.5, retry=WatchRetry(first=0.05, cap=0.1),
+                             kubeconfig=exec_kubeconfig(tmp_path, server))
+    assert server.tokens[:3] == ["Bearer t1", "Bearer t1", "Bearer t2"]  # list, refused watch, then a new token
+    assert ("ADDED", "node0", "dtservices", "a") in recorder.seen

@@ -3,7 +3,7 @@
 Owns the loop of one watch and nothing of what its events mean (that is the ``Listener``'s,
 the controller): list, watch from the list's version, resume from the last version seen when
 the server ends a stream (bookmarks move it too), list again on 410 Gone, and on any other
-failure (403, 404, 5xx, a lost server, an unusable kubeconfig) wait as
+failure (401, 403, 404, 5xx, a lost server, an unusable kubeconfig) wait as
 ``schedule.WatchRetry`` says before trying again, logging only the lines it allows. A watch
 thread never dies of an error: its node would go deaf.
 """
@@ -50,7 +50,9 @@ class Listener(Protocol):
 
 
 class Clients:
-    """One API client per (kubeconfig, context), made on first use, shared by the watches."""
+    """One API client per (kubeconfig, context), made on first use, shared by the watches, and
+    made again after a 401: credentials from an exec plugin or a token file expire, and the
+    daemon outlives them."""
 
     def __init__(self) -> None:
         self._clients: dict[tuple[str | None, str | None], ApiClient] = {}
@@ -62,6 +64,10 @@ class Clients:
             if key not in self._clients:
                 self._clients[key] = ApiClient(load_endpoint(kubeconfig=node.kubeconfig, context=node.context))
             return self._clients[key]
+
+    def forget(self, node: WatchedNode) -> None:
+        with self._lock:
+            self._clients.pop((node.kubeconfig, node.context), None)
 
 
 class Watch:
@@ -89,6 +95,8 @@ class Watch:
                 expired = error.status == 410
                 if expired:
                     version = None
+                if error.status == 401:
+                    self._clients.forget(self.node)
                 step = self._retry.failed(now=self._clock(), expired=expired)
                 self._say(step, "watch expired, listing again" if expired else "watch failed",
                           status=error.status, reason=error.reason, error=error.message[:200])
