@@ -212,14 +212,19 @@ def test_a_refused_watch_backs_off_and_logs_boundedly(tmp_path, caplog):
     assert failed[0]["status"] == 403 and failed[0]["error"] == "dtservices is forbidden"
 
 
-def test_a_lost_server_backs_off_then_the_watch_recovers(tmp_path, caplog):
+def test_a_lost_server_backs_off_then_the_watch_resumes_where_it_was(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="dtservice-reconciler")
-    with FakeApiServer(lists=[("list", "10", [])], watches=[("events", [], True), ("events", [], True),
-                                                            ("events", [{"type": "ADDED", "object": obj("a", "11")}],
-                                                             False), ("events", [], False)]) as server:
+    with FakeApiServer(lists=[("list", "10", [])],
+                       watches=[("events", [{"type": "ADDED", "object": obj("a", "11")}], True),
+                                ("events", [], True),
+                                ("events", [{"type": "ADDED", "object": obj("b", "12")}], False),
+                                ("events", [], False)]) as server:
         recorder = run_watch(server, seconds=0.5, retry=WatchRetry(first=0.05, cap=0.1),
                              kubeconfig=exec_kubeconfig(tmp_path, server))
-    assert ("ADDED", "node0", "dtservices", "a") in recorder.seen
+    assert recorder.seen[:3] == [("listed", "node0", "dtservices", []), ("ADDED", "node0", "dtservices", "a"),
+                                 ("ADDED", "node0", "dtservices", "b")]
+    versions = [q.get("resourceVersion") for verb, q in server.requests if verb == "watch"]
+    assert versions[:4] == ["10", "11", "11", "12"]  # no list again, no event replayed
     messages = [r.getMessage() for r in caplog.records]
     assert messages.count("watch failed") == 2 and messages.count("watch recovered") == 1
 

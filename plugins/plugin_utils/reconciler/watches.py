@@ -80,21 +80,23 @@ class Watch:
         self.path = collection_path(kind=kind, namespace=node.namespace)
         self._clients, self._listener, self._stopping, self._clock = clients, listener, stopping, clock
         self._retry = retry or WatchRetry()
+        # The version to resume from (None: list first); events move it as they are handled,
+        # so a stream that breaks after some does not replay them.
+        self._version: str | None = None
 
     def run(self) -> None:
-        version: str | None = None
         while not self._stopping.is_set():
             try:
                 api = self._clients.get(self.node)
-                if version is None:
+                if self._version is None:
                     listing = api.request("GET", self.path)
-                    version = listing["metadata"]["resourceVersion"]
                     self._listener.listed(self.node.name, self.kind, listing.get("items") or [])
-                version, step = self._stream(api, version)
+                    self._version = listing["metadata"]["resourceVersion"]
+                step = self._stream(api)
             except ApiError as error:
                 expired = error.status == 410
                 if expired:
-                    version = None
+                    self._version = None
                 if error.status == 401:
                     self._clients.forget(self.node)
                 step = self._retry.failed(now=self._clock(), expired=expired)
@@ -104,32 +106,33 @@ class Watch:
                 step = self._retry.failed(now=self._clock())
                 self._say(step, "watch cannot use the node's kubeconfig", error=str(error)[:300])
             except Exception as error:  # noqa: BLE001 - a watch thread must never die: its node would go deaf
-                version = None
+                self._version = None
                 step = self._retry.failed(now=self._clock())
                 self._say(step, "watch crashed", error=repr(error)[:300], exc_info=step.log)
             if step is not None:
                 WATCH_RESTARTS.labels(node=self.node.name, kind=self.kind).inc()
                 self._stopping.wait(step.delay)
 
-    def _stream(self, api: ApiClient, version: str) -> tuple[str, RetryStep | None]:
-        """Watch from ``version`` until the server ends the stream; returns the version to
-        resume from, and the retry step when the stream was no healthy one."""
-        started = self._clock()
-        stream = api.watch(self.path, resource_version=version)
+    def _stream(self, api: ApiClient) -> RetryStep | None:
+        """Watch until the server ends the stream; the retry step when it was no healthy one."""
+        started, first = self._clock(), self._version
+        stream = api.watch(self.path, resource_version=first)
         for event in stream:
             if self._stopping.is_set():
                 stream.close()
-                break
+                return None
             self._progress()
             EVENTS.labels(node=self.node.name, kind=self.kind, type=event["type"]).inc()
             self._listener.event(self.node.name, self.kind, event["type"], event["object"])
+            self._version = stream.resource_version
+        self._version = stream.resource_version  # a final bookmark
         failures = self._retry.failures
-        step = self._retry.ended(now=self._clock(), started=started, delivered=stream.resource_version != version)
+        step = self._retry.ended(now=self._clock(), started=started, delivered=self._version != first)
         if step is not None:
             self._say(step, "watch ended at once", seconds=round(self._clock() - started, 2))
         elif failures:
             say(logging.INFO, "watch recovered", node=self.node.name, kind=self.kind, after_failures=failures)
-        return stream.resource_version, step
+        return step
 
     def _progress(self) -> None:
         failures = self._retry.recovered()
