@@ -88,6 +88,10 @@ QUIET = frozenset({Status.CONNECTED, Status.PENDING})
 WAITING = frozenset({Status.WAITING_FOR_POD, Status.PENDING})
 # Say what is wrong better than a generic Failed does, so a failed task does not overwrite them.
 SPECIFIC = STATES - {Status.CONNECTED, Status.PENDING, Status.FAILED}
+# Not settled, and the object that will settle it may raise no event the node's watches see
+# (a server on another node, a first handshake, a failed run): the reconciler daemon runs the
+# node again, with backoff.
+RETRY = frozenset({Status.PENDING, Status.SERVER_UNREACHABLE, Status.FAILED})
 
 # ------------------------------------------------------------------ names
 

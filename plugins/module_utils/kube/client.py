@@ -1,9 +1,11 @@
 """A small Kubernetes REST client: a kubeconfig context becomes JSON requests over TLS.
 
 Owns how the provisioner speaks HTTP to an API server: reading the kubeconfig (or the pod's
-service account), the TLS context, the credentials, and turning answers that are not 2xx into
-``ApiError``. Every module run starts a fresh Python, and importing the kubernetes client costs
-about a second of it; this needs only urllib3 and PyYAML, which Ansible itself brings.
+service account), the TLS context, the credentials, turning answers that are not 2xx into
+``ApiError``, and streaming a WATCH (``ApiClient.watch``) for the reconciler daemon. Every
+module run starts a fresh Python, and importing the kubernetes client costs about a second
+of it; this needs only urllib3 and PyYAML, which Ansible itself brings. The daemon uses it
+too, so the product has one Kubernetes client (README, "Decisions").
 
 Credentials understood: client certificates (files or ``-data``), bearer tokens (inline or
 ``tokenFile``), basic auth, and exec plugins (``client.authentication.k8s.io`` ExecCredential,
@@ -19,7 +21,7 @@ import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,10 @@ else:
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # Seconds: connecting, and waiting for an answer.
 TIMEOUT = {"connect": 10, "read": 60}
+# A WATCH asks the server to end the stream after this long (the client then resumes from the
+# last resourceVersion); a stream silent for longer than that plus a margin has lost its server.
+WATCH_SECONDS = 300
+WATCH_SILENCE_MARGIN = 30
 # 429 means "not now" (API priority and fairness, or a new CRD's storage still starting):
 # wait what the server asks, this many times, before giving up.
 BUSY_RETRIES = 30
@@ -71,11 +77,11 @@ class Endpoint:
 def load_endpoint(*, kubeconfig: str | None = None, context: str | None = None) -> Endpoint:
     """The endpoint of ``context`` (default: the current one) in ``kubeconfig``; without a
     path, ``$KUBECONFIG`` (first file), ``~/.kube/config``, then the pod's service account."""
-    path = kubeconfig or (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None)
-    if path is None and not Path("~/.kube/config").expanduser().exists() \
+    named = kubeconfig or (os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or None)
+    if named is None and not Path("~/.kube/config").expanduser().exists() \
             and os.environ.get("KUBERNETES_SERVICE_HOST"):
         return _in_cluster()
-    path = Path(path or "~/.kube/config").expanduser()
+    path = Path(named or "~/.kube/config").expanduser()
     try:
         document = yaml.safe_load(path.read_text()) or {}
     except OSError as error:
@@ -228,6 +234,78 @@ class ApiClient:
         if response.status >= 300:
             raise _refusal(response)
         return json.loads(response.data) if response.data else {}
+
+    def watch(self, path: str, *, resource_version: str, timeout_seconds: int = WATCH_SECONDS,
+              query: Mapping[str, str] | None = None) -> WatchStream:
+        """Start a WATCH of the collection at ``path`` from ``resource_version`` (a LIST's).
+
+        Returns the stream to iterate; a refusal (403, 404, 5xx) or an unreachable server
+        raises ``ApiError`` here, like ``request``."""
+        url = self.endpoint.server + path + "?" + urlencode({
+            **(query or {}), "watch": "1", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds)})
+        headers = {"Accept": "application/json", **self.endpoint.headers}
+        try:
+            response = self._pool.request("GET", url, headers=headers, preload_content=False,
+                                          timeout=urllib3.Timeout(connect=TIMEOUT["connect"],
+                                                                  read=timeout_seconds + WATCH_SILENCE_MARGIN))
+        except urllib3.exceptions.HTTPError as error:
+            raise ApiError(status=0, reason="unreachable", message=f"{self.endpoint.server}: {error}") from None
+        if response.status >= 300:
+            refusal = _refusal(response)  # reads the (short) body the server explained itself in
+            response.release_conn()
+            raise refusal
+        return WatchStream(response, resource_version=resource_version, server=self.endpoint.server)
+
+
+class WatchStream:
+    """The events of one WATCH, in order, as ``{"type": ..., "object": ...}``.
+
+    Handles what every watcher would otherwise repeat: BOOKMARK events are not yielded but move
+    ``resource_version``, as every event does, so a caller resumes from there once the server
+    ends the stream; an ERROR event raises ``ApiError`` with its code (410 Gone: the version
+    is too old, list again); a connection lost mid-stream raises ``ApiError`` with status 0."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse, *, resource_version: str, server: str) -> None:
+        self._response = response
+        self._server = server
+        self.resource_version = resource_version
+
+    def __iter__(self) -> Iterator[dict]:
+        pending = b""
+        try:
+            for chunk in self._response.stream(amt=None):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    event = self._event(line)
+                    if event is not None:
+                        yield event
+            if pending.strip():
+                event = self._event(pending)
+                if event is not None:
+                    yield event
+        except urllib3.exceptions.HTTPError as error:
+            raise ApiError(status=0, reason="unreachable", message=f"{self._server}: {error}") from None
+        finally:
+            self.close()
+
+    def _event(self, line: bytes) -> dict | None:
+        if not line.strip():
+            return None
+        event = json.loads(line)
+        obj = event.get("object") or {}
+        if event.get("type") == "ERROR":
+            raise ApiError(status=int(obj.get("code") or 0), reason=obj.get("reason") or "watch error",
+                           message=obj.get("message", ""))
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        if version:
+            self.resource_version = version
+        return None if event.get("type") == "BOOKMARK" else event
+
+    def close(self) -> None:
+        """End the stream (the connection is dropped, not reused: the server may still be writing)."""
+        self._response.close()
 
 
 def _refusal(response: urllib3.BaseHTTPResponse) -> ApiError:

@@ -1,0 +1,279 @@
+"""Pure scheduling of the reconciler: which nodes run when, and with whom.
+
+Owns every timing rule of the daemon and nothing else: no threads, no I/O, no clock of its
+own (every method takes ``now``, seconds of a monotonic clock), so tests drive it with a
+fake one.
+
+- A change makes its node due after ``debounce``, which gathers a burst of events into one
+  run; the earliest due time wins, so a steady stream of events never postpones a run.
+- A node is never in two runs at once (two agents on one node would race): a busy node
+  stays due and is taken when its run has ended.
+- A run takes along its node's companions (the nodes serving the networks of its changed
+  dtServices, learnt by ``Servers``), except those busy in another run; runs with
+  companions are started first, and a companion that was due itself is served by them.
+- A node whose run failed is due again after 1, 2, 4, ... seconds, at most ``max_backoff``;
+  one whose dtServices are not done yet (waiting on another node) likewise, at most
+  ``NOT_DONE_CAP``.
+- Every node is due every ``resync`` seconds, which repairs drift no event announced.
+- At most ``parallel_runs`` runs at a time.
+- A failing watch waits 1, 2, 4, ... seconds, at most ``WATCH_BACKOFF_CAP``, before it lists
+  again, and says so in a bounded number of log lines (``WatchRetry``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import SERVER
+
+# Waiting on another node (its server being set up, a first handshake) is no failure: look
+# again soon, a little later each time, but never wait longer than this.
+NOT_DONE_CAP = 10.0
+WATCH_BACKOFF_FIRST = 1.0
+WATCH_BACKOFF_CAP = 30.0
+# A watch stream that ends this soon without delivering anything counts as a failure, so a
+# server that closes every stream at once is not watched again in a tight loop.
+WATCH_HEALTHY_AFTER = 5.0
+# While a watch keeps failing at the cap, one log line per this many seconds.
+WATCH_REMIND_EVERY = 300.0
+
+
+def backoff(*, attempt: int, first: float, cap: float) -> float:
+    """The wait before retry number ``attempt`` (1, 2, ...): ``first`` doubled each time, at most ``cap``."""
+    return min(cap, first * 2 ** min(max(attempt, 1) - 1, 62))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """The schedule's settings (the ``dtservice_daemon_*`` role variables of the same names)."""
+
+    debounce: float = 0.2
+    resync: float = 60.0
+    max_backoff: float = 60.0
+    parallel_runs: int = 4
+
+
+@dataclass(frozen=True)
+class Run:
+    """One reconcile run: its node and the companions taken along (``--limit`` all of them)."""
+
+    node: str
+    companions: tuple[str, ...] = ()
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return (self.node, *self.companions)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run said of one of its nodes: whether it failed, and its dtServices not done yet."""
+
+    failed: bool
+    not_done: tuple[str, ...] = ()
+
+
+@dataclass
+class _Node:
+    due: float | None = None
+    companions: set[str] = field(default_factory=set)
+    busy: bool = False
+    failures: int = 0
+    waits: int = 0
+
+
+class Schedule:
+    """The due times, companions, runs and backoff counters of every node."""
+
+    def __init__(self, nodes: Iterable[str], *, timing: Timing, now: float) -> None:
+        self.timing = timing
+        self._nodes = {name: _Node() for name in nodes}
+        self._runs = 0
+        self._next_resync = now + timing.resync
+
+    def changed(self, node: str, *, now: float, companion: str | None = None) -> None:
+        """Something of ``node`` changed (an event, a fresh list); ``companion`` serves the
+        network of the changed dtService and goes into the node's next run."""
+        state = self._nodes[node]
+        if companion is not None and companion != node and companion in self._nodes:
+            state.companions.add(companion)
+        self._due(node, now + self.timing.debounce)
+
+    def take(self, *, now: float) -> list[Run]:
+        """The runs to start now (their nodes become busy until ``finished``)."""
+        if now >= self._next_resync:
+            for name in self._nodes:
+                self._due(name, now)
+            self._next_resync = now + self.timing.resync
+        # Runs with companions first: a node due at the same time as its companion is then
+        # served by the joint run rather than by one of its own beside it.
+        ready = sorted((not state.companions, state.due, name) for name, state in self._nodes.items()
+                       if state.due is not None and state.due <= now and not state.busy)
+        runs = []
+        for *_, name in ready:
+            if self._runs >= self.timing.parallel_runs:
+                break
+            state = self._nodes[name]
+            if state.busy:  # taken along by a run of this round
+                continue
+            companions = tuple(sorted(c for c in state.companions if not self._nodes[c].busy))
+            state.due, state.companions, state.busy = None, set(), True
+            members = {name, *companions}
+            for companion in companions:
+                other = self._nodes[companion]
+                other.busy = True
+                # The run reconciles the companion whole: what made it due is served too,
+                # unless that needs a node of its own that this run does not take.
+                if other.due is not None and other.companions <= members:
+                    other.due, other.companions = None, set()
+            self._runs += 1
+            runs.append(Run(node=name, companions=companions))
+        return runs
+
+    def finished(self, run: Run, *, now: float, outcomes: Mapping[str, Outcome]) -> dict[str, float]:
+        """A run ended; a member without an outcome counts as failed. Returns the nodes due
+        again and in how many seconds."""
+        self._runs -= 1
+        retries = {}
+        for name in run.members:
+            state = self._nodes[name]
+            state.busy = False
+            outcome = outcomes.get(name, Outcome(failed=True))
+            if outcome.failed:
+                state.failures, state.waits = state.failures + 1, 0
+                delay = backoff(attempt=state.failures, first=1.0, cap=self.timing.max_backoff)
+            elif outcome.not_done:
+                state.failures, state.waits = 0, state.waits + 1
+                delay = backoff(attempt=state.waits, first=1.0, cap=min(NOT_DONE_CAP, self.timing.max_backoff))
+            else:
+                state.failures = state.waits = 0
+                continue
+            self._due(name, now + delay)
+            retries[name] = delay
+        return retries
+
+    def wait(self, *, now: float) -> float:
+        """Seconds until ``take`` may have something to start (0: now)."""
+        candidates = [self._next_resync]
+        if self._runs < self.timing.parallel_runs:
+            candidates += [s.due for s in self._nodes.values() if s.due is not None and not s.busy]
+        return max(0.0, min(candidates) - now)
+
+    def due(self, node: str) -> float | None:
+        """When ``node`` is due (None: not due)."""
+        return self._nodes[node].due
+
+    def busy(self, node: str) -> bool:
+        return self._nodes[node].busy
+
+    @property
+    def pending(self) -> int:
+        """Nodes waiting for a run."""
+        return sum(1 for state in self._nodes.values() if state.due is not None)
+
+    @property
+    def running(self) -> int:
+        return self._runs
+
+    def _due(self, node: str, at: float) -> None:
+        state = self._nodes[node]
+        if state.due is None or at < state.due:
+            state.due = at
+
+
+class Servers:
+    """Which node serves each network, learnt from the dtService events themselves.
+
+    A server's own dtService has no ``spec.server`` and lists itself with the role
+    ``server`` in ``peers``; networks are named after their dtServices."""
+
+    def __init__(self) -> None:
+        self._by_network: dict[str, str] = {}
+
+    def learn(self, node: str, *, event: str, obj: Mapping[str, Any]) -> str | None:
+        """Take in one event of a dtService in ``node``'s namespace; return the node serving
+        its network when that is another node (to be reconciled in the same run)."""
+        name = obj["metadata"]["name"]
+        if event != "DELETED" and _serves(obj):
+            self._by_network[name] = node
+        elif self._by_network.get(name) == node:
+            del self._by_network[name]
+        server = self._by_network.get(name)
+        return server if server not in (None, node) else None
+
+    def relisted(self, node: str, objects: Iterable[Mapping[str, Any]]) -> None:
+        """A fresh LIST of ``node``'s dtServices: what it no longer serves is forgotten (its
+        deletion may have happened while nobody watched)."""
+        for name in [n for n, server in self._by_network.items() if server == node]:
+            del self._by_network[name]
+        for obj in objects:
+            self.learn(node, event="ADDED", obj=obj)
+
+    def server(self, network: str) -> str | None:
+        return self._by_network.get(network)
+
+
+def _serves(obj: Mapping[str, Any]) -> bool:
+    return not (obj.get("spec") or {}).get("server") and any(
+        SERVER in (entry.get("labels") or {}).values() for entry in (obj.get("peers") or {}).values()
+        if isinstance(entry, Mapping))
+
+
+@dataclass(frozen=True)
+class RetryStep:
+    """What a failing watch does next: wait ``delay`` seconds, and whether to say so now
+    (``quiet`` retries were not logged since the last line)."""
+
+    delay: float
+    log: bool
+    failures: int
+    quiet: int
+
+
+@dataclass
+class WatchRetry:
+    """The backoff of one watch and the rule that keeps its log bounded: a line for the first
+    failure and for each longer wait, then, at the cap, one every ``remind_every`` seconds.
+
+    A 410 (the watched version expired) is the normal end of a long watch: the first one is
+    listed again at once; 410s in a row back off like any failure."""
+
+    first: float = WATCH_BACKOFF_FIRST
+    cap: float = WATCH_BACKOFF_CAP
+    healthy_after: float = WATCH_HEALTHY_AFTER
+    remind_every: float = WATCH_REMIND_EVERY
+    failures: int = 0
+    _logged_delay: float = -1.0
+    _logged_at: float | None = None
+    _quiet: int = 0
+
+    def failed(self, *, now: float, expired: bool = False) -> RetryStep:
+        self.failures += 1
+        if expired and self.failures == 1:
+            delay = 0.0
+        else:
+            delay = backoff(attempt=self.failures - (1 if expired else 0), first=self.first, cap=self.cap)
+        log = (self.failures == 1 or delay > self._logged_delay
+               or (self._logged_at is not None and now - self._logged_at >= self.remind_every))
+        step = RetryStep(delay=delay, log=log, failures=self.failures, quiet=self._quiet if log else 0)
+        if log:
+            self._logged_delay, self._logged_at, self._quiet = delay, now, 0
+        else:
+            self._quiet += 1
+        return step
+
+    def ended(self, *, now: float, started: float, delivered: bool) -> RetryStep | None:
+        """The server closed a stream without an error: healthy when it delivered something
+        or lasted, else a failure like any other (None: healthy, watch on)."""
+        if delivered or now - started >= self.healthy_after:
+            self.recovered()
+            return None
+        return self.failed(now=now)
+
+    def recovered(self) -> int:
+        """The watch works again; returns the failures before (to log the recovery once)."""
+        failures = self.failures
+        self.failures, self._logged_delay, self._logged_at, self._quiet = 0, -1.0, None, 0
+        return failures

@@ -1,0 +1,37 @@
+"""What the reconciler tells its operators: JSON log lines and Prometheus metrics.
+
+Owns the log format (one JSON object a line: ``ts``, ``level``, ``msg`` and the fields of the
+call, e.g. ``node``, ``run``, ``seconds``; ``bench/bench.py`` reads the ``reconciled`` lines)
+and the metric names. The metrics endpoint itself is started by ``main``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter("dtservice_reconcile_total", "Reconcile runs by node and result", ["node", "result"])
+DURATION = Histogram("dtservice_reconcile_duration_seconds", "Wall time of one reconcile run", ["node"],
+                     buckets=(0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120, 300, 600))
+WATCH_RESTARTS = Counter("dtservice_watch_restarts_total", "Watches started again", ["node", "kind"])
+EVENTS = Counter("dtservice_watch_events_total", "Watch events seen", ["node", "kind", "type"])
+PENDING = Gauge("dtservice_nodes_pending", "Nodes waiting for a reconcile")
+RUNNING = Gauge("dtservice_runs_running", "Reconcile runs in progress")
+
+log = logging.getLogger("dtservice-reconciler")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"ts": round(record.created, 3), "level": record.levelname.lower(), "msg": record.getMessage()}
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, sort_keys=True, default=str)
+
+
+def say(level: int, message: str, *, exc_info: Any = False, **fields: Any) -> None:
+    log.log(level, message, extra={"fields": fields}, exc_info=exc_info)
