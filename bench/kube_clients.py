@@ -144,7 +144,7 @@ def probe(client_name: str, bed: Testbed) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="measurements per client (default 5)")
     parser.add_argument("--prefix", default="dtkc-", help="network namespace prefix of the bed")
     args = parser.parse_args()

@@ -84,8 +84,8 @@ def run(module) -> None:
     federation = federation_refs(module.params)
     done = machine_pass(lambda work: run_on_nodes(module, work), federation=federation,
                         handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
-    result: dict[str, Any] = {key: {name: passed[key] for name, passed in done.items()}
-              for key in ("services", "interfaces", "removed_interfaces", "deleted", "pod_labels")}
+    keys = ("services", "interfaces", "removed_interfaces", "deleted", "pod_labels")
+    result: dict[str, Any] = {key: {name: passed[key] for name, passed in done.items()} for key in keys}
     result["changed"] = any(passed["changed"] for passed in done.values())
     result["node_errors"] = {name: passed["error"] for name, passed in done.items() if passed["error"]}
     failed = [f"{name}: {error}" for name, error in result["node_errors"].items()]

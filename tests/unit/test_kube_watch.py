@@ -96,7 +96,7 @@ class FakeApiServer:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
     def verbs(self) -> list[str]:
-        return [verb for verb, _ in self.requests]
+        return [verb for verb, _path in self.requests]
 
 
 def client(server: FakeApiServer) -> ApiClient:
@@ -114,7 +114,7 @@ def test_watch_yields_events_and_bookmarks_only_move_the_version():
         seen = [(e["type"], e["object"]["metadata"]["name"]) for e in stream]
         assert seen == [("ADDED", "a"), ("DELETED", "a")]
         assert stream.resource_version == "20"
-        (_, query), = server.requests
+        (_verb, query), = server.requests
         assert query == {"watch": "1", "resourceVersion": "10", "allowWatchBookmarks": "true", "timeoutSeconds": "7"}
 
 

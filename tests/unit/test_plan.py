@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+
 import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import peer_id, peer_label_key
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import keys, plan
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +16,13 @@ KEY = "d7Q5KQuLcr4VTxJcwsZmtDoq7fEpyYTuR1x0BWiaEXw="
 OTHER_KEY = "0/0DnGBZH2wc81p25+Kygj9KxLZu2vjWsX8kte/GUR4="
 
 
-def client(uid: str, address: str | None = None, key: str = OTHER_KEY) -> dict:
+def key_of(uid: str) -> str:
+    """A public key of each peer's own, as their key Secrets give them."""
+    return keys.public_key_of(base64.b64encode(hashlib.sha256(uid.encode()).digest()).decode())
+
+
+def client(uid: str, address: str | None = None, key: str | None = None) -> dict:
+    key = key or key_of(uid)
     peers = {address: plan.peer_entry(uid=uid, role=contract.CLIENT, public_key=key)} if address else {}
     return {"metadata": {"uid": uid}, "peers": peers}
 
@@ -21,8 +30,8 @@ def client(uid: str, address: str | None = None, key: str = OTHER_KEY) -> dict:
 def test_server_table_keeps_live_clients_and_frees_departed_ones():
     current = {
         "100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
-        "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY),
-        "100.96.0.3": plan.peer_entry(uid="gone", role=contract.CLIENT, public_key=OTHER_KEY),
+        "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a")),
+        "100.96.0.3": plan.peer_entry(uid="gone", role=contract.CLIENT, public_key=key_of("gone")),
     }
     table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
                               live_clients=[client("a", "100.96.0.2")])
@@ -34,19 +43,19 @@ def test_server_table_restores_a_client_removed_by_hand_at_its_own_address():
     current = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY)}
     table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
                               live_clients=[client("a", "100.96.0.7")])
-    assert table["100.96.0.7"] == plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY)
+    assert table["100.96.0.7"] == plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a"))
 
 
 def test_server_table_takes_the_clients_current_key():
     current = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
-               "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=KEY)}
+               "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a"))}
     table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
                               live_clients=[client("a", "100.96.0.2", key=OTHER_KEY)])
     assert table["100.96.0.2"]["publicKey"] == OTHER_KEY
 
 
 def test_server_table_never_lets_a_client_take_the_server_address():
-    current = {"100.96.0.1": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY)}
+    current = {"100.96.0.1": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a"))}
     table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
                               live_clients=[client("a", "100.96.0.1")])
     assert list(table) == ["100.96.0.1"]
@@ -62,7 +71,7 @@ def test_server_table_never_puts_two_peers_on_one_address(claims):
     for uid, (host, in_table) in claims.items():
         address = f"100.96.0.{host}"
         if in_table and address not in current:
-            current[address] = plan.peer_entry(uid=uid, role=contract.CLIENT, public_key=OTHER_KEY)
+            current[address] = plan.peer_entry(uid=uid, role=contract.CLIENT, public_key=key_of(uid))
         live.append(client(uid, address))
     table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
                               live_clients=live)
@@ -76,29 +85,29 @@ def test_server_table_never_puts_two_peers_on_one_address(claims):
 
 def test_a_claim_takes_the_lowest_free_address_and_keeps_it_on_the_next_pass():
     table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
-             "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY)}
-    address, claimed = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid="b", public_key=OTHER_KEY)
+             "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a"))}
+    address, claimed = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid="b", public_key=key_of("b"))
     assert address == "100.96.0.3"
-    assert claimed == {**table, "100.96.0.3": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=OTHER_KEY)}
-    assert plan.claim_in_table(table=claimed, subnet="100.96.0.0/24", uid="b", public_key=OTHER_KEY) \
+    assert claimed == {**table, "100.96.0.3": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=key_of("b"))}
+    assert plan.claim_in_table(table=claimed, subnet="100.96.0.0/24", uid="b", public_key=key_of("b")) \
         == (address, claimed)
     assert "100.96.0.3" not in table, "the table read is left as it was"
 
 
 def test_a_claim_returns_to_the_recorded_address_and_leaves_no_second_entry():
     table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
-             "100.96.7.9": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=OTHER_KEY)}
-    address, claimed = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid="b", public_key=KEY,
+             "100.96.7.9": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=key_of("b"))}
+    address, claimed = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid="b", public_key=key_of("b"),
                                            preferred="100.96.0.5")
     assert address == "100.96.0.5"
     assert sorted(claimed) == ["100.96.0.1", "100.96.0.5"], "its entry left from an earlier subnet is dropped"
-    assert claimed["100.96.0.5"] == plan.peer_entry(uid="b", role=contract.CLIENT, public_key=KEY)
+    assert claimed["100.96.0.5"] == plan.peer_entry(uid="b", role=contract.CLIENT, public_key=key_of("b"))
 
 
 def test_a_claim_never_takes_an_address_another_peer_holds():
     table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
-             "100.96.0.5": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY)}
-    address, claimed = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid="b", public_key=KEY,
+             "100.96.0.5": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a"))}
+    address, claimed = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid="b", public_key=key_of("b"),
                                            preferred="100.96.0.5")
     assert address == "100.96.0.2"
     assert plan.id_of(claimed["100.96.0.5"]) == peer_id(uid="a")
@@ -106,8 +115,8 @@ def test_a_claim_never_takes_an_address_another_peer_holds():
 
 def test_client_fields_match_the_seed():
     hub_table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
-                 "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=OTHER_KEY),
-                 "100.96.0.3": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=OTHER_KEY)}
+                 "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a")),
+                 "100.96.0.3": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=key_of("b"))}
     peers, server = plan.client_fields(hub_table=hub_table, subnet="100.96.0.0/24", endpoint="10.4.0.16:51830",
                                        own_address="100.96.0.2")
     assert sorted(peers) == ["100.96.0.1", "100.96.0.2"]
@@ -182,3 +191,56 @@ def test_federation_plan_grows_linearly_with_the_members():
 
     small, large = (len(json.dumps(federation_of(n))) for n in (10, 100))
     assert large < 12 * small
+
+
+# -- what a client records is its owner's to edit: the table checks it -----------------------
+
+def test_a_recorded_address_outside_the_subnet_or_on_the_hub_is_not_taken():
+    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY)}
+    for address in ("100.96.1.7", "0.0.0.0", "100.96.0.1", "100.96.0.255", "not-an-address"):
+        table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
+                                  live_clients=[client("mallory", address)])
+        assert sorted(table) == ["100.96.0.1"], address
+
+
+def test_a_key_another_peer_uses_is_not_taken_and_the_table_keeps_the_clients_own():
+    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+               "100.96.0.2": plan.peer_entry(uid="victim", role=contract.CLIENT, public_key=key_of("victim")),
+               "100.96.0.3": plan.peer_entry(uid="mallory", role=contract.CLIENT, public_key=key_of("mallory"))}
+    for stolen in (key_of("victim"), KEY, "not a key"):
+        live = [client("victim", "100.96.0.2"), client("mallory", "100.96.0.3", key=stolen)]
+        table = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
+                                  live_clients=live)
+        assert table == current, stolen
+    newcomer = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY,
+                                 current={"100.96.0.1": current["100.96.0.1"], "100.96.0.2": current["100.96.0.2"]},
+                                 live_clients=[client("victim", "100.96.0.2"),
+                                               client("mallory", "100.96.0.9", key=key_of("victim"))])
+    assert sorted(newcomer) == ["100.96.0.1", "100.96.0.2"], "a newcomer with a stolen key gets no address"
+
+
+def test_a_claim_with_a_key_another_peer_holds_is_refused():
+    table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+             "100.96.0.2": plan.peer_entry(uid="victim", role=contract.CLIENT, public_key=key_of("victim"))}
+    with pytest.raises(plan.PlanError, match="already used by another peer"):
+        plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid="mallory", public_key=key_of("victim"))
+
+
+def test_a_hubs_interface_knows_only_valid_clients_of_its_subnet_each_with_a_key_of_its_own():
+    table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+             "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a")),
+             "100.96.0.3": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=key_of("a")),
+             "100.96.0.4": plan.peer_entry(uid="c", role=contract.CLIENT, public_key=KEY),
+             "0.0.0.0": plan.peer_entry(uid="d", role=contract.CLIENT, public_key=key_of("d")),
+             "100.96.0.5": plan.peer_entry(uid="e", role=contract.SERVER, public_key=key_of("e")),
+             "100.96.0.6": {"labels": {}, "publicKey": "garbage"}}
+    peers, refused = plan.hub_peers(table=table, subnet="100.96.0.0/24", hub_key=KEY)
+    assert peers == [("100.96.0.2", key_of("a"))]
+    assert sorted(refused) == ["0.0.0.0", "100.96.0.3", "100.96.0.4", "100.96.0.5", "100.96.0.6"]
+
+
+def test_a_clients_address_is_the_one_the_hubs_table_gives_its_uid():
+    table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+             "100.96.0.7": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a"))}
+    assert plan.address_in_table(table=table, uid="a") == "100.96.0.7"
+    assert plan.address_in_table(table=table, uid="b") is None

@@ -59,7 +59,7 @@ def test_a_change_is_due_after_the_debounce_and_not_before(clock):
 def test_a_burst_of_changes_is_one_run_at_the_first_changes_deadline(clock):
     s = schedule(clock)
     first = clock.now
-    for _ in range(5):
+    for _round in range(5):
         s.changed("node0", now=clock.now)
         clock.advance(0.05)
     assert s.due("node0") == pytest.approx(first + 0.2)  # later events do not postpone it
@@ -172,7 +172,7 @@ def test_failures_back_off_exponentially_up_to_max_backoff(clock):
     s = schedule(clock, max_backoff=20, resync=10_000)
     waits = []
     s.changed("node0", now=clock.now)
-    for _ in range(7):
+    for _round in range(7):
         clock.advance(100)
         (run,) = s.take(now=clock.now)
         waits.append(finish(s, run, clock, FAILED)["node0"])
@@ -196,7 +196,7 @@ def test_not_done_backs_off_exponentially_up_to_its_own_cap(clock):
     s = schedule(clock, resync=10_000)
     s.changed("node1", now=clock.now)
     waits = []
-    for _ in range(6):
+    for _round in range(6):
         (run,) = s.take(now=clock.advance(100))
         waits.append(finish(s, run, clock, PENDING)["node1"])
     assert waits == [1, 2, 4, 8, NOT_DONE_CAP, NOT_DONE_CAP]
@@ -206,7 +206,7 @@ def test_not_done_is_capped_by_a_smaller_max_backoff(clock):
     s = schedule(clock, max_backoff=3, resync=10_000)
     s.changed("node1", now=clock.now)
     waits = []
-    for _ in range(4):
+    for _round in range(4):
         (run,) = s.take(now=clock.advance(100))
         waits.append(finish(s, run, clock, PENDING)["node1"])
     assert waits == [1, 2, 3, 3]
@@ -215,7 +215,7 @@ def test_not_done_is_capped_by_a_smaller_max_backoff(clock):
 def test_an_event_during_backoff_runs_the_node_sooner(clock):
     s = schedule(clock, resync=10_000)
     s.changed("node0", now=clock.now)
-    for _ in range(5):
+    for _round in range(5):
         (run,) = s.take(now=clock.advance(100))
         finish(s, run, clock, FAILED)
     assert s.due("node0") == pytest.approx(clock.now + 16)
@@ -287,7 +287,7 @@ def test_a_fresh_list_forgets_what_a_node_no_longer_serves():
 # -- watch errors --------------------------------------------------------------------------------
 def test_a_failing_watch_backs_off_exponentially_up_to_the_cap(clock):
     retry = WatchRetry()
-    delays = [retry.failed(now=clock.advance(1)).delay for _ in range(8)]
+    delays = [retry.failed(now=clock.advance(1)).delay for _round in range(8)]
     assert delays == [1, 2, 4, 8, 16, WATCH_BACKOFF_CAP, WATCH_BACKOFF_CAP, WATCH_BACKOFF_CAP]
     assert min(delays) > 0  # never a tight loop
 
@@ -295,7 +295,7 @@ def test_a_failing_watch_backs_off_exponentially_up_to_the_cap(clock):
 def test_a_first_expiry_lists_again_at_once_but_repeated_ones_back_off(clock):
     retry = WatchRetry()
     assert retry.failed(now=clock.now, expired=True).delay == 0
-    assert [retry.failed(now=clock.now, expired=True).delay for _ in range(3)] == [1, 2, 4]
+    assert [retry.failed(now=clock.now, expired=True).delay for _round in range(3)] == [1, 2, 4]
 
 
 def test_a_stream_closed_at_once_is_a_failure_but_a_long_or_busy_one_is_healthy(clock):
@@ -311,7 +311,7 @@ def test_a_stream_closed_at_once_is_a_failure_but_a_long_or_busy_one_is_healthy(
 
 def test_recovery_resets_the_backoff_and_reports_the_failures(clock):
     retry = WatchRetry()
-    for _ in range(4):
+    for _round in range(4):
         retry.failed(now=clock.now)
     assert retry.recovered() == 4
     assert retry.failed(now=clock.now).delay == 1
@@ -321,7 +321,7 @@ def test_recovery_resets_the_backoff_and_reports_the_failures(clock):
 def test_a_long_outage_logs_the_first_failure_each_step_and_then_rarely(clock):
     retry = WatchRetry(remind_every=300)
     logged, quiet = [], []
-    for _ in range(200):  # about an hour and a half at the cap
+    for _round in range(200):  # about an hour and a half at the cap
         step = retry.failed(now=clock.now)
         if step.log:
             logged.append(step.delay)

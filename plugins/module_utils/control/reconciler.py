@@ -129,6 +129,19 @@ class NodeReconciler:
         outcome.changed = self.cluster.writes > writes_before
         return outcome
 
+    def _home_domain(self, local: contract.Domain) -> contract.Domain:
+        """The domain as its home copy says: the authority on members and settings. The copy
+        in this node's namespace only says where home is, and must agree with it."""
+        home_obj = self.view.domain_object(self.view.member_node(local.home), local.name)
+        if home_obj is None:
+            raise plan.PlanError(Status.DOMAIN_NOT_FOUND, f"dtDomain {local.name!r} is missing on its home node "
+                                 f"{local.home.name} ({local.home.namespace})")
+        domain = contract.Domain.from_object(home_obj)
+        if domain.home != local.home:
+            raise plan.PlanError(Status.FAILED, f"the copy of dtDomain {local.name!r} in {self.node.namespace} names "
+                                 f"home {local.home.name}, whose copy names {domain.home.name}")
+        return domain
+
     def _place_in_network(self, service: dict, *, pods: Mapping[str, dict],
                           secrets: Mapping[str, dict]) -> Outcome:
         """Check the domain, register the network, serve or join it; judge the pod."""
@@ -138,7 +151,7 @@ class NodeReconciler:
         if domain_obj is None:
             raise plan.PlanError(Status.DOMAIN_NOT_FOUND, f"dtDomain {spec['domainSelector']!r} does not exist in "
                                  f"namespace {self.node.namespace}")
-        domain = contract.Domain.from_object(domain_obj)
+        domain = self._home_domain(contract.Domain.from_object(domain_obj))
         me = domain.member(name=self.node.name, namespace=self.node.namespace)
         if me is None:
             raise plan.PlanError(Status.NOT_A_MEMBER, f"node {self.node.name} ({self.node.namespace}) is not a member "

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef, Status
@@ -29,7 +30,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.control.status
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet, wireguard
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan, wgconfig
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, keys, plan, wgconfig
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer
@@ -90,7 +91,8 @@ class NodeAgent:
         self.federation = federation
         self.handshake_timeout = handshake_timeout
         self.check_mode = check_mode
-        self._registries: dict[str, dict] = {}
+        self._homes: dict[str, tuple[contract.Domain, dict] | None] = {}
+        self._hubs: dict[tuple[str, str], dict] = {}
         self._waiting: list[_Waiting] = []
 
     def configure(self, services: list[dict] | None = None) -> tuple[list[AgentOutcome], list[dict[str, str]]]:
@@ -180,30 +182,42 @@ class NodeAgent:
 
     def _attach(self, service: dict, *, netns: str, secrets: Mapping[str, dict],
                 domains: Mapping[str, dict]) -> AgentOutcome | None:
+        """Configure one dtService's interface from its authorities alone: the home dtDomain
+        (settings, the network's subnet, hub and endpoint), the hub's table (addresses and
+        keys) and the dtService's key Secret. What the dtService itself holds in ``peers`` and
+        ``spec.server`` is its owner's to edit and is never applied."""
         name = service["metadata"]["name"]
-        recorded = plan.self_entry(service)
         domain_obj = domains.get(service["spec"]["domainSelector"])
-        if recorded is None or domain_obj is None:
-            return None  # not reconciled yet: the reconciler says so
-        address, entry = recorded
-        role = plan.role_of(entry)
-        domain = contract.Domain.from_object(domain_obj)
+        home = None if domain_obj is None else self._home(contract.Domain.from_object(domain_obj))
+        network = None if home is None else home[1].get(name)
+        if home is None or network is None:
+            return None  # not provisioned yet: the reconciler says so
+        domain, subnet = home[0], network["subnet"]
         interface = contract.interface_name(namespace=self.node.namespace, network=name,
                                             node_netns=self.node.netns)
         outcome = AgentOutcome(name=name, status=Status.PENDING, interface=interface)
         try:
             private_key = read_private_key(secrets.get(contract.key_secret_name(name)))
-            if role == contract.SERVER:
-                network = self._registry(domain).get(name)
-                if network is None:
-                    return None
-                subnet, listen_port = network["subnet"], registry_rules.endpoint_port(network["endpoint"])
-                peers = [Peer(public_key=e["publicKey"], allowed_ips=[f"{a}/32"])
-                         for a, e in sorted((service.get("peers") or {}).items()) if a != address]
+            public_key = keys.public_key_of(private_key)
+            uid = service["metadata"]["uid"]
+            if network["server"]["id"] == contract.peer_id(uid=uid):
+                role, address = contract.SERVER, addressing.server_address(subnet=subnet)
+                listen_port: int | None = registry_rules.endpoint_port(network["endpoint"])
+                clients, refused = plan.hub_peers(table=service.get("peers") or {}, subnet=subnet, hub_key=public_key)
+                if refused:
+                    outcome.message = f"left out of the interface (not valid peers of {subnet}): {', '.join(refused)}"
+                peers = [Peer(public_key=key, allowed_ips=[f"{a}/32"]) for a, key in clients]
             else:
-                server = service["spec"]["server"]
-                subnet, listen_port = server["peer"], None
-                peers = [Peer(public_key=server["publicKey"], allowed_ips=[subnet], endpoint=server["endpoint"],
+                role, listen_port = contract.CLIENT, None
+                table = self._hub_table(network, name)
+                own = plan.address_in_table(table=table, uid=uid)
+                hub_entry = table.get(addressing.server_address(subnet=subnet)) or {}
+                if own is None or plan.role_of(hub_entry) != contract.SERVER:
+                    return None  # its claim is not in the hub's table yet: the reconciler makes it
+                if table[own].get("publicKey") != public_key:
+                    raise ValueError(f"the hub's table holds another public key for {own}; left as it is")
+                address = own
+                peers = [Peer(public_key=hub_entry["publicKey"], allowed_ips=[subnet], endpoint=network["endpoint"],
                               persistent_keepalive=domain.persistent_keepalive or None)]
             prefix = ipaddress.ip_network(subnet).prefixlen
             result = wireguard.ensure_interface(
@@ -258,12 +272,24 @@ class NodeAgent:
             time.sleep(pause)
             pause = min(2 * pause, 0.2)
 
-    def _registry(self, domain: contract.Domain) -> dict:
-        if domain.name not in self._registries:
-            home = self.federation.get(domain.home.name, self.node)
-            home_obj = next((d for d in self.cluster.list_domains(home) if d["metadata"]["name"] == domain.name), {})
-            self._registries[domain.name] = registry_rules.networks_of(home_obj)
-        return self._registries[domain.name]
+    def _home(self, local: contract.Domain) -> tuple[contract.Domain, dict] | None:
+        """The domain as its home copy says (members, settings) and its registry, once a pass."""
+        if local.name not in self._homes:
+            home = self.federation.get(local.home.name)
+            home_obj = None if home is None else next(
+                (d for d in self.cluster.list_domains(home) if d["metadata"]["name"] == local.name), None)
+            self._homes[local.name] = None if home_obj is None else (
+                contract.Domain.from_object(home_obj), registry_rules.networks_of(home_obj))
+        return self._homes[local.name]
+
+    def _hub_table(self, network: Mapping[str, Any], name: str) -> dict:
+        """The ``peers`` of the network's hub, as its dtService holds them, once a pass."""
+        hub_node = self.federation.get(network["server"]["node"])
+        key = (network["server"]["node"], name)
+        if key not in self._hubs:
+            hub = None if hub_node is None else self.cluster.get_service(hub_node, name)
+            self._hubs[key] = (hub or {}).get("peers") or {}
+        return self._hubs[key]
 
     def _remove_unwanted(self, pods: Mapping[str, dict], expected: set[tuple[str, str]], *,
                          untouched: set[str]) -> list[dict[str, str]]:

@@ -36,6 +36,7 @@ __all__ = [
     "allocate_port",
     "allocate_subnet",
     "claim_address",
+    "is_client_address",
     "lowest_free_host",
     "server_address",
 ]
@@ -137,6 +138,15 @@ def _is_client_host(addr: ipaddress.IPv4Address, subnet: ipaddress.IPv4Network) 
         return False
     offset = int(addr) - int(subnet.network_address)
     return 2 <= offset < subnet.num_addresses - 1
+
+
+def is_client_address(*, address: object, subnet: str) -> bool:
+    """Whether ``address`` is one a client of ``subnet`` may hold (not the network, the
+    broadcast or the server's ``.1``); anything that is no IPv4 address is not."""
+    try:
+        return _is_client_host(ipaddress.IPv4Address(str(address)), ipaddress.IPv4Network(subnet))
+    except ValueError:
+        return False
 
 
 def _client_range_text(subnet: ipaddress.IPv4Network) -> str:

@@ -22,7 +22,12 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
     peer_id,
     peer_label_key,
 )
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules.addressing import claim_address, server_address
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.addressing import (
+    claim_address,
+    is_client_address,
+    server_address,
+)
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key
 
 
 class PlanError(ValueError):
@@ -65,20 +70,37 @@ def server_table(*, subnet: str, server_uid: str, server_key: str,
                  current: Mapping[str, Any], live_clients: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """The server's ``peers`` after reconciling: the server at ``.1``; every live client at
     the address the table gives it, else at the address it recorded for itself when that is
-    free (repairs a hand-edited table); entries of departed clients are dropped (freed)."""
+    free (repairs a hand-edited table); entries of departed clients are dropped (freed).
+
+    What a client recorded is its owner's to edit, so it is checked before it is taken: an
+    address must be a client address of the subnet, and a key a WireGuard key no other peer
+    of the table uses (two peers with one key would make the hub refuse its whole update).
+    A client's changed key that fails this keeps the key the table held."""
     table = {server_address(subnet=subnet): peer_entry(uid=server_uid, role=SERVER, public_key=server_key)}
     clients = {peer_id(uid=c["metadata"]["uid"]): c for c in live_clients}
+
+    def key_free(key: Any) -> bool:
+        return isinstance(key, str) and is_valid_key(key) and all(e["publicKey"] != key for e in table.values())
+
     for address, entry in sorted(current.items()):
         owner = id_of(entry)
-        if role_of(entry) == CLIENT and owner in clients and address not in table:
-            recorded = self_entry(clients[owner])
-            key = recorded[1]["publicKey"] if recorded else entry["publicKey"]
+        if role_of(entry) != CLIENT or owner not in clients or not is_client_address(address=address, subnet=subnet):
+            continue
+        recorded = self_entry(clients[owner])
+        key = recorded[1].get("publicKey") if recorded else None
+        key = key if key_free(key) else entry.get("publicKey")
+        if key_free(key):
             table[address] = {"labels": dict(entry["labels"]), "publicKey": key}
     placed = {id_of(entry) for entry in table.values()}
     for owner, client in sorted(clients.items()):
         recorded = self_entry(client)
-        if owner not in placed and recorded and recorded[0] not in table:
-            table[recorded[0]] = {"labels": dict(recorded[1]["labels"]), "publicKey": recorded[1]["publicKey"]}
+        if owner in placed or recorded is None:
+            continue
+        address, entry = recorded
+        if address not in table and is_client_address(address=address, subnet=subnet) \
+                and key_free(entry.get("publicKey")) and role_of(entry) == CLIENT:
+            table[address] = {"labels": {peer_label_key(uid=client["metadata"]["uid"]): CLIENT},
+                              "publicKey": entry["publicKey"]}
     return table
 
 
@@ -88,11 +110,37 @@ def claim_in_table(*, table: Mapping[str, Any], subnet: str, uid: str, public_ke
     rule, ``preferred`` being the one it recorded for itself) and the table holding it there
     with ``public_key``, under no other address."""
     own_id = peer_id(uid=uid)
+    if any(e.get("publicKey") == public_key and id_of(e) != own_id for e in table.values()):
+        raise PlanError(Status.FAILED, "this dtService's public key is already used by another peer of the network")
     address = claim_address(subnet=subnet, peers={a: id_of(e) or "" for a, e in table.items()}, peer_key=own_id,
                             preferred=preferred)
     claimed = {a: e for a, e in table.items() if id_of(e) != own_id or a == address}
     claimed[address] = peer_entry(uid=uid, role=CLIENT, public_key=public_key)
     return address, claimed
+
+
+def address_in_table(*, table: Mapping[str, Any], uid: str) -> str | None:
+    """The address the hub's table gives the peer of ``uid``; None before it has claimed one."""
+    own_id = peer_id(uid=uid)
+    return next((address for address, entry in sorted(table.items()) if id_of(entry) == own_id), None)
+
+
+def hub_peers(*, table: Mapping[str, Any], subnet: str, hub_key: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """The (address, public key) of each client a hub's interface should know, from its table,
+    and the addresses left out: a hub's ``peers`` is its owner's to edit, so only client
+    addresses of the subnet with a WireGuard key of their own reach the interface."""
+    peers, refused, seen = [], [], {hub_key}
+    for address, entry in sorted(table.items()):
+        key = entry.get("publicKey")
+        if address == server_address(subnet=subnet) and key == hub_key:
+            continue
+        if role_of(entry) == CLIENT and is_client_address(address=address, subnet=subnet) \
+                and isinstance(key, str) and is_valid_key(key) and key not in seen:
+            peers.append((address, key))
+            seen.add(key)
+        else:
+            refused.append(address)
+    return peers, refused
 
 
 def client_fields(*, hub_table: Mapping[str, Any], subnet: str, endpoint: str,

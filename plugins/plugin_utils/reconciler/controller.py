@@ -26,13 +26,7 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.sch
     Servers,
 )
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import Settings
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.telemetry import (
-    DURATION,
-    PENDING,
-    RECONCILES,
-    RUNNING,
-    say,
-)
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.telemetry import metrics, say
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.watches import KINDS, Clients, Watch
 
 RunFunction = Callable[..., RunResult]
@@ -97,7 +91,7 @@ class Controller:
             outcomes = result.outcomes(run)
             self._report(run, run_id, result, outcomes)
         except Exception as error:  # noqa: BLE001 - logged, and the nodes requeued below
-            RECONCILES.labels(node=run.node, result="crashed").inc()
+            metrics().reconciles.labels(node=run.node, result="crashed").inc()
             say(logging.ERROR, "run crashed", node=run.node, run=run_id, with_nodes=list(run.companions),
                 error=repr(error)[:300], exc_info=True)
         finally:
@@ -113,8 +107,8 @@ class Controller:
     def _report(run: Run, run_id: str, result: RunResult, outcomes: dict[str, Outcome]) -> None:
         node = result.summary.get(run.node) or {}
         failed = outcomes[run.node].failed
-        RECONCILES.labels(node=run.node, result="failed" if failed else "ok").inc()
-        DURATION.labels(node=run.node).observe(result.seconds)
+        metrics().reconciles.labels(node=run.node, result="failed" if failed else "ok").inc()
+        metrics().duration.labels(node=run.node).observe(result.seconds)
         say(logging.WARNING if failed else logging.INFO, "reconciled", node=run.node, run=run_id,
             with_nodes=list(run.companions), seconds=round(result.seconds, 2), changed=node.get("changed", False),
             failed=failed, timed_out=result.timed_out, services=node.get("services", {}),
@@ -122,5 +116,5 @@ class Controller:
             companions_failed=sorted(c for c in run.companions if outcomes[c].failed))
 
     def _gauges(self) -> None:
-        PENDING.set(self.schedule.pending)
-        RUNNING.set(self.schedule.running)
+        metrics().pending.set(self.schedule.pending)
+        metrics().running.set(self.schedule.running)

@@ -17,7 +17,6 @@ import threading
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.controller import Controller
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import Settings
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.telemetry import JsonFormatter, log, say
-from prometheus_client import start_http_server
 
 
 def _thread_died(args: threading.ExceptHookArgs) -> None:
@@ -43,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     threading.excepthook = _thread_died
     if settings.metrics_port:
+        from prometheus_client import start_http_server  # the daemon's library, as in telemetry
+
         start_http_server(settings.metrics_port, addr=settings.metrics_address)
     controller = Controller(settings)
 

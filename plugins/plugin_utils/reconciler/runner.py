@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ansible_runner
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import RETRY
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import Outcome, Run
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import Settings
@@ -54,6 +53,8 @@ def run_reconcile(*, settings: Settings, run: Run, run_id: str) -> RunResult:
     results = work / "results.json"
     results.unlink(missing_ok=True)
     started = time.monotonic()
+    import ansible_runner  # the daemon's library, not one Ansible loads with the plugins
+
     runner = ansible_runner.run(
         private_data_dir=str(work), project_dir=str(settings.project_dir), playbook=str(settings.playbook),
         inventory=list(settings.inventory), limit=",".join(run.members), quiet=True, ident=run_id,

@@ -112,7 +112,7 @@ class Schedule:
         ready = sorted((not state.companions, state.due, name) for name, state in self._nodes.items()
                        if state.due is not None and state.due <= now and not state.busy)
         runs = []
-        for *_, name in ready:
+        for *_others, name in ready:
             if self._runs >= self.timing.parallel_runs:
                 break
             state = self._nodes[name]

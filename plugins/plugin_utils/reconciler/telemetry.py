@@ -7,19 +7,27 @@ and the metric names. The metrics endpoint itself is started by ``main``.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+from types import SimpleNamespace
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
 
-RECONCILES = Counter("dtservice_reconcile_total", "Reconcile runs by node and result", ["node", "result"])
-DURATION = Histogram("dtservice_reconcile_duration_seconds", "Wall time of one reconcile run", ["node"],
-                     buckets=(0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120, 300, 600))
-WATCH_RESTARTS = Counter("dtservice_watch_restarts_total", "Watches started again", ["node", "kind"])
-EVENTS = Counter("dtservice_watch_events_total", "Watch events seen", ["node", "kind", "type"])
-PENDING = Gauge("dtservice_nodes_pending", "Nodes waiting for a reconcile")
-RUNNING = Gauge("dtservice_runs_running", "Reconcile runs in progress")
+@functools.cache
+def metrics() -> Any:
+    """The daemon's metrics, made on first use: prometheus_client is the daemon's library, not
+    one Ansible loads with the collection's plugins."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    return SimpleNamespace(
+        reconciles=Counter("dtservice_reconcile_total", "Reconcile runs by node and result", ["node", "result"]),
+        duration=Histogram("dtservice_reconcile_duration_seconds", "Wall time of one reconcile run", ["node"],
+                           buckets=(0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120, 300, 600)),
+        watch_restarts=Counter("dtservice_watch_restarts_total", "Watches started again", ["node", "kind"]),
+        events=Counter("dtservice_watch_events_total", "Watch events seen", ["node", "kind", "type"]),
+        pending=Gauge("dtservice_nodes_pending", "Nodes waiting for a reconcile"),
+        running=Gauge("dtservice_runs_running", "Reconcile runs in progress"))
 
 log = logging.getLogger("dtservice-reconciler")
 

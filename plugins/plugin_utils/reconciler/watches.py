@@ -25,11 +25,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client im
 )
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import RetryStep, WatchRetry
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import WatchedNode
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.telemetry import (
-    EVENTS,
-    WATCH_RESTARTS,
-    say,
-)
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.telemetry import metrics, say
 
 PODS = "pods"
 KINDS = (SERVICES, DOMAINS, PODS)
@@ -110,7 +106,7 @@ class Watch:
                 step = self._retry.failed(now=self._clock())
                 self._say(step, "watch crashed", error=repr(error)[:300], exc_info=step.log)
             if step is not None:
-                WATCH_RESTARTS.labels(node=self.node.name, kind=self.kind).inc()
+                metrics().watch_restarts.labels(node=self.node.name, kind=self.kind).inc()
                 self._stopping.wait(step.delay)
 
     def _stream(self, api: ApiClient, first: str) -> RetryStep | None:
@@ -123,7 +119,7 @@ class Watch:
                 stream.close()
                 return None
             self._progress()
-            EVENTS.labels(node=self.node.name, kind=self.kind, type=event["type"]).inc()
+            metrics().events.labels(node=self.node.name, kind=self.kind, type=event["type"]).inc()
             self._listener.event(self.node.name, self.kind, event["type"], event["object"])
             self._version = stream.resource_version
         self._version = stream.resource_version  # a final bookmark
