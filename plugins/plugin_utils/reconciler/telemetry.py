@@ -29,6 +29,7 @@ def metrics() -> Any:
         pending=Gauge("dtservice_nodes_pending", "Nodes waiting for a reconcile"),
         running=Gauge("dtservice_runs_running", "Reconcile runs in progress"))
 
+
 log = logging.getLogger("dtservice-reconciler")
 
 
