@@ -48,6 +48,13 @@ pod_labels:
   description: Node name -> label patches applied to pods.
   returned: always
   type: dict
+deletions_held:
+  description:
+    - Node name -> dtService -> why its deletion could not finish in this pass (the node of its
+      network's hub or home did not answer). The finalizer keeps holding it; the next pass
+      tries again, and the other deletions of the pass went on.
+  returned: always
+  type: dict
 node_errors:
   description:
     - Node name -> why the pass could not work on that node at all (its API server did not
@@ -84,7 +91,7 @@ def run(module) -> None:
     federation = federation_refs(module.params)
     done = machine_pass(lambda work: run_on_nodes(module, work), federation=federation,
                         handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
-    keys = ("services", "interfaces", "removed_interfaces", "deleted", "pod_labels")
+    keys = ("services", "interfaces", "removed_interfaces", "deleted", "deletions_held", "pod_labels")
     result: dict[str, Any] = {key: {name: passed[key] for name, passed in done.items()} for key in keys}
     result["changed"] = any(passed["changed"] for passed in done.values())
     result["node_errors"] = {name: passed["error"] for name, passed in done.items() if passed["error"]}

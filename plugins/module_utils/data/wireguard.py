@@ -82,10 +82,23 @@ def _resolve(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
+KEY_DIR_PREFIX = "dtwg-"
+
+
+def sweep_key_files(base: str) -> None:
+    """Remove the key directories of runs that are gone: a run killed with SIGKILL cannot
+    remove its own, so the next one does (each directory is named after its process)."""
+    for entry in os.listdir(base):
+        pid = entry[len(KEY_DIR_PREFIX):].partition("-")[0]
+        if entry.startswith(KEY_DIR_PREFIX) and pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(os.path.join(base, entry), ignore_errors=True)
+
+
 def _with_key_file(text: str, use: Callable[[str], object]) -> None:
     # tmpfs when available so the key never lands on a persistent disk; mkdtemp is 0700.
-    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
-    tmpdir = tempfile.mkdtemp(prefix="dtwg-", dir=base)
+    base = "/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()
+    sweep_key_files(base)
+    tmpdir = tempfile.mkdtemp(prefix=f"{KEY_DIR_PREFIX}{os.getpid()}-", dir=base)
     try:
         path = os.path.join(tmpdir, "wg.conf")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

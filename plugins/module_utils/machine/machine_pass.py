@@ -75,16 +75,20 @@ def configure_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str,
 def settle_phase(attaching: Attaching, *, federation: Mapping[str, NodeRef]) -> dict[str, Any]:
     """The node's clients waited on, and the deletions users asked for finished."""
     attaching.agent.settle()
-    finished = []
+    finished, held = [], {}
     for service in attaching.services:
         finalizers = service["metadata"].get("finalizers") or []
         if service["metadata"].get("deletionTimestamp") and contract.FINALIZER in finalizers:
-            teardown.remove_service(cluster=attaching.cluster, node=attaching.node, federation=federation,
-                                    service=service)
+            try:
+                teardown.remove_service(cluster=attaching.cluster, node=attaching.node, federation=federation,
+                                        service=service)
+            except Exception as problem:  # noqa: BLE001 - one deletion that cannot finish holds only itself
+                held[service["metadata"]["name"]] = describe(problem)
+                continue
             finished.append(service["metadata"]["name"])
     interfaces, removed = attaching.interfaces, attaching.removed
     return {"interfaces": [asdict(i) for i in interfaces], "removed_interfaces": removed, "deleted": finished,
-            "changed": bool(removed or finished) or any(i.changed for i in interfaces)}
+            "deletions_held": held, "changed": bool(removed or finished) or any(i.changed for i in interfaces)}
 
 
 @dataclass
@@ -128,7 +132,7 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
     for name in reconciled:
         if name in failed:
             passed[name] = {"services": [], "pod_labels": {}, "interfaces": [], "removed_interfaces": [],
-                            "deleted": [], "changed": False, "error": failed[name].error}
+                            "deleted": [], "deletions_held": {}, "changed": False, "error": failed[name].error}
             continue
         outcomes, label_patches = reconciled[name]
         passed[name] = {"services": [o.as_dict() for o in outcomes], "pod_labels": label_patches, **settled[name],
