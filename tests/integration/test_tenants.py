@@ -228,6 +228,15 @@ def own_entry(service: dict) -> tuple[str, dict]:
     return address, entry
 
 
+@pytest.fixture
+def leftovers(fed):
+    """Objects an attack makes in her namespace ("kind/name"), deleted after it, also when it fails."""
+    made: list[str] = []
+    yield made
+    for obj in reversed(made):
+        fed.mallory("delete", obj, "--ignore-not-found", "--wait=true", "--timeout=90s")
+
+
 # ------------------------------------------------------------------ RBAC
 
 
@@ -273,7 +282,8 @@ def test_the_attacker_cannot_create_or_patch_a_dtdomain(fed):
     assert_unhurt(fed, before)
 
 
-def test_a_dtservice_naming_a_domain_she_is_not_in_gets_a_status_only(fed):
+def test_a_dtservice_naming_a_domain_she_is_not_in_gets_a_status_only(fed, leftovers):
+    leftovers.append("dtservice/privnet")
     before = snapshot(fed.bed)
     made = fed.mallory("apply", "-f", "-", stdin=service_manifest("privnet", pod=ATTACKER_POD, domain="private"))
     assert made.returncode == 0, made.stderr
@@ -281,7 +291,6 @@ def test_a_dtservice_naming_a_domain_she_is_not_in_gets_a_status_only(fed):
              what="DomainNotFound on her own object")
     assert events_of(fed.bed, "node3", "privnet"), "the reason is an Event on her object"
     assert_unhurt(fed, before, own={"privnet"})
-    fed.mallory("delete", "dtservice", "privnet", "--wait=true", "--timeout=60s")
 
 
 def test_the_victims_namespaces_are_out_of_reach(fed):
@@ -435,8 +444,9 @@ def secret_manifest(name: str, private: bytes, *, labelled: bool) -> str:
 
 @pytest.mark.parametrize("labelled, private", [(False, b"not a key"), (True, b"\xff\xfe\x00garbage"),
                                                (True, b"YGrNT3Hc0+fIhBhVh6yn9QRVsYBuUv2qgjCrtFzPLH4=")])
-def test_a_key_secret_she_made_first_touches_only_her_object(fed, labelled, private):
+def test_a_key_secret_she_made_first_touches_only_her_object(fed, leftovers, labelled, private):
     name = f"keyed{int(labelled)}{len(private)}"
+    leftovers += [f"secret/dtservice-{name}-wg", f"dtservice/{name}"]
     before = snapshot(fed.bed)
     made = fed.mallory("apply", "-f", "-", stdin=secret_manifest(name, private, labelled=labelled))
     assert made.returncode == 0, made.stderr
@@ -444,8 +454,6 @@ def test_a_key_secret_she_made_first_touches_only_her_object(fed, labelled, priv
     assert made.returncode == 0, made.stderr
     wait_for(lambda: status_of(fed.bed, "node3", name) is not None, timeout=90, what=f"a status on {name}")
     assert_unhurt(fed, before, own={name})
-    fed.mallory("delete", "dtservice", name, "--wait=true", "--timeout=60s")
-    fed.mallory("delete", "secret", f"dtservice-{name}-wg", "--ignore-not-found")
 
 
 def test_her_key_secret_rewritten_with_a_non_utf8_key_touches_only_her_object(fed):
@@ -459,9 +467,10 @@ def test_her_key_secret_rewritten_with_a_non_utf8_key_touches_only_her_object(fe
     assert_unhurt(fed, before, own={NETWORK})
 
 
-def test_her_key_secret_given_the_key_of_her_other_peer_touches_only_her_objects(fed):
+def test_her_key_secret_given_the_key_of_her_other_peer_touches_only_her_objects(fed, leftovers):
     """A second network of hers (she is its hub) whose key Secret gets her join's private key:
     one key on two of her peers."""
+    leftovers.append("dtservice/twin")
     made = fed.mallory("apply", "-f", "-", stdin=service_manifest("twin", pod=ATTACKER_POD))
     assert made.returncode == 0, made.stderr
     wait_for(lambda: status_of(fed.bed, "node3", "twin") == "Connected", timeout=90, what="her twin network")
@@ -474,13 +483,13 @@ def test_her_key_secret_given_the_key_of_her_other_peer_touches_only_her_objects
     fed.mallory("annotate", "dtservice", "twin", f"poke={time.time()}", "--overwrite")
     wait_for(lambda: status_of(fed.bed, "node3", "twin") is not None, timeout=90, what="a status on twin")
     assert_unhurt(fed, before, own={"twin", NETWORK})
-    fed.mallory("delete", "dtservice", "twin", "--wait=true", "--timeout=60s")
 
 
 # ------------------------------------------------------------------ pods
 
 
-def test_a_host_network_pod_is_refused(fed):
+def test_a_host_network_pod_is_refused(fed, leftovers):
+    leftovers += ["pod/hostpod", "dtservice/hostnet"]
     node0_links = set(subprocess.run(["ip", "-n", fed.bed.node("node0").netns, "-br", "link"], capture_output=True,
                                      text=True, check=True).stdout.split())
     before = snapshot(fed.bed)
@@ -495,11 +504,10 @@ def test_a_host_network_pod_is_refused(fed):
     after_links = subprocess.run(["ip", "-n", fed.bed.node("node0").netns, "-br", "link"], capture_output=True,
                                  text=True, check=True).stdout
     assert {w for w in after_links.split() if w.startswith("dt")} <= node0_links, "nothing on the machine's network"
-    fed.mallory("delete", "dtservice", "hostnet", "--wait=true", "--timeout=60s")
-    fed.mallory("delete", "pod", "hostpod", "--wait=false")
 
 
-def test_a_pod_selector_naming_a_victims_pod_finds_none(fed):
+def test_a_pod_selector_naming_a_victims_pod_finds_none(fed, leftovers):
+    leftovers.append("dtservice/crossns")
     before = snapshot(fed.bed)
     invalid = fed.mallory("apply", "-f", "-",
                           stdin=service_manifest("crossns", pod=f"{fed.bed.node('node0').namespace}/hub-pod"))
@@ -508,7 +516,6 @@ def test_a_pod_selector_naming_a_victims_pod_finds_none(fed):
     assert made.returncode == 0, made.stderr
     wait_for(lambda: status_of(fed.bed, "node3", "crossns") == "WaitingForPod", timeout=90, what="WaitingForPod")
     assert_unhurt(fed, before, own={"crossns"})
-    fed.mallory("delete", "dtservice", "crossns", "--wait=true", "--timeout=60s")
 
 
 # ------------------------------------------------------------------ the victims' traffic
