@@ -47,6 +47,23 @@ def _issue(*, subject: x509.Name, key, ca_cert: x509.Certificate | None, ca_key,
     return builder.sign(ca_key, hashes.SHA256())
 
 
+def _write_client(directory: Path, *, user: str, groups: list[str], ca_cert: x509.Certificate, ca_key,
+                  stem: str) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]
+                        + [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups])
+    cert = _issue(subject=subject, key=key, ca_cert=ca_cert, ca_key=ca_key, usages=[ExtendedKeyUsageOID.CLIENT_AUTH])
+    return _write_cert(directory / f"{stem}.crt", cert), _write_key(directory / f"{stem}.key", key)
+
+
+def issue_client_certificate(directory: Path, *, user: str, groups: list[str], stem: str) -> tuple[str, str]:
+    """A client certificate (and its key) for ``user`` in ``groups``, signed by the CA that
+    ``write_cluster_pki`` left in ``directory``; returns the two paths."""
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    return _write_client(directory, user=user, groups=groups, ca_cert=ca_cert, ca_key=ca_key, stem=stem)
+
+
 def write_cluster_pki(directory: Path, *, users: dict[str, list[str]], server_addresses: list[str]) -> dict:
     """Write the cluster's PKI into ``directory`` and return the paths; the API server's
     certificate names ``server_addresses`` and loopback."""
@@ -67,14 +84,9 @@ def write_cluster_pki(directory: Path, *, users: dict[str, list[str]], server_ad
     paths["serving_key"] = _write_key(directory / "apiserver.key", serving_key)
 
     for user, groups in users.items():
-        key = ec.generate_private_key(ec.SECP256R1())
-        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, user)]
-                            + [x509.NameAttribute(NameOID.ORGANIZATION_NAME, group) for group in groups])
-        cert = _issue(subject=subject, key=key, ca_cert=ca_cert, ca_key=ca_key,
-                      usages=[ExtendedKeyUsageOID.CLIENT_AUTH])
-        stem = user.replace(":", "-")
-        paths["users"][user] = {"cert": _write_cert(directory / f"{stem}.crt", cert),
-                                "key": _write_key(directory / f"{stem}.key", key)}
+        cert, key = _write_client(directory, user=user, groups=groups, ca_cert=ca_cert, ca_key=ca_key,
+                                  stem=user.replace(":", "-"))
+        paths["users"][user] = {"cert": cert, "key": key}
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     paths["sa_private"] = _write_key(directory / "sa.key", sa_key)

@@ -62,10 +62,12 @@ HOST_LINKS = ipaddress.ip_network("198.19.255.0/24")
 PROVISIONER_USER = "dtservice-provisioner"
 KUBELET_CLIENT_USER = "kube-apiserver-kubelet-client"
 DEFAULT_DIR = "/tmp/dtservice-testbed"
-# Enough of a controller manager for namespaces and owned objects to really go away, and for
-# Deployments to keep their pods.
+# Enough of a controller manager for namespaces and owned objects to really go away, for
+# Deployments to keep their pods, and for the standard roles (edit, view) to carry the rules
+# aggregated into them (a tenant bound to `edit` may then write dtServices).
 KUBE_CONTROLLERS = ("namespace-controller", "garbage-collector-controller", "serviceaccount-controller",
-                    "serviceaccount-token-controller", "deployment-controller", "replicaset-controller")
+                    "serviceaccount-token-controller", "deployment-controller", "replicaset-controller",
+                    "clusterrole-aggregation-controller")
 POD_READY_SECONDS = 120
 # More kubelets than this on 2 cores starve the control plane; more nodes share them.
 MAX_MACHINES = 3
@@ -496,10 +498,33 @@ class Testbed:
 
     # -- kubectl --------------------------------------------------------------------------
     def kubectl(self, node: Node, *args: str, admin: bool = False, stdin: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess:
-        kubeconfig = node.admin_kubeconfig if admin else node.kubeconfig
+                check: bool = True, kubeconfig: str | None = None) -> subprocess.CompletedProcess:
+        """kubectl as the provisioner, as the cluster's admin (``admin``), or as whoever
+        ``kubeconfig`` names (a tenant's, from ``tenant_kubeconfig``)."""
+        kubeconfig = kubeconfig or (node.admin_kubeconfig if admin else node.kubeconfig)
         return subprocess.run(["kubectl", "--kubeconfig", kubeconfig, *args], input=stdin,
                               text=True, capture_output=True, check=check)
+
+    # -- tenants --------------------------------------------------------------------------
+    def tenant_kubeconfig(self, node: Node, *, user: str, role: str = "edit", groups: tuple[str, ...] = ()) -> str:
+        """A kubeconfig for a plain user of the node's cluster (client certificate CN ``user``,
+        O ``groups``, signed by the cluster's CA), bound to the ClusterRole ``role`` in the
+        node's namespace only (a RoleBinding ``tenant-<user>``); returns its path. The user
+        holds nothing else: no cluster-wide binding, no other namespace."""
+        from pki import issue_client_certificate  # local module: certificates only
+
+        pki = Path(self.state["clusters"][node.cluster]["dir"]) / "pki"
+        stem = f"tenant-{user.replace(':', '-')}"
+        cert, key = issue_client_certificate(pki, user=user, groups=list(groups), stem=stem)
+        path = pki.parent / f"{stem}.kubeconfig"
+        write_kubeconfig(path, server=self.state["clusters"][node.cluster]["server"], ca=str(pki / "ca.crt"),
+                         cert=cert, key=key, user=user)
+        binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                   "metadata": {"name": f"tenant-{user.replace(':', '-')}", "namespace": node.namespace},
+                   "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                   "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]}
+        self.kubectl(node, "apply", "-f", "-", admin=True, stdin=json.dumps(binding))
+        return str(path)
 
     # -- pods -----------------------------------------------------------------------------
     def pod_manifest(self, node_name: str, pod: str, *, labels: dict[str, str] | None = None,
