@@ -151,7 +151,11 @@ class NodeReconciler:
         if domain_obj is None:
             raise plan.PlanError(Status.DOMAIN_NOT_FOUND, f"dtDomain {spec['domainSelector']!r} does not exist in "
                                  f"namespace {self.node.namespace}")
-        domain = self._home_domain(contract.Domain.from_object(domain_obj))
+        # A copy that leaves this node out is believed (it only refuses); one that lets it in
+        # is checked against the home copy, the authority on members and settings.
+        local = contract.Domain.from_object(domain_obj)
+        me = local.member(name=self.node.name, namespace=self.node.namespace)
+        domain = local if me is None else self._home_domain(local)
         me = domain.member(name=self.node.name, namespace=self.node.namespace)
         if me is None:
             raise plan.PlanError(Status.NOT_A_MEMBER, f"node {self.node.name} ({self.node.namespace}) is not a member "
