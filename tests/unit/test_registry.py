@@ -50,3 +50,13 @@ def test_networks_of_a_domain_object(obj, networks):
 def test_endpoint_port():
     assert registry_rules.endpoint_port("198.18.0.10:51830") == 51830
     assert registry_rules.endpoint_port("[fd00::1]:51830") == 51830
+
+
+def test_of_two_networks_that_raced_for_one_port_exactly_the_later_yields():
+    first = {"endpoint": "198.18.0.10:51820"}
+    assert registry_rules.yields_port(domain="b", name="net", entry=first, others={"a": {"other": dict(first)}})
+    assert not registry_rules.yields_port(domain="a", name="other", entry=first, others={"b": {"net": dict(first)}})
+    assert not registry_rules.yields_port(domain="b", name="net", entry=first,
+                                    others={"a": {"other": {"endpoint": "198.18.0.10:51821"}}})
+    assert not registry_rules.yields_port(domain="b", name="net", entry=first,
+                                    others={"a": {"other": {"endpoint": "198.18.0.11:51820"}}})

@@ -6,7 +6,10 @@ networks of every domain already use) and becomes its server; a server's dtServi
 again on the same node keeps the network; a network whose server's dtService is gone is
 registered anew. A name is one network in the whole federation, so a name another domain
 registered is refused. The registry is written with its ``resourceVersion``; a Conflict
-means another provisioner registered first, so it is read again. What an entry holds is
+means another provisioner registered first, so it is read again. Two domains' registries are
+two objects, so a new network's port is checked once more after it is written: where another
+domain's network on the same node took the same port meanwhile, the network whose (domain,
+name) sorts later gives its port up and is registered again. What an entry holds is
 ``rules/registry.py``'s.
 """
 
@@ -58,11 +61,44 @@ def register_network(view: PassView, *, service: dict, domain: contract.Domain, 
         body.setdefault("status", {})["networks"] = networks
         try:
             view.remember_domain(home, view.cluster.replace_domain_status(home, body))
-            return networks[name]
         except Conflict:
             fresh = True
+            continue
+        if not _loses_port(view, domain=domain, name=name, entry=networks[name]):
+            return networks[name]
+        # Released at once, so the network that keeps the port never shares it for long.
+        _release(view, home=home, domain=domain, name=name, own_id=own_id)
+        fresh = True
     raise plan.PlanError(Status.FAILED, f"the registry of dtDomain {domain.name} kept changing; gave up after "
                          f"{MAX_ATTEMPTS} attempts")
+
+
+def _loses_port(view: PassView, *, domain: contract.Domain, name: str, entry: dict) -> bool:
+    """Whether another domain's network served on the same node took the same port, and
+    sorts before this one: the later of the two gives the port up."""
+    others = {}
+    for other in _other_domains(view, domain):
+        home = view.federation.get(other.home.name)
+        if home is not None:
+            others[other.name] = registry_rules.networks_of(view.domain_object(home, other.name, fresh=True))
+    return registry_rules.yields_port(domain=domain.name, name=name, entry=entry, others=others)
+
+
+def _release(view: PassView, *, home: contract.NodeRef, domain: contract.Domain, name: str, own_id: str) -> None:
+    """Take this dtService's network out of the registry again (it registers anew)."""
+    for _attempt in range(MAX_ATTEMPTS):
+        home_obj = view.domain_object(home, domain.name, fresh=True)
+        networks = dict(registry_rules.networks_of(home_obj))
+        if home_obj is None or (networks.get(name) or {}).get("server", {}).get("id") != own_id:
+            return
+        del networks[name]
+        body = copy.deepcopy(home_obj)
+        body["status"]["networks"] = networks
+        try:
+            view.remember_domain(home, view.cluster.replace_domain_status(home, body))
+            return
+        except Conflict:
+            continue
 
 
 def _new_entry(view: PassView, *, name: str, domain: contract.Domain, me: contract.Member, own_id: str,

@@ -33,6 +33,15 @@ def ports_served(*, node: str, registries: Iterable[Mapping[str, Any]]) -> list[
             if n["server"]["node"] == node]
 
 
+def yields_port(*, domain: str, name: str, entry: Mapping[str, Any],
+                others: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether network ``name`` of ``domain`` must give its endpoint up: a network of another
+    domain (``others``: domain -> registry) listens on the same address and port and sorts
+    before it by (domain, name). Of two registrations that raced, exactly one yields."""
+    return any(other_entry.get("endpoint") == entry["endpoint"] and (other_domain, other_name) < (domain, name)
+               for other_domain, registry in others.items() for other_name, other_entry in registry.items())
+
+
 def new_network_entry(*, name: str, domain: contract.Domain, server: contract.Member, server_id: str,
                       networks: Mapping[str, Any], ports_taken: Iterable[int]) -> dict[str, Any]:
     """The registry entry of network ``name`` served by ``server`` (peer id ``server_id``):
