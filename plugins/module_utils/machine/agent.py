@@ -106,7 +106,8 @@ class NodeAgent:
         pods = self.cluster.list_pods(self.node)
         secrets = self.cluster.list_secrets(self.node, label_selector=contract.KEY_SECRET_LABEL)
         domains = {d["metadata"]["name"]: d for d in self.cluster.list_domains(self.node)}
-        outcomes, expected, untouched = [], set(), set()
+        outcomes, expected = [], set()
+        live = [s for s in services if not s["metadata"].get("deletionTimestamp")]
         for service in sorted(services, key=lambda s: s["metadata"]["name"]):
             if service["metadata"].get("deletionTimestamp"):
                 continue
@@ -116,14 +117,15 @@ class NodeAgent:
                 attached = self._failed(service, describe(problem))
             if attached is not None:
                 netns, outcome = attached
-                if outcome.status == Status.FAILED:
-                    # What failed is left as it is: a running tunnel is not torn down for it.
-                    untouched.add(contract.interface_name(namespace=self.node.namespace,
-                                                          network=service["metadata"]["name"],
-                                                          node_netns=self.node.netns))
-                elif netns and outcome.interface:
+                if netns and outcome.interface and outcome.status != Status.FAILED:
                     expected.add((netns, outcome.interface))
                 outcomes.append(outcome)
+        # Only a deleted dtService's interface, or one its pod has moved away from, is removed:
+        # one whose dtService failed or is not attachable in this pass (a stale read, a claim
+        # not in the hub's table yet) is left as it is, so a running tunnel is not torn down.
+        untouched = {contract.interface_name(namespace=self.node.namespace, network=s["metadata"]["name"],
+                                             node_netns=self.node.netns) for s in live}
+        untouched -= {interface for _netns, interface in expected}
         removed = self._remove_unwanted(pods, expected, untouched=untouched)
         return outcomes, removed
 
@@ -294,7 +296,7 @@ class NodeAgent:
     def _remove_unwanted(self, pods: Mapping[str, dict], expected: set[tuple[str, str]], *,
                          untouched: set[str]) -> list[dict[str, str]]:
         """Interfaces of ours in this node's pods that no dtService asks for (deleted ones),
-        except the ``untouched`` ones of dtServices whose pass failed."""
+        except the ``untouched`` ones of live dtServices not attached in this pass."""
         removed = []
         for pod_name, pod in sorted(pods.items()):
             if pod_rules.judge(pod, selector=pod_name, served_nodes=self.node.served_nodes) is not None:
