@@ -56,7 +56,7 @@ def test_of_two_networks_that_raced_for_one_port_exactly_the_later_yields():
     first = {"endpoint": "198.18.0.10:51820"}
     assert registry_rules.yields_port(domain="b", name="net", entry=first, others={"a": {"other": dict(first)}})
     assert not registry_rules.yields_port(domain="a", name="other", entry=first, others={"b": {"net": dict(first)}})
-    assert not registry_rules.yields_port(domain="b", name="net", entry=first,
-                                    others={"a": {"other": {"endpoint": "198.18.0.10:51821"}}})
-    assert not registry_rules.yields_port(domain="b", name="net", entry=first,
-                                    others={"a": {"other": {"endpoint": "198.18.0.11:51820"}}})
+    other_port = {"a": {"other": {"endpoint": "198.18.0.10:51821"}}}
+    other_node = {"a": {"other": {"endpoint": "198.18.0.11:51820"}}}
+    assert not registry_rules.yields_port(domain="b", name="net", entry=first, others=other_port)
+    assert not registry_rules.yields_port(domain="b", name="net", entry=first, others=other_node)
