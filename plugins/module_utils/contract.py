@@ -47,6 +47,11 @@ SERVER = "server"
 CLIENT = "client"
 
 
+# The environment mark of one daemon run: the daemon kills what carries it when the run
+# overstays its time; what must outlive a run (wireguard-go) is started without it.
+RUN_MARK = "DTSERVICE_RUN_ID"
+
+
 def key_secret_name(service: str) -> str:
     """The Secret holding a dtService's private key, in the dtService's namespace."""
     return f"dtservice-{service}-wg"

@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns import (
     TIMEOUT,
     WireGuardError,
@@ -168,7 +169,9 @@ def _wait_for_control_socket(name: str, netns: str | None, log, seconds: float =
 
 
 def _start_wireguard_go(name: str, node_netns: str | None) -> None:
-    env = {**os.environ, WIREGUARD_GO_ENV: "1", "LOG_LEVEL": "error"}
+    # Without the daemon's run mark: the interface outlives the run, also one killed for overstaying.
+    env = {**{k: v for k, v in os.environ.items() if k != contract.RUN_MARK}, WIREGUARD_GO_ENV: "1",
+           "LOG_LEVEL": "error"}
     # Its output goes to an unlinked file, not a pipe: the daemonised child keeps it
     # open, and waiting for a pipe's end would last as long as the interface.
     with tempfile.TemporaryFile() as log:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import RETRY
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import Outcome, Run
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import Settings
@@ -70,10 +71,10 @@ def run_reconcile(*, settings: Settings, run: Run, run_id: str) -> RunResult:
     return RunResult(ok=runner.rc == 0 and not timed_out, seconds=seconds, timed_out=timed_out, summary=summary)
 
 
-# Every process of a run inherits this variable, which is how a run over its time limit is
+# Every process of a run inherits contract.RUN_MARK, which is how a run over its time limit is
 # found whole: ansible-runner kills ansible-playbook's process group, but Ansible's workers,
 # where the in-process dtservice_* modules work, each run in a session of their own.
-RUN_MARK = "DTSERVICE_RUN_ID"
+RUN_MARK = contract.RUN_MARK
 
 
 def _kill_marked(run_id: str) -> None:
