@@ -244,3 +244,16 @@ def test_a_clients_address_is_the_one_the_hubs_table_gives_its_uid():
              "100.96.0.7": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a"))}
     assert plan.address_in_table(table=table, uid="a") == "100.96.0.7"
     assert plan.address_in_table(table=table, uid="b") is None
+
+
+def test_while_a_member_does_not_answer_its_clients_keep_their_addresses():
+    current = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+               "100.96.0.2": plan.peer_entry(uid="far", role=contract.CLIENT, public_key=key_of("far")),
+               "100.96.0.3": plan.peer_entry(uid="near", role=contract.CLIENT, public_key=key_of("near"))}
+    live = [client("near", "100.96.0.3")]
+    kept = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
+                             live_clients=live, keep_unseen=True)
+    assert kept == current
+    freed = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
+                              live_clients=live)
+    assert sorted(freed) == ["100.96.0.1", "100.96.0.3"], "once everyone answered, a departed client is freed"

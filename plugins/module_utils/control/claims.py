@@ -17,6 +17,7 @@ import copy
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import PassView
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, plan
 
 
@@ -24,9 +25,10 @@ def serve_network(view: PassView, *, service: dict, domain: contract.Domain, ent
     """Make the server's ``peers`` the table of the network's live clients (and drop any ``spec.server``)."""
     def desired(current: dict) -> dict:
         body = copy.deepcopy(current)
+        clients, everyone_answered = _live_clients(view, current["metadata"]["name"], domain)
         body["peers"] = plan.server_table(subnet=entry["subnet"], server_uid=current["metadata"]["uid"],
                                           server_key=public_key, current=current.get("peers") or {},
-                                          live_clients=_live_clients(view, current["metadata"]["name"], domain))
+                                          live_clients=clients, keep_unseen=not everyone_answered)
         body["spec"].pop("server", None)
         return body
     shared = view.cluster.shared_service(view.node, service["metadata"]["name"])
@@ -34,17 +36,23 @@ def serve_network(view: PassView, *, service: dict, domain: contract.Domain, ent
         view.update_service(view.node, service["metadata"]["name"], desired, shared=shared)
 
 
-def _live_clients(view: PassView, name: str, domain: contract.Domain) -> list[dict]:
-    """The network's dtServices on the domain's other members that are not being deleted."""
-    clients = []
+def _live_clients(view: PassView, name: str, domain: contract.Domain) -> tuple[list[dict], bool]:
+    """The network's dtServices on the domain's other members that are not being deleted, and
+    whether every member answered: a member whose API server is down (or refuses) says
+    nothing of its clients, which keep their addresses until it answers again."""
+    clients, everyone_answered = [], True
     for member in domain.members:
         if member.name == view.node.name:
             continue
-        other = view.service_on(view.member_node(member), name)
+        try:
+            other = view.service_on(view.member_node(member), name)
+        except ApiError:
+            everyone_answered = False
+            continue
         if other and other["spec"].get("domainSelector") == domain.name \
                 and not other["metadata"].get("deletionTimestamp"):
             clients.append(other)
-    return clients
+    return clients, everyone_answered
 
 
 def join_network(view: PassView, *, service: dict, domain: contract.Domain, entry: dict, public_key: str) -> str:

@@ -66,8 +66,8 @@ def self_entry(service: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return None
 
 
-def server_table(*, subnet: str, server_uid: str, server_key: str,
-                 current: Mapping[str, Any], live_clients: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def server_table(*, subnet: str, server_uid: str, server_key: str, current: Mapping[str, Any],
+                 live_clients: Iterable[Mapping[str, Any]], keep_unseen: bool = False) -> dict[str, Any]:
     """The server's ``peers`` after reconciling: the server at ``.1``; every live client at
     the address the table gives it, else at the address it recorded for itself when that is
     free (repairs a hand-edited table); entries of departed clients are dropped (freed).
@@ -75,7 +75,8 @@ def server_table(*, subnet: str, server_uid: str, server_key: str,
     What a client recorded is its owner's to edit, so it is checked before it is taken: an
     address must be a client address of the subnet, and a key a WireGuard key no other peer
     of the table uses (two peers with one key would make the hub refuse its whole update).
-    A client's changed key that fails this keeps the key the table held."""
+    A client's changed key that fails this keeps the key the table held. With ``keep_unseen``
+    (some member did not answer), the entries of clients not seen are kept as they are."""
     table = {server_address(subnet=subnet): peer_entry(uid=server_uid, role=SERVER, public_key=server_key)}
     clients = {peer_id(uid=c["metadata"]["uid"]): c for c in live_clients}
 
@@ -84,7 +85,11 @@ def server_table(*, subnet: str, server_uid: str, server_key: str,
 
     for address, entry in sorted(current.items()):
         owner = id_of(entry)
-        if role_of(entry) != CLIENT or owner not in clients or not is_client_address(address=address, subnet=subnet):
+        if role_of(entry) != CLIENT or not is_client_address(address=address, subnet=subnet):
+            continue
+        if owner not in clients:
+            if keep_unseen and key_free(entry.get("publicKey")):
+                table[address] = {"labels": dict(entry["labels"]), "publicKey": entry["publicKey"]}
             continue
         recorded = self_entry(clients[owner])
         key = recorded[1].get("publicKey") if recorded else None
