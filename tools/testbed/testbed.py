@@ -298,20 +298,34 @@ class Testbed:
 
     def restart_apiserver(self, cluster: int = 0) -> None:
         """Stop a cluster's kube-apiserver and start it again with the same flags (etcd keeps the data)."""
+        self.stop_apiserver(cluster)
+        self.start_apiserver(cluster)
+
+    def _apiserver_record(self, cluster: int) -> dict:
         cluster_dir = self.state["clusters"][cluster]["dir"]
-        record = next(p for p in self.state["pids"]
-                      if p["exe"].endswith("/kube-apiserver") and p["log"].startswith(cluster_dir))
+        return next(p for p in self.state["pids"]
+                    if p["exe"].endswith("/kube-apiserver") and p["log"].startswith(cluster_dir))
+
+    def stop_apiserver(self, cluster: int = 0) -> None:
+        """Stop a cluster's kube-apiserver (its clients then find nothing listening) until ``start_apiserver``."""
+        record = self._apiserver_record(cluster)
         os.killpg(record["pid"], signal.SIGTERM)
         deadline = time.monotonic() + 30
         while process_alive(record["pid"], record["exe"]) and time.monotonic() < deadline:
             time.sleep(0.1)
+
+    def start_apiserver(self, cluster: int = 0) -> None:
+        """Start a stopped kube-apiserver again with the same flags; returns once it is ready."""
+        record = self._apiserver_record(cluster)
+        if process_alive(record["pid"], record["exe"]):
+            return
         self.state["pids"].remove(record)
         with open(record["log"], "ab") as out:
             process = subprocess.Popen(record["argv"], stdout=out, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
         self.state["pids"].append({**record, "pid": process.pid})
         self._save()
-        pki = Path(cluster_dir) / "pki"
+        pki = Path(self.state["clusters"][cluster]["dir"]) / "pki"
         wait_for(f"{self.state['clusters'][cluster]['server']}/readyz", what=f"cluster{cluster} kube-apiserver",
                  ca=str(pki / "ca.crt"), cert=(str(pki / "admin.crt"), str(pki / "admin.key")))
 
