@@ -313,6 +313,12 @@ class Testbed:
         deadline = time.monotonic() + 30
         while process_alive(record["pid"], record["exe"]) and time.monotonic() < deadline:
             time.sleep(0.1)
+        # A graceful shutdown that drags on (open watches) would leave start_apiserver nothing
+        # to start while the old one still holds the port: it is ended.
+        if process_alive(record["pid"], record["exe"]):
+            os.killpg(record["pid"], signal.SIGKILL)
+            while process_alive(record["pid"], record["exe"]):
+                time.sleep(0.1)
 
     def start_apiserver(self, cluster: int = 0) -> None:
         """Start a stopped kube-apiserver again with the same flags; returns once it is ready."""
