@@ -23,6 +23,9 @@ NODE_ARGS = {
     "federation": {"type": "list", "elements": "dict", "required": True, "options": NODE_OPTIONS},
 }
 
+# Node name -> the dtServices whose networks it is the planned hub of (dtservice_plan.serves).
+SERVES_ARGS = {"serves": {"type": "dict", "default": {}}}
+
 CORE = "ansible_collections.sightline.dtservice.plugins.module_utils."
 
 # API calls and handshake waits dominate, not CPU: nodes are worked on side by side.
