@@ -401,7 +401,8 @@ def test_describe_prints_the_seeds_shape(seeded):
 
 def test_provisioner_has_only_its_node_namespace_rights(seeded):
     """The deploy's node kubeconfig is the provisioner (CN dtservice-provisioner, no groups); it
-    can do its job in node namespaces and nothing cluster-wide or elsewhere."""
+    can do its job in node namespaces, read its own kinds cluster-wide, and nothing else
+    cluster-wide or elsewhere."""
     bed = seeded
     node = bed.node("node0")
     shown = subprocess.run(
@@ -425,7 +426,12 @@ def test_provisioner_has_only_its_node_namespace_rights(seeded):
         assert can("create", "secrets", "-n", ns)
         assert can("patch", "pods", "-n", ns)
         assert can("create", "events", "-n", ns)
+    assert can("list", f"dtservices.{GROUP}", "--all-namespaces")
+    assert can("list", f"dtdomains.{GROUP}", "--all-namespaces")
     denied = [
+        ("list", "pods", "--all-namespaces"),
+        ("get", f"dtservices.{GROUP}", "--subresource=status", "-n", "default"),
+        ("delete", f"dtdomains.{GROUP}", "-n", "default"),
         ("list", "secrets", "--all-namespaces"),
         ("get", "secrets", "-n", "default"),
         ("get", "secrets", "-n", "kube-system"),

@@ -179,8 +179,9 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
 
     applied = Applied()
     for (collection, body, current), after in zip(differing, map(apply, differing), strict=True):
-        if live[collection] is not None:
-            live[collection][body["metadata"]["name"]] = after
+        listed = live[collection]
+        if listed is not None:
+            listed[body["metadata"]["name"]] = after
         label, fields = _label(body, collection), _fields(body)
         applied.changed.append(label)
         applied.diffs.append({"before_header": label, "after_header": label,

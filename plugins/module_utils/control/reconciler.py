@@ -75,7 +75,7 @@ class NodeReconciler:
         """Provision the node's dtServices (``only`` these, when given), oldest first, each
         with the teardown finalizer; those being deleted are left to the teardown."""
         pods = self.cluster.list_pods(self.node)
-        secrets = self.cluster.list_secrets(self.node, label_selector=contract.KEY_SECRET_LABEL)
+        secrets = self.cluster.key_secrets(self.node)
         outcomes = []
         ordered = sorted(self.view.services_of(self.node),
                          key=lambda s: (s["metadata"].get("creationTimestamp", ""), s["metadata"]["name"]))
