@@ -89,8 +89,8 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.module_args im
     NODE_ARGS,
     SERVES_ARGS,
     federation_refs,
+    nodes_runner,
     require,
-    run_on_nodes,
 )
 
 try:
@@ -107,7 +107,7 @@ def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     require(module, IMPORT_ERROR)
     federation = federation_refs(module.params)
-    done = machine_pass(lambda work: run_on_nodes(module, work), federation=federation,
+    done = machine_pass(nodes_runner(module), federation=federation,
                         serves=module.params["serves"], handshake_timeout=module.params["handshake_timeout"],
                         check_mode=module.check_mode)
     keys = ("services", "interfaces", "removed_interfaces", "deleted", "deletions_held", "pod_labels")

@@ -60,8 +60,8 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.module_args im
     NODE_ARGS,
     SERVES_ARGS,
     federation_refs,
+    nodes_runner,
     require,
-    run_on_nodes,
 )
 
 try:
@@ -77,7 +77,7 @@ def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     require(module, IMPORT_ERROR)
     federation = federation_refs(module.params)
-    done = reconcile_nodes(lambda work: run_on_nodes(module, work), federation=federation,
+    done = reconcile_nodes(nodes_runner(module), federation=federation,
                            serves=module.params["serves"])
     services = {name: node_outcomes for name, (node_outcomes, _labels) in done.items()}
     pod_labels = {name: labels for name, (_outcomes, labels) in done.items() if labels}

@@ -324,11 +324,54 @@ def test_every_status_the_reconciler_writes_is_one_the_crd_accepts():
 
 # -- bed 1: the seed's federation (inventories/local) ------------------------------------------
 
+def cluster_state(bed) -> dict:
+    """What deploy could make on the bed's cluster: CRDs, namespaces, RBAC of ours, processes."""
+    names = {kind: admin(bed, "node0", "get", kind, "-o", "name", *scope).stdout.split()
+             for kind, scope in [("customresourcedefinitions", ()), ("namespaces", ()), ("clusterroles", ()),
+                                 ("clusterrolebindings", ()), ("rolebindings", ("--all-namespaces",))]}
+    names["ours"] = sorted(n for kind, found in names.items() for n in found if "dtservice" in n or "sightline" in n)
+    return names
+
+
 @pytest.fixture(scope="module")
-def seeded(bed_factory):
+def previewed(bed_factory):
+    """`deploy.yml --check --diff` on the bed before anything of ours exists on it: no CRD, no
+    RBAC, no dtDomain (the daemon's role included, as a user runs it)."""
     bed = start_bed(bed_factory)
     for node, pod in SEED_PODS:
         bed.create_pod(node, pod)
+    before = cluster_state(bed)
+    result = run_playbook(bed, "playbooks/deploy.yml", "--check", "--diff", check=False, env=env_of(bed))
+    return SimpleNamespace(bed=bed, before=before, after=cluster_state(bed), result=result)
+
+
+def test_check_mode_on_a_new_federation_previews_every_object_and_creates_none(previewed):
+    """Item 4 of issue 15: the preview fails nothing, names every object deploy would create
+    (CRDs, the provisioner's and the tenants' RBAC, each node's binding, the dtDomains, the
+    declared dtServices), and leaves the cluster as it was: no CRD, no namespace, no RBAC,
+    no daemon."""
+    result, bed = previewed.result, previewed.bed
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    counts = recap(result.stdout)
+    assert counts and all(c["failed"] == 0 for c in counts.values()), counts
+    assert previewed.before["ours"] == [] and previewed.after == previewed.before
+    assert not (bed.dir / "reconciler" / "reconciler.pid").exists()
+    shown = set(re.findall(r"^\+\+\+ after: (.+)$", result.stdout, flags=re.M))
+    expected = {f"CustomResourceDefinition {kind}.{GROUP}" for kind in ("dtservices", "dtdomains")}
+    expected |= {f"ClusterRole {name}" for name in ("dtservice-provisioner", "dtservice-provisioner-reader",
+                                                      "dtservice-tenant", "dtservice-tenant-edit",
+                                                      "dtservice-tenant-view")}
+    expected |= {"ClusterRoleBinding dtservice-provisioner-reader"}
+    for node, _pod in SEED_PODS:
+        namespace = bed.node(node).namespace
+        expected |= {f"RoleBinding {namespace}/dtservice-provisioner", f"dtDomain {namespace}/mydomain",
+                     f"dtService {namespace}/myservice"}
+    assert expected <= shown, sorted(expected - shown)
+
+
+@pytest.fixture(scope="module")
+def seeded(previewed):
+    bed = previewed.bed
     deploy(bed)
     return bed
 
