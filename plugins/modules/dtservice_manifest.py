@@ -6,13 +6,14 @@ DOCUMENTATION = r"""
 module: dtservice_manifest
 short_description: Apply or delete the project's CRDs, RBAC, dtDomains and declared dtServices
 description:
-  - For each cluster, reads the live objects with one LIST per kind and namespace, and sends
-    a server-side apply (field manager C(dtservice-provisioner)) only for an object whose
+  - For each cluster, reads the live objects with one LIST per kind (of the whole cluster for
+    a kind given in several namespaces, where the credentials may; else per namespace), and
+    sends a server-side apply (field manager C(dtservice-provisioner)) only for an object whose
     manifest is not already contained in the live object. A converged federation therefore
     costs reads only, unlike a blind apply.
   - Cluster-wide objects get the label C(app.kubernetes.io/managed-by=dtservice-provisioner),
-    by which their LIST finds them; namespaced ones are listed whole in their namespace and
-    keep only the labels of their manifest.
+    by which their LIST finds them; namespaced ones are listed whole and keep only the labels
+    of their manifest.
   - Knows the kinds deploy applies (CustomResourceDefinition, ClusterRole,
     ClusterRoleBinding, Role, RoleBinding, Namespace, dtDomain, dtService); any other kind
     fails before anything is written.

@@ -2,11 +2,12 @@
 deleting them.
 
 Owns the "present" step of deploy and the "absent" step of teardown: compare first, write
-only what differs. Each cluster is
-read with one LIST per collection and namespace, every object is compared with what is live
-(the manifest must be contained in the live object; the server's defaults and fields other
-writers own do not count), and only a differing object is sent, as a server-side apply under
-the provisioner's field manager. A converged federation therefore sees reads only.
+only what differs. Each cluster is read with one LIST per collection (of the whole cluster
+for a kind wanted in several namespaces, where the credentials may; else per namespace),
+every object is compared with what is live (the manifest must be contained in the live
+object; the server's defaults and fields other writers own do not count), and only a
+differing object is sent, as a server-side apply under the provisioner's field manager. A
+converged federation therefore sees reads only.
 Cluster-wide objects (CRDs, ClusterRoles) carry the ``managed-by`` label, so that their LIST
 finds ours among all of the cluster's; namespaced ones are listed whole in a node namespace
 and stay as the user wrote them (the seed's ``kubectl describe`` shows no labels). Deleting
@@ -132,9 +133,34 @@ class Applied:
     diffs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _live(api: ApiClient, collections: list[Collection], *, dry_run: bool) -> dict[Collection, dict[str, dict] | None]:
-    """Each collection's live objects by name, one LIST each; in a dry run None for one the
-    server does not serve or let us read yet (see the module's docstring)."""
+def _live(api: ApiClient, wanted: list[tuple[Collection, dict[str, Any]]], *,
+          dry_run: bool) -> dict[Collection, dict[str, dict] | None]:
+    """Each collection's live objects by name; in a dry run None for one the server does not
+    serve or let us read yet (see the module's docstring). A kind wanted in several namespaces
+    is read with one LIST of the whole cluster (selected by name when every object of it has
+    the same name) where the credentials may, else with one LIST per namespace."""
+    collections = list(dict.fromkeys(collection for collection, _body in wanted))
+    live: dict[Collection, dict[str, dict] | None] = {}
+    spread: dict[tuple[str, str], list[Collection]] = {}
+    for collection in collections:
+        if collection.namespace is not None:
+            spread.setdefault((collection.base, collection.plural), []).append(collection)
+    for (base, plural), members in spread.items():
+        if len(members) < 2:
+            continue
+        names = {body["metadata"]["name"] for collection, body in wanted if collection in members}
+        query = {"fieldSelector": f"metadata.name={next(iter(names))}"} if len(names) == 1 else None
+        try:
+            items = api.request("GET", f"{base}/{plural}", query=query)["items"]
+        except ApiError as error:
+            if error.status in (403, 404):
+                continue  # not granted cluster-wide (or not served): each namespace below says which
+            raise
+        by_namespace: dict[str, dict[str, dict]] = {}
+        for item in items:
+            by_namespace.setdefault(item["metadata"]["namespace"], {})[item["metadata"]["name"]] = item
+        live.update({collection: by_namespace.get(collection.namespace or "", {}) for collection in members})
+
     def listing(collection: Collection) -> dict[str, dict] | None:
         query = {"labelSelector": SELECTOR} if collection.namespace is None else None
         try:
@@ -145,7 +171,7 @@ def _live(api: ApiClient, collections: list[Collection], *, dry_run: bool) -> di
             raise
         return {item["metadata"]["name"]: item for item in items}
 
-    return dict(zip(collections, map(listing, collections), strict=True))
+    return {**live, **{collection: listing(collection) for collection in collections if collection not in live}}
 
 
 def _label(body: Mapping[str, Any], collection: Collection) -> str:
@@ -162,7 +188,7 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
     """Bring ``objects`` to the cluster behind ``api``; with ``wait_established`` > 0, wait that
     many seconds at most for every CustomResourceDefinition among them to be Established."""
     wanted = [(collection, labelled(obj, collection)) for obj in objects for collection in [Collection.of(obj)]]
-    live = _live(api, list(dict.fromkeys(collection for collection, _body in wanted)), dry_run=dry_run)
+    live = _live(api, wanted, dry_run=dry_run)
     differing = []
     for collection, body in wanted:
         current = (live[collection] or {}).get(body["metadata"]["name"])
@@ -199,7 +225,7 @@ def delete_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_ru
     """Delete those of ``objects`` that are live on the cluster behind ``api`` (only the
     project's own cluster-wide objects, the labelled ones, are found)."""
     wanted = [(collection, labelled(obj, collection)) for obj in objects for collection in [Collection.of(obj)]]
-    live = _live(api, list(dict.fromkeys(collection for collection, _body in wanted)), dry_run=dry_run)
+    live = _live(api, wanted, dry_run=dry_run)
     query = {"dryRun": "All"} if dry_run else None
     deleted = Applied()
     for collection, body in wanted:
