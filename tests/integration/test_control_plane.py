@@ -358,9 +358,9 @@ def test_check_mode_on_a_new_federation_previews_every_object_and_creates_none(p
     assert not (bed.dir / "reconciler" / "reconciler.pid").exists()
     shown = set(re.findall(r"^\+\+\+ after: (.+)$", result.stdout, flags=re.M))
     expected = {f"CustomResourceDefinition {kind}.{GROUP}" for kind in ("dtservices", "dtdomains")}
-    expected |= {f"ClusterRole {name}" for name in ("dtservice-provisioner", "dtservice-provisioner-reader",
-                                                      "dtservice-tenant", "dtservice-tenant-edit",
-                                                      "dtservice-tenant-view")}
+    roles = ("dtservice-provisioner", "dtservice-provisioner-reader", "dtservice-tenant", "dtservice-tenant-edit",
+             "dtservice-tenant-view")
+    expected |= {f"ClusterRole {name}" for name in roles}
     expected |= {"ClusterRoleBinding dtservice-provisioner-reader"}
     for node, _pod in SEED_PODS:
         namespace = bed.node(node).namespace
