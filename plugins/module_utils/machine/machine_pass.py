@@ -26,17 +26,20 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
 from ansible_collections.sightline.dtservice.plugins.module_utils.control import teardown
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import NodeReconciler, Outcome
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import describe
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import RuntimeViews
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 from ansible_collections.sightline.dtservice.plugins.module_utils.machine.agent import AgentOutcome, NodeAgent
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
 
 
-def reconcile_phase(*, cluster: Cluster, node: NodeRef,
-                    federation: Mapping[str, NodeRef]) -> tuple[list[Outcome], dict[str, Any]]:
+def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
+                    ports_in_use: Callable[[], Collection[int]] | None = None) -> tuple[list[Outcome], dict[str, Any]]:
     """Reconcile the node's dtServices and label its pods with their dtService roles; returns
-    the outcomes and the label patches."""
-    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation).provision()
+    the outcomes and the label patches. ``ports_in_use`` tells the UDP ports other processes
+    hold on the node's address (known on its machine)."""
+    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation,
+                              ports_in_use=ports_in_use).provision()
     label_patches = plan.label_changes(pods=cluster.list_pods(node),
                                        wanted=plan.pods_labels(o.as_dict() for o in outcomes))
     for pod, labels in label_patches.items():
@@ -45,18 +48,24 @@ def reconcile_phase(*, cluster: Cluster, node: NodeRef,
 
 
 def reconcile_nodes(phase: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
-                    serves: Mapping[str, Collection[str]]) -> dict[str, Any]:
+                    serves: Mapping[str, Collection[str]],
+                    ports_of: Callable[[NodeRef], Collection[int]] | None = None) -> dict[str, Any]:
     """The reconcile phase over the nodes ``phase(work)`` runs ``work`` on: first the networks
     each node is the planned hub of (``serves``, node name -> dtService names), on every node,
     so that no joiner of the call registers a network the inventory gives to another node;
-    then every dtService. Node name -> ``reconcile_phase``'s answer."""
+    then every dtService. ``ports_of(node)``, where the call runs on the nodes' machine, tells
+    the UDP ports other processes hold there. Node name -> ``reconcile_phase``'s answer."""
+    def ports(node: NodeRef) -> Callable[[], Collection[int]] | None:
+        return None if ports_of is None else lambda: ports_of(node)
+
     if any(serves.values()):
         def serve_first(*, cluster: Cluster, node: NodeRef) -> None:
             if serves.get(node.name):
-                NodeReconciler(cluster=cluster, node=node, federation=federation).provision(
-                    only=set(serves[node.name]))
+                NodeReconciler(cluster=cluster, node=node, federation=federation,
+                               ports_in_use=ports(node)).provision(only=set(serves[node.name]))
         phase(serve_first)
-    return phase(lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node, federation=federation))
+    return phase(lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node, federation=federation,
+                                                          ports_in_use=ports(node)))
 
 
 @dataclass
@@ -136,7 +145,9 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
         failed.update({name: result for name, result in results.items() if isinstance(result, NodeFailed)})
         return results
 
-    reconciled = reconcile_nodes(phase, federation=federation, serves=serves)
+    # Run on the nodes' machine, the pass sees the sockets there: a hub avoids ports others hold.
+    reconciled = reconcile_nodes(phase, federation=federation, serves=serves,
+                                 ports_of=lambda node: wggo.foreign_udp_ports(node.netns))
     runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
     configured = phase(lambda *, cluster, node: configure_phase(
         cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
