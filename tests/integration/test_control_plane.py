@@ -133,6 +133,19 @@ def write_requests(bed) -> dict[str, float]:
     return counts
 
 
+def list_requests(bed) -> dict[str, float]:
+    """LISTs the API server has served of the provisioner's kinds, by resource and scope
+    (``cluster`` or ``namespace``), from its own /metrics."""
+    counts: dict[str, float] = {}
+    for line in admin(bed, bed.nodes[0].name, "get", "--raw", "/metrics").stdout.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            if labels.get("verb") == "LIST" and labels.get("resource") in OUR_RESOURCES:
+                key = f"{labels['resource']} {labels.get('scope')}"
+                counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 def pod_dtservice_labels(bed, node: str, pod: str) -> dict[str, str]:
     labels = get_json(bed, node, "pod", pod)["metadata"].get("labels") or {}
     return {k: v for k, v in labels.items() if k.startswith(PREFIX)}
@@ -500,7 +513,7 @@ def rerun(seeded, tmp_path_factory):
     bed = seeded
     privates = {node: private_key(bed, node) for node, _pod in SEED_PODS}
     before = versions(bed, kinds=WORKING_KINDS + ",events")
-    writes_before = write_requests(bed)
+    writes_before, lists_before = write_requests(bed), list_requests(bed)
     where = tmp_path_factory.mktemp("rerun")
     cache, log = where / "facts", where / "ansible.log"
     cache.mkdir()
@@ -509,7 +522,9 @@ def rerun(seeded, tmp_path_factory):
                                                  "ANSIBLE_LOG_PATH": str(log)})
     after = versions(bed, kinds=WORKING_KINDS + ",events")
     return SimpleNamespace(bed=bed, privates=privates, before=before, after=after, result=result, cache=cache,
-                           log=log, writes_before=writes_before, writes_after=write_requests(bed))
+                           log=log, writes_before=writes_before, writes_after=write_requests(bed),
+                           lists={key: n - lists_before.get(key, 0) for key, n in list_requests(bed).items()
+                                  if n > lists_before.get(key, 0)})
 
 
 def test_second_run_changes_nothing(rerun):
@@ -521,6 +536,15 @@ def test_second_run_changes_nothing(rerun):
     assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in counts.values()), counts
     assert rerun.after == rerun.before
     assert rerun.writes_after == rerun.writes_before
+
+
+def test_a_converged_pass_lists_the_projects_kinds_once_per_cluster(rerun):
+    """Item 2 of issue 15: the no-op deploy reads dtServices and dtDomains with LISTs of the
+    whole cluster (one per module call), never namespace by namespace."""
+    lists = rerun.lists
+    assert {key for key in lists if key.split()[0] in ("dtservices", "dtdomains")} <= \
+        {"dtservices cluster", "dtdomains cluster"}, lists
+    assert lists.get("dtservices cluster", 0) <= 5 and lists.get("dtdomains cluster", 0) <= 5, lists
 
 
 def test_private_keys_never_leave_their_secrets(rerun):
