@@ -18,7 +18,8 @@ description:
     inventory host, since one call serves many nodes.
   - At the end of the run, when C(DTSERVICE_RESULTS_FILE) is set (the reconciler daemon sets
     it per run), writes a JSON summary there, per node whether it failed, what changed and
-    each dtService's status, so the daemon can requeue what is not Connected with backoff.
+    each dtService's status, so the daemon can requeue what is not Connected with backoff,
+    and C(recheck_in), the seconds until a hub's failover is due, so it runs the network then.
   - Never writes a module's arguments or any private key anywhere.
 requirements:
   - urllib3 and PyYAML (the API client of module_utils/kube/client.py)
@@ -65,6 +66,8 @@ class CallbackModule(CallbackBase):
                 node = self._node(node_name)
                 for outcome in outcomes:
                     node["services"][outcome["name"]] = outcome["status"]
+                    if outcome.get("recheck_in") is not None:
+                        node["recheck_in"] = min(node.get("recheck_in", outcome["recheck_in"]), outcome["recheck_in"])
 
     def v2_runner_on_ok(self, result) -> None:
         if not self._ours(result):

@@ -331,3 +331,38 @@ def test_a_long_outage_logs_the_first_failure_each_step_and_then_rarely(clock):
     assert len(logged) <= 6 + (200 * 30) // 300 + 1
     assert all(delay == WATCH_BACKOFF_CAP for delay in logged[6:])
     assert quiet[0] == 0 and max(quiet) >= 9  # the reminders say how many retries went unlogged
+
+
+# -- failover: a leaving hub's network in one run, a grace that runs out ----------------------------
+def deleting(obj: dict) -> dict:
+    return {**obj, "metadata": {**obj["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+
+
+def test_a_hub_being_deleted_brings_every_other_node_of_its_network():
+    servers = Servers()
+    servers.learn("node0", event="ADDED", obj=server_object("net"))
+    servers.learn("node1", event="ADDED", obj=client_object("net"))
+    servers.learn("node2", event="ADDED", obj=client_object("net"))
+    servers.learn("node2", event="ADDED", obj=client_object("other"))
+    assert servers.hub_leaving("node0", event="MODIFIED", obj=server_object("net")) == ()
+    assert servers.hub_leaving("node1", event="MODIFIED", obj=deleting(client_object("net"))) == ()
+    assert servers.hub_leaving("node0", event="MODIFIED", obj=deleting(server_object("net"))) == ("node1", "node2")
+    assert servers.hub_leaving("node0", event="DELETED", obj=server_object("net")) == ("node1", "node2")
+    assert servers.networks_of("node0") == ("node1", "node2")
+    servers.relisted("node2", [])
+    assert servers.networks_of("node0") == ("node1",)
+
+
+def test_a_leaving_hubs_run_takes_every_companion(clock):
+    s = schedule(clock)
+    s.changed("node0", now=clock.now, companions=("node1", "node2", "elsewhere"))
+    clock.advance(0.2)
+    assert s.take(now=clock.now) == [Run("node0", ("node1", "node2"))]
+
+
+def test_a_failover_due_later_runs_the_hub_and_its_network_then(clock):
+    s = schedule(clock)
+    s.recheck("node0", now=clock.now, after=5.0, companions=("node1",))
+    assert s.due("node0") == clock.now + 5.0
+    assert s.take(now=clock.advance(4.9)) == []
+    assert s.take(now=clock.advance(0.1)) == [Run("node0", ("node1",))]

@@ -175,7 +175,8 @@ def successor(*, candidates: Iterable[Mapping[str, Any]], subnet: str) -> tuple[
             continue
         address, entry = recorded
         key = entry.get("publicKey")
-        if role_of(entry) == CLIENT and is_client_address(address=address, subnet=subnet) and is_valid_key(key):
+        if role_of(entry) == CLIENT and is_client_address(address=address, subnet=subnet) \
+                and isinstance(key, str) and is_valid_key(key):
             rank = (candidate.get("status") != Status.CONNECTED, int(ipaddress.IPv4Address(address)))
             eligible.append((rank, candidate, address, key))
     if not eligible:

@@ -53,8 +53,12 @@ class Controller:
 
     def event(self, node: str, kind: str, event: str, obj: dict[str, Any]) -> None:
         with self._wake:
-            companion = self.servers.learn(node, event=event, obj=obj) if kind == SERVICES else None
-            self.schedule.changed(node, now=self._clock(), companion=companion)
+            companion: str | None = None
+            companions: tuple[str, ...] = ()
+            if kind == SERVICES:
+                companion = self.servers.learn(node, event=event, obj=obj)
+                companions = self.servers.hub_leaving(node, event=event, obj=obj)
+            self.schedule.changed(node, now=self._clock(), companion=companion, companions=companions)
             self._wake.notify()
 
     def start_watches(self, clients: Clients | None = None) -> None:
@@ -97,6 +101,10 @@ class Controller:
         finally:
             with self._wake:
                 retries = self.schedule.finished(run, now=self._clock(), outcomes=outcomes)
+                for name, outcome in outcomes.items():
+                    if outcome.recheck_in is not None:
+                        self.schedule.recheck(name, now=self._clock(), after=outcome.recheck_in,
+                                              companions=self.servers.networks_of(name))
                 self._gauges()
                 self._wake.notify()
         for name, delay in retries.items():

@@ -28,7 +28,7 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.set
 @dataclass(frozen=True)
 class RunResult:
     """What one run did: ``summary`` is the callback's, per node ``failed``, ``changed``,
-    ``services`` (name -> status) and ``errors``."""
+    ``services`` (name -> status), ``errors`` and ``recheck_in`` (when a failover is due)."""
 
     ok: bool
     seconds: float
@@ -42,7 +42,8 @@ class RunResult:
         for name in run.members:
             node = self.summary.get(name) or {}
             not_done = tuple(sorted(s for s, status in (node.get("services") or {}).items() if status in RETRY))
-            outcomes[name] = Outcome(failed=not self.ok or bool(node.get("failed")), not_done=not_done)
+            outcomes[name] = Outcome(failed=not self.ok or bool(node.get("failed")), not_done=not_done,
+                                     recheck_in=node.get("recheck_in"))
         return outcomes
 
 

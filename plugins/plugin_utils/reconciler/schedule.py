@@ -9,8 +9,11 @@ fake one.
 - A node is never in two runs at once (two agents on one node would race): a busy node
   stays due and is taken when its run has ended.
 - A run takes along its node's companions (the nodes serving the networks of its changed
-  dtServices, learnt by ``Servers``), except those busy in another run; runs with
+  dtServices, learnt by ``Servers``; for a hub being deleted, every other node of its
+  network, so a failover is served by one run), except those busy in another run; runs with
   companions are started first, and a companion that was due itself is served by them.
+- A node whose run says a hub's failover is due later (its pod is gone, the grace runs) is
+  due again then, with the other nodes of that hub's networks (``recheck``).
 - A node whose run failed is due again after 1, 2, 4, ... seconds, at most ``max_backoff``;
   one whose dtServices are not done yet (waiting on another node) likewise, at most
   ``NOT_DONE_CAP``.
@@ -73,6 +76,8 @@ class Outcome:
 
     failed: bool
     not_done: tuple[str, ...] = ()
+    # Seconds until a failover of a network this node serves is due (None: none is).
+    recheck_in: float | None = None
 
 
 @dataclass
@@ -93,13 +98,22 @@ class Schedule:
         self._runs = 0
         self._next_resync = now + timing.resync
 
-    def changed(self, node: str, *, now: float, companion: str | None = None) -> None:
+    def changed(self, node: str, *, now: float, companion: str | None = None,
+                companions: Iterable[str] = ()) -> None:
         """Something of ``node`` changed (an event, a fresh list); ``companion`` serves the
-        network of the changed dtService and goes into the node's next run."""
-        state = self._nodes[node]
-        if companion is not None and companion != node and companion in self._nodes:
-            state.companions.add(companion)
+        network of the changed dtService, ``companions`` are the other nodes of a network
+        whose hub is leaving: they go into the node's next run."""
+        self._join(node, [companion, *companions])
         self._due(node, now + self.timing.debounce)
+
+    def recheck(self, node: str, *, now: float, after: float, companions: Iterable[str] = ()) -> None:
+        """``node`` is due in ``after`` seconds, with ``companions`` (a failover falls due then)."""
+        self._join(node, companions)
+        self._due(node, now + max(after, self.timing.debounce))
+
+    def _join(self, node: str, companions: Iterable[str | None]) -> None:
+        state = self._nodes[node]
+        state.companions.update(c for c in companions if c is not None and c != node and c in self._nodes)
 
     def take(self, *, now: float) -> list[Run]:
         """The runs to start now (their nodes become busy until ``finished``)."""
@@ -184,18 +198,25 @@ class Schedule:
 
 
 class Servers:
-    """Which node serves each network, learnt from the dtService events themselves.
+    """Which node serves each network, and which nodes hold its dtServices, learnt from the
+    dtService events themselves.
 
     A server's own dtService has no ``spec.server`` and lists itself with the role
     ``server`` in ``peers``; networks are named after their dtServices."""
 
     def __init__(self) -> None:
         self._by_network: dict[str, str] = {}
+        self._members: dict[str, set[str]] = {}
 
     def learn(self, node: str, *, event: str, obj: Mapping[str, Any]) -> str | None:
         """Take in one event of a dtService in ``node``'s namespace; return the node serving
         its network when that is another node (to be reconciled in the same run)."""
         name = obj["metadata"]["name"]
+        members = self._members.setdefault(name, set())
+        if event == "DELETED":
+            members.discard(node)
+        else:
+            members.add(node)
         if event != "DELETED" and _serves(obj):
             self._by_network[name] = node
         elif self._by_network.get(name) == node:
@@ -203,11 +224,26 @@ class Servers:
         server = self._by_network.get(name)
         return server if server not in (None, node) else None
 
+    def hub_leaving(self, node: str, *, event: str, obj: Mapping[str, Any]) -> tuple[str, ...]:
+        """When the event shows a hub's dtService being deleted (or deleted), the other nodes
+        of its network: its failover hands the network to one of them and moves the rest, so
+        all of them are reconciled in the same run."""
+        if not _serves(obj) or not (event == "DELETED" or obj["metadata"].get("deletionTimestamp")):
+            return ()
+        return tuple(sorted(self._members.get(obj["metadata"]["name"], set()) - {node}))
+
+    def networks_of(self, node: str) -> tuple[str, ...]:
+        """The other nodes of the networks ``node`` serves."""
+        return tuple(sorted({member for name, server in self._by_network.items() if server == node
+                             for member in self._members.get(name, set())} - {node}))
+
     def relisted(self, node: str, objects: Iterable[Mapping[str, Any]]) -> None:
-        """A fresh LIST of ``node``'s dtServices: what it no longer serves is forgotten (its
-        deletion may have happened while nobody watched)."""
+        """A fresh LIST of ``node``'s dtServices: what it no longer serves or holds is
+        forgotten (its deletion may have happened while nobody watched)."""
         for name in [n for n, server in self._by_network.items() if server == node]:
             del self._by_network[name]
+        for members in self._members.values():
+            members.discard(node)
         for obj in objects:
             self.learn(node, event="ADDED", obj=obj)
 
