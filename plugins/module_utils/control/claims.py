@@ -108,11 +108,18 @@ def join_network(view: PassView, *, service: dict, domain: contract.Domain, entr
         hub = view.update_service(hub_node, name, claim, shared=shared)
     address = claimed["address"]
 
+    record_client(view, node=view.node, name=name, entry=entry, table=hub["peers"], address=address)
+    return address
+
+
+def record_client(view: PassView, *, node: contract.NodeRef, name: str, entry: dict, table: dict,
+                  address: str) -> None:
+    """Record the hub (as ``entry`` and its ``table`` name it) and the client's ``address`` in
+    the ``peers`` and ``spec.server`` of the client on ``node``."""
     def record(current: dict) -> dict:
         body = copy.deepcopy(current)
         body["peers"], body["spec"]["server"] = plan.client_fields(
-            hub_table=hub["peers"], subnet=entry["subnet"], endpoint=entry["endpoint"], own_address=address,
-            hub_address=hub_address)
+            hub_table=table, subnet=entry["subnet"], endpoint=entry["endpoint"], own_address=address,
+            hub_address=registry_rules.hub_address(entry))
         return body
-    view.update_service(view.node, name, record)
-    return address
+    view.update_service(node, name, record)

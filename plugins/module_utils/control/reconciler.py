@@ -33,7 +33,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules import a
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
 
-RECHECK_SLACK_SECONDS = 1.0
+RECHECK_SLACK_SECONDS = 0.2
 
 
 @dataclass
@@ -188,7 +188,8 @@ class NodeReconciler:
                           pod_labels=plan.pod_labels(uid=uid, role=role))
         problem = pod_rules.judge(pod, selector=spec["podSelector"], served_nodes=self.node.served_nodes)
         if role == contract.SERVER:
-            outcome.recheck_in = self._hub_absence(service, domain=domain, entry=entry, present=problem is None)
+            outcome.recheck_in = self._hub_absence(service, domain=domain, entry=entry, present=problem is None,
+                                                   asked=pod_rules.deletion_asked(pod))
             if outcome.recheck_in == 0 and not handed_over:
                 registry.hand_over(self.view, domain=domain, name=name)
                 return self._place_in_network(self.view.service_on(self.node, name) or service, pods=pods,
@@ -200,10 +201,12 @@ class NodeReconciler:
             outcome.status = Status.CONNECTED
         return outcome
 
-    def _hub_absence(self, service: dict, *, domain: contract.Domain, entry: dict, present: bool) -> float | None:
-        """For a hub: record in the registry when its pod went (only while it serves clients)
-        and clear that when the pod is back; the seconds left of the grace (0: hand the
-        network over now), or None while nothing is to happen."""
+    def _hub_absence(self, service: dict, *, domain: contract.Domain, entry: dict, present: bool,
+                     asked: float | None) -> float | None:
+        """For a hub: record in the registry when its pod went (when its deletion was
+        ``asked``, else now; only while it serves clients) and clear that when the pod is
+        back; the seconds left of the grace (0: hand the network over now), or None while
+        nothing is to happen."""
         name, own_id = service["metadata"]["name"], contract.peer_id(uid=service["metadata"]["uid"])
         if present:
             if registry_rules.ABSENT_SINCE in entry:
@@ -215,8 +218,9 @@ class NodeReconciler:
         now = time.time()
         left = registry_rules.failover_in(entry, grace=domain.failover_grace_seconds, now=now)
         if left is None:
+            since = now if asked is None else min(asked, now)
             registry.record_absence(self.view, domain=domain, name=name, own_id=own_id,
-                                    since=registry_rules.timestamp(now))
-            left = float(domain.failover_grace_seconds)
-        # Whole seconds are recorded: a look a moment after the grace finds it over.
+                                    since=registry_rules.timestamp(since))
+            left = since + domain.failover_grace_seconds - now
+        # Whole seconds are recorded (rounded down): a look a moment after the grace finds it over.
         return 0.0 if left <= 0 else left + RECHECK_SLACK_SECONDS

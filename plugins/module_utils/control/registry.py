@@ -132,8 +132,16 @@ def hand_over(view: PassView, *, domain: contract.Domain, name: str, leaving: st
             continue
         if chosen is None:
             return None
-        claims.install_table(view, node=view.member_node(member), name=name, domain=domain, entry=networks[name],
-                             public_key=public_key, base=(old_hub or {}).get("peers") or {})
+        table = claims.install_table(view, node=view.member_node(member), name=name, domain=domain,
+                                     entry=networks[name], public_key=public_key,
+                                     base=(old_hub or {}).get("peers") or {})["peers"]
+        # The other clients' objects name the new hub at once: their nodes' watches see it, so
+        # their interfaces follow even when this pass does not configure them.
+        for other_member, other in found:
+            address_there = plan.address_in_table(table=table, uid=other["metadata"]["uid"])
+            if other is not successor and address_there is not None:
+                claims.record_client(view, node=view.member_node(other_member), name=name, entry=networks[name],
+                                     table=table, address=address_there)
         return networks[name]
     raise plan.PlanError(Status.FAILED, f"the registry of dtDomain {domain.name} kept changing while network "
                          f"{name} was handed to a new hub; gave up after {MAX_ATTEMPTS} attempts")
