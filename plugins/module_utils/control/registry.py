@@ -112,7 +112,8 @@ def hand_over(view: PassView, *, domain: contract.Domain, name: str, leaving: st
         old_node = view.member_node(domain.member(name=entry["server"]["node"]) or domain.home)
         old_hub = view.service_on(old_node, name)
         found, _everyone_answered = claims.live_members(view, name, domain, hub_node=old_node.name)
-        chosen = plan.successor(candidates=[service for _member, service in found], subnet=entry["subnet"])
+        chosen = plan.successor(candidates=[service for _member, service in found], subnet=entry["subnet"],
+                                table=(old_hub or {}).get("peers") or {})
         if chosen is None:
             del networks[name]
         else:

@@ -162,18 +162,25 @@ def client_fields(*, hub_table: Mapping[str, Any], subnet: str, endpoint: str, o
     return peers, {"endpoint": endpoint, "peer": subnet, "publicKey": hub["publicKey"]}
 
 
-def successor(*, candidates: Iterable[Mapping[str, Any]], subnet: str) -> tuple[Mapping[str, Any], str, str] | None:
+def successor(*, candidates: Iterable[Mapping[str, Any]], subnet: str,
+              table: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str] | None:
     """The client that becomes the hub when the hub is gone, with its address and public key:
-    of the ``candidates`` (the network's live clients) that recorded a client address of the
-    subnet and a key, a Connected one before the others (its pod has a working interface),
-    then the lowest address. Every provisioner that looks picks the same one, so racing
+    of the ``candidates`` (the network's live clients), a Connected one before the others (its
+    pod has a working interface), then the lowest address. The address and key are the ones
+    the old hub's ``table`` gives the client; what a client recorded for itself (its owner's
+    to edit) counts only when the table is lost or does not list it, and never an address the
+    table gives another peer. Every provisioner that looks picks the same one, so racing
     failovers agree."""
     eligible = []
     for candidate in candidates:
-        recorded = self_entry(candidate)
-        if recorded is None:
-            continue
-        address, entry = recorded
+        listed = address_in_table(table=table, uid=candidate["metadata"]["uid"])
+        if listed is not None:
+            address, entry = listed, table[listed]
+        else:
+            recorded = self_entry(candidate)
+            if recorded is None or recorded[0] in table:
+                continue
+            address, entry = recorded
         key = entry.get("publicKey")
         if role_of(entry) == CLIENT and is_client_address(address=address, subnet=subnet) \
                 and isinstance(key, str) and is_valid_key(key):
