@@ -14,6 +14,8 @@ fake one.
   companions are started first, and a companion that was due itself is served by them.
 - A node whose run says a hub's failover is due later (its pod is gone, the grace runs) is
   due again then, with the other nodes of that hub's networks (``recheck``).
+- A failover's run (a leaving hub's, a recheck's) waits for its companions that are busy, at
+  most ``HOLD_CAP``: run without them, the hub would go while its clients are not moved.
 - A node whose run failed is due again after 1, 2, 4, ... seconds, at most ``max_backoff``;
   one whose dtServices are not done yet (waiting on another node) likewise, at most
   ``NOT_DONE_CAP``.
@@ -36,6 +38,8 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
 NOT_DONE_CAP = 10.0
 WATCH_BACKOFF_FIRST = 1.0
 WATCH_BACKOFF_CAP = 30.0
+# The longest a failover's run waits for its busy companions before it runs without them.
+HOLD_CAP = 30.0
 # A watch stream that ends this soon without delivering anything counts as a failure, so a
 # server that closes every stream at once is not watched again in a tight loop.
 WATCH_HEALTHY_AFTER = 5.0
@@ -84,6 +88,9 @@ class Outcome:
 class _Node:
     due: float | None = None
     companions: set[str] = field(default_factory=set)
+    # Companions the next run waits for while they are busy (a failover's), since ``held_since``.
+    hold: set[str] = field(default_factory=set)
+    held_since: float | None = None
     busy: bool = False
     failures: int = 0
     waits: int = 0
@@ -102,18 +109,29 @@ class Schedule:
                 companions: Iterable[str] = ()) -> None:
         """Something of ``node`` changed (an event, a fresh list); ``companion`` serves the
         network of the changed dtService, ``companions`` are the other nodes of a network
-        whose hub is leaving: they go into the node's next run."""
-        self._join(node, [companion, *companions])
+        whose hub is leaving: they go into the node's next run, which waits for them."""
+        self._join(node, [companion])
+        self._join(node, companions, hold=True, now=now)
         self._due(node, now + self.timing.debounce)
 
     def recheck(self, node: str, *, now: float, after: float, companions: Iterable[str] = ()) -> None:
-        """``node`` is due in ``after`` seconds, with ``companions`` (a failover falls due then)."""
-        self._join(node, companions)
+        """``node`` is due in ``after`` seconds, with ``companions`` (a failover falls due
+        then), which its run waits for."""
+        self._join(node, companions, hold=True, now=now + after)
         self._due(node, now + max(after, self.timing.debounce))
 
-    def _join(self, node: str, companions: Iterable[str | None]) -> None:
+    def _join(self, node: str, companions: Iterable[str | None], *, hold: bool = False, now: float = 0.0) -> None:
         state = self._nodes[node]
-        state.companions.update(c for c in companions if c is not None and c != node and c in self._nodes)
+        joined = {c for c in companions if c is not None and c != node and c in self._nodes}
+        state.companions |= joined
+        if hold and joined:
+            state.hold |= joined
+            state.held_since = now if state.held_since is None else min(state.held_since, now)
+
+    def _held(self, state: _Node, *, now: float) -> bool:
+        """Whether the node's run waits for a busy companion now."""
+        return any(self._nodes[c].busy for c in state.hold) and state.held_since is not None \
+            and now < state.held_since + HOLD_CAP
 
     def take(self, *, now: float) -> list[Run]:
         """The runs to start now (their nodes become busy until ``finished``)."""
@@ -130,10 +148,11 @@ class Schedule:
             if self._runs >= self.timing.parallel_runs:
                 break
             state = self._nodes[name]
-            if state.busy:  # taken along by a run of this round
+            if state.busy or self._held(state, now=now):  # taken along by a run of this round, or waiting
                 continue
             companions = tuple(sorted(c for c in state.companions if not self._nodes[c].busy))
             state.due, state.companions, state.busy = None, set(), True
+            state.hold, state.held_since = set(), None
             members = {name, *companions}
             for companion in companions:
                 other = self._nodes[companion]
@@ -141,7 +160,7 @@ class Schedule:
                 # The run reconciles the companion whole: what made it due is served too,
                 # unless that needs a node of its own that this run does not take.
                 if other.due is not None and other.companions <= members:
-                    other.due, other.companions = None, set()
+                    other.due, other.companions, other.hold, other.held_since = None, set(), set(), None
             self._runs += 1
             runs.append(Run(node=name, companions=companions))
         return runs
@@ -172,7 +191,10 @@ class Schedule:
         """Seconds until ``take`` may have something to start (0: now)."""
         candidates = [self._next_resync]
         if self._runs < self.timing.parallel_runs:
-            candidates += [s.due for s in self._nodes.values() if s.due is not None and not s.busy]
+            # A run held for busy companions is started when they finish (which wakes the
+            # loop), or at the cap.
+            candidates += [s.due if not self._held(s, now=now) else max(s.due, (s.held_since or now) + HOLD_CAP)
+                           for s in self._nodes.values() if s.due is not None and not s.busy]
         return max(0.0, min(candidates) - now)
 
     def due(self, node: str) -> float | None:
@@ -207,6 +229,7 @@ class Servers:
     def __init__(self) -> None:
         self._by_network: dict[str, str] = {}
         self._members: dict[str, set[str]] = {}
+        self._leaving: set[tuple[str, str]] = set()
 
     def learn(self, node: str, *, event: str, obj: Mapping[str, Any]) -> str | None:
         """Take in one event of a dtService in ``node``'s namespace; return the node serving
@@ -227,10 +250,19 @@ class Servers:
     def hub_leaving(self, node: str, *, event: str, obj: Mapping[str, Any]) -> tuple[str, ...]:
         """When the event shows a hub's dtService being deleted (or deleted), the other nodes
         of its network: its failover hands the network to one of them and moves the rest, so
-        all of them are reconciled in the same run."""
+        all of them are reconciled in the same run. Once per deletion: the DELETED event that
+        ends a deletion already seen under way brings nobody."""
+        name = obj["metadata"]["name"]
+        if event == "DELETED" and (node, name) in self._leaving:
+            self._leaving.discard((node, name))
+            return ()
         if not _serves(obj) or not (event == "DELETED" or obj["metadata"].get("deletionTimestamp")):
             return ()
-        return tuple(sorted(self._members.get(obj["metadata"]["name"], set()) - {node}))
+        if event != "DELETED":
+            if (node, name) in self._leaving:
+                return ()
+            self._leaving.add((node, name))
+        return tuple(sorted(self._members.get(name, set()) - {node}))
 
     def networks_of(self, node: str) -> tuple[str, ...]:
         """The other nodes of the networks ``node`` serves."""
