@@ -18,6 +18,7 @@ name) sorts later gives its port up and is registered again. What an entry holds
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 from collections.abc import Iterator
@@ -27,6 +28,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils import contrac
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.control import claims
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import MAX_ATTEMPTS, PassView
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Conflict
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, plan
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
@@ -146,11 +148,13 @@ def hand_over(view: PassView, *, domain: contract.Domain, name: str, leaving: st
                                      base=(old_hub or {}).get("peers") or {})["peers"]
         # The other clients' objects name the new hub at once: their nodes' watches see it, so
         # their interfaces follow even when this pass does not configure them.
+        # A client whose API server does not answer records it in its own next pass.
         for other_member, other in found:
             address_there = plan.address_in_table(table=table, uid=other["metadata"]["uid"])
             if other is not successor and address_there is not None:
-                claims.record_client(view, node=view.member_node(other_member), name=name, entry=networks[name],
-                                     table=table, address=address_there)
+                with contextlib.suppress(ApiError):
+                    claims.record_client(view, node=view.member_node(other_member), name=name,
+                                         entry=networks[name], table=table, address=address_there)
         return networks[name]
     raise plan.PlanError(Status.FAILED, f"the registry of dtDomain {domain.name} kept changing while network "
                          f"{name} was handed to a new hub; gave up after {MAX_ATTEMPTS} attempts")
