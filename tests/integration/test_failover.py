@@ -182,6 +182,7 @@ def test_a_hub_pod_gone_for_good_is_replaced_after_the_grace(fed, record_propert
     # Not before the grace (the pod might have come back on its node); it counts from the
     # deletion, recorded in whole seconds.
     assert handed >= GRACE - 1
+
     # The old hub's dtService stays, a client now (at an address of its own) waiting for a pod.
     def waiting_client() -> dict | None:
         service = get(bed, "node0", "podgone")

@@ -116,8 +116,9 @@ def hand_over(view: PassView, *, domain: contract.Domain, name: str, leaving: st
             return None
         networks = dict(registry_rules.networks_of(home_obj))
         entry = networks.get(name)
-        if entry is None or (entry["server"]["id"] != leaving and not hub_gone(view, domain=domain, name=name,
-                                                                              entry=entry)):
+        if entry is None:
+            return None
+        if entry["server"]["id"] != leaving and not hub_gone(view, domain=domain, name=name, entry=entry):
             return entry
         old_node = view.member_node(domain.member(name=entry["server"]["node"]) or domain.home)
         old_hub = view.service_on(old_node, name)
