@@ -20,8 +20,9 @@ import os
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,12 +67,22 @@ class KubeconfigError(ValueError):
 
 @dataclass
 class Endpoint:
-    """Where one kubeconfig context points, and how to authenticate there."""
+    """Where one kubeconfig context points, and how to authenticate there.
+
+    ``tls`` makes a new SSL context (None: plain HTTP) rather than holding one: urllib3
+    rewrites the context it is given on every connection it opens (ALPN, ``verify_mode``),
+    which is not safe while another thread opens a connection from the same context, so each
+    thread's pool gets a context of its own (``ApiClient``)."""
 
     server: str
-    ssl_context: ssl.SSLContext | None
+    tls: Callable[[], ssl.SSLContext] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     server_name: str | None = None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A new SSL context for this endpoint, for one thread's use."""
+        return self.tls() if self.tls is not None else None
 
 
 def load_endpoint(*, kubeconfig: str | None = None, context: str | None = None) -> Endpoint:
@@ -95,10 +106,11 @@ def load_endpoint(*, kubeconfig: str | None = None, context: str | None = None) 
     ctx = _named(document, "contexts", name, path)["context"]
     cluster = _named(document, "clusters", ctx.get("cluster"), path)["cluster"]
     user = _named(document, "users", ctx.get("user"), path)["user"] if ctx.get("user") else {}
-    tls = _tls_context(cluster, base)
-    endpoint = Endpoint(server=cluster["server"].rstrip("/"), ssl_context=tls,
-                        server_name=cluster.get("tls-server-name"))
-    _authenticate(endpoint, user, base)
+    endpoint = Endpoint(server=cluster["server"].rstrip("/"), server_name=cluster.get("tls-server-name"))
+    certificate = _authenticate(endpoint, user, base)
+    if cluster.get("server", "").startswith("https"):
+        endpoint.tls = _tls_factory(cluster, base, certificate)
+        endpoint.tls()  # a kubeconfig whose CA or certificate cannot be loaded fails here, not in a thread
     return endpoint
 
 
@@ -113,33 +125,45 @@ def _file(value: str, base: Path) -> str:
     return str((base / Path(value).expanduser()).resolve())
 
 
-def _tls_context(cluster: Mapping[str, Any], base: Path) -> ssl.SSLContext | None:
-    if not cluster.get("server", "").startswith("https"):
-        return None
-    # Verifying against the cluster's own CA alone: loading the system's CA store as well
-    # would cost tens of milliseconds per connection and trust more than the kubeconfig says.
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if cluster.get("insecure-skip-tls-verify"):
-        tls.check_hostname = False
-        tls.verify_mode = ssl.CERT_NONE
-    elif cluster.get("certificate-authority-data"):
-        tls.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
-    elif cluster.get("certificate-authority"):
-        tls.load_verify_locations(cafile=_file(cluster["certificate-authority"], base))
-    else:
-        tls.load_default_certs()
-    return tls
+def _tls_factory(cluster: Mapping[str, Any], base: Path,
+                 certificate: Mapping[str, Any] | None) -> Callable[[], ssl.SSLContext]:
+    """What makes the endpoint's SSL contexts: the cluster's CA (or none, when the kubeconfig
+    says not to verify) and the user's client certificate, read once."""
+    ca_data = base64.b64decode(cluster["certificate-authority-data"]).decode() \
+        if cluster.get("certificate-authority-data") else None
+    ca_file = _file(cluster["certificate-authority"], base) \
+        if cluster.get("certificate-authority") and not ca_data else None
+    insecure = bool(cluster.get("insecure-skip-tls-verify"))
+
+    def make() -> ssl.SSLContext:
+        # Verifying against the cluster's own CA alone: loading the system's CA store as well
+        # would cost tens of milliseconds per connection and trust more than the kubeconfig says.
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if insecure:
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE
+        elif ca_data or ca_file:
+            tls.load_verify_locations(cafile=ca_file, cadata=ca_data)
+        else:
+            tls.load_default_certs()
+        if certificate:
+            _load_client_certificate(tls, certificate, base)
+        return tls
+
+    return make
 
 
-def _authenticate(endpoint: Endpoint, user: Mapping[str, Any], base: Path) -> None:
+def _authenticate(endpoint: Endpoint, user: Mapping[str, Any], base: Path) -> Mapping[str, Any] | None:
+    """Set the endpoint's headers; returns the user's client certificate stanza, if any."""
     if user.get("auth-provider"):
         raise KubeconfigError("the kubeconfig user uses an auth-provider, which Kubernetes retired; "
                               "use its exec credential plugin instead")
     if user.get("exec"):
         user = {**user, **_exec_credential(user["exec"], base)}
-    cert = user.get("client-certificate-data") or user.get("client-certificate")
-    if cert and endpoint.ssl_context is not None:
-        _load_client_certificate(endpoint.ssl_context, user, base)
+    certificate = None
+    if user.get("client-certificate-data") or user.get("client-certificate"):
+        certificate = {key: user[key] for key in ("client-certificate-data", "client-key-data",
+                                                  "client-certificate", "client-key") if key in user}
     token = user.get("token")
     if not token and user.get("tokenFile"):
         token = Path(_file(user["tokenFile"], base)).read_text().strip()
@@ -148,6 +172,7 @@ def _authenticate(endpoint: Endpoint, user: Mapping[str, Any], base: Path) -> No
     elif user.get("username"):
         pair = f"{user['username']}:{user.get('password', '')}".encode()
         endpoint.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+    return certificate
 
 
 def _load_client_certificate(tls: ssl.SSLContext, user: Mapping[str, Any], base: Path) -> None:
@@ -196,24 +221,34 @@ def _exec_credential(spec: Mapping[str, Any], base: Path) -> dict[str, str]:
 
 def _in_cluster() -> Endpoint:
     host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    tls = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT_DIR / "ca.crt"))
+    ca_file = str(SERVICE_ACCOUNT_DIR / "ca.crt")
     token = (SERVICE_ACCOUNT_DIR / "token").read_text().strip()
     host = f"[{host}]" if ":" in host else host
-    return Endpoint(server=f"https://{host}:{port}", ssl_context=tls, headers={"Authorization": f"Bearer {token}"})
+    return Endpoint(server=f"https://{host}:{port}", tls=lambda: ssl.create_default_context(cafile=ca_file),
+                    headers={"Authorization": f"Bearer {token}"})
 
 
 class ApiClient:
-    """JSON requests to one API server; thread-safe (a urllib3 pool of keep-alive connections)."""
+    """JSON requests to one API server; thread-safe: each thread has a urllib3 pool of
+    keep-alive connections and an SSL context of its own (``Endpoint``), made on its first
+    request, so no connection, SSL object or context is ever used by two threads."""
 
     def __init__(self, endpoint: Endpoint) -> None:
         if IMPORT_ERROR is not None:
             raise IMPORT_ERROR
         self.endpoint = endpoint
-        scheme = urlsplit(endpoint.server).scheme
-        options: dict[str, Any] = {"maxsize": 16, "timeout": urllib3.Timeout(**TIMEOUT), "retries": False}
-        if scheme == "https":
-            options.update(ssl_context=endpoint.ssl_context, server_hostname=endpoint.server_name)
-        self._pool = urllib3.PoolManager(**options)
+        self._https = urlsplit(endpoint.server).scheme == "https"
+        self._local = threading.local()
+
+    @property
+    def _pool(self) -> urllib3.PoolManager:
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            options: dict[str, Any] = {"maxsize": 4, "timeout": urllib3.Timeout(**TIMEOUT), "retries": False}
+            if self._https:
+                options.update(ssl_context=self.endpoint.ssl_context, server_hostname=self.endpoint.server_name)
+            pool = self._local.pool = urllib3.PoolManager(**options)
+        return pool
 
     def request(self, method: str, path: str, *, body: Any = None, query: Mapping[str, str] | None = None,
                 content_type: str = "application/json") -> dict:

@@ -1,0 +1,57 @@
+"""One ``ApiClient`` used from many threads at once against a real kube-apiserver of the bed.
+
+urllib3 (2.x) sets ALPN, ``verify_mode`` and sometimes ``check_hostname`` on the SSL context
+it is given each time it opens a connection; when threads share one context, a thread's
+``set_alpn_protocols`` frees the context's protocol list while another thread's ``SSL_new``
+(which runs without the GIL) copies it, and that ClientHello carries garbage: the server
+answers with a ``decode_error`` alert (``TLSV1_ALERT_DECODE_ERROR``), now and then. Fresh
+threads make fresh connections, so bursts of new threads through one client are what found it.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import API_VERSION
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, load_endpoint
+
+pytestmark = pytest.mark.integration
+
+THREADS = 32
+ROUNDS = 25
+REQUESTS = 4
+
+
+def test_one_client_many_threads_never_breaks_tls(bed_factory):
+    bed = bed_factory(nodes=1)
+    node = bed.node("node0")
+    api = ApiClient(load_endpoint(kubeconfig=node.kubeconfig))
+    paths = [f"/api/v1/namespaces/{node.namespace}/pods",
+             f"/apis/{API_VERSION}/namespaces/{node.namespace}/dtservices",
+             f"/apis/{API_VERSION}/namespaces/{node.namespace}/dtdomains"]
+    errors: list[str] = []
+    answered = [0]
+    lock = threading.Lock()
+
+    def hammer(index: int) -> None:
+        for request in range(REQUESTS):
+            try:
+                listing = api.request("GET", paths[(index + request) % len(paths)])
+            except Exception as error:  # noqa: BLE001 - every failure is the finding
+                with lock:
+                    errors.append(repr(error)[:300])
+                continue
+            assert "items" in listing
+            with lock:
+                answered[0] += 1
+
+    for _round in range(ROUNDS):
+        # New threads each round: new connections, so TLS handshakes side by side.
+        threads = [threading.Thread(target=hammer, args=(i,)) for i in range(THREADS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == [], f"{len(errors)} of {THREADS * ROUNDS * REQUESTS} requests failed, first: {errors[:3]}"
+    assert answered[0] == THREADS * ROUNDS * REQUESTS
