@@ -4,8 +4,10 @@ urllib3 (2.x) sets ALPN, ``verify_mode`` and sometimes ``check_hostname`` on the
 it is given each time it opens a connection; when threads share one context, a thread's
 ``set_alpn_protocols`` frees the context's protocol list while another thread's ``SSL_new``
 (which runs without the GIL) copies it, and that ClientHello carries garbage: the server
-answers with a ``decode_error`` alert (``TLSV1_ALERT_DECODE_ERROR``), now and then. Fresh
-threads make fresh connections, so bursts of new threads through one client are what found it.
+answers with a ``decode_error`` alert (``TLSV1_ALERT_DECODE_ERROR``), now and then
+(python/cpython#141012). Fresh threads make fresh connections, so bursts of new threads through
+one client are what would find it; the race is rare, so this is a net, and
+``tests/unit/test_kubeapi.py`` checks the rule that rules it out (no context shared by threads).
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client im
 pytestmark = pytest.mark.integration
 
 THREADS = 32
-ROUNDS = 25
+ROUNDS = 60
 REQUESTS = 4
 
 
 def test_one_client_many_threads_never_breaks_tls(bed_factory):
     bed = bed_factory(nodes=1)
     node = bed.node("node0")
-    api = ApiClient(load_endpoint(kubeconfig=node.kubeconfig))
-    paths = [f"/api/v1/namespaces/{node.namespace}/pods",
-             f"/apis/{API_VERSION}/namespaces/{node.namespace}/dtservices",
-             f"/apis/{API_VERSION}/namespaces/{node.namespace}/dtdomains"]
+    # The admin's kubeconfig: the provisioner's rights come with deploy.yml, which this test needs not.
+    api = ApiClient(load_endpoint(kubeconfig=node.admin_kubeconfig))
+    paths = [f"/api/v1/namespaces/{node.namespace}/pods", "/api/v1/namespaces",
+             f"/apis/{API_VERSION.split('/')[0]}"]
     errors: list[str] = []
     answered = [0]
     lock = threading.Lock()
@@ -42,7 +44,7 @@ def test_one_client_many_threads_never_breaks_tls(bed_factory):
                 with lock:
                     errors.append(repr(error)[:300])
                 continue
-            assert "items" in listing
+            assert listing.get("kind") in ("PodList", "NamespaceList", "APIGroup")
             with lock:
                 answered[0] += 1
 

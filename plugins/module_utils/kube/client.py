@@ -45,6 +45,10 @@ TIMEOUT = {"connect": 10, "read": 60}
 # last resourceVersion); a stream silent for longer than that plus a margin has lost its server.
 WATCH_SECONDS = 300
 WATCH_SILENCE_MARGIN = 30
+# When set (by the reconciler daemon, for the processes of one run), the file every write
+# appends the version it made to: one JSON line [uid, resourceVersion]. The daemon tells the
+# watch events of its own runs' writes (echoes) from those of anybody else by it.
+WRITES_FILE = "DTSERVICE_WRITES_FILE"
 # 429 means "not now" (API priority and fairness, or a new CRD's storage still starting):
 # wait what the server asks, this many times, before giving up.
 BUSY_RETRIES = 30
@@ -268,7 +272,10 @@ class ApiClient:
             time.sleep(min(float(response.headers.get("Retry-After") or 1), 5))
         if response.status >= 300:
             raise _refusal(response)
-        return json.loads(response.data) if response.data else {}
+        answer = json.loads(response.data) if response.data else {}
+        if method != "GET" and os.environ.get(WRITES_FILE):
+            _record_write(os.environ[WRITES_FILE], answer)
+        return answer
 
     def watch(self, path: str, *, resource_version: str, timeout_seconds: int = WATCH_SECONDS,
               query: Mapping[str, str] | None = None) -> WatchStream:
@@ -291,6 +298,19 @@ class ApiClient:
             response.release_conn()
             raise refusal
         return WatchStream(response, resource_version=resource_version, server=self.endpoint.server)
+
+
+def _record_write(path: str, answer: Any) -> None:
+    meta = answer.get("metadata") if isinstance(answer, dict) else None
+    if not isinstance(meta, dict) or not meta.get("uid") or not meta.get("resourceVersion"):
+        return  # a Status (a deletion's answer): nothing whose echo could come
+    line = (json.dumps([meta["uid"], meta["resourceVersion"]]) + "\n").encode()
+    # One append of one short line: whole also when the run's processes write at once.
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(descriptor, line)
+    finally:
+        os.close(descriptor)
 
 
 class WatchStream:

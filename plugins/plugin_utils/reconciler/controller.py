@@ -24,6 +24,7 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.sch
     Run,
     Schedule,
     Servers,
+    Write,
 )
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import Settings
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.telemetry import metrics, say
@@ -54,8 +55,10 @@ class Controller:
     def event(self, node: str, kind: str, event: str, obj: dict[str, Any]) -> None:
         with self._wake:
             companion = self.servers.learn(node, event=event, obj=obj) if kind == SERVICES else None
-            self.schedule.changed(node, now=self._clock(), companion=companion)
-            self._wake.notify()
+            if self.schedule.changed(node, now=self._clock(), companion=companion, write=Write.of(obj)):
+                self._wake.notify()
+            else:
+                metrics().echoes.labels(node=node, kind=kind).inc()
 
     def start_watches(self, clients: Clients | None = None) -> None:
         clients = clients or Clients()
@@ -86,9 +89,10 @@ class Controller:
     def _work(self, run: Run) -> None:
         run_id = uuid.uuid4().hex[:12]
         outcomes = {name: Outcome(failed=True) for name in run.members}
+        written: frozenset[Write] = frozenset()
         try:
             result = self._run(settings=self.settings, run=run, run_id=run_id)
-            outcomes = result.outcomes(run)
+            outcomes, written = result.outcomes(run), result.written
             self._report(run, run_id, result, outcomes)
         except Exception as error:  # noqa: BLE001 - logged, and the nodes requeued below
             metrics().reconciles.labels(node=run.node, result="crashed").inc()
@@ -96,7 +100,7 @@ class Controller:
                 error=repr(error)[:300], exc_info=True)
         finally:
             with self._wake:
-                retries = self.schedule.finished(run, now=self._clock(), outcomes=outcomes)
+                retries = self.schedule.finished(run, now=self._clock(), outcomes=outcomes, written=written)
                 self._gauges()
                 self._wake.notify()
         for name, delay in retries.items():
@@ -110,7 +114,8 @@ class Controller:
         metrics().reconciles.labels(node=run.node, result="failed" if failed else "ok").inc()
         metrics().duration.labels(node=run.node).observe(result.seconds)
         say(logging.WARNING if failed else logging.INFO, "reconciled", node=run.node, run=run_id,
-            with_nodes=list(run.companions), seconds=round(result.seconds, 2), changed=node.get("changed", False),
+            with_nodes=list(run.companions), cause=run.cause, writes=len(result.written),
+            seconds=round(result.seconds, 2), changed=node.get("changed", False),
             failed=failed, timed_out=result.timed_out, services=node.get("services", {}),
             errors=node.get("errors", []),
             companions_failed=sorted(c for c in run.companions if outcomes[c].failed))
