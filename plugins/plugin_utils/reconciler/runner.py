@@ -71,7 +71,7 @@ def run_reconcile(*, settings: Settings, run: Run, run_id: str) -> RunResult:
     seconds = time.monotonic() - started
     timed_out = runner.status == "timeout"
     if timed_out:
-        _kill_marked(run_id)
+        kill_run(run_id)
     summary = json.loads(results.read_text()) if results.exists() and not timed_out else {}
     return RunResult(ok=runner.rc == 0 and not timed_out, seconds=seconds, timed_out=timed_out, summary=summary,
                      written=read_writes(writes))
@@ -100,7 +100,8 @@ def read_writes(path: Path) -> frozenset[Write]:
 RUN_MARK = contract.RUN_MARK
 
 
-def _kill_marked(run_id: str) -> None:
+def kill_run(run_id: str) -> None:
+    """SIGKILL every process of the run ``run_id`` (its run then ends, failed)."""
     mark = f"{RUN_MARK}={run_id}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

@@ -147,9 +147,7 @@ class Schedule:
     def take(self, *, now: float) -> list[Run]:
         """The runs to start now (their nodes become busy until ``finished``)."""
         if now >= self._next_resync:
-            for name in self._nodes:
-                self._due(name, now, cause="resync")
-            self._next_resync = now + self.timing.resync
+            self.resync(now=now)
         # Runs with companions first: a node due at the same time as its companion is then
         # served by the joint run rather than by one of its own beside it.
         ready = sorted((not state.companions, state.due, name) for name, state in self._nodes.items()
@@ -175,6 +173,12 @@ class Schedule:
             self._runs += 1
             runs.append(Run(node=name, companions=companions, cause=cause))
         return runs
+
+    def resync(self, *, now: float) -> None:
+        """Every node due now (a new leader's first runs: the old one may have died mid-run)."""
+        for name in self._nodes:
+            self._due(name, now, cause="resync")
+        self._next_resync = now + self.timing.resync
 
     def finished(self, run: Run, *, now: float, outcomes: Mapping[str, Outcome],
                  written: frozenset[Write] = frozenset()) -> dict[str, float]:

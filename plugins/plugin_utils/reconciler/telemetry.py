@@ -28,6 +28,8 @@ def metrics() -> Any:
         events=Counter("dtservice_watch_events_total", "Watch events seen", ["node", "kind", "type"]),
         echoes=Counter("dtservice_watch_echoes_total", "Watch events that were a run's own writes (no run started)",
                        ["node", "kind"]),
+        leader=Gauge("dtservice_reconciler_leader", "1 while this reconciler may start runs (it holds the Lease, "
+                     "or none is configured), else 0"),
         pending=Gauge("dtservice_nodes_pending", "Nodes waiting for a reconcile"),
         running=Gauge("dtservice_runs_running", "Reconcile runs in progress"))
 
