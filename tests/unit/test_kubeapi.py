@@ -152,7 +152,7 @@ def test_each_thread_has_a_pool_and_an_ssl_context_of_its_own(tmp_path):
         "client-certificate-data": base64.b64encode(cert).decode(),
         "client-key-data": base64.b64encode(key).decode()})))
     seen = []
-    threads = [threading.Thread(target=lambda: seen.append(api._pool)) for _ in range(3)]
+    threads = [threading.Thread(target=lambda: seen.append(api._pool)) for _thread in range(3)]
     for thread in threads:
         thread.start()
         thread.join()

@@ -103,13 +103,12 @@ class Elector:
                 "apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": self.lease.name},
                 "spec": {**spec, "acquireTime": now, "leaseTransitions": 0}})
             return
-        assert current is not None
-        old = current.get("spec") or {}
+        old = (current or {}).get("spec") or {}
         if action == TAKE:
             spec.update(acquireTime=now, leaseTransitions=int(old.get("leaseTransitions") or 0) + 1)
             say(logging.INFO, "taking the lease", lease=self.lease.name, identity=self.election.identity,
                 from_holder=old.get("holderIdentity") or None)
-        api.request("PUT", f"{self.path}/{self.lease.name}", body={**current, "spec": {**old, **spec}})
+        api.request("PUT", f"{self.path}/{self.lease.name}", body={**(current or {}), "spec": {**old, **spec}})
 
     def release(self) -> None:
         """Give the Lease up (this reconciler stops): another takes it on its next read."""
