@@ -111,6 +111,10 @@ def test_sigkill_of_the_leader_the_other_serves_an_apply_made_right_after(two):
     started = apply(bed, "node1", "joiner-pod", name="net")
     wait_for(lambda: connected(bed, "node1", "net"), timeout=120, what="the joiner Connected by B")
     took = time.monotonic() - started
+    # The run that wrote Connected logs itself when it has ended.
+    wait_for(lambda: [e for e in log_lines(two["b_log"]) if e["msg"] == "reconciled"
+                      and (e["services"].get("net") == "Connected" or "node1" in e.get("with_nodes", []))],
+             timeout=60, what="B's run to end")
     b_log = log_lines(two["b_log"])
     leading = next(e["ts"] for e in b_log if e["msg"] == "leading")
     runs = [e for e in b_log if e["msg"] == "reconciled"]

@@ -71,13 +71,15 @@ class Controller:
         with self._wake:
             if kind == SERVICES:
                 self.servers.relisted(node, items)
-            self.schedule.changed(node, now=self._clock())
+            self.schedule.changed(node, now=self._clock(), what=f"{kind} listed")
             self._wake.notify()
 
     def event(self, node: str, kind: str, event: str, obj: dict[str, Any]) -> None:
         with self._wake:
             companion = self.servers.learn(node, event=event, obj=obj) if kind == SERVICES else None
-            if self.schedule.changed(node, now=self._clock(), companion=companion, write=Write.of(obj)):
+            meta = obj.get("metadata") or {}
+            what = f"{kind}/{meta.get('name')}@{meta.get('resourceVersion')} {event}"
+            if self.schedule.changed(node, now=self._clock(), companion=companion, write=Write.of(obj), what=what):
                 self._wake.notify()
             else:
                 metrics().echoes.labels(node=node, kind=kind).inc()
@@ -168,7 +170,7 @@ class Controller:
         metrics().reconciles.labels(node=run.node, result="failed" if failed else "ok").inc()
         metrics().duration.labels(node=run.node).observe(result.seconds)
         say(logging.WARNING if failed else logging.INFO, "reconciled", node=run.node, run=run_id,
-            with_nodes=list(run.companions), cause=run.cause, writes=len(result.written),
+            with_nodes=list(run.companions), cause=run.cause, because=run.because, writes=len(result.written),
             seconds=round(result.seconds, 2), changed=node.get("changed", False),
             failed=failed, timed_out=result.timed_out, services=node.get("services", {}),
             errors=node.get("errors", []),

@@ -78,6 +78,7 @@ class _Change:
     at: float
     write: Write | None
     companion: str | None
+    what: str | None
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,10 @@ class Run:
     node: str
     companions: tuple[str, ...] = ()
     # Why the node was due: "change" (an event or a list), "retry" (its last run failed or
-    # was not done) or "resync"; for the log, not part of the run's identity.
+    # was not done) or "resync", and for a change what changed; for the log, not part of the
+    # run's identity.
     cause: str = field(default="change", compare=False)
+    because: str | None = field(default=None, compare=False)
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -111,6 +114,7 @@ class _Node:
     failures: int = 0
     waits: int = 0
     cause: str = "change"
+    because: str | None = None
     # Changes seen during the node's run, judged when it ends; the writes of its last run.
     held: list[_Change] = field(default_factory=list)
     written: frozenset[Write] = frozenset()
@@ -125,24 +129,27 @@ class Schedule:
         self._runs = 0
         self._next_resync = now + timing.resync
 
-    def changed(self, node: str, *, now: float, companion: str | None = None, write: Write | None = None) -> bool:
+    def changed(self, node: str, *, now: float, companion: str | None = None, write: Write | None = None,
+                what: str | None = None) -> bool:
         """Something of ``node`` changed: an event showing ``write`` (None: a fresh list);
         ``companion`` serves the network of the changed dtService and goes into the node's
-        next run. False when it is the echo of the node's last run, which changes nothing."""
+        next run; ``what`` names it in the log. False when it is the echo of the node's last
+        run, which changes nothing."""
         state = self._nodes[node]
+        change = _Change(at=now, write=write, companion=companion, what=what)
         if state.busy:
-            state.held.append(_Change(at=now, write=write, companion=companion))
+            state.held.append(change)
             return True
         if write is not None and write in state.written:
             return False
-        self._change(node, _Change(at=now, write=write, companion=companion))
+        self._change(node, change)
         return True
 
     def _change(self, node: str, change: _Change) -> None:
         state = self._nodes[node]
         if change.companion is not None and change.companion != node and change.companion in self._nodes:
             state.companions.add(change.companion)
-        self._due(node, change.at + self.timing.debounce)
+        self._due(node, change.at + self.timing.debounce, because=change.what)
 
     def take(self, *, now: float) -> list[Run]:
         """The runs to start now (their nodes become busy until ``finished``)."""
@@ -160,7 +167,7 @@ class Schedule:
             if state.busy:  # taken along by a run of this round
                 continue
             companions = tuple(sorted(c for c in state.companions if not self._nodes[c].busy))
-            cause = state.cause
+            cause, because = state.cause, state.because
             state.due, state.companions, state.busy = None, set(), True
             members = {name, *companions}
             for companion in companions:
@@ -171,7 +178,7 @@ class Schedule:
                 if other.due is not None and other.companions <= members:
                     other.due, other.companions = None, set()
             self._runs += 1
-            runs.append(Run(node=name, companions=companions, cause=cause))
+            runs.append(Run(node=name, companions=companions, cause=cause, because=because))
         return runs
 
     def resync(self, *, now: float) -> None:
@@ -231,10 +238,10 @@ class Schedule:
     def running(self) -> int:
         return self._runs
 
-    def _due(self, node: str, at: float, *, cause: str = "change") -> None:
+    def _due(self, node: str, at: float, *, cause: str = "change", because: str | None = None) -> None:
         state = self._nodes[node]
         if state.due is None or at < state.due:
-            state.due, state.cause = at, cause
+            state.due, state.cause, state.because = at, cause, because
 
 
 class Servers:
