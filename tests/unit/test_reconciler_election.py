@@ -4,8 +4,10 @@ controller, which starts no run while it follows and stops its runs when it stop
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,10 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.ele
     Held,
     LeaseTiming,
 )
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.lease import Elector
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.runner import RunResult
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import Settings
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import LeaseSettings, Settings
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.watches import Clients
 
 TIMING = LeaseTiming(duration=15, renew_deadline=10, retry_period=2)
 
@@ -149,3 +153,88 @@ def test_a_follower_starts_no_run_and_a_leader_that_runs_out_kills_its_runs(tmp_
         release.set()
         controller.stop()
         loop.join(timeout=5)
+
+
+class _LeaseServer(BaseHTTPRequestHandler):
+    """One Lease, as an API server keeps it: 404 before it exists, 409 for a stale version."""
+
+    protocol_version = "HTTP/1.1"
+    lease: dict | None = None
+    version = 0
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _answer(self, code: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _body(self) -> dict:
+        return json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+
+    def _store(self, body: dict) -> None:
+        cls = type(self)
+        cls.version += 1
+        cls.lease = {**body, "metadata": {**body["metadata"], "resourceVersion": str(cls.version)}}
+        self._answer(200, cls.lease)
+
+    def do_GET(self) -> None:
+        if self.lease is None:
+            self._answer(404, {"kind": "Status", "code": 404, "reason": "NotFound"})
+        else:
+            self._answer(200, self.lease)
+
+    def do_POST(self) -> None:
+        body = self._body()
+        if self.lease is not None:
+            self._answer(409, {"kind": "Status", "code": 409, "reason": "AlreadyExists"})
+        else:
+            self._store(body)
+
+    def do_PUT(self) -> None:
+        body = self._body()
+        if self.lease is None or body["metadata"].get("resourceVersion") != self.lease["metadata"]["resourceVersion"]:
+            self._answer(409, {"kind": "Status", "code": 409, "reason": "Conflict"})
+        else:
+            self._store(body)
+
+
+def test_two_electors_through_one_lease(tmp_path: Path):
+    _LeaseServer.lease, _LeaseServer.version = None, 0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _LeaseServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(json.dumps({
+        "current-context": "c", "users": [{"name": "u", "user": {"token": "t"}}],
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_port}"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}]}))
+    lease = LeaseSettings.from_dict({"namespace": "ns0", "kubeconfig": str(kubeconfig), "duration_seconds": 15,
+                                     "renew_deadline_seconds": 10, "retry_period_seconds": 2})
+    clock = Clock()
+    lock = threading.Condition()
+    a, b = (Elector(lease=lease, election=Election(name, timing=lease.timing), lock=lock, clients=Clients(),
+                    stopping=threading.Event(), clock=clock) for name in ("a", "b"))
+    try:
+        assert a.step() == CREATE and a.election.leading(now=clock())
+        assert b.step() == WAIT and not b.election.leading(now=clock())
+        clock.advance(2)
+        assert a.step() == RENEW
+        assert _LeaseServer.lease["spec"]["holderIdentity"] == "a"
+        assert b.step() == WAIT  # b sees the renew
+        clock.advance(14.9)  # a is gone; b saw its last renew 14.9 s ago
+        assert b.step() == WAIT
+        assert not a.election.leading(now=clock())  # a's own deadline passed long before
+        clock.advance(0.1)
+        assert b.step() == TAKE and b.election.leading(now=clock())
+        assert _LeaseServer.lease["spec"]["holderIdentity"] == "b"
+        assert _LeaseServer.lease["spec"]["leaseTransitions"] == 1
+        assert a.step() == WAIT and not a.election.leading(now=clock())
+        b.release()
+        assert not b.election.leading(now=clock())
+        assert a.step() == TAKE and a.election.leading(now=clock())  # a released Lease is taken at once
+    finally:
+        server.shutdown()
