@@ -43,6 +43,12 @@ interfaces:
     created: {description: The interface was made in this run, type: bool}
     peers_added: {description: Public keys of peers added, type: list}
     peers_removed: {description: Public keys of peers removed, type: list}
+    tunnels:
+      description:
+        - One entry per peer of the interface, as this run's probe read it (the reconciler daemon's
+          per-peer metrics); C(peer) is its overlay address, C(latest_handshake) epoch seconds (0 = never).
+      type: list
+      elements: dict
 removed:
   description: Node name -> interfaces removed from its pods (pod, interface).
   returned: always
