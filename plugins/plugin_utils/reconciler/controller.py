@@ -109,6 +109,11 @@ class Controller:
         failed = outcomes[run.node].failed
         metrics().reconciles.labels(node=run.node, result="failed" if failed else "ok").inc()
         metrics().duration.labels(node=run.node).observe(result.seconds)
+        for name in run.members:
+            done = result.summary.get(name) or {}
+            # A node whose pass failed as a whole read no interface: its last figures stay.
+            if not outcomes[name].failed or done.get("tunnels"):
+                metrics().tunnels.passed(name, done.get("tunnels") or {})
         say(logging.WARNING if failed else logging.INFO, "reconciled", node=run.node, run=run_id,
             with_nodes=list(run.companions), seconds=round(result.seconds, 2), changed=node.get("changed", False),
             failed=failed, timed_out=result.timed_out, services=node.get("services", {}),
