@@ -141,8 +141,8 @@ def read_interface(*, name: str, pod_netns: str) -> probe.LiveInterface | None:
 
 def _live_clamps(name: str, pod_netns: str) -> list[str]:
     """The interface's MSS clamp rules in the pod, as ``iptables -S`` prints them."""
-    proc = run([*probe.IPTABLES, "-S", probe.CLAMP_CHAIN], netns=pod_netns, check=False)
-    return [line.strip() for line in proc.stdout.splitlines() if f"-o {name} " in line and "-j TCPMSS" in line]
+    proc = run([*probe.IPTABLES, "-S"], netns=pod_netns, check=False)
+    return [line.strip() for line in proc.stdout.splitlines() if probe.is_clamp_of(line, name)]
 
 
 def interface_exists(*, name: str, pod_netns: str) -> bool:

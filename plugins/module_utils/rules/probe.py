@@ -28,13 +28,15 @@ __all__ = [
     "PROBE_NO_LINK",
     "PROBE_SCRIPT",
     "Changes",
-    "CLAMP_CHAIN",
+    "CLAMP_CHAINS",
+    "IPTABLES",
     "LiveInterface",
     "LivePeer",
     "Resolve",
     "diff_interface",
     "endpoint_matches",
     "forwarding_sysctl",
+    "is_clamp_of",
     "clamp_commands",
     "clamp_mss",
     "link_commands",
@@ -80,7 +82,7 @@ PROBE_SCRIPT = (
     'echo "#"; wg show "$1" dump || exit 65\n'
     'echo "#"; echo "4 $(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"\n'
     'echo "6 $(cat /proc/sys/net/ipv6/conf/all/forwarding 2>/dev/null)"\n'
-    'echo "#"; iptables -w 5 -t mangle -S POSTROUTING 2>/dev/null | grep -F -e "-o $1 " || true'
+    'echo "#"; iptables -w 5 -t mangle -S 2>/dev/null | grep -F -e "-o $1 " -e "-i $1 " || true'
 )
 # PROBE_SCRIPT's exit status when there is no such link.
 PROBE_NO_LINK = 64
@@ -170,9 +172,10 @@ def forwarding_sysctl(address: str) -> str:
     return "net.ipv4.ip_forward" if ipaddress.ip_interface(address).version == 4 else "net.ipv6.conf.all.forwarding"
 
 
-# The chain of the pod's mangle table holding each interface's clamp: it sees the SYNs the pod
-# sends and those a hub forwards between its clients.
-CLAMP_CHAIN = "POSTROUTING"
+# The pod's mangle chains holding an interface's clamps: POSTROUTING sees the SYNs the pod sends
+# into the interface and those a hub forwards between its clients; PREROUTING the SYNs that come
+# out of it, so the pod's own TCP sends segments the far side's underlay carries too.
+CLAMP_CHAINS = {"POSTROUTING": "-o", "PREROUTING": "-i"}
 IPTABLES = ["iptables", "-w", "5", "-t", "mangle"]
 # WireGuard's outer headers: IP (20 for IPv4, 40 for IPv6), UDP 8, WireGuard's own 32.
 _WG_OVERHEAD = {4: 60, 6: 80}
@@ -181,24 +184,27 @@ _TCP_IP_HEADERS = 40
 
 
 def clamp_mss(*, mtu: int, underlay_mtu: int | None, underlay_version: int = 4) -> int:
-    """The MSS a pod's TCP SYNs into the interface are clamped to: what fits the interface's MTU,
-    and inside WireGuard's packets on an underlay link whose MTU is smaller. Peers each clamp
-    their own SYNs, so each side is told a segment size the other side's underlay can carry."""
+    """The MSS a pod's TCP SYNs through the interface are clamped to: what fits the interface's
+    MTU, and inside WireGuard's packets on an underlay link whose MTU is smaller. Each peer
+    clamps with its own underlay link, so the smaller one wins on both sides of a connection."""
     fits = mtu if underlay_mtu is None else min(mtu, underlay_mtu - _WG_OVERHEAD[underlay_version])
     return max(fits - _TCP_IP_HEADERS, 536)
 
 
+def is_clamp_of(rule: str, name: str) -> bool:
+    """True if ``rule`` (as ``iptables -S`` prints it) is one of the interface's clamps."""
+    return "TCPMSS" in rule.split() and any(f" {flag} {name} " in f" {rule} " for flag in CLAMP_CHAINS.values())
+
+
 def clamp_commands(live: Sequence[str], *, name: str, mss: int | None) -> list[list[str]]:
-    """The iptables commands that leave exactly one clamp of the interface's SYNs to ``mss``
-    (none for ``mss=None``); ``live`` is what ``iptables -S`` prints of its clamp rules."""
-    wanted = (f"-A {CLAMP_CHAIN} -o {name} -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss {mss}"
-              if mss is not None else None)
-    if list(live) == ([wanted] if wanted else []):
+    """The iptables commands that leave exactly the interface's clamps to ``mss`` (none for
+    ``mss=None``); ``live`` is what ``iptables -S`` prints of its clamp rules."""
+    wanted = [f"-A {chain} {flag} {name} -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss {mss}"
+              for chain, flag in CLAMP_CHAINS.items()] if mss is not None else []
+    if sorted(live) == sorted(wanted):
         return []
     commands = [[*IPTABLES, "-D", *shlex.split(rule)[1:]] for rule in live]
-    if wanted:
-        commands.append([*IPTABLES, *shlex.split(wanted)])
-    return commands
+    return commands + [[*IPTABLES, *shlex.split(rule)] for rule in wanted]
 
 
 def link_commands(live: LiveInterface, *, name: str, address: str, mtu: int, forward: bool,
