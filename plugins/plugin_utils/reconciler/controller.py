@@ -23,6 +23,7 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.sch
     Outcome,
     Run,
     Schedule,
+    Seen,
     Servers,
 )
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import Settings
@@ -42,17 +43,21 @@ class Controller:
         self._wake = threading.Condition()
         self.schedule = Schedule([node.name for node in settings.nodes], timing=settings.timing, now=clock())
         self.servers = Servers()
+        self.seen = Seen()
 
     # -- what the watches see ------------------------------------------------------------
     def listed(self, node: str, kind: str, items: list[dict[str, Any]]) -> None:
         with self._wake:
             if kind == SERVICES:
                 self.servers.relisted(node, items)
+                self.seen.relisted(node, items)
             self.schedule.changed(node, now=self._clock())
             self._wake.notify()
 
     def event(self, node: str, kind: str, event: str, obj: dict[str, Any]) -> None:
         with self._wake:
+            if kind == SERVICES and not self.seen.worth_a_run(node, event=event, obj=obj):
+                return
             companion = self.servers.learn(node, event=event, obj=obj) if kind == SERVICES else None
             self.schedule.changed(node, now=self._clock(), companion=companion)
             self._wake.notify()
