@@ -90,6 +90,7 @@ def test_metrics_show_each_peer_and_bytes_grow_after_a_ping(daemon):
 
 def test_kubectl_get_prints_the_peers_and_the_newest_handshakes_age(daemon):
     bed, _url = daemon
+
     def columns(node: str) -> dict[str, str]:
         out = bed.kubectl(bed.node(node), "get", "dtservices", "-n", bed.node(node).namespace, admin=True).stdout
         header, row = out.splitlines()[:2]
@@ -143,8 +144,8 @@ def transfer(bed, *, port: int, stall: float) -> int:
     try:
         assert sink.stdout.readline().strip() == "ready"
         in_pod(bed, *HUB, sys.executable, "-c", SOURCE, CLIENT_ADDRESS, str(port), str(TEN_MB), str(stall + 5))
-        out, _ = sink.communicate(timeout=stall + 120)
-        return int(out.strip())
+        received = sink.communicate(timeout=stall + 120)[0]
+        return int(received.strip())
     finally:
         if sink.poll() is None:
             sink.kill()
