@@ -40,12 +40,18 @@ def daemon(bed_factory, tmp_path_factory):
     write_inventory(bed, path, services={}, daemon=True)
     inventory = json.loads(path.read_text())
     port = free_port()
-    inventory["federation"]["vars"].update(dtservice_daemon_metrics_port=port, dtservice_daemon_resync_seconds=5)
+    inventory["federation"]["vars"].update(dtservice_daemon_metrics_port=port, dtservice_daemon_resync_seconds=15)
     path.write_text(json.dumps(inventory))
     run_playbook(bed, "playbooks/deploy.yml", inventory=str(path))
-    for node, pod in (HUB, CLIENT):
-        apply(bed, node, pod)
-        wait_for(lambda node=node: connected(bed, node), timeout=90, what=f"{node} Connected")
+    try:
+        for node, pod in (HUB, CLIENT):
+            apply(bed, node, pod)
+            wait_for(lambda node=node: connected(bed, node), timeout=90, what=f"{node} Connected")
+    except AssertionError:
+        log = bed.dir / "reconciler" / "reconciler.log"
+        print("\n".join(log.read_text().splitlines()[-40:]) if log.exists() else "no daemon log")
+        print(json.dumps([get(bed, node) for node, _pod in (HUB, CLIENT)], indent=1))
+        raise
     return bed, f"http://127.0.0.1:{port}/metrics"
 
 
@@ -162,7 +168,7 @@ def test_a_10mb_tcp_transfer_completes_over_a_smaller_underlay_mtu(daemon, recor
         # veth too small for a frame drops it silently): a path-MTU black hole.
         subprocess.run(["ip", "-n", client_netns, "link", "set", "eth0", "mtu", str(SMALL_UNDERLAY_MTU)], check=True)
         started = time.monotonic()
-        # Until a pass reads the smaller link, the clamps are sized for 1500 (resync is 5 s).
+        # Until a pass reads the smaller link, the clamps are sized for 1500 (resync is 15 s).
         wait_for(lambda: all("--set-mss 1200" in rule for rule in clamps(bed, *CLIENT)), timeout=60,
                  what="node1's pass to clamp to the smaller link")
         record_property("seconds_to_reclamp", round(time.monotonic() - started, 1))
