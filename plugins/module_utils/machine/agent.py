@@ -275,7 +275,7 @@ class NodeAgent:
             outcome.tunnels = health.tunnel_figures(result["peers"], addresses=addresses)
             if self.check_mode:
                 return outcome
-            latest = result["latest_handshakes"].get(peers[0].public_key, 0)
+            latest = 0 if role == contract.SERVER else result["latest_handshakes"].get(peers[0].public_key, 0)
             if role == contract.SERVER or fresh(latest):
                 outcome.status = Status.CONNECTED
             else:
