@@ -12,7 +12,7 @@ nodes' objects are shared, one pass long (``view``).
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,11 +65,12 @@ def owned_fields(service: Mapping[str, Any]) -> dict[str, Any]:
 class NodeReconciler:
     """Provisions the dtServices in one node's namespace; reads are shared for one pass."""
 
-    def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef]) -> None:
+    def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
+                 ports_in_use: Callable[[], Collection[int]] | None = None) -> None:
         self.cluster = cluster
         self.node = node
         self.federation = federation
-        self.view = PassView(cluster=cluster, node=node, federation=federation)
+        self.view = PassView(cluster=cluster, node=node, federation=federation, ports_in_use=ports_in_use)
 
     def provision(self, *, only: set[str] | None = None, finalizer: bool = False) -> list[Outcome]:
         """Provision the node's dtServices (``only`` these, when given), oldest first; those

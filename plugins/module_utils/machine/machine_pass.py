@@ -16,7 +16,7 @@ nodes of the call go on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
 from ansible_collections.sightline.dtservice.plugins.module_utils.control import teardown
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import NodeReconciler, Outcome
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import describe
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import RuntimeViews
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 from ansible_collections.sightline.dtservice.plugins.module_utils.machine.agent import AgentOutcome, NodeAgent
@@ -32,11 +33,14 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules import p
 
 
 def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
-                    only: set[str] | None = None, finalizer: bool = True) -> tuple[list[Outcome], dict[str, Any]]:
+                    only: set[str] | None = None, finalizer: bool = True,
+                    ports_in_use: Callable[[], Collection[int]] | None = None) -> tuple[list[Outcome], dict[str, Any]]:
     """Reconcile the node's dtServices (``only`` these, when given) and, for a whole pass,
-    label its pods with their dtService roles; returns the outcomes and the label patches."""
-    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation).provision(
-        only=only, finalizer=finalizer)
+    label its pods with their dtService roles; returns the outcomes and the label patches.
+    ``ports_in_use`` tells the UDP ports other processes hold on the node's address (known on
+    its machine)."""
+    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation,
+                              ports_in_use=ports_in_use).provision(only=only, finalizer=finalizer)
     if only is not None:
         return outcomes, {}  # the pods' other dtServices were not looked at: their labels stay
     label_patches = plan.label_changes(pods=cluster.list_pods(node),
@@ -122,7 +126,9 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
         failed.update({name: result for name, result in results.items() if isinstance(result, NodeFailed)})
         return results
 
-    reconciled = phase(lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node, federation=federation))
+    # Run on the nodes' machine, the pass sees the sockets there: a hub avoids ports others hold.
+    reconciled = phase(lambda *, cluster, node: reconcile_phase(
+        cluster=cluster, node=node, federation=federation, ports_in_use=lambda: wggo.foreign_udp_ports(node.netns)))
     runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
     configured = phase(lambda *, cluster, node: configure_phase(
         cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
