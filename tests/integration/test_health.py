@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import run_playbook, write_inventory
+from conftest import kubectl_json, run_playbook, write_inventory
 from test_daemon_e2e import apply, connected, get, wait_for
 from test_dataplane_e2e import in_pod, ping
 
@@ -184,3 +184,27 @@ def test_a_10mb_tcp_transfer_completes_over_a_smaller_underlay_mtu(daemon, recor
         wait_for(lambda: len(clamps(bed, *CLIENT)) == 2, timeout=60, what="the clamps to be repaired")
     finally:
         subprocess.run(["ip", "-n", client_netns, "link", "set", "eth0", "mtu", "1500"], check=True)
+
+
+def test_a_tunnel_past_the_reject_window_is_reported_and_repaired(daemon):
+    """The hub's answers to node1 are dropped on node1's underlay link: once its newest
+    handshake is older than 180 s, a pass gives the client a HandshakeStale Event, a fresh
+    handshake attempt and (none coming) ServerUnreachable, and /metrics says it is down; with
+    the path back, the next passes make it Connected again."""
+    bed, url = daemon
+    host, port = get(bed, "node1")["spec"]["server"]["endpoint"].rsplit(":", 1)
+    drop = ["INPUT", "-p", "udp", "-s", host, "--sport", port, "-j", "DROP"]
+    node_netns = bed.node("node1").netns
+    subprocess.run(["ip", "netns", "exec", node_netns, "iptables", "-I", *drop], check=True)
+    try:
+        wait_for(lambda: (get(bed, "node1") or {}).get("status") == "ServerUnreachable", timeout=330,
+                 what="the quiet client to be reported ServerUnreachable")
+        events = kubectl_json(bed, "node1", "get", "events", "-n", bed.node("node1").namespace)["items"]
+        assert any(e["reason"] == "HandshakeStale" and e["type"] == "Warning" for e in events), events
+        down = wait_for(lambda: (f := peer_figures(url, "node1", HUB_ADDRESS)).get("dtservice_peer_up") == 0.0 and f,
+                        timeout=60, what="/metrics to show the tunnel down")
+        assert down["dtservice_peer_handshake_age_seconds"] >= 180
+    finally:
+        subprocess.run(["ip", "netns", "exec", node_netns, "iptables", "-D", *drop], check=True)
+    wait_for(lambda: connected(bed, "node1"), timeout=180, what="the client to be repaired")
+    assert ping(bed, *CLIENT, HUB_ADDRESS) == 3
