@@ -209,31 +209,6 @@ class Field(SimpleNamespace):
     children: list
 
 
-HEALTH_ANNOTATIONS = {f"{GROUP}/peers", f"{GROUP}/latest-handshake"}
-
-
-def without_health_annotations(text: str) -> str:
-    """Our describe output with the Annotations field as the seed shows it (``<none>``), once it
-    is checked to hold only the tunnel-health annotations the printer columns read (README,
-    "Printer columns and tunnel health"): every other line is compared with the seed as is."""
-    lines, out = text.splitlines(), []
-    index = 0
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        if not line.startswith("Annotations:"):
-            out.append(line)
-            continue
-        entries = [line.removeprefix("Annotations:").strip()]
-        while index < len(lines) and lines[index].startswith(" "):
-            entries.append(lines[index].strip())
-            index += 1
-        shown = {entry.split(":", 1)[0] for entry in entries if entry != "<none>"}
-        assert shown <= HEALTH_ANNOTATIONS, f"annotations beyond the health ones: {entries}"
-        out.append("Annotations:  <none>")
-    return "\n".join(out)
-
-
 def parse_ours(text: str) -> list[Field]:
     root: list[Field] = []
     stack: list[tuple[int, list[Field]]] = [(-1, root)]
@@ -406,8 +381,7 @@ def test_describe_prints_the_seeds_shape(seeded):
     for node, pod, seed in [("node0", "my-pod", seed_server), ("node1", "service-pod", seed_client),
                             ("node2", "worker-pod", seed_client)]:
         text = admin(bed, node, "describe", "dtservices", "-n", bed.node(node).namespace).stdout
-        assert f"{GROUP}/peers" in text, "a pass records the tunnel's health"
-        ours = parse_ours(without_health_annotations(text))
+        ours = parse_ours(text)
         expected = {**common, "Namespace": bed.node(node).namespace, "/Spec/Pod Selector": pod}
         if node != "node2":
             assert child(seed, "Spec", "Pod Selector").value == pod

@@ -110,6 +110,13 @@ def test_kubectl_get_prints_the_peers_and_the_newest_handshakes_age(daemon):
         obj = get(bed, node)
         assert obj["status"] == "Connected", "the status stays one word"
         assert set(obj) == {"apiVersion", "kind", "metadata", "peers", "spec", "status"}
+        described = bed.kubectl(bed.node(node), "describe", "dtservice", "myservice", "-n",
+                                bed.node(node).namespace, admin=True).stdout
+        keys = [line.split(":", 1)[0] for line in described.splitlines() if line and not line.startswith(" ")]
+        assert keys == ["Name", "Namespace", "Labels", "Annotations", "API Version", "Kind", "Metadata", "Peers", "Spec",
+                        "Status", "Events"], described
+        assert "Annotations:  sid.sightlineinnovation.com/latest-handshake: " in described, described
+        assert re.search(r"^Status:\s+Connected$", described, re.MULTILINE), described
 
 
 def clamps(bed, node: str, pod: str) -> list[str]:

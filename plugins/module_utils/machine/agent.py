@@ -89,7 +89,7 @@ class NodeAgent:
 
     def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
                  handshake_timeout: float, check_mode: bool = False,
-                 runtimes: podnet.RuntimeViews | None = None) -> None:
+                 runtimes: podnet.RuntimeViews | None = None, record_health: bool = False) -> None:
         self.cluster = cluster
         runtimes = runtimes or podnet.RuntimeViews()
         self.runtime = runtimes.view(runtime_endpoint=node.runtime_endpoint, methods=node.pod_lookup,
@@ -98,6 +98,10 @@ class NodeAgent:
         self.federation = federation
         self.handshake_timeout = handshake_timeout
         self.check_mode = check_mode
+        # The health annotations are written by passes that come again (the daemon's): a
+        # one-shot run's handshake time would only age, and its write would touch objects
+        # nothing else changed.
+        self.record_health = record_health
         self._homes: dict[str, tuple[contract.Domain, dict] | None] = {}
         self._hubs: dict[tuple[str, str], dict] = {}
         self._waiting: list[_Waiting] = []
@@ -202,7 +206,7 @@ class NodeAgent:
     def _write_health(self, service: dict, outcome: AgentOutcome) -> None:
         """The number of peers and the newest handshake, in the annotations the printer columns
         show (not an outcome's change: they record what was seen, not what was made)."""
-        if self.check_mode:
+        if self.check_mode or not self.record_health:
             return
         newest = max((t["latest_handshake"] for t in outcome.tunnels), default=0)
         write_health(cluster=self.cluster, node=self.node, service=service, peers=len(outcome.tunnels),
