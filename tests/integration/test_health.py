@@ -113,9 +113,10 @@ def test_kubectl_get_prints_the_peers_and_the_newest_handshakes_age(daemon):
         described = bed.kubectl(bed.node(node), "describe", "dtservice", "myservice", "-n",
                                 bed.node(node).namespace, admin=True).stdout
         keys = [line.split(":", 1)[0] for line in described.splitlines() if line and not line.startswith(" ")]
-        assert keys == ["Name", "Namespace", "Labels", "Annotations", "API Version", "Kind", "Metadata", "Peers", "Spec",
-                        "Status", "Events"], described
-        assert "Annotations:  sid.sightlineinnovation.com/latest-handshake: " in described, described
+        assert keys == ["Name", "Namespace", "Labels", "Annotations", "API Version", "Kind", "Metadata", "Peers",
+                        "Spec", "Status", "Events"], described
+        assert re.search(r"^Annotations:\s+sid\.sightlineinnovation\.com/latest-handshake: ", described,
+                         re.MULTILINE), described
         assert re.search(r"^Status:\s+Connected$", described, re.MULTILINE), described
 
 
