@@ -179,6 +179,7 @@ CLAMP_CHAINS = {"POSTROUTING": "-o", "PREROUTING": "-i"}
 IPTABLES = ["iptables", "-w", "5", "-t", "mangle"]
 # WireGuard's outer headers: IP (20 for IPv4, 40 for IPv6), UDP 8, WireGuard's own 32.
 _WG_OVERHEAD = {4: 60, 6: 80}
+_WG_PADDING = 16
 # An IPv4 packet's IP and TCP headers, which the MSS leaves out.
 _TCP_IP_HEADERS = 40
 
@@ -187,7 +188,11 @@ def clamp_mss(*, mtu: int, underlay_mtu: int | None, underlay_version: int = 4) 
     """The MSS a pod's TCP SYNs through the interface are clamped to: what fits the interface's
     MTU, and inside WireGuard's packets on an underlay link whose MTU is smaller. Each peer
     clamps with its own underlay link, so the smaller one wins on both sides of a connection."""
-    fits = mtu if underlay_mtu is None else min(mtu, underlay_mtu - _WG_OVERHEAD[underlay_version])
+    fits = mtu
+    if underlay_mtu is not None:
+        # WireGuard pads what it encrypts to a multiple of 16 bytes (never past the interface's
+        # MTU), so a packet fits the underlay link only at a multiple of 16 below its room.
+        fits = min(mtu, (underlay_mtu - _WG_OVERHEAD[underlay_version]) // _WG_PADDING * _WG_PADDING)
     return max(fits - _TCP_IP_HEADERS, 536)
 
 
