@@ -428,3 +428,26 @@ def test_a_long_outage_logs_the_first_failure_each_step_and_then_rarely(clock):
     assert len(logged) <= 6 + (200 * 30) // 300 + 1
     assert all(delay == WATCH_BACKOFF_CAP for delay in logged[6:])
     assert quiet[0] == 0 and max(quiet) >= 9  # the reminders say how many retries went unlogged
+
+
+def test_an_event_that_only_records_a_tunnels_health_is_not_worth_a_run():
+    from ansible_collections.sightline.dtservice.plugins.module_utils.contract import (
+        HANDSHAKE_ANNOTATION,
+        PEERS_ANNOTATION,
+    )
+    from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import Seen
+
+    def version(rv: str, annotations: dict, status: str = "Connected") -> dict:
+        return {"metadata": {"name": "myservice", "resourceVersion": rv, "annotations": annotations,
+                             "managedFields": [{"manager": rv}]}, "spec": {"podSelector": "p"}, "status": status}
+
+    seen = Seen()
+    seen.relisted("node0", [version("1", {})])
+    assert not seen.worth_a_run("node0", event="MODIFIED", obj=version("2", {PEERS_ANNOTATION: "1"}))
+    assert not seen.worth_a_run("node0", event="MODIFIED", obj=version(
+        "3", {PEERS_ANNOTATION: "1", HANDSHAKE_ANNOTATION: "2027-01-15T08:00:00Z"}))
+    assert seen.worth_a_run("node0", event="MODIFIED", obj=version("4", {PEERS_ANNOTATION: "1"}, "Failed"))
+    assert seen.worth_a_run("node0", event="MODIFIED", obj=version("5", {PEERS_ANNOTATION: "1", "user": "x"}, "Failed"))
+    assert seen.worth_a_run("node1", event="MODIFIED", obj=version("6", {})), "never seen: served"
+    assert seen.worth_a_run("node0", event="DELETED", obj=version("7", {}))
+    assert seen.worth_a_run("node0", event="ADDED", obj=version("8", {}))

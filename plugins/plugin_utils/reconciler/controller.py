@@ -37,6 +37,7 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.sch
     Outcome,
     Run,
     Schedule,
+    Seen,
     Servers,
     Write,
 )
@@ -60,6 +61,7 @@ class Controller:
         self._wake = threading.Condition()
         self.schedule = Schedule([node.name for node in settings.nodes], timing=settings.timing, now=clock())
         self.servers = Servers()
+        self.seen = Seen()
         self.identity = identity or f"{socket.gethostname()}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         self.election = Election(self.identity, timing=settings.lease.timing) if settings.lease else None
         self.elector: Elector | None = None
@@ -71,11 +73,14 @@ class Controller:
         with self._wake:
             if kind == SERVICES:
                 self.servers.relisted(node, items)
+                self.seen.relisted(node, items)
             self.schedule.changed(node, now=self._clock(), what=f"{kind} listed")
             self._wake.notify()
 
     def event(self, node: str, kind: str, event: str, obj: dict[str, Any]) -> None:
         with self._wake:
+            if kind == SERVICES and not self.seen.worth_a_run(node, event=event, obj=obj):
+                return
             companion = self.servers.learn(node, event=event, obj=obj) if kind == SERVICES else None
             meta = obj.get("metadata") or {}
             what = f"{kind}/{meta.get('name')}@{meta.get('resourceVersion')} {event}"
@@ -169,6 +174,11 @@ class Controller:
         failed = outcomes[run.node].failed
         metrics().reconciles.labels(node=run.node, result="failed" if failed else "ok").inc()
         metrics().duration.labels(node=run.node).observe(result.seconds)
+        for name in run.members:
+            done = result.summary.get(name) or {}
+            # A node whose pass failed as a whole read no interface: its last figures stay.
+            if not outcomes[name].failed or done.get("tunnels"):
+                metrics().tunnels.passed(name, done.get("tunnels") or {})
         say(logging.WARNING if failed else logging.INFO, "reconciled", node=run.node, run=run_id,
             with_nodes=list(run.companions), cause=run.cause, because=run.because, writes=len(result.written),
             seconds=round(result.seconds, 2), changed=node.get("changed", False),

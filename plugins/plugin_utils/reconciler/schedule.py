@@ -19,6 +19,8 @@ fake one.
   one whose dtServices are not done yet (waiting on another node) likewise, at most
   ``NOT_DONE_CAP``.
 - Every node is due every ``resync`` seconds, which repairs drift no event announced.
+- A dtService event that changes only the tunnel-health annotations a pass writes
+  (``Seen``) makes nothing due: it is a pass's record of what it saw, not a change to serve.
 - At most ``parallel_runs`` runs at a time.
 - A failing watch waits 1, 2, 4, ... seconds, at most ``WATCH_BACKOFF_CAP``, before it lists
   again, and says so in a bounded number of log lines (``WatchRetry``).
@@ -30,7 +32,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ansible_collections.sightline.dtservice.plugins.module_utils.contract import SERVER
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import (
+    HANDSHAKE_ANNOTATION,
+    PEERS_ANNOTATION,
+    SERVER,
+)
 
 # Waiting on another node (its server being set up, a first handshake) is no failure: look
 # again soon, a little later each time, but never wait longer than this.
@@ -274,6 +280,40 @@ class Servers:
 
     def server(self, network: str) -> str | None:
         return self._by_network.get(network)
+
+
+class Seen:
+    """The last version of each dtService the watches delivered, to tell the events that only
+    record a pass's view of a tunnel (its health annotations) from the ones to serve."""
+
+    _BOOKKEEPING = ("resourceVersion", "managedFields")
+    _HEALTH = (PEERS_ANNOTATION, HANDSHAKE_ANNOTATION)
+
+    def __init__(self) -> None:
+        self._objects: dict[tuple[str, str], Any] = {}
+
+    @classmethod
+    def _meaning(cls, obj: Mapping[str, Any]) -> Any:
+        metadata = {k: v for k, v in (obj.get("metadata") or {}).items() if k not in cls._BOOKKEEPING}
+        metadata["annotations"] = {k: v for k, v in (metadata.get("annotations") or {}).items()
+                                   if k not in cls._HEALTH}
+        return {**obj, "metadata": metadata}
+
+    def worth_a_run(self, node: str, *, event: str, obj: Mapping[str, Any]) -> bool:
+        """Take in one event; False when it differs from the last one seen of that dtService
+        only in the health annotations and bookkeeping (resourceVersion, managedFields)."""
+        key = (node, obj["metadata"]["name"])
+        meaning = self._meaning(obj)
+        before = self._objects.pop(key, None)
+        if event != "DELETED":
+            self._objects[key] = meaning
+        return not (event == "MODIFIED" and before == meaning)
+
+    def relisted(self, node: str, objects: Iterable[Mapping[str, Any]]) -> None:
+        for key in [k for k in self._objects if k[0] == node]:
+            del self._objects[key]
+        for obj in objects:
+            self._objects[(node, obj["metadata"]["name"])] = self._meaning(obj)
 
 
 def _serves(obj: Mapping[str, Any]) -> bool:
