@@ -6,8 +6,12 @@ fake one.
 
 - A change makes its node due after ``debounce``, which gathers a burst of events into one
   run; the earliest due time wins, so a steady stream of events never postpones a run.
-- A node is never in two runs at once (two agents on one node would race): a busy node
-  stays due and is taken when its run has ended.
+- A node is never in two runs at once (two agents on one node would race): a change seen
+  while its node is busy is held, and makes the node due (at its own time, so it waits only
+  for the rest of that run) when the run has ended.
+- A run's own writes are no change: their echoes (a watch event whose object is the version a
+  run of that node wrote, ``Write``) start no run of the node. Writes by another node's run,
+  by a user or by anything else do, as does every fresh LIST.
 - A run takes along its node's companions (the nodes serving the networks of its changed
   dtServices, learnt by ``Servers``), except those busy in another run; runs with
   companions are started first, and a companion that was due itself is served by them.
@@ -62,11 +66,38 @@ class Timing:
 
 
 @dataclass(frozen=True)
+class Write:
+    """One version of one object: what a run's write made, or what a watch event shows."""
+
+    uid: str
+    version: str
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> Write | None:
+        meta = obj.get("metadata") or {}
+        uid, version = meta.get("uid"), meta.get("resourceVersion")
+        return cls(uid=uid, version=version) if isinstance(uid, str) and isinstance(version, str) else None
+
+
+@dataclass(frozen=True)
+class _Change:
+    at: float
+    write: Write | None
+    companion: str | None
+    what: str | None
+
+
+@dataclass(frozen=True)
 class Run:
     """One reconcile run: its node and the companions taken along (``--limit`` all of them)."""
 
     node: str
     companions: tuple[str, ...] = ()
+    # Why the node was due: "change" (an event or a list), "retry" (its last run failed or
+    # was not done) or "resync", and for a change what changed; for the log, not part of the
+    # run's identity.
+    cause: str = field(default="change", compare=False)
+    because: str | None = field(default=None, compare=False)
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -88,6 +119,11 @@ class _Node:
     busy: bool = False
     failures: int = 0
     waits: int = 0
+    cause: str = "change"
+    because: str | None = None
+    # Changes seen during the node's run, judged when it ends; the writes of its last run.
+    held: list[_Change] = field(default_factory=list)
+    written: frozenset[Write] = frozenset()
 
 
 class Schedule:
@@ -99,20 +135,32 @@ class Schedule:
         self._runs = 0
         self._next_resync = now + timing.resync
 
-    def changed(self, node: str, *, now: float, companion: str | None = None) -> None:
-        """Something of ``node`` changed (an event, a fresh list); ``companion`` serves the
-        network of the changed dtService and goes into the node's next run."""
+    def changed(self, node: str, *, now: float, companion: str | None = None, write: Write | None = None,
+                what: str | None = None) -> bool:
+        """Something of ``node`` changed: an event showing ``write`` (None: a fresh list);
+        ``companion`` serves the network of the changed dtService and goes into the node's
+        next run; ``what`` names it in the log. False when it is the echo of the node's last
+        run, which changes nothing."""
         state = self._nodes[node]
-        if companion is not None and companion != node and companion in self._nodes:
-            state.companions.add(companion)
-        self._due(node, now + self.timing.debounce)
+        change = _Change(at=now, write=write, companion=companion, what=what)
+        if state.busy:
+            state.held.append(change)
+            return True
+        if write is not None and write in state.written:
+            return False
+        self._change(node, change)
+        return True
+
+    def _change(self, node: str, change: _Change) -> None:
+        state = self._nodes[node]
+        if change.companion is not None and change.companion != node and change.companion in self._nodes:
+            state.companions.add(change.companion)
+        self._due(node, change.at + self.timing.debounce, because=change.what)
 
     def take(self, *, now: float) -> list[Run]:
         """The runs to start now (their nodes become busy until ``finished``)."""
         if now >= self._next_resync:
-            for name in self._nodes:
-                self._due(name, now)
-            self._next_resync = now + self.timing.resync
+            self.resync(now=now)
         # Runs with companions first: a node due at the same time as its companion is then
         # served by the joint run rather than by one of its own beside it.
         ready = sorted((not state.companions, state.due, name) for name, state in self._nodes.items()
@@ -125,6 +173,7 @@ class Schedule:
             if state.busy:  # taken along by a run of this round
                 continue
             companions = tuple(sorted(c for c in state.companions if not self._nodes[c].busy))
+            cause, because = state.cause, state.because
             state.due, state.companions, state.busy = None, set(), True
             members = {name, *companions}
             for companion in companions:
@@ -135,17 +184,29 @@ class Schedule:
                 if other.due is not None and other.companions <= members:
                     other.due, other.companions = None, set()
             self._runs += 1
-            runs.append(Run(node=name, companions=companions))
+            runs.append(Run(node=name, companions=companions, cause=cause, because=because))
         return runs
 
-    def finished(self, run: Run, *, now: float, outcomes: Mapping[str, Outcome]) -> dict[str, float]:
-        """A run ended; a member without an outcome counts as failed. Returns the nodes due
-        again and in how many seconds."""
+    def resync(self, *, now: float) -> None:
+        """Every node due now (a new leader's first runs: the old one may have died mid-run)."""
+        for name in self._nodes:
+            self._due(name, now, cause="resync")
+        self._next_resync = now + self.timing.resync
+
+    def finished(self, run: Run, *, now: float, outcomes: Mapping[str, Outcome],
+                 written: frozenset[Write] = frozenset()) -> dict[str, float]:
+        """A run ended, having made ``written``; a member without an outcome counts as failed.
+        The changes held during the run that are not its echoes make their nodes due. Returns
+        the nodes due again for the outcome and in how many seconds."""
         self._runs -= 1
         retries = {}
         for name in run.members:
             state = self._nodes[name]
-            state.busy = False
+            state.busy, state.written = False, written
+            held, state.held = state.held, []
+            for change in held:
+                if change.write is None or change.write not in written:
+                    self._change(name, change)
             outcome = outcomes.get(name, Outcome(failed=True))
             if outcome.failed:
                 state.failures, state.waits = state.failures + 1, 0
@@ -156,7 +217,7 @@ class Schedule:
             else:
                 state.failures = state.waits = 0
                 continue
-            self._due(name, now + delay)
+            self._due(name, now + delay, cause="retry")
             retries[name] = delay
         return retries
 
@@ -176,17 +237,17 @@ class Schedule:
 
     @property
     def pending(self) -> int:
-        """Nodes waiting for a run."""
-        return sum(1 for state in self._nodes.values() if state.due is not None)
+        """Nodes waiting for a run (or for theirs to end, with a change that came meanwhile)."""
+        return sum(1 for state in self._nodes.values() if state.due is not None or state.held)
 
     @property
     def running(self) -> int:
         return self._runs
 
-    def _due(self, node: str, at: float) -> None:
+    def _due(self, node: str, at: float, *, cause: str = "change", because: str | None = None) -> None:
         state = self._nodes[node]
         if state.due is None or at < state.due:
-            state.due = at
+            state.due, state.cause, state.because = at, cause, because
 
 
 class Servers:
