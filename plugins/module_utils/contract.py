@@ -40,6 +40,10 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": PROVISIONER}
 FINALIZER = f"{GROUP}/teardown"
 KEY_SECRET_LABEL = f"{GROUP}/dtservice"
 PUBLIC_KEY_ANNOTATION = f"{GROUP}/public-key"
+# A dtService's tunnel health, as `kubectl get dtservices` prints it (rules/health.py): the
+# number of peers on its interface and the time of the newest handshake with any of them.
+PEERS_ANNOTATION = f"{GROUP}/peers"
+HANDSHAKE_ANNOTATION = f"{GROUP}/latest-handshake"
 PRIVATE_KEY_FIELD = "privatekey"
 # Pod and peer labels: ``sid.sightline.dtservice.<peer id>: server|client``.
 LABEL_PREFIX = "sid.sightline.dtservice."

@@ -5,18 +5,36 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: dtservice_node
-short_description: Reconcile everything of one node in one pass
+short_description: Reconcile everything of the nodes of one machine in one pass
 description:
-  - Runs, in one process, what deploy.yml's roles do one module at a time - reconcile the
-    nodes' dtServices (adding the teardown finalizer), label their pods, bring their
-    interfaces into the pods and remove those of deleted dtServices - and then finishes the
-    deletions users asked for (the peer leaves the network, the key Secret goes, the
-    finalizer is released). This is the reconciler daemon's step, so that a change costs
-    one module run.
+  - Runs, in one process - reconcile the nodes' dtServices (adding the teardown finalizer),
+    label their pods, bring their interfaces into the pods (kernel WireGuard, else
+    wireguard-go, moved into the pod's network namespace) and remove those of deleted
+    dtServices, wait for the clients' first handshakes - and then finishes the deletions
+    users asked for (the peer leaves the network, the key Secret goes, the finalizer is
+    released). This is the pass of deploy.yml and of the reconciler daemon alike (role
+    dtservice_pass), one module run per machine.
+  - Writes C(status) C(Connected) once an interface is up and, for a client, a handshake with
+    its server has been seen; otherwise C(ServerUnreachable) or C(Failed) with an Event.
+  - The private key is read from the dtService's Secret inside the module and goes only to
+    the interface, through a 0600 file that is removed at once.
   - Phases span all nodes of the call - every node is reconciled before any interface is
     configured - so a joiner and its network's server reconciled together connect in one call.
   - Check mode sends every write as a server-side dry run and changes no interface.
-extends_documentation_fragment: [sightline.dtservice.dtservice_nodes, sightline.dtservice.dtservice_machine]
+options:
+  record_health:
+    description:
+      - Record each interface's number of peers and newest handshake in its dtService's
+        annotations (C(sid.sightlineinnovation.com/peers), C(sid.sightlineinnovation.com/latest-handshake)),
+        which C(kubectl get dtservices) prints. The reconciler daemon's passes do, since they
+        come again every resync and keep the figures current; a one-shot run would leave a
+        handshake time that only ages.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - sightline.dtservice.dtservice_nodes
+  - sightline.dtservice.dtservice_machine
+  - sightline.dtservice.dtservice_serves
 author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
@@ -25,17 +43,32 @@ EXAMPLES = r"""
   sightline.dtservice.dtservice_node:
     nodes: ["{{ dtservice_plan.nodes[inventory_hostname] }}"]
     federation: "{{ dtservice_plan.federation }}"
+    serves: "{{ dtservice_plan.serves }}"
 """
 
 RETURN = r"""
 services:
-  description: Node name -> what dtservice_reconcile returns per dtService.
+  description: Node name -> what M(sightline.dtservice.dtservice_reconcile) returns per dtService.
   returned: always
   type: dict
 interfaces:
-  description: Node name -> what dtservice_agent returns per interface.
+  description: Node name -> one entry per dtService with a running pod.
   returned: always
   type: dict
+  contains:
+    name: {description: dtService name, type: str}
+    interface: {description: Interface name in the pod, type: str}
+    status: {description: Status written, type: str}
+    message: {description: "Why, when not Connected", type: str}
+    created: {description: The interface was made in this run, type: bool}
+    peers_added: {description: Public keys of peers added, type: list}
+    peers_removed: {description: Public keys of peers removed, type: list}
+    tunnels:
+      description:
+        - One entry per peer of the interface, as this run's probe read it (the reconciler daemon's
+          per-peer metrics); C(peer) is its overlay address, C(latest_handshake) epoch seconds (0 = never).
+      type: list
+      elements: dict
 removed_interfaces:
   description: Node name -> interfaces removed from pods.
   returned: always
@@ -70,9 +103,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
     NODE_ARGS,
+    SERVES_ARGS,
     federation_refs,
+    nodes_runner,
     require,
-    run_on_nodes,
 )
 
 try:
@@ -82,15 +116,17 @@ except ImportError as error:
     IMPORT_ERROR = error
 
 
-ARGUMENT_SPEC = {**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 45}}
+ARGUMENT_SPEC = {**NODE_ARGS, **SERVES_ARGS, "handshake_timeout": {"type": "float", "default": 45},
+                 "record_health": {"type": "bool", "default": False}}
 
 
 def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     require(module, IMPORT_ERROR)
     federation = federation_refs(module.params)
-    done = machine_pass(lambda work: run_on_nodes(module, work), federation=federation,
-                        handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode)
+    done = machine_pass(nodes_runner(module), federation=federation,
+                        serves=module.params["serves"], handshake_timeout=module.params["handshake_timeout"],
+                        check_mode=module.check_mode, record_health=module.params["record_health"])
     keys = ("services", "interfaces", "removed_interfaces", "deleted", "deletions_held", "pod_labels")
     result: dict[str, Any] = {key: {name: passed[key] for name, passed in done.items()} for key in keys}
     result["changed"] = any(passed["changed"] for passed in done.values())

@@ -67,7 +67,7 @@ def why(result: subprocess.CompletedProcess) -> str:
 def one_pass(bed, inventory: str) -> tuple[float, subprocess.CompletedProcess]:
     started = time.monotonic()
     result = run_playbook(bed, "playbooks/reconcile.yml", "-e",
-                          f"dtservice_reconcile_handshake_timeout={HANDSHAKE_TIMEOUT}",
+                          f"dtservice_pass_handshake_timeout={HANDSHAKE_TIMEOUT}",
                           inventory=inventory, check=False)
     return time.monotonic() - started, result
 

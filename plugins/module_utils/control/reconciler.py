@@ -1,7 +1,7 @@
 """The control plane's pass over one node's dtServices: ``NodeReconciler``.
 
 Owns the order of the steps for each dtService of a node and what it reports (``Outcome``):
-the teardown finalizer (when asked), the domain and membership checks, the key Secret
+the teardown finalizer, the domain and membership checks, the key Secret
 (``secrets``), the network's registry entry (``registry``), serving the network or joining
 it (``claims``), the labels its pod should carry and whether the pod can be attached here,
 then the status word and its Event (``status``); for a hub whose pod is gone, the time its
@@ -80,11 +80,11 @@ class NodeReconciler:
         self.federation = federation
         self.view = PassView(cluster=cluster, node=node, federation=federation, ports_in_use=ports_in_use)
 
-    def provision(self, *, only: set[str] | None = None, finalizer: bool = False) -> list[Outcome]:
-        """Provision the node's dtServices (``only`` these, when given), oldest first; those
-        being deleted are left to the teardown. ``finalizer`` adds the teardown finalizer."""
+    def provision(self, *, only: set[str] | None = None) -> list[Outcome]:
+        """Provision the node's dtServices (``only`` these, when given), oldest first, each
+        with the teardown finalizer; those being deleted are left to the teardown."""
         pods = self.cluster.list_pods(self.node)
-        secrets = self.cluster.list_secrets(self.node, label_selector=contract.KEY_SECRET_LABEL)
+        secrets = self.cluster.key_secrets(self.node)
         outcomes = []
         ordered = sorted(self.view.services_of(self.node),
                          key=lambda s: (s["metadata"].get("creationTimestamp", ""), s["metadata"]["name"]))
@@ -93,7 +93,7 @@ class NodeReconciler:
                     or service["metadata"].get("deletionTimestamp"):
                 continue
             try:
-                current = self._with_finalizer(service) if finalizer else service
+                current = self._with_finalizer(service)
                 outcomes.append(self.provision_service(current, pods=pods, secrets=secrets))
             except Exception as problem:  # noqa: BLE001 - contained: it stays with this dtService
                 outcome = Outcome(name=service["metadata"]["name"], status=Status.FAILED, message=describe(problem))

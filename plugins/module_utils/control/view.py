@@ -1,13 +1,14 @@
 """One pass's view of the federation's dtServices and dtDomains, shared by its steps.
 
 Owns the reads a ``NodeReconciler`` pass makes of other nodes' objects and the dtService
-writes that keep those reads current: each node's dtServices and dtDomains are listed once
-per pass (a converged pass reads a bounded number of times per node), a written object
-replaces its listed copy, and ``update_service`` writes optimistically (the object's
-``resourceVersion``; a Conflict means another provisioner wrote first, so it re-reads and
-tries again, up to ``MAX_ATTEMPTS``). Also finds a domain member's connection details, and
-asks once per pass which UDP ports other processes hold where the node's address lives (when
-the pass runs on the node's machine and so can see them).
+writes that keep those reads current: each node's dtServices and dtDomains are taken once
+per pass from the module call's listings (``kube.cluster.Listing``: one LIST per cluster,
+shared by every node and step of the call), a written object replaces its listed copy, and
+``update_service`` writes optimistically (the object's ``resourceVersion``; a Conflict means
+another provisioner wrote first, so it re-reads and tries again, up to ``MAX_ATTEMPTS``).
+Also finds a domain member's connection details, and asks once per pass which UDP ports
+other processes hold where the node's address lives (when the pass runs on the node's
+machine and so can see them).
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ class PassView:
         items[:] = [s for s in items if s["metadata"]["name"] != service["metadata"]["name"]] + [service]
 
     def forget_services(self, node: NodeRef | None = None) -> None:
-        """Drop the listed dtServices of ``node`` (of every node when None): listed again on next use."""
+        """Drop the listed dtServices of ``node`` (of every node when None): listed again, from
+        the API server, on next use."""
+        self.cluster.forget_services()
         if node is None:
             self._services.clear()
         else:
@@ -108,7 +111,7 @@ class PassView:
         """A dtDomain of a node, from one LIST of the node's dtDomains per pass (``fresh``
         lists again)."""
         if fresh or node.name not in self._domains:
-            self._domains[node.name] = {d["metadata"]["name"]: d for d in self.cluster.list_domains(node)}
+            self._domains[node.name] = {d["metadata"]["name"]: d for d in self.cluster.list_domains(node, fresh=fresh)}
         return self._domains[node.name].get(name)
 
     def remember_domain(self, node: NodeRef, domain: dict) -> None:

@@ -1,11 +1,12 @@
-"""One whole pass over the nodes of a machine, for the reconciler daemon: the steps of
-deploy's roles in one process, so a `kubectl apply` costs one module run instead of four.
+"""One whole pass over the nodes of a machine: what deploy.yml and the reconciler daemon both
+run (role dtservice_pass), in one process, so a change costs one module run per machine.
 
 Owns the order, in phases over all nodes of the call: reconcile the dtServices (with the
-teardown finalizer) and label the pods of every node first (``reconcile_phase``, also the
-whole of the dtservice_reconcile module), then bring the interfaces up (and
-remove those of deleted dtServices) on every node, then wait for the clients' first
-handshakes and finish the deletions users asked for. Because every
+teardown finalizer) and label the pods of every node first (``reconcile_nodes``, also the
+whole of the dtservice_reconcile module; the networks a node is the planned hub of go
+before every other dtService, so the inventory's hubs register them), then bring the
+interfaces up (and remove those of deleted dtServices) on every node, then wait for the
+clients' first handshakes and finish the deletions users asked for. Because every
 node's claims are written before any interface is configured, a joiner and its server in the
 same call meet in that call: the server's interface already knows the joiner when the joiner
 waits for its first handshake. Each step is the same core code the separate modules run.
@@ -33,21 +34,38 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules import p
 
 
 def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
-                    only: set[str] | None = None, finalizer: bool = True,
                     ports_in_use: Callable[[], Collection[int]] | None = None) -> tuple[list[Outcome], dict[str, Any]]:
-    """Reconcile the node's dtServices (``only`` these, when given) and, for a whole pass,
-    label its pods with their dtService roles; returns the outcomes and the label patches.
-    ``ports_in_use`` tells the UDP ports other processes hold on the node's address (known on
-    its machine)."""
+    """Reconcile the node's dtServices and label its pods with their dtService roles; returns
+    the outcomes and the label patches. ``ports_in_use`` tells the UDP ports other processes
+    hold on the node's address (known on its machine)."""
     outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation,
-                              ports_in_use=ports_in_use).provision(only=only, finalizer=finalizer)
-    if only is not None:
-        return outcomes, {}  # the pods' other dtServices were not looked at: their labels stay
+                              ports_in_use=ports_in_use).provision()
     label_patches = plan.label_changes(pods=cluster.list_pods(node),
                                        wanted=plan.pods_labels(o.as_dict() for o in outcomes))
     for pod, labels in label_patches.items():
         cluster.patch_pod_labels(node, pod, labels)
     return outcomes, label_patches
+
+
+def reconcile_nodes(phase: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
+                    serves: Mapping[str, Collection[str]],
+                    ports_of: Callable[[NodeRef], Collection[int]] | None = None) -> dict[str, Any]:
+    """The reconcile phase over the nodes ``phase(work)`` runs ``work`` on: first the networks
+    each node is the planned hub of (``serves``, node name -> dtService names), on every node,
+    so that no joiner of the call registers a network the inventory gives to another node;
+    then every dtService. ``ports_of(node)``, where the call runs on the nodes' machine, tells
+    the UDP ports other processes hold there. Node name -> ``reconcile_phase``'s answer."""
+    def ports(node: NodeRef) -> Callable[[], Collection[int]] | None:
+        return None if ports_of is None else lambda: ports_of(node)
+
+    if any(serves.values()):
+        def serve_first(*, cluster: Cluster, node: NodeRef) -> None:
+            if serves.get(node.name):
+                NodeReconciler(cluster=cluster, node=node, federation=federation,
+                               ports_in_use=ports(node)).provision(only=set(serves[node.name]))
+        phase(serve_first)
+    return phase(lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node, federation=federation,
+                                                          ports_in_use=ports(node)))
 
 
 @dataclass
@@ -63,14 +81,14 @@ class Attaching:
 
 
 def configure_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], handshake_timeout: float,
-                    check_mode: bool, runtimes: RuntimeViews | None = None) -> Attaching:
+                    check_mode: bool, runtimes: RuntimeViews | None = None, record_health: bool = False) -> Attaching:
     """The node's interfaces configured (and those of deleted dtServices removed)."""
     # One list for both steps: a dtService being deleted in it has its interface removed by
     # the agent before its deletion is finished. (Listed again afterwards, one deleted
     # meanwhile would be let go with its interface still in the pod.)
     services = cluster.list_services(node)
     agent = NodeAgent(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-                      check_mode=check_mode, runtimes=runtimes)
+                      check_mode=check_mode, runtimes=runtimes, record_health=record_health)
     interfaces, removed = agent.configure(services)
     return Attaching(cluster=cluster, node=node, agent=agent, services=services, interfaces=interfaces,
                      removed=removed)
@@ -115,10 +133,11 @@ def contained(work: Callable[..., Any], *, failed: Mapping[str, NodeFailed]) -> 
 
 
 def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
-                 handshake_timeout: float, check_mode: bool) -> dict[str, dict[str, Any]]:
+                 serves: Mapping[str, Collection[str]], handshake_timeout: float,
+                 check_mode: bool, record_health: bool = False) -> dict[str, dict[str, Any]]:
     """The phases over the nodes ``run_on_nodes(work)`` runs ``work`` on; node -> result (with
     ``error`` set for a node that failed as a whole). Every node's interfaces are configured
-    before any client is waited on."""
+    before any client is waited on; ``record_health``: see ``NodeAgent``."""
     failed: dict[str, NodeFailed] = {}
 
     def phase(work: Callable[..., Any]) -> dict[str, Any]:
@@ -127,12 +146,12 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
         return results
 
     # Run on the nodes' machine, the pass sees the sockets there: a hub avoids ports others hold.
-    reconciled = phase(lambda *, cluster, node: reconcile_phase(
-        cluster=cluster, node=node, federation=federation, ports_in_use=lambda: wggo.foreign_udp_ports(node.netns)))
+    reconciled = reconcile_nodes(phase, federation=federation, serves=serves,
+                                 ports_of=lambda node: wggo.foreign_udp_ports(node.netns))
     runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
     configured = phase(lambda *, cluster, node: configure_phase(
         cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-        check_mode=check_mode, runtimes=runtimes))
+        check_mode=check_mode, runtimes=runtimes, record_health=record_health))
     settled = phase(lambda *, cluster, node: settle_phase(configured[node.name], federation=federation))
     passed = {}
     for name in reconciled:
