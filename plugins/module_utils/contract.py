@@ -254,6 +254,8 @@ class Domain:
     subnet_prefix: int = 24
     persistent_keepalive: int = 25
     mtu: int = 1420
+    # How long a network's hub may be without its pod before a client takes over the network.
+    failover_grace_seconds: int = 30
 
     @property
     def home(self) -> Member:
@@ -283,4 +285,5 @@ class Domain:
 
 # A domain's settings: attribute (and inventory key) -> the dtDomain spec field it is written to.
 DOMAIN_SPEC_FIELDS = {"pool": "pool", "subnet_prefix": "subnetPrefix",
-                      "persistent_keepalive": "persistentKeepalive", "mtu": "mtu"}
+                      "persistent_keepalive": "persistentKeepalive", "mtu": "mtu",
+                      "failover_grace_seconds": "failoverGraceSeconds"}

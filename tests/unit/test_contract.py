@@ -46,7 +46,8 @@ def test_the_dtdomain_defaults_are_the_contracts():
     defaults = contract.Domain(name="d", members=())
     assert spec["members"]["items"]["properties"]["portRange"]["default"] == contract.DEFAULT_PORT_RANGE
     for attribute, field in (("pool", "pool"), ("subnet_prefix", "subnetPrefix"),
-                             ("persistent_keepalive", "persistentKeepalive"), ("mtu", "mtu")):
+                             ("persistent_keepalive", "persistentKeepalive"), ("mtu", "mtu"),
+                             ("failover_grace_seconds", "failoverGraceSeconds")):
         assert spec[field]["default"] == getattr(defaults, attribute), field
 
 

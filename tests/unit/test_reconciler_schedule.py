@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import (
+    HOLD_CAP,
     NOT_DONE_CAP,
     WATCH_BACKOFF_CAP,
     Outcome,
@@ -451,3 +452,64 @@ def test_an_event_that_only_records_a_tunnels_health_is_not_worth_a_run():
     assert seen.worth_a_run("node1", event="MODIFIED", obj=version("6", {})), "never seen: served"
     assert seen.worth_a_run("node0", event="DELETED", obj=version("7", {}))
     assert seen.worth_a_run("node0", event="ADDED", obj=version("8", {}))
+
+
+# -- failover: a leaving hub's network in one run, a grace that runs out ----------------------------
+def deleting(obj: dict) -> dict:
+    return {**obj, "metadata": {**obj["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+
+
+def test_a_hub_being_deleted_brings_every_other_node_of_its_network():
+    servers = Servers()
+    servers.learn("node0", event="ADDED", obj=server_object("net"))
+    servers.learn("node1", event="ADDED", obj=client_object("net"))
+    servers.learn("node2", event="ADDED", obj=client_object("net"))
+    servers.learn("node2", event="ADDED", obj=client_object("other"))
+    assert servers.hub_leaving("node0", event="MODIFIED", obj=server_object("net")) == ()
+    assert servers.hub_leaving("node1", event="MODIFIED", obj=deleting(client_object("net"))) == ()
+    assert servers.hub_leaving("node0", event="MODIFIED", obj=deleting(server_object("net"))) == ("node1", "node2")
+    # Once per deletion: further events of the same deletion bring nobody.
+    assert servers.hub_leaving("node0", event="MODIFIED", obj=deleting(server_object("net"))) == ()
+    assert servers.hub_leaving("node0", event="DELETED", obj=server_object("net")) == ()
+    # A deletion first seen when it is over (the daemon was not watching) brings them all.
+    assert servers.hub_leaving("node0", event="DELETED", obj=server_object("net")) == ("node1", "node2")
+    assert servers.networks_of("node0") == ("node1", "node2")
+    servers.relisted("node2", [])
+    assert servers.networks_of("node0") == ("node1",)
+
+
+def test_a_leaving_hubs_run_takes_every_companion(clock):
+    s = schedule(clock)
+    s.changed("node0", now=clock.now, companions=("node1", "node2", "elsewhere"))
+    clock.advance(0.2)
+    assert s.take(now=clock.now) == [Run("node0", ("node1", "node2"))]
+
+
+def test_a_failover_due_later_runs_the_hub_and_its_network_then(clock):
+    s = schedule(clock)
+    s.recheck("node0", now=clock.now, after=5.0, companions=("node1",))
+    assert s.due("node0") == clock.now + 5.0
+    assert s.take(now=clock.advance(4.9)) == []
+    assert s.take(now=clock.advance(0.1)) == [Run("node0", ("node1",))]
+
+
+def test_a_failovers_run_waits_for_its_busy_companions(clock):
+    s = schedule(clock)
+    s.changed("node1", now=clock.now)
+    clock.advance(0.2)
+    [busy] = s.take(now=clock.now)
+    s.changed("node0", now=clock.now, companions=("node1", "node2"))
+    clock.advance(0.2)
+    assert s.take(now=clock.now) == []  # node1 is still in its own run
+    assert s.wait(now=clock.now) > 1
+    s.finished(busy, now=clock.advance(2), outcomes={"node1": OK})
+    assert s.take(now=clock.now) == [Run("node0", ("node1", "node2"))]
+
+
+def test_a_held_run_goes_without_its_busy_companions_at_the_cap(clock):
+    s = schedule(clock)
+    s.changed("node1", now=clock.now)
+    [_busy] = s.take(now=clock.advance(0.2))
+    s.recheck("node0", now=clock.now, after=1.0, companions=("node1",))
+    assert s.take(now=clock.advance(1.0)) == []
+    assert s.take(now=clock.advance(HOLD_CAP)) == [Run("node0", ())]

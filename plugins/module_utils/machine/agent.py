@@ -35,7 +35,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.control.status
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import netns as netns_tools
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet, wireguard
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, health, keys, plan, wgconfig
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import health, keys, plan, wgconfig
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer
@@ -244,7 +244,7 @@ class NodeAgent:
             public_key = keys.public_key_of(private_key)
             uid = service["metadata"]["uid"]
             if network["server"]["id"] == contract.peer_id(uid=uid):
-                role, address = contract.SERVER, addressing.server_address(subnet=subnet)
+                role, address = contract.SERVER, registry_rules.hub_address(network)
                 listen_port: int | None = registry_rules.endpoint_port(network["endpoint"])
                 clients, refused = plan.hub_peers(table=service.get("peers") or {}, subnet=subnet, hub_key=public_key)
                 if refused:
@@ -255,7 +255,7 @@ class NodeAgent:
                 role, listen_port = contract.CLIENT, None
                 table = self._hub_table(network, name)
                 own = plan.address_in_table(table=table, uid=uid)
-                hub_entry = table.get(addressing.server_address(subnet=subnet)) or {}
+                hub_entry = table.get(registry_rules.hub_address(network)) or {}
                 if own is None or plan.role_of(hub_entry) != contract.SERVER:
                     return None  # its claim is not in the hub's table yet: the reconciler makes it
                 if table[own].get("publicKey") != public_key:
@@ -263,7 +263,7 @@ class NodeAgent:
                 address = own
                 peers = [Peer(public_key=hub_entry["publicKey"], allowed_ips=[subnet], endpoint=network["endpoint"],
                               persistent_keepalive=domain.persistent_keepalive or None)]
-                addresses = {hub_entry["publicKey"]: addressing.server_address(subnet=subnet)}
+                addresses = {hub_entry["publicKey"]: registry_rules.hub_address(network)}
             prefix = ipaddress.ip_network(subnet).prefixlen
             result = wireguard.ensure_interface(
                 name=interface, node_netns=self.node.netns, pod_netns=netns, address=f"{address}/{prefix}",

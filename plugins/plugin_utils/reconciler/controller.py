@@ -81,10 +81,15 @@ class Controller:
         with self._wake:
             if kind == SERVICES and not self.seen.worth_a_run(node, event=event, obj=obj):
                 return
-            companion = self.servers.learn(node, event=event, obj=obj) if kind == SERVICES else None
+            companion: str | None = None
+            companions: tuple[str, ...] = ()
+            if kind == SERVICES:
+                companion = self.servers.learn(node, event=event, obj=obj)
+                companions = self.servers.hub_leaving(node, event=event, obj=obj)
             meta = obj.get("metadata") or {}
             what = f"{kind}/{meta.get('name')}@{meta.get('resourceVersion')} {event}"
-            if self.schedule.changed(node, now=self._clock(), companion=companion, write=Write.of(obj), what=what):
+            if self.schedule.changed(node, now=self._clock(), companion=companion, companions=companions,
+                                     write=Write.of(obj), what=what):
                 self._wake.notify()
             else:
                 metrics().echoes.labels(node=node, kind=kind).inc()
@@ -162,6 +167,10 @@ class Controller:
             with self._wake:
                 self._running.pop(run_id, None)
                 retries = self.schedule.finished(run, now=self._clock(), outcomes=outcomes, written=written)
+                for name, outcome in outcomes.items():
+                    if outcome.recheck_in is not None:
+                        self.schedule.recheck(name, now=self._clock(), after=outcome.recheck_in,
+                                              companions=self.servers.networks_of(name))
                 self._gauges()
                 self._wake.notify()
         for name, delay in retries.items():

@@ -29,8 +29,8 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.set
 @dataclass(frozen=True)
 class RunResult:
     """What one run did: ``summary`` is the callback's, per node ``failed``, ``changed``,
-    ``services`` (name -> status) and ``errors``; ``written``, the object versions its writes
-    made (their watch events are its echoes)."""
+    ``services`` (name -> status), ``errors`` and ``recheck_in`` (when a failover is due);
+    ``written``, the object versions its writes made (their watch events are its echoes)."""
 
     ok: bool
     seconds: float
@@ -45,7 +45,8 @@ class RunResult:
         for name in run.members:
             node = self.summary.get(name) or {}
             not_done = tuple(sorted(s for s, status in (node.get("services") or {}).items() if status in RETRY))
-            outcomes[name] = Outcome(failed=not self.ok or bool(node.get("failed")), not_done=not_done)
+            outcomes[name] = Outcome(failed=not self.ok or bool(node.get("failed")), not_done=not_done,
+                                     recheck_in=node.get("recheck_in"))
         return outcomes
 
 
