@@ -18,7 +18,8 @@ description:
     inventory host, since one call serves many nodes.
   - At the end of the run, when C(DTSERVICE_RESULTS_FILE) is set (the reconciler daemon sets
     it per run), writes a JSON summary there, per node whether it failed, what changed and
-    each dtService's status, so the daemon can requeue what is not Connected with backoff.
+    each dtService's status (and those whose key pair was replaced), so the daemon can requeue
+    what is not Connected with backoff and count the rotations.
   - Never writes a module's arguments or any private key anywhere.
 requirements:
   - urllib3 and PyYAML (the API client of module_utils/kube/client.py)
@@ -52,7 +53,8 @@ class CallbackModule(CallbackBase):
         self.nodes: dict[str, dict] = {}
 
     def _node(self, host: str) -> dict:
-        return self.nodes.setdefault(host, {"failed": False, "changed": False, "services": {}, "errors": []})
+        return self.nodes.setdefault(host, {"failed": False, "changed": False, "services": {}, "errors": [],
+                                            "rotated": []})
 
     @staticmethod
     def _ours(result) -> bool:
@@ -65,6 +67,8 @@ class CallbackModule(CallbackBase):
                 node = self._node(node_name)
                 for outcome in outcomes:
                     node["services"][outcome["name"]] = outcome["status"]
+                    if outcome.get("key_rotated") and outcome["name"] not in node["rotated"]:
+                        node["rotated"].append(outcome["name"])
 
     def v2_runner_on_ok(self, result) -> None:
         if not self._ours(result):

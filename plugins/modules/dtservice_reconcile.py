@@ -29,6 +29,21 @@ options:
         for the teardown (set by the reconciler daemon, which releases it).
     type: bool
     default: false
+  key_max_age:
+    description:
+      - Seconds after which a dtService's key pair is replaced by a new one (the key Secret's
+        C(sid.sightlineinnovation.com/key-created) annotation dates it); 0 never rotates by age.
+      - The rotation loses no packet; see docs/architecture.md, "Key rotation".
+    type: float
+    default: 0
+  rotate_key:
+    description:
+      - Ask for a new key pair for the dtServices of the call (those O(services) names, else all
+        of each node's) by setting their C(sid.sightlineinnovation.com/rotate-key) annotation to
+        this value. The new key is staged in the key Secret here and put to use by the node's next
+        pass (dtservice_node, or the reconciler daemon), which records the value in the
+        C(sid.sightlineinnovation.com/key-rotated) annotation. A value is served once.
+    type: str
 author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
@@ -72,7 +87,8 @@ try:
 except ImportError as error:
     IMPORT_ERROR = error
 
-ARGUMENT_SPEC = {**NODE_ARGS, "services": {"type": "dict"}, "finalizer": {"type": "bool", "default": False}}
+ARGUMENT_SPEC = {**NODE_ARGS, "services": {"type": "dict"}, "finalizer": {"type": "bool", "default": False},
+                 "key_max_age": {"type": "float", "default": 0}, "rotate_key": {"type": "str", "no_log": False}}
 
 
 def run(module) -> None:
@@ -83,7 +99,9 @@ def run(module) -> None:
     def reconcile(*, cluster, node):
         return reconcile_phase(cluster=cluster, node=node, federation=federation,
                                only=set(only[node.name]) if node.name in only else None,
-                               finalizer=module.params["finalizer"])
+                               finalizer=module.params["finalizer"],
+                               key_max_age=module.params["key_max_age"] or None,
+                               rotate_key=module.params["rotate_key"] or None)
 
     done = run_on_nodes(module, reconcile, import_error=IMPORT_ERROR)
     services = {name: node_outcomes for name, (node_outcomes, _labels) in done.items()}

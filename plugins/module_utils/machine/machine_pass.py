@@ -9,6 +9,10 @@ handshakes and finish the deletions users asked for. Because every
 node's claims are written before any interface is configured, a joiner and its server in the
 same call meet in that call: the server's interface already knows the joiner when the joiner
 waits for its first handshake. Each step is the same core code the separate modules run.
+When a node's interface put a rotated key to use, the nodes of the call are reconciled (the
+new public key is published) and configured once more before anyone is waited on, so its
+peers on this machine take the new key on in the same pass (docs/architecture.md, "Key
+rotation").
 
 A node whose step fails as a whole (its API server is down, the provisioner's rights there
 were taken away) is left out of the later phases and reported with its error; the other
@@ -32,11 +36,13 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules import p
 
 
 def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
-                    only: set[str] | None = None, finalizer: bool = True) -> tuple[list[Outcome], dict[str, Any]]:
+                    only: set[str] | None = None, finalizer: bool = True, key_max_age: float | None = None,
+                    rotate_key: str | None = None) -> tuple[list[Outcome], dict[str, Any]]:
     """Reconcile the node's dtServices (``only`` these, when given) and, for a whole pass,
-    label its pods with their dtService roles; returns the outcomes and the label patches."""
-    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation).provision(
-        only=only, finalizer=finalizer)
+    label its pods with their dtService roles; returns the outcomes and the label patches.
+    ``key_max_age`` (seconds) rotates older keys; ``rotate_key`` asks for new keys."""
+    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation, key_max_age=key_max_age).provision(
+        only=only, finalizer=finalizer, rotate_key=rotate_key)
     if only is not None:
         return outcomes, {}  # the pods' other dtServices were not looked at: their labels stay
     label_patches = plan.label_changes(pods=cluster.list_pods(node),
@@ -110,8 +116,29 @@ def contained(work: Callable[..., Any], *, failed: Mapping[str, NodeFailed]) -> 
     return run
 
 
+def _rotated(configured: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Node -> its dtServices whose interfaces put a rotated key to use."""
+    return {name: {i.name for i in attaching.interfaces if i.key_rotated}
+            for name, attaching in configured.items() if isinstance(attaching, Attaching)}
+
+
+def _merged(first: Mapping[str, Any], again: Mapping[str, Any]) -> dict[str, Any]:
+    """A node's second reconcile, changed where either changed something."""
+    merged = dict(again)
+    for name, result in again.items():
+        earlier = first.get(name)
+        if isinstance(result, NodeFailed) or earlier is None or isinstance(earlier, NodeFailed):
+            continue
+        changed_before = {o.name for o in earlier[0] if o.changed}
+        for outcome in result[0]:
+            outcome.changed = outcome.changed or outcome.name in changed_before
+        merged[name] = (result[0], {**earlier[1], **result[1]})
+    return merged
+
+
 def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
-                 handshake_timeout: float, check_mode: bool) -> dict[str, dict[str, Any]]:
+                 handshake_timeout: float, check_mode: bool,
+                 key_max_age: float | None = None) -> dict[str, dict[str, Any]]:
     """The phases over the nodes ``run_on_nodes(work)`` runs ``work`` on; node -> result (with
     ``error`` set for a node that failed as a whole). Every node's interfaces are configured
     before any client is waited on."""
@@ -122,11 +149,27 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
         failed.update({name: result for name, result in results.items() if isinstance(result, NodeFailed)})
         return results
 
-    reconciled = phase(lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node, federation=federation))
+    def reconcile(*, cluster: Cluster, node: NodeRef) -> tuple[list[Outcome], dict[str, Any]]:
+        return reconcile_phase(cluster=cluster, node=node, federation=federation, key_max_age=key_max_age)
+
     runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
-    configured = phase(lambda *, cluster, node: configure_phase(
-        cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-        check_mode=check_mode, runtimes=runtimes))
+
+    def configure(*, cluster: Cluster, node: NodeRef) -> Attaching:
+        return configure_phase(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
+                               check_mode=check_mode, runtimes=runtimes)
+
+    reconciled = phase(reconcile)
+    configured = phase(configure)
+    rotated = _rotated(configured)
+    if any(rotated.values()):
+        # Published only now that its owner uses it, the new key reaches the peers of this
+        # machine in this pass; until they take it on, both ends hold back what they send.
+        reconciled = _merged(reconciled, phase(reconcile))
+        configured = phase(configure)
+        for name, attaching in configured.items():
+            for interface in getattr(attaching, "interfaces", []):
+                if interface.name in rotated.get(name, set()):
+                    interface.key_rotated = interface.changed = True
     settled = phase(lambda *, cluster, node: settle_phase(configured[node.name], federation=federation))
     passed = {}
     for name in reconciled:

@@ -109,6 +109,11 @@ class Controller:
         failed = outcomes[run.node].failed
         metrics().reconciles.labels(node=run.node, result="failed" if failed else "ok").inc()
         metrics().duration.labels(node=run.node).observe(result.seconds)
+        for name in run.members:
+            rotated = (result.summary.get(name) or {}).get("rotated") or []
+            if rotated:
+                metrics().key_rotations.labels(node=name).inc(len(rotated))
+                say(logging.INFO, "keys rotated", node=name, run=run_id, services=rotated)
         say(logging.WARNING if failed else logging.INFO, "reconciled", node=run.node, run=run_id,
             with_nodes=list(run.companions), seconds=round(result.seconds, 2), changed=node.get("changed", False),
             failed=failed, timed_out=result.timed_out, services=node.get("services", {}),
