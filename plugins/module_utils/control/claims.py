@@ -55,6 +55,19 @@ def _live_clients(view: PassView, name: str, domain: contract.Domain) -> tuple[l
     return clients, everyone_answered
 
 
+def _record_new_key(view: PassView, *, name: str, public_key: str) -> tuple[str, dict] | None:
+    """A client's new key (a rotation) in its own entry before the hub's table: serving takes a
+    client's key from its own entry, so a hub's pass that runs between the two writes keeps
+    the new key rather than putting the old one back."""
+    def desired(current: dict) -> dict:
+        body = copy.deepcopy(current)
+        own = plan.self_entry(body)
+        if own is not None:
+            body["peers"][own[0]]["publicKey"] = public_key
+        return body
+    return plan.self_entry(view.update_service(view.node, name, desired))
+
+
 def join_network(view: PassView, *, service: dict, domain: contract.Domain, entry: dict, public_key: str) -> str:
     """Claim the client's address in the server's table, record it (and the server) in the
     client's own ``peers`` and ``spec.server``; returns the address."""
@@ -62,6 +75,8 @@ def join_network(view: PassView, *, service: dict, domain: contract.Domain, entr
     uid = service["metadata"]["uid"]
     hub_node = view.member_node(domain.member(name=entry["server"]["node"]) or domain.home)
     recorded = plan.self_entry(service)
+    if recorded is not None and recorded[1].get("publicKey") != public_key:
+        recorded = _record_new_key(view, name=name, public_key=public_key)
     claimed: dict[str, str] = {}
     hub_address = addressing.server_address(subnet=entry["subnet"])
     cached = view.service_on(hub_node, name)

@@ -1,0 +1,172 @@
+"""Key rotation without packet loss, on real pods: the hub's key and a client's key are
+replaced while pings run between the two clients through the hub and between a client and
+the hub in both directions; not one is lost, and afterwards no pod's interface and no
+dtService holds the old key. A pod replaced by a new one keeps its dtService's key."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import public_key_of
+from conftest import kubectl_json, run_playbook, write_inventory
+from test_daemon_e2e import wait_for
+from test_dataplane_e2e import in_pod, interfaces_in, service
+from test_tenants import PingLoop
+
+pytestmark = pytest.mark.integration
+
+NETWORK = "rotnet"
+PODS = {"node0": "hub-pod", "node1": "client1", "node2": "client2"}
+HUB = "100.96.0.1"
+ANNOTATION = "sid.sightlineinnovation.com/rotate-key"
+DONE = "sid.sightlineinnovation.com/key-rotated"
+
+
+@pytest.fixture(scope="module")
+def federation(bed_factory, tmp_path_factory):
+    bed = bed_factory(nodes=3)
+    for node, pod in PODS.items():
+        bed.create_pod(node, pod)
+    services = {node: [{"name": NETWORK, "domain": "mydomain", "pod": pod}] for node, pod in PODS.items()}
+    directory = tmp_path_factory.mktemp("rotation")
+    inventory = write_inventory(bed, directory / "inventory.json", services=services)
+    run_playbook(bed, "playbooks/deploy.yml", inventory=inventory)
+    wait_for(lambda: all(service(bed, node, NETWORK).get("status") == "Connected" for node in PODS),
+             timeout=60, what="every member Connected")
+    return {"bed": bed, "inventory": inventory, "dir": directory}
+
+
+def address_of(bed, node: str) -> str:
+    if node == "node0":
+        return HUB
+    return next(a for a in service(bed, node, NETWORK)["peers"] if a != HUB)
+
+
+def secret_of(bed, node: str) -> dict:
+    return kubectl_json(bed, node, "get", "secret", f"dtservice-{NETWORK}-wg", "-n", bed.node(node).namespace)
+
+
+def key_of(bed, node: str) -> str:
+    """The public key of the private key the node's key Secret holds."""
+    return public_key_of(base64.b64decode(secret_of(bed, node)["data"]["privatekey"]).decode())
+
+
+def live_keys(bed) -> dict[str, set[str]]:
+    """Every public key each pod's interface holds: its own and its peers'."""
+    found = {}
+    for node, pod in PODS.items():
+        interface = interfaces_in(bed, node, pod)[0]
+        dump = in_pod(bed, node, pod, "wg", "show", interface, "dump", check=True).stdout.splitlines()
+        found[pod] = {dump[0].split("\t")[1]} | {line.split("\t")[0] for line in dump[1:]}
+    return found
+
+
+def object_keys(bed) -> dict[str, set[str]]:
+    """Every public key each dtService holds, in its ``peers`` and ``spec.server``."""
+    found = {}
+    for node in PODS:
+        obj = service(bed, node, NETWORK)
+        keys = {entry["publicKey"] for entry in (obj.get("peers") or {}).values()}
+        if obj["spec"].get("server"):
+            keys.add(obj["spec"]["server"]["publicKey"])
+        found[node] = keys
+    return found
+
+
+def start_pings(bed, directory: Path) -> list[PingLoop]:
+    """Client to client through the hub, client to hub, hub to client, every 0.1 s."""
+    routes = [("node1", address_of(bed, "node2")), ("node2", address_of(bed, "node1")), ("node1", HUB),
+              ("node0", address_of(bed, "node2"))]
+    loops = []
+    for number, (node, address) in enumerate(routes):
+        log = directory / f"ping-{time.monotonic_ns()}-{number}.log"
+        with open(log, "w") as out:
+            process = subprocess.Popen(["ip", "netns", "exec", bed.pod_netns(node, PODS[node]), "ping", "-n", "-i",
+                                        "0.1", "-W", "5", address], stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL)
+        loops.append(PingLoop(what=f"{PODS[node]} -> {address}", process=process, log=log))
+    time.sleep(2)  # every loop is under way before the rotation starts
+    return loops
+
+
+def stop_pings(loops: list[PingLoop]) -> dict[str, tuple[int, list[int]]]:
+    time.sleep(2)  # and goes on a little after it
+    return {loop.what: loop.stop() for loop in loops}
+
+
+def rotated_events(bed, node: str) -> list[dict]:
+    items = kubectl_json(bed, node, "get", "events", "-n", bed.node(node).namespace)["items"]
+    return [e for e in items if e.get("reason") == "KeyRotated" and e["involvedObject"]["name"] == NETWORK]
+
+
+def assert_rotated(bed, *, node: str, old: str, value: str) -> str:
+    """The node's key was replaced, the old one is nowhere, the request is recorded."""
+    new = key_of(bed, node)
+    assert new != old
+    secret = secret_of(bed, node)
+    assert set(secret["data"]) == {"privatekey"}, "the Secret holds only the current private key"
+    assert secret["metadata"]["annotations"]["sid.sightlineinnovation.com/public-key"] == new
+    for pod, keys in live_keys(bed).items():
+        assert old not in keys, f"{pod}'s interface still holds the old key"
+        assert new in keys, f"{pod}'s interface does not hold the new key"
+    for other, keys in object_keys(bed).items():
+        assert old not in keys, f"the dtService of {other} still holds the old key"
+    assert service(bed, node, NETWORK)["metadata"]["annotations"][DONE] == value
+    events = rotated_events(bed, node)
+    assert events and events[-1]["type"] == "Normal"
+    assert all(old not in e["message"] and new not in e["message"] for e in events), "no key in an Event"
+    return new
+
+
+def test_the_hubs_key_is_rotated_with_rotate_yml_and_no_packet_is_lost(federation):
+    bed = federation["bed"]
+    old = key_of(bed, "node0")
+    loops = start_pings(bed, federation["dir"])
+    run_playbook(bed, "playbooks/rotate.yml", "-e", json.dumps({"dtservice_rotate_nodes": ["node0"],
+                                                                "dtservice_rotate_networks": [NETWORK],
+                                                                "dtservice_rotate_token": "hub-1"}),
+                 inventory=federation["inventory"])
+    results = stop_pings(loops)
+    for what, (sent, lost) in results.items():
+        assert sent > 30 and lost == [], f"{what}: {len(lost)} of {sent} lost: {lost}"
+    assert_rotated(bed, node="node0", old=old, value="hub-1")
+    for node in PODS:
+        assert service(bed, node, NETWORK)["status"] == "Connected"
+
+
+def test_a_client_key_is_rotated_by_its_annotation_and_no_packet_is_lost(federation):
+    bed = federation["bed"]
+    old, hub_key = key_of(bed, "node1"), key_of(bed, "node0")
+    loops = start_pings(bed, federation["dir"])
+    node1 = bed.node("node1")
+    bed.kubectl(node1, "annotate", "dtservice", NETWORK, "-n", node1.namespace, f"{ANNOTATION}=client-1", admin=True)
+    run_playbook(bed, "playbooks/reconcile.yml", inventory=federation["inventory"])
+    results = stop_pings(loops)
+    for what, (sent, lost) in results.items():
+        assert sent > 30 and lost == [], f"{what}: {len(lost)} of {sent} lost: {lost}"
+    assert_rotated(bed, node="node1", old=old, value="client-1")
+    assert key_of(bed, "node0") == hub_key, "only the client's key changed"
+
+
+def test_a_request_is_served_once(federation):
+    bed = federation["bed"]
+    before = {node: key_of(bed, node) for node in PODS}
+    run_playbook(bed, "playbooks/reconcile.yml", inventory=federation["inventory"])
+    assert {node: key_of(bed, node) for node in PODS} == before
+
+
+def test_a_replaced_pod_keeps_its_dtservices_key(federation):
+    bed = federation["bed"]
+    before = key_of(bed, "node2")
+    bed.delete_pod("node2", PODS["node2"])
+    bed.create_pod("node2", PODS["node2"])
+    run_playbook(bed, "playbooks/reconcile.yml", inventory=federation["inventory"])
+    wait_for(lambda: service(bed, "node2", NETWORK).get("status") == "Connected", timeout=60,
+             what="the replaced pod Connected")
+    assert key_of(bed, "node2") == before
+    assert before in live_keys(bed)[PODS["node2"]]
