@@ -32,8 +32,40 @@ def serve_network(view: PassView, *, service: dict, domain: contract.Domain, ent
         body["spec"].pop("server", None)
         return body
     shared = view.cluster.shared_service(view.node, service["metadata"]["name"])
+    hub_address = addressing.server_address(subnet=entry["subnet"])
     with shared.lock:
-        view.update_service(view.node, service["metadata"]["name"], desired, shared=shared)
+        before = ((shared.latest or service).get("peers") or {}).get(hub_address, {}).get("publicKey")
+        table = view.update_service(view.node, service["metadata"]["name"], desired, shared=shared)["peers"]
+    if before is not None and before != public_key:
+        _tell_clients(view, name=service["metadata"]["name"], domain=domain, entry=entry, table=table)
+
+
+def _tell_clients(view: PassView, *, name: str, domain: contract.Domain, entry: dict, table: dict) -> None:
+    """The hub's new key (a rotation) in its clients' own ``peers`` and ``spec.server`` now,
+    rather than at their nodes' next passes: the write is what starts those passes in the
+    reconciler daemon, and the hub holds back what it sends them until they take the key on.
+    A member that does not answer learns it at its next pass."""
+    for member in domain.members:
+        if member.name == view.node.name:
+            continue
+        try:
+            node = view.member_node(member)
+            client = view.service_on(node, name)
+            if not client or client["spec"].get("domainSelector") != domain.name \
+                    or client["metadata"].get("deletionTimestamp"):
+                continue
+            address = plan.address_in_table(table=table, uid=client["metadata"]["uid"])
+            if address is None:
+                continue
+
+            def record(current: dict, own: str = address) -> dict:
+                body = copy.deepcopy(current)
+                body["peers"], body["spec"]["server"] = plan.client_fields(
+                    hub_table=table, subnet=entry["subnet"], endpoint=entry["endpoint"], own_address=own)
+                return body
+            view.update_service(node, name, record)
+        except (ApiError, plan.PlanError):
+            continue
 
 
 def _live_clients(view: PassView, name: str, domain: contract.Domain) -> tuple[list[dict], bool]:

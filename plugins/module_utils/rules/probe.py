@@ -157,7 +157,7 @@ def peer_differs(peer: Peer, live: LivePeer, *, resolve: Resolve) -> bool:
 def replacements(*, added: Sequence[Peer], removed: dict[str, LivePeer]) -> dict[str, str]:
     """Each added peer that takes over a removed one: the same allowed IPs under a new key,
     which is how a peer's key rotation shows on the other end of its tunnels."""
-    replacing = {}
+    replacing: dict[str, str] = {}
     for peer in added:
         nets = _networks(peer.allowed_ips)
         old = next((key for key, live in removed.items()
