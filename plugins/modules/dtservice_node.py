@@ -95,7 +95,7 @@ except ImportError as error:
 
 
 ARGUMENT_SPEC = {**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 45},
-                 "key_max_age": {"type": "float", "default": 0}}
+                 "key_max_age": {"type": "float", "default": 0, "no_log": False}}
 
 
 def run(module) -> None:

@@ -88,7 +88,8 @@ except ImportError as error:
     IMPORT_ERROR = error
 
 ARGUMENT_SPEC = {**NODE_ARGS, "services": {"type": "dict"}, "finalizer": {"type": "bool", "default": False},
-                 "key_max_age": {"type": "float", "default": 0}, "rotate_key": {"type": "str", "no_log": False}}
+                 "key_max_age": {"type": "float", "default": 0, "no_log": False},
+                 "rotate_key": {"type": "str", "no_log": False}}
 
 
 def run(module) -> None:

@@ -6,7 +6,10 @@ dtService holds the old key. A pod replaced by a new one keeps its dtService's k
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import re
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -172,3 +175,97 @@ def test_a_replaced_pod_keeps_its_dtservices_key(federation):
              what="the replaced pod Connected")
     assert key_of(bed, "node2") == before
     assert before in live_keys(bed)[PODS["node2"]]
+
+
+# -- the reconciler daemon: a request by annotation, and a key older than the maximum age ------
+
+SERVICE_YAML = """apiVersion: sid.sightlineinnovation.com/v1
+kind: dtService
+metadata:
+  name: {name}
+spec:
+  domainSelector: mydomain
+  podSelector: {pod}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def daemon(bed_factory, tmp_path_factory):
+    """A bed of its own with the daemon (metrics on, keys rotated after a day); the network
+    made with kubectl only."""
+    bed = bed_factory(nodes=3)
+    for node, pod in PODS.items():
+        bed.create_pod(node, pod)
+    directory = tmp_path_factory.mktemp("rotation-daemon")
+    inventory = Path(write_inventory(bed, directory / "inventory.json", services={}, daemon=True))
+    written = json.loads(inventory.read_text())
+    port = free_port()
+    written["federation"]["vars"].update(dtservice_daemon_metrics_port=port, dtservice_daemon_key_max_age_seconds=86400)
+    inventory.write_text(json.dumps(written))
+    run_playbook(bed, "playbooks/deploy.yml", inventory=str(inventory))
+    for node, pod in PODS.items():
+        bed.kubectl(bed.node(node), "apply", "-n", bed.node(node).namespace, "-f", "-", admin=True,
+                    stdin=SERVICE_YAML.format(name=NETWORK, pod=pod))
+    wait_for(lambda: all((service(bed, node, NETWORK) or {}).get("status") == "Connected" for node in PODS),
+             timeout=120, what="every member Connected")
+    return {"bed": bed, "dir": directory, "metrics": port}
+
+
+def rotations_counted(port: int) -> dict[str, float]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/metrics")
+        text = connection.getresponse().read().decode()
+    finally:
+        connection.close()
+    found = {}
+    for line in text.splitlines():
+        match = re.match(r'dtservice_key_rotations_total\{node="([^"]+)"\} ([\d.e+]+)', line)
+        if match:
+            found[match.group(1)] = float(match.group(2))
+    return found
+
+
+def everywhere(bed, *, node: str, old: str) -> bool:
+    """The node's key is rotated and taken on by every peer, live and in the objects."""
+    new = key_of(bed, node)
+    holders = set(PODS.values()) if node == "node0" else {PODS[node], PODS["node0"]}
+    return new != old and all(old not in keys and (new in keys) == (pod in holders)
+                              for pod, keys in live_keys(bed).items()) \
+        and all(old not in keys for keys in object_keys(bed).values())
+
+
+def test_the_daemon_rotates_the_hubs_key_on_request_and_no_packet_is_lost(daemon):
+    bed = daemon["bed"]
+    old = key_of(bed, "node0")
+    loops = start_pings(bed, daemon["dir"])
+    node0 = bed.node("node0")
+    bed.kubectl(node0, "annotate", "dtservice", NETWORK, "-n", node0.namespace, f"{ANNOTATION}=daemon-1", admin=True)
+    wait_for(lambda: everywhere(bed, node="node0", old=old), timeout=60, what="every peer to hold the hub's new key")
+    results = stop_pings(loops)
+    for what, (sent, lost) in results.items():
+        assert sent > 30 and lost == [], f"{what}: {len(lost)} of {sent} lost: {lost}"
+    assert_rotated(bed, node="node0", old=old, value="daemon-1")
+    assert rotations_counted(daemon["metrics"]).get("node0") == 1
+
+
+def test_the_daemon_rotates_a_key_older_than_the_maximum_age(daemon):
+    bed = daemon["bed"]
+    node2 = bed.node("node2")
+    old = key_of(bed, "node2")
+    bed.kubectl(node2, "annotate", "secret", f"dtservice-{NETWORK}-wg", "-n", node2.namespace, "--overwrite",
+                "sid.sightlineinnovation.com/key-created=2020-01-01T00:00:00Z", admin=True)
+    # Any change of the node's objects starts its run; the key's age is checked in every run.
+    bed.kubectl(node2, "annotate", "dtservice", NETWORK, "-n", node2.namespace, "example.com/touched=1", admin=True)
+    wait_for(lambda: everywhere(bed, node="node2", old=old), timeout=60, what="node2's old key to be replaced")
+    secret = secret_of(bed, "node2")
+    assert set(secret["data"]) == {"privatekey"}
+    assert secret["metadata"]["annotations"]["sid.sightlineinnovation.com/key-created"] > "2026"
+    assert any("maximum age" in e["message"] for e in rotated_events(bed, "node2"))
+    assert rotations_counted(daemon["metrics"]).get("node2") == 1

@@ -68,7 +68,7 @@ def live(allowed: list[str]) -> LivePeer:
 
 
 def test_a_new_key_with_the_allowed_ips_of_a_removed_one_replaces_it():
-    old, new, other = (public_key_of(generate_private_key()) for _ in range(3))
+    old, new, other = (public_key_of(generate_private_key()) for _number in range(3))
     added = [Peer(public_key=new, allowed_ips=["100.96.0.2/32"]), Peer(public_key=other, allowed_ips=["100.96.0.3"])]
     assert replacements(added=added, removed={old: live(["100.96.0.2/32"])}) == {new: old}
     # A client's view of its hub: the whole subnet moves from the old key to the new one.
@@ -124,7 +124,8 @@ def test_a_staged_key_is_put_beside_the_current_one_and_committed_alone():
 
 
 def test_a_staged_next_key_that_is_no_key_is_not_put_to_use():
-    secret = {"metadata": {}, "data": {contract.PRIVATE_KEY_FIELD: base64.b64encode(b"x").decode(),
-                                        contract.NEXT_PRIVATE_KEY_FIELD: base64.b64encode(b"\xff\xfe").decode()}}
+    data = {contract.PRIVATE_KEY_FIELD: base64.b64encode(b"x").decode(),
+            contract.NEXT_PRIVATE_KEY_FIELD: base64.b64encode(b"\xff\xfe").decode()}
+    secret = {"metadata": {}, "data": data}
     assert secrets.next_private_key(secret) is None
     assert secrets.next_private_key(None) is None
