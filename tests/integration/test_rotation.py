@@ -212,6 +212,9 @@ def daemon(bed_factory, tmp_path_factory):
     for node, pod in PODS.items():
         bed.kubectl(bed.node(node), "apply", "-n", bed.node(node).namespace, "-f", "-", admin=True,
                     stdin=SERVICE_YAML.format(name=NETWORK, pod=pod))
+        if node == "node0":  # the first to register a network serves it
+            wait_for(lambda: (service(bed, "node0", NETWORK) or {}).get("status") == "Connected", timeout=120,
+                     what="the hub Connected")
     wait_for(lambda: all((service(bed, node, NETWORK) or {}).get("status") == "Connected" for node in PODS),
              timeout=120, what="every member Connected")
     return {"bed": bed, "dir": directory, "metrics": port}
