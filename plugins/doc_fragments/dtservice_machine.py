@@ -1,6 +1,6 @@
-"""Documentation shared by the modules that work on the nodes of one machine
-(dtservice_agent, dtservice_node): how long a client waits for its server. Their ``nodes``
-and ``federation`` come from the dtservice_nodes fragment."""
+"""Documentation of the module that works on the nodes of one machine (dtservice_node): how
+long a client waits for its server. Its ``nodes`` and ``federation`` come from the
+dtservice_nodes fragment."""
 
 from __future__ import annotations
 

@@ -23,6 +23,9 @@ NODE_ARGS = {
     "federation": {"type": "list", "elements": "dict", "required": True, "options": NODE_OPTIONS},
 }
 
+# Node name -> the dtServices whose networks it is the planned hub of (dtservice_plan.serves).
+SERVES_ARGS = {"serves": {"type": "dict", "default": {}}}
+
 CORE = "ansible_collections.sightline.dtservice.plugins.module_utils."
 
 # API calls and handshake waits dominate, not CPU: nodes are worked on side by side.
@@ -65,15 +68,24 @@ def api_failures(module, *, refused: str) -> Iterator[None]:
         module.fail_json(msg=f"an API server refused {refused}: {error}", status=error.status)
 
 
-def run_on_nodes(module, work: Callable[..., Any], *, import_error: ImportError | None = None) -> dict[str, Any]:
-    """``work(cluster=..., node=...)`` for every node of the module's call; node name -> result."""
+def nodes_runner(module, *, import_error: ImportError | None = None) -> Callable[[Callable[..., Any]], dict[str, Any]]:
+    """``run_on_nodes`` for a module call of several phases: every phase's work runs with the
+    same connections, so the call's listings (each collection read once) serve all of them."""
     require(module, import_error)
     from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Connections
 
     connections = Connections()
-    with api_failures(module, refused="a request"):
-        return for_each_node(module.params, lambda node: work(
-            cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node))
+
+    def run(work: Callable[..., Any]) -> dict[str, Any]:
+        with api_failures(module, refused="a request"):
+            return for_each_node(module.params, lambda node: work(
+                cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node))
+    return run
+
+
+def run_on_nodes(module, work: Callable[..., Any], *, import_error: ImportError | None = None) -> dict[str, Any]:
+    """``work(cluster=..., node=...)`` for every node of the module's call; node name -> result."""
+    return nodes_runner(module, import_error=import_error)(work)
 
 
 def side_by_side(items: Sequence[Any], work: Callable[[Any], Any]) -> list[Any]:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: dtservice_manifest
-short_description: Apply the project's CRDs, RBAC, dtDomains and declared dtServices
+short_description: Apply or delete the project's CRDs, RBAC, dtDomains and declared dtServices
 description:
-  - For each cluster, reads the live objects with one LIST per kind and namespace, and sends
-    a server-side apply (field manager C(dtservice-provisioner)) only for an object whose
+  - For each cluster, reads the live objects with one LIST per kind (of the whole cluster for
+    a kind given in several namespaces, where the credentials may; else per namespace), and
+    sends a server-side apply (field manager C(dtservice-provisioner)) only for an object whose
     manifest is not already contained in the live object. A converged federation therefore
     costs reads only, unlike a blind apply.
   - Cluster-wide objects get the label C(app.kubernetes.io/managed-by=dtservice-provisioner),
-    by which their LIST finds them; namespaced ones are listed whole in their namespace and
-    keep only the labels of their manifest.
+    by which their LIST finds them; namespaced ones are listed whole and keep only the labels
+    of their manifest.
   - Knows the kinds deploy applies (CustomResourceDefinition, ClusterRole,
     ClusterRoleBinding, Role, RoleBinding, Namespace, dtDomain, dtService); any other kind
     fails before anything is written.
-  - Check mode sends the writes as server-side dry runs. Diff mode returns, per changed
-    object, the fields of the manifest before and after.
+  - With O(state=absent), deletes those of the objects that are live, one DELETE each.
+  - Check mode sends the writes as server-side dry runs. On a federation where nothing exists
+    yet, a kind whose CRD is not installed or that the provisioner may not read yet (its
+    RoleBinding is part of the same preview) holds nothing, and its objects are shown as
+    created without a request. Diff mode returns, per changed object, the fields of the
+    manifest before and after.
 options:
   clusters:
     description: One entry per API server.
@@ -46,6 +51,11 @@ options:
     description: Seconds to wait for applied CustomResourceDefinitions to be Established; 0 does not wait.
     type: float
     default: 60
+  state:
+    description: C(present) applies the objects; C(absent) deletes those that exist.
+    type: str
+    choices: [present, absent]
+    default: present
 author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
@@ -55,11 +65,19 @@ EXAMPLES = r"""
     clusters:
       - kubeconfig: /etc/dtservice/cluster-a-admin.kubeconfig
         objects: "{{ lookup('ansible.builtin.file', 'crds.yaml') | from_yaml_all | list }}"
+
+- name: Delete a dtDomain from its members' namespaces
+  sightline.dtservice.dtservice_manifest:
+    clusters:
+      - kubeconfig: /etc/dtservice/cluster-a-provisioner.kubeconfig
+        namespaces: [dtaas-node0-dtaas, dtaas-node1-dtaas]
+        objects: [{apiVersion: sid.sightlineinnovation.com/v1, kind: dtDomain, metadata: {name: hosting}}]
+    state: absent
 """
 
 RETURN = r"""
 changed_objects:
-  description: The objects written, as C(Kind namespace/name), per cluster in the order given.
+  description: The objects written (or deleted), as C(Kind namespace/name), per cluster in the order given.
   returned: always
   type: list
   elements: list
@@ -73,6 +91,7 @@ try:
         ManifestError,
         apply_manifests,
         check_manifests,
+        delete_manifests,
         in_namespaces,
     )
     from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, load_endpoint
@@ -91,6 +110,7 @@ CLUSTER_OPTIONS = {
 ARGUMENT_SPEC = {
     "clusters": {"type": "list", "elements": "dict", "required": True, "options": CLUSTER_OPTIONS},
     "wait_established": {"type": "float", "default": 60},
+    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
 }
 
 
@@ -101,6 +121,8 @@ def run(module) -> None:
     def apply(cluster):
         objects = in_namespaces(cluster["objects"], cluster["namespaces"])
         api = ApiClient(load_endpoint(kubeconfig=cluster["kubeconfig"], context=cluster["context"]))
+        if module.params["state"] == "absent":
+            return delete_manifests(api=api, objects=objects, dry_run=module.check_mode)
         return apply_manifests(api=api, objects=objects, dry_run=module.check_mode,
                                wait_established=module.params["wait_established"])
 

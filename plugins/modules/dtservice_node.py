@@ -5,14 +5,19 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: dtservice_node
-short_description: Reconcile everything of one node in one pass
+short_description: Reconcile everything of the nodes of one machine in one pass
 description:
-  - Runs, in one process, what deploy.yml's roles do one module at a time - reconcile the
-    nodes' dtServices (adding the teardown finalizer), label their pods, bring their
-    interfaces into the pods and remove those of deleted dtServices - and then finishes the
-    deletions users asked for (the peer leaves the network, the key Secret goes, the
-    finalizer is released). This is the reconciler daemon's step, so that a change costs
-    one module run.
+  - Runs, in one process - reconcile the nodes' dtServices (adding the teardown finalizer),
+    label their pods, bring their interfaces into the pods (kernel WireGuard, else
+    wireguard-go, moved into the pod's network namespace) and remove those of deleted
+    dtServices, wait for the clients' first handshakes - and then finishes the deletions
+    users asked for (the peer leaves the network, the key Secret goes, the finalizer is
+    released). This is the pass of deploy.yml and of the reconciler daemon alike (role
+    dtservice_pass), one module run per machine.
+  - Writes C(status) C(Connected) once an interface is up and, for a client, a handshake with
+    its server has been seen; otherwise C(ServerUnreachable) or C(Failed) with an Event.
+  - The private key is read from the dtService's Secret inside the module and goes only to
+    the interface, through a 0600 file that is removed at once.
   - Phases span all nodes of the call - every node is reconciled before any interface is
     configured - so a joiner and its network's server reconciled together connect in one call.
   - Check mode sends every write as a server-side dry run and changes no interface.
@@ -20,7 +25,10 @@ description:
     C(sid.sightlineinnovation.com/rotate-key) annotation, or older than O(key_max_age)) gets a
     new key pair in the same pass, with no packet lost on its tunnels; see docs/architecture.md,
     "Key rotation".
-extends_documentation_fragment: [sightline.dtservice.dtservice_nodes, sightline.dtservice.dtservice_machine]
+extends_documentation_fragment:
+  - sightline.dtservice.dtservice_nodes
+  - sightline.dtservice.dtservice_machine
+  - sightline.dtservice.dtservice_serves
 options:
   key_max_age:
     description:
@@ -37,17 +45,26 @@ EXAMPLES = r"""
   sightline.dtservice.dtservice_node:
     nodes: ["{{ dtservice_plan.nodes[inventory_hostname] }}"]
     federation: "{{ dtservice_plan.federation }}"
+    serves: "{{ dtservice_plan.serves }}"
 """
 
 RETURN = r"""
 services:
-  description: Node name -> what dtservice_reconcile returns per dtService.
+  description: Node name -> what M(sightline.dtservice.dtservice_reconcile) returns per dtService.
   returned: always
   type: dict
 interfaces:
-  description: Node name -> what dtservice_agent returns per interface.
+  description: Node name -> one entry per dtService with a running pod.
   returned: always
   type: dict
+  contains:
+    name: {description: dtService name, type: str}
+    interface: {description: Interface name in the pod, type: str}
+    status: {description: Status written, type: str}
+    message: {description: "Why, when not Connected", type: str}
+    created: {description: The interface was made in this run, type: bool}
+    peers_added: {description: Public keys of peers added, type: list}
+    peers_removed: {description: Public keys of peers removed, type: list}
 removed_interfaces:
   description: Node name -> interfaces removed from pods.
   returned: always
@@ -82,9 +99,10 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
     NODE_ARGS,
+    SERVES_ARGS,
     federation_refs,
+    nodes_runner,
     require,
-    run_on_nodes,
 )
 
 try:
@@ -94,7 +112,7 @@ except ImportError as error:
     IMPORT_ERROR = error
 
 
-ARGUMENT_SPEC = {**NODE_ARGS, "handshake_timeout": {"type": "float", "default": 45},
+ARGUMENT_SPEC = {**NODE_ARGS, **SERVES_ARGS, "handshake_timeout": {"type": "float", "default": 45},
                  "key_max_age": {"type": "float", "default": 0, "no_log": False}}
 
 
@@ -102,9 +120,9 @@ def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     require(module, IMPORT_ERROR)
     federation = federation_refs(module.params)
-    done = machine_pass(lambda work: run_on_nodes(module, work), federation=federation,
-                        handshake_timeout=module.params["handshake_timeout"], check_mode=module.check_mode,
-                        key_max_age=module.params["key_max_age"] or None)
+    done = machine_pass(nodes_runner(module), federation=federation,
+                        serves=module.params["serves"], handshake_timeout=module.params["handshake_timeout"],
+                        check_mode=module.check_mode, key_max_age=module.params["key_max_age"] or None)
     keys = ("services", "interfaces", "removed_interfaces", "deleted", "deletions_held", "pod_labels")
     result: dict[str, Any] = {key: {name: passed[key] for name, passed in done.items()} for key in keys}
     result["changed"] = any(passed["changed"] for passed in done.values())

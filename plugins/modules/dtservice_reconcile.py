@@ -12,23 +12,19 @@ description:
     (new name -> new network with this pod as server), claims its overlay address on the
     server's C(peers) table, and writes the dtService's own C(peers), C(spec.server) and
     C(status) as the seed shows them, with a Kubernetes Event when something is wrong.
+  - Adds the C(sid.sightlineinnovation.com/teardown) finalizer, so that a deletion waits for
+    the pass that removes its interface and frees its address.
   - Then labels each pod with the roles of its dtServices (C(sid.sightline.dtservice.<id>)),
-    removing labels of dtServices that are gone; not when C(services) narrows the call.
+    removing labels of dtServices that are gone.
+  - This is the first step of a pass over several machines (role dtservice_pass) - every
+    claim is written before any machine configures an interface; M(sightline.dtservice.dtservice_node)
+    runs the same step within one machine.
   - Shared tables are written with their resourceVersion, so concurrent joins never share an
     address. Nothing is written when nothing differs.
   - Check mode sends every write as a server-side dry run. Diff mode returns each object's
     owned fields before and after. Private keys never appear in the result.
-extends_documentation_fragment: [sightline.dtservice.dtservice_nodes]
+extends_documentation_fragment: [sightline.dtservice.dtservice_nodes, sightline.dtservice.dtservice_serves]
 options:
-  services:
-    description: Node name -> only these dtServices of it (by name); all of a node's when it is not listed.
-    type: dict
-  finalizer:
-    description:
-      - Add the C(sid.sightlineinnovation.com/teardown) finalizer, so that a deletion waits
-        for the teardown (set by the reconciler daemon, which releases it).
-    type: bool
-    default: false
   key_max_age:
     description:
       - Seconds after which a dtService's key pair is replaced by a new one (the key Secret's
@@ -38,12 +34,16 @@ options:
     default: 0
   rotate_key:
     description:
-      - Ask for a new key pair for the dtServices of the call (those O(services) names, else all
-        of each node's) by setting their C(sid.sightlineinnovation.com/rotate-key) annotation to
-        this value. The new key is staged in the key Secret here and put to use by the node's next
-        pass (dtservice_node, or the reconciler daemon), which records the value in the
-        C(sid.sightlineinnovation.com/key-rotated) annotation. A value is served once.
+      - Ask for a new key pair for the dtServices of the call (those O(rotate_networks) names,
+        else all of each node's) by setting their C(sid.sightlineinnovation.com/rotate-key)
+        annotation to this value. The new key is staged in the key Secret here and put to use
+        by the node's next pass (dtservice_node, or the reconciler daemon), which records the
+        value in the C(sid.sightlineinnovation.com/key-rotated) annotation. A value is served once.
     type: str
+  rotate_networks:
+    description: The dtServices (by name) O(rotate_key) asks new key pairs for; all of each node's when omitted.
+    type: list
+    elements: str
 author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
@@ -52,6 +52,7 @@ EXAMPLES = r"""
   sightline.dtservice.dtservice_reconcile:
     nodes: "{{ dtservice_plan.federation }}"
     federation: "{{ dtservice_plan.federation }}"
+    serves: "{{ dtservice_plan.serves }}"
 """
 
 RETURN = r"""
@@ -77,34 +78,31 @@ pod_labels:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
     NODE_ARGS,
+    SERVES_ARGS,
     federation_refs,
-    run_on_nodes,
+    nodes_runner,
+    require,
 )
 
 try:
-    from ansible_collections.sightline.dtservice.plugins.module_utils.machine.machine_pass import reconcile_phase
+    from ansible_collections.sightline.dtservice.plugins.module_utils.machine.machine_pass import reconcile_nodes
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error
 
-ARGUMENT_SPEC = {**NODE_ARGS, "services": {"type": "dict"}, "finalizer": {"type": "bool", "default": False},
-                 "key_max_age": {"type": "float", "default": 0, "no_log": False},
-                 "rotate_key": {"type": "str", "no_log": False}}
+ARGUMENT_SPEC = {**NODE_ARGS, **SERVES_ARGS, "key_max_age": {"type": "float", "default": 0, "no_log": False},
+                 "rotate_key": {"type": "str", "no_log": False},
+                 "rotate_networks": {"type": "list", "elements": "str"}}
 
 
 def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
+    require(module, IMPORT_ERROR)
     federation = federation_refs(module.params)
-    only = module.params["services"] or {}
-
-    def reconcile(*, cluster, node):
-        return reconcile_phase(cluster=cluster, node=node, federation=federation,
-                               only=set(only[node.name]) if node.name in only else None,
-                               finalizer=module.params["finalizer"],
-                               key_max_age=module.params["key_max_age"] or None,
-                               rotate_key=module.params["rotate_key"] or None)
-
-    done = run_on_nodes(module, reconcile, import_error=IMPORT_ERROR)
+    done = reconcile_nodes(nodes_runner(module), federation=federation,
+                           serves=module.params["serves"], key_max_age=module.params["key_max_age"] or None,
+                           rotate_key=module.params["rotate_key"] or None,
+                           rotate_only=module.params["rotate_networks"])
     services = {name: node_outcomes for name, (node_outcomes, _labels) in done.items()}
     pod_labels = {name: labels for name, (_outcomes, labels) in done.items() if labels}
     outcomes = [o for node_outcomes in services.values() for o in node_outcomes]

@@ -9,8 +9,8 @@ short_description: Remove the nodes' dtServices from their networks and delete t
 description:
   - For each selected dtService of each node, frees its address on the server's C(peers)
     table (a client) or removes its network from the domain registry (the server), deletes
-    its key Secret and deletes the object. Run the node agent afterwards on every node; it
-    removes the interfaces and the departed peers.
+    its key Secret and deletes the object. Run the pass afterwards on every machine (role
+    dtservice_pass); it removes the interfaces and the departed peers.
   - Check mode sends every write as a server-side dry run.
 extends_documentation_fragment: [sightline.dtservice.dtservice_nodes]
 options:
@@ -18,12 +18,6 @@ options:
     description: dtService names to remove; every dtService of the node when omitted.
     type: list
     elements: str
-  deleted_only:
-    description:
-      - Only finish the deletion of dtServices a user already deleted (those waiting on the
-        C(sid.sightlineinnovation.com/teardown) finalizer), as the reconciler daemon does.
-    type: bool
-    default: false
 author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
@@ -56,8 +50,7 @@ except ImportError as error:
     IMPORT_ERROR = error
 
 
-ARGUMENT_SPEC = {**NODE_ARGS, "services": {"type": "list", "elements": "str"},
-                 "deleted_only": {"type": "bool", "default": False}}
+ARGUMENT_SPEC = {**NODE_ARGS, "services": {"type": "list", "elements": "str"}}
 
 
 def run(module) -> None:
@@ -68,8 +61,6 @@ def run(module) -> None:
     def remove(*, cluster, node):
         removed = []
         for service in cluster.list_services(node):
-            if module.params["deleted_only"] and not service["metadata"].get("deletionTimestamp"):
-                continue
             if wanted is None or service["metadata"]["name"] in wanted:
                 remove_service(cluster=cluster, node=node, federation=federation, service=service)
                 removed.append(service["metadata"]["name"])

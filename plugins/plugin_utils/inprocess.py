@@ -45,7 +45,7 @@ class InProcessModule:
 COLLECTION = "ansible_collections.sightline.dtservice.plugins"
 
 
-MODULES = ("dtservice_agent", "dtservice_daemon_process", "dtservice_manifest", "dtservice_node", "dtservice_reconcile",
+MODULES = ("dtservice_daemon_process", "dtservice_manifest", "dtservice_node", "dtservice_reconcile",
            "dtservice_teardown")
 
 

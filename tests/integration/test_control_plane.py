@@ -133,6 +133,19 @@ def write_requests(bed) -> dict[str, float]:
     return counts
 
 
+def list_requests(bed) -> dict[str, float]:
+    """LISTs the API server has served of the provisioner's kinds, by resource and scope
+    (``cluster`` or ``namespace``), from its own /metrics."""
+    counts: dict[str, float] = {}
+    for line in admin(bed, bed.nodes[0].name, "get", "--raw", "/metrics").stdout.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+            if labels.get("verb") == "LIST" and labels.get("resource") in OUR_RESOURCES:
+                key = f"{labels['resource']} {labels.get('scope')}"
+                counts[key] = counts.get(key, 0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
 def pod_dtservice_labels(bed, node: str, pod: str) -> dict[str, str]:
     labels = get_json(bed, node, "pod", pod)["metadata"].get("labels") or {}
     return {k: v for k, v in labels.items() if k.startswith(PREFIX)}
@@ -324,11 +337,54 @@ def test_every_status_the_reconciler_writes_is_one_the_crd_accepts():
 
 # -- bed 1: the seed's federation (inventories/local) ------------------------------------------
 
+def cluster_state(bed) -> dict:
+    """What deploy could make on the bed's cluster: CRDs, namespaces, RBAC of ours, processes."""
+    names = {kind: admin(bed, "node0", "get", kind, "-o", "name", *scope).stdout.split()
+             for kind, scope in [("customresourcedefinitions", ()), ("namespaces", ()), ("clusterroles", ()),
+                                 ("clusterrolebindings", ()), ("rolebindings", ("--all-namespaces",))]}
+    names["ours"] = sorted(n for kind, found in names.items() for n in found if "dtservice" in n or "sightline" in n)
+    return names
+
+
 @pytest.fixture(scope="module")
-def seeded(bed_factory):
+def previewed(bed_factory):
+    """`deploy.yml --check --diff` on the bed before anything of ours exists on it: no CRD, no
+    RBAC, no dtDomain (the daemon's role included, as a user runs it)."""
     bed = start_bed(bed_factory)
     for node, pod in SEED_PODS:
         bed.create_pod(node, pod)
+    before = cluster_state(bed)
+    result = run_playbook(bed, "playbooks/deploy.yml", "--check", "--diff", check=False, env=env_of(bed))
+    return SimpleNamespace(bed=bed, before=before, after=cluster_state(bed), result=result)
+
+
+def test_check_mode_on_a_new_federation_previews_every_object_and_creates_none(previewed):
+    """Item 4 of issue 15: the preview fails nothing, names every object deploy would create
+    (CRDs, the provisioner's and the tenants' RBAC, each node's binding, the dtDomains, the
+    declared dtServices), and leaves the cluster as it was: no CRD, no namespace, no RBAC,
+    no daemon."""
+    result, bed = previewed.result, previewed.bed
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
+    counts = recap(result.stdout)
+    assert counts and all(c["failed"] == 0 for c in counts.values()), counts
+    assert previewed.before["ours"] == [] and previewed.after == previewed.before
+    assert not (bed.dir / "reconciler" / "reconciler.pid").exists()
+    shown = set(re.findall(r"^\+\+\+ after: (.+)$", result.stdout, flags=re.M))
+    expected = {f"CustomResourceDefinition {kind}.{GROUP}" for kind in ("dtservices", "dtdomains")}
+    roles = ("dtservice-provisioner", "dtservice-provisioner-reader", "dtservice-tenant", "dtservice-tenant-edit",
+             "dtservice-tenant-view")
+    expected |= {f"ClusterRole {name}" for name in roles}
+    expected |= {"ClusterRoleBinding dtservice-provisioner-reader"}
+    for node, _pod in SEED_PODS:
+        namespace = bed.node(node).namespace
+        expected |= {f"RoleBinding {namespace}/dtservice-provisioner", f"dtDomain {namespace}/mydomain",
+                     f"dtService {namespace}/myservice"}
+    assert expected <= shown, sorted(expected - shown)
+
+
+@pytest.fixture(scope="module")
+def seeded(previewed):
+    bed = previewed.bed
     deploy(bed)
     return bed
 
@@ -381,6 +437,9 @@ def test_describe_prints_the_seeds_shape(seeded):
     for node, pod, seed in [("node0", "my-pod", seed_server), ("node1", "service-pod", seed_client),
                             ("node2", "worker-pod", seed_client)]:
         text = admin(bed, node, "describe", "dtservices", "-n", bed.node(node).namespace).stdout
+        # Every pass, deploy's as the daemon's, adds the teardown finalizer: a line the seed has not.
+        text, held = re.subn(r"^  Finalizers:\n    sid\.sightlineinnovation\.com/teardown\n", "", text, flags=re.M)
+        assert held == 1, text
         ours = parse_ours(text)
         expected = {**common, "Namespace": bed.node(node).namespace, "/Spec/Pod Selector": pod}
         if node != "node2":
@@ -398,7 +457,8 @@ def test_describe_prints_the_seeds_shape(seeded):
 
 def test_provisioner_has_only_its_node_namespace_rights(seeded):
     """The deploy's node kubeconfig is the provisioner (CN dtservice-provisioner, no groups); it
-    can do its job in node namespaces and nothing cluster-wide or elsewhere."""
+    can do its job in node namespaces, read its own kinds cluster-wide, and nothing else
+    cluster-wide or elsewhere."""
     bed = seeded
     node = bed.node("node0")
     shown = subprocess.run(
@@ -422,7 +482,12 @@ def test_provisioner_has_only_its_node_namespace_rights(seeded):
         assert can("create", "secrets", "-n", ns)
         assert can("patch", "pods", "-n", ns)
         assert can("create", "events", "-n", ns)
+    assert can("list", f"dtservices.{GROUP}", "--all-namespaces")
+    assert can("list", f"dtdomains.{GROUP}", "--all-namespaces")
     denied = [
+        ("list", "pods", "--all-namespaces"),
+        ("get", f"dtservices.{GROUP}", "--subresource=status", "-n", "default"),
+        ("delete", f"dtdomains.{GROUP}", "-n", "default"),
         ("list", "secrets", "--all-namespaces"),
         ("get", "secrets", "-n", "default"),
         ("get", "secrets", "-n", "kube-system"),
@@ -448,16 +513,18 @@ def rerun(seeded, tmp_path_factory):
     bed = seeded
     privates = {node: private_key(bed, node) for node, _pod in SEED_PODS}
     before = versions(bed, kinds=WORKING_KINDS + ",events")
-    writes_before = write_requests(bed)
+    writes_before, lists_before = write_requests(bed), list_requests(bed)
     where = tmp_path_factory.mktemp("rerun")
     cache, log = where / "facts", where / "ansible.log"
     cache.mkdir()
     result = deploy(bed, "-vvvv", "--diff", env={"ANSIBLE_CACHE_PLUGIN": "jsonfile",
                                                  "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(cache),
                                                  "ANSIBLE_LOG_PATH": str(log)})
+    # The run's own LISTs: counted before versions() lists every kind of every namespace.
+    lists = {key: n - lists_before.get(key, 0) for key, n in list_requests(bed).items() if n > lists_before.get(key, 0)}
     after = versions(bed, kinds=WORKING_KINDS + ",events")
     return SimpleNamespace(bed=bed, privates=privates, before=before, after=after, result=result, cache=cache,
-                           log=log, writes_before=writes_before, writes_after=write_requests(bed))
+                           log=log, writes_before=writes_before, writes_after=write_requests(bed), lists=lists)
 
 
 def test_second_run_changes_nothing(rerun):
@@ -469,6 +536,15 @@ def test_second_run_changes_nothing(rerun):
     assert all(c["failed"] == 0 and c["unreachable"] == 0 for c in counts.values()), counts
     assert rerun.after == rerun.before
     assert rerun.writes_after == rerun.writes_before
+
+
+def test_a_converged_pass_lists_the_projects_kinds_once_per_cluster(rerun):
+    """Item 2 of issue 15: the no-op deploy reads dtServices and dtDomains with LISTs of the
+    whole cluster (one per module call), never namespace by namespace."""
+    lists = rerun.lists
+    assert {key for key in lists if key.split()[0] in ("dtservices", "dtdomains")} <= \
+        {"dtservices cluster", "dtdomains cluster", "dtservices resource", "dtdomains resource"}, lists
+    assert lists.get("dtservices cluster", 0) <= 5 and lists.get("dtdomains cluster", 0) <= 5, lists
 
 
 def test_private_keys_never_leave_their_secrets(rerun):
@@ -889,6 +965,8 @@ def test_concurrent_reconcilers_never_share_an_address(six):
     existing network or all creating the same new one, then two clients leaving and coming
     back: never two live peers on one address, exactly one server, tables consistent."""
     from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef
+    from ansible_collections.sightline.dtservice.plugins.module_utils.control import teardown
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 
     bed = six.bed
     refs = {n.name: NodeRef(name=n.name, namespace=n.namespace, address=n.address, kubeconfig=n.kubeconfig)
@@ -924,7 +1002,10 @@ def test_concurrent_reconcilers_never_share_an_address(six):
         make(name, nodes)
         race_until_joined(name, nodes)
     for node in ("node2", "node4"):
-        admin(bed, node, "delete", "dtservice", "race-a", "-n", bed.node(node).namespace, "--wait=true")
+        admin(bed, node, "delete", "dtservice", "race-a", "-n", bed.node(node).namespace, "--wait=false")
+        # The teardown finalizer holds it until a pass finishes the deletion: that step alone.
+        teardown.remove_service(cluster=Cluster(), node=refs[node], federation=refs,
+                                service=get_json(bed, node, "dtservice", "race-a"))
     make("race-a", ["node2", "node4"])
     _rounds, after = race_until_joined("race-a", ["node0", "node2", "node4"], contiguous=False)
     assert {n: after[n] for n in nodes if n not in ("node2", "node4")} == \

@@ -138,7 +138,7 @@ def faulty(bed_factory, tmp_path_factory):
     for node, pod in PODS:
         bed.create_pod(node, pod)
     directory = tmp_path_factory.mktemp("inv")
-    settings = {"dtservice_reconcile_handshake_timeout": HANDSHAKE_TIMEOUT,
+    settings = {"dtservice_pass_handshake_timeout": HANDSHAKE_TIMEOUT,
                 "dtservice_daemon_max_backoff_seconds": MAX_BACKOFF}
     plain = with_vars(write_inventory(bed, directory / "plain.json", services={}, domains=DOMAINS), **settings)
     daemon = with_vars(write_inventory(bed, directory / "daemon.json", services={}, domains=DOMAINS, daemon=True),

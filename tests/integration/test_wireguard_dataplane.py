@@ -371,6 +371,41 @@ def _assert_gone(name: str, pod_netns: str | None) -> None:
     assert wireguard_go_pids(name) == []
 
 
+def test_an_interface_outlives_the_terminal_session_that_made_it(fed):
+    """A run gets a pseudo-terminal (ansible-runner gives the daemon's runs one, SSH with -tt
+    gives remote ones): when it ends, the kernel hangs up its session. The interface it made
+    must not go with it (wireguard-go starts in a session of its own). This was issue 12's
+    "joiner's interface vanishes right after Connected": without follow-up runs nothing
+    brought it back."""
+    name, key = fed.ul.ifname("ses"), generate_private_key()
+    args = {**fed.client_args(1), "name": name, "address": "100.96.251.2/24", "listen_port": HUB_PORT + 7,
+            "private_key": key, "peers": []}
+    made_in_session = (
+        "import os, pty, sys\n"
+        "pid, master = pty.fork()\n"
+        "if pid == 0:\n"
+        "    from ansible_collections.sightline.dtservice.plugins.module_utils.data import wireguard\n"
+        f"    wireguard.ensure_interface(**{args!r})\n"
+        "    os._exit(0)\n"
+        "while True:\n"
+        "    try:\n"
+        "        os.read(master, 1024)\n"
+        "    except OSError:\n"
+        "        break\n"
+        "_pid, code = os.waitpid(pid, 0)\n"
+        "os.close(master)\n"
+        "sys.exit(os.waitstatus_to_exitcode(code))\n")
+    made = subprocess.run([sys.executable, "-c", made_in_session], capture_output=True, text=True, timeout=120,
+                          check=False, env={**os.environ, "PYTHONPATH": str(HERE.parents[1] / ".collections")})
+    assert made.returncode == 0, made.stdout + made.stderr
+    pids = wireguard_go_pids(name)
+    assert len(pids) == 1
+    time.sleep(2)  # the hang-up's SIGHUP is delivered as the session leader exits
+    assert wireguard_go_pids(name) == pids, "wireguard-go died with the session that started it"
+    assert wireguard.interface_exists(name=name, pod_netns=fed.ul.pod_path(1))
+    assert wireguard.remove_interface(name=name, pod_netns=fed.ul.pod_path(1)) is True
+
+
 def test_remove_interface_leaves_nothing(fed):
     """remove_interface: link, socket and process gone; idempotent; also when the pod's
     namespace has already been deleted; the remaining tunnel keeps working."""

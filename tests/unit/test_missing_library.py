@@ -14,10 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 NODE = {"name": "node0", "namespace": "dtaas-node0-dtaas", "address": "10.4.0.16"}
 NODE_ARGS = {"nodes": [NODE], "federation": [NODE]}
 CASES = [
-    ("dtservice_agent", NODE_ARGS, "urllib3"),
-    ("dtservice_agent", NODE_ARGS, "cryptography"),
-    ("dtservice_agent", NODE_ARGS, "jinja2"),
     ("dtservice_node", NODE_ARGS, "yaml"),
+    ("dtservice_node", NODE_ARGS, "urllib3"),
+    ("dtservice_node", NODE_ARGS, "jinja2"),
     ("dtservice_reconcile", NODE_ARGS, "cryptography"),
     ("dtservice_teardown", NODE_ARGS, "urllib3"),
     ("dtservice_manifest", {"clusters": [{"objects": []}]}, "urllib3"),

@@ -1,13 +1,22 @@
-"""Applying declared objects (CRDs, RBAC, dtDomains, declared dtServices) to API servers.
+"""Applying declared objects (CRDs, RBAC, dtDomains, declared dtServices) to API servers, or
+deleting them.
 
-Owns the "present" step of deploy: compare first, write only what differs. Each cluster is
-read with one LIST per collection and namespace, every object is compared with what is live
-(the manifest must be contained in the live object; the server's defaults and fields other
-writers own do not count), and only a differing object is sent, as a server-side apply under
-the provisioner's field manager. A converged federation therefore sees reads only.
+Owns the "present" step of deploy and the "absent" step of teardown: compare first, write
+only what differs. Each cluster is read with one LIST per collection (of the whole cluster
+for a kind wanted in several namespaces, where the credentials may; else per namespace),
+every object is compared with what is live (the manifest must be contained in the live
+object; the server's defaults and fields other writers own do not count), and only a
+differing object is sent, as a server-side apply under the provisioner's field manager. A
+converged federation therefore sees reads only.
 Cluster-wide objects (CRDs, ClusterRoles) carry the ``managed-by`` label, so that their LIST
 finds ours among all of the cluster's; namespaced ones are listed whole in a node namespace
-and stay as the user wrote them (the seed's ``kubectl describe`` shows no labels).
+and stay as the user wrote them (the seed's ``kubectl describe`` shows no labels). Deleting
+sends one DELETE per listed object that is still live.
+
+In check mode on a federation where nothing exists yet, a collection the API server does not
+serve (its CRD is not installed: 404) or does not let the provisioner read (its binding is
+not made yet: 403) holds nothing: each of its objects is shown as created, without a dry-run
+write, which the server would refuse for the same reason.
 """
 
 from __future__ import annotations
@@ -124,36 +133,82 @@ class Applied:
     diffs: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _live(api: ApiClient, wanted: list[tuple[Collection, dict[str, Any]]], *,
+          dry_run: bool) -> dict[Collection, dict[str, dict] | None]:
+    """Each collection's live objects by name; in a dry run None for one the server does not
+    serve or let us read yet (see the module's docstring). A kind wanted in several namespaces
+    is read with one LIST of the whole cluster (selected by name when every object of it has
+    the same name) where the credentials may, else with one LIST per namespace."""
+    collections = list(dict.fromkeys(collection for collection, _body in wanted))
+    live: dict[Collection, dict[str, dict] | None] = {}
+    spread: dict[tuple[str, str], list[Collection]] = {}
+    for collection in collections:
+        if collection.namespace is not None:
+            spread.setdefault((collection.base, collection.plural), []).append(collection)
+    for (base, plural), members in spread.items():
+        if len(members) < 2:
+            continue
+        names = {body["metadata"]["name"] for collection, body in wanted if collection in members}
+        query = {"fieldSelector": f"metadata.name={next(iter(names))}"} if len(names) == 1 else None
+        try:
+            items = api.request("GET", f"{base}/{plural}", query=query)["items"]
+        except ApiError as error:
+            if error.status in (403, 404):
+                continue  # not granted cluster-wide (or not served): each namespace below says which
+            raise
+        by_namespace: dict[str, dict[str, dict]] = {}
+        for item in items:
+            by_namespace.setdefault(item["metadata"]["namespace"], {})[item["metadata"]["name"]] = item
+        live.update({collection: by_namespace.get(collection.namespace or "", {}) for collection in members})
+
+    def listing(collection: Collection) -> dict[str, dict] | None:
+        query = {"labelSelector": SELECTOR} if collection.namespace is None else None
+        try:
+            items = api.request("GET", collection.path(), query=query)["items"]
+        except ApiError as error:
+            if dry_run and error.status in (403, 404):
+                return None
+            raise
+        return {item["metadata"]["name"]: item for item in items}
+
+    return {**live, **{collection: listing(collection) for collection in collections if collection not in live}}
+
+
+def _label(body: Mapping[str, Any], collection: Collection) -> str:
+    return f"{body['kind']} {collection.namespace + '/' if collection.namespace else ''}{body['metadata']['name']}"
+
+
+def _fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    # Items of a LIST of built-in kinds carry no apiVersion and kind: the collection says them.
+    return {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
+
+
 def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run: bool,
                     wait_established: float = 0) -> Applied:
     """Bring ``objects`` to the cluster behind ``api``; with ``wait_established`` > 0, wait that
     many seconds at most for every CustomResourceDefinition among them to be Established."""
     wanted = [(collection, labelled(obj, collection)) for obj in objects for collection in [Collection.of(obj)]]
-    collections = list(dict.fromkeys(collection for collection, _body in wanted))
-
-    def listing(collection: Collection) -> dict[str, dict]:
-        query = {"labelSelector": SELECTOR} if collection.namespace is None else None
-        return {item["metadata"]["name"]: item for item in api.request("GET", collection.path(), query=query)["items"]}
-
-    live = dict(zip(collections, map(listing, collections), strict=True))
+    live = _live(api, wanted, dry_run=dry_run)
     differing = []
     for collection, body in wanted:
-        # Items of a LIST of built-in kinds carry no apiVersion and kind: the collection says them.
-        fields = {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
-        current = live[collection].get(body["metadata"]["name"])
-        if current is None or not contains(current, fields):
-            differing.append((collection, body, fields, current))
+        current = (live[collection] or {}).get(body["metadata"]["name"])
+        if current is None or not contains(current, _fields(body)):
+            differing.append((collection, body, current))
     query = {"fieldManager": FIELD_MANAGER, "force": "true", **({"dryRun": "All"} if dry_run else {})}
 
     def apply(entry: tuple) -> dict:
-        collection, body, _fields, _current = entry
+        collection, body, _current = entry
+        if live[collection] is None:
+            return body  # a dry run on a kind not served or readable yet: shown as it would be made
         return api.request("PATCH", collection.path(body["metadata"]["name"]), body=body, query=query,
                            content_type="application/apply-patch+yaml")
 
     applied = Applied()
-    for (collection, body, fields, current), after in zip(differing, map(apply, differing), strict=True):
-        live[collection][body["metadata"]["name"]] = after
-        label = f"{body['kind']} {collection.namespace + '/' if collection.namespace else ''}{body['metadata']['name']}"
+    for (collection, body, current), after in zip(differing, map(apply, differing), strict=True):
+        listed = live[collection]
+        if listed is not None:
+            listed[body["metadata"]["name"]] = after
+        label, fields = _label(body, collection), _fields(body)
         applied.changed.append(label)
         applied.diffs.append({"before_header": label, "after_header": label,
                               "before": project(current, fields) if current else {},
@@ -161,9 +216,33 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
     if wait_established and not dry_run:
         for collection, body in wanted:
             if body["kind"] == "CustomResourceDefinition":
-                _wait_established(api, collection, live[collection][body["metadata"]["name"]],
+                _wait_established(api, collection, (live[collection] or {})[body["metadata"]["name"]],
                                   timeout=wait_established)
     return applied
+
+
+def delete_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run: bool) -> Applied:
+    """Delete those of ``objects`` that are live on the cluster behind ``api`` (only the
+    project's own cluster-wide objects, the labelled ones, are found)."""
+    wanted = [(collection, labelled(obj, collection)) for obj in objects for collection in [Collection.of(obj)]]
+    live = _live(api, wanted, dry_run=dry_run)
+    query = {"dryRun": "All"} if dry_run else None
+    deleted = Applied()
+    for collection, body in wanted:
+        current = (live[collection] or {}).pop(body["metadata"]["name"], None)
+        if current is None:
+            continue
+        try:
+            api.request("DELETE", collection.path(body["metadata"]["name"]), query=query)
+        except ApiError as error:
+            if error.status != 404:  # gone meanwhile: what was asked
+                raise
+            continue
+        label = _label(body, collection)
+        deleted.changed.append(label)
+        deleted.diffs.append({"before_header": label, "after_header": label,
+                              "before": project(current, _fields(body)), "after": {}})
+    return deleted
 
 
 def _established(crd: Mapping[str, Any]) -> bool:

@@ -1,7 +1,7 @@
 """The control plane's pass over one node's dtServices: ``NodeReconciler``.
 
 Owns the order of the steps for each dtService of a node and what it reports (``Outcome``):
-the teardown finalizer (when asked), the domain and membership checks, the key Secret
+the teardown finalizer, the domain and membership checks, the key Secret
 (``secrets``), the network's registry entry (``registry``), serving the network or joining
 it (``claims``), the labels its pod should carry and whether the pod can be attached here,
 then the status word and its Event (``status``). A step that cannot go on ends that
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 import datetime
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,20 +72,22 @@ class NodeReconciler:
     """Provisions the dtServices in one node's namespace; reads are shared for one pass."""
 
     def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
+                 ports_in_use: Callable[[], Collection[int]] | None = None,
                  key_max_age: float | None = None) -> None:
         self.cluster = cluster
         self.node = node
         self.federation = federation
         self.key_max_age = key_max_age
-        self.view = PassView(cluster=cluster, node=node, federation=federation)
+        self.view = PassView(cluster=cluster, node=node, federation=federation, ports_in_use=ports_in_use)
 
-    def provision(self, *, only: set[str] | None = None, finalizer: bool = False,
-                  rotate_key: str | None = None) -> list[Outcome]:
-        """Provision the node's dtServices (``only`` these, when given), oldest first; those
-        being deleted are left to the teardown. ``finalizer`` adds the teardown finalizer;
-        ``rotate_key`` asks for a new key pair (the value of ``contract.ROTATE_KEY_ANNOTATION``)."""
+    def provision(self, *, only: set[str] | None = None, rotate_key: str | None = None,
+                  rotate_only: Collection[str] | None = None) -> list[Outcome]:
+        """Provision the node's dtServices (``only`` these, when given), oldest first, each
+        with the teardown finalizer; those being deleted are left to the teardown.
+        ``rotate_key`` asks for a new key pair (the value of ``contract.ROTATE_KEY_ANNOTATION``)
+        for the dtServices named in ``rotate_only`` (all, when None)."""
         pods = self.cluster.list_pods(self.node)
-        secrets = self.cluster.list_secrets(self.node, label_selector=contract.KEY_SECRET_LABEL)
+        secrets = self.cluster.key_secrets(self.node)
         outcomes = []
         ordered = sorted(self.view.services_of(self.node),
                          key=lambda s: (s["metadata"].get("creationTimestamp", ""), s["metadata"]["name"]))
@@ -94,8 +96,9 @@ class NodeReconciler:
                     or service["metadata"].get("deletionTimestamp"):
                 continue
             try:
-                current = self._with_finalizer(service) if finalizer else service
-                current = self._with_request(current, rotate_key) if rotate_key else current
+                current = self._with_finalizer(service)
+                if rotate_key and (rotate_only is None or current["metadata"]["name"] in rotate_only):
+                    current = self._with_request(current, rotate_key)
                 outcomes.append(self.provision_service(current, pods=pods, secrets=secrets))
             except Exception as problem:  # noqa: BLE001 - contained: it stays with this dtService
                 outcome = Outcome(name=service["metadata"]["name"], status=Status.FAILED, message=describe(problem))

@@ -2,7 +2,8 @@
 
 Owns reading the registry and registering a network in it: the first dtService of a name
 claims the network (its subnet, and its own node's UDP port beside the ports that node's
-networks of every domain already use) and becomes its server; a server's dtService made
+networks of every domain already use and those other processes hold on its address) and
+becomes its server; a hub whose port another process holds moves to a free one; a server's dtService made
 again on the same node keeps the network; a network whose server's dtService is gone is
 registered anew. A name is one network in the whole federation, so a name another domain
 registered is refused. The registry is written with its ``resourceVersion``; a Conflict
@@ -23,7 +24,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils import contrac
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import MAX_ATTEMPTS, PassView
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Conflict
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, plan
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
 
 
@@ -43,8 +44,15 @@ def register_network(view: PassView, *, service: dict, domain: contract.Domain, 
         entry = networks.get(name)
         server = (entry or {}).get("server", {})
         if entry and server.get("id") == own_id:
-            return entry
-        if entry and (server.get("namespace"), server.get("name")) == (view.node.namespace, name):
+            # A hub that listens holds its port: only one that does not yet is looked at (so a
+            # converged pass reads no socket table).
+            if service.get("status") == Status.CONNECTED \
+                    or registry_rules.endpoint_port(entry["endpoint"]) not in view.ports_in_use():
+                return entry
+            # Another process took the hub's port before the hub could listen: the network
+            # moves to a free port, and its clients follow the registry.
+            networks[name] = _moved_entry(view, domain=domain, me=me, entry=entry, networks=networks)
+        elif entry and (server.get("namespace"), server.get("name")) == (view.node.namespace, name):
             # The server's dtService was deleted and made again here: it stays the server.
             networks[name] = {**entry, "server": {**server, "id": own_id}}
         elif entry:
@@ -103,9 +111,18 @@ def _release(view: PassView, *, home: contract.NodeRef, domain: contract.Domain,
 
 def _new_entry(view: PassView, *, name: str, domain: contract.Domain, me: contract.Member, own_id: str,
                networks: dict[str, Any]) -> dict:
-    ports_taken = registry_rules.ports_served(node=me.name, registries=[networks, *_other_registries(view, domain)])
+    ports_taken = [*registry_rules.ports_served(node=me.name, registries=[networks, *_other_registries(view, domain)]),
+                   *view.ports_in_use()]
     return registry_rules.new_network_entry(name=name, domain=domain, server=me, server_id=own_id,
                                             networks=networks, ports_taken=ports_taken)
+
+
+def _moved_entry(view: PassView, *, domain: contract.Domain, me: contract.Member, entry: dict,
+                 networks: dict[str, Any]) -> dict:
+    ports_taken = [*registry_rules.ports_served(node=me.name, registries=[networks, *_other_registries(view, domain)]),
+                   *view.ports_in_use()]
+    port = addressing.allocate_port(port_range=me.port_range, taken=ports_taken)
+    return {**entry, "endpoint": f"{me.address}:{port}"}
 
 
 def _other_domains(view: PassView, domain: contract.Domain) -> Iterator[contract.Domain]:

@@ -1,16 +1,19 @@
 """One pass's view of the federation's dtServices and dtDomains, shared by its steps.
 
 Owns the reads a ``NodeReconciler`` pass makes of other nodes' objects and the dtService
-writes that keep those reads current: each node's dtServices and dtDomains are listed once
-per pass (a converged pass reads a bounded number of times per node), a written object
-replaces its listed copy, and ``update_service`` writes optimistically (the object's
-``resourceVersion``; a Conflict means another provisioner wrote first, so it re-reads and
-tries again, up to ``MAX_ATTEMPTS``). Also finds a domain member's connection details.
+writes that keep those reads current: each node's dtServices and dtDomains are taken once
+per pass from the module call's listings (``kube.cluster.Listing``: one LIST per cluster,
+shared by every node and step of the call), a written object replaces its listed copy, and
+``update_service`` writes optimistically (the object's ``resourceVersion``; a Conflict means
+another provisioner wrote first, so it re-reads and tries again, up to ``MAX_ATTEMPTS``).
+Also finds a domain member's connection details, and asks once per pass which UDP ports
+other processes hold where the node's address lives (when the pass runs on the node's
+machine and so can see them).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
@@ -28,12 +31,22 @@ MAX_ATTEMPTS = 20
 class PassView:
     """The dtServices and dtDomains of the federation's nodes as one pass of ``node`` saw them."""
 
-    def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef]) -> None:
+    def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
+                 ports_in_use: Callable[[], Collection[int]] | None = None) -> None:
         self.cluster = cluster
         self.node = node
         self.federation = federation
         self._services: dict[str, list[dict]] = {}
         self._domains: dict[str, dict[str, dict]] = {}
+        self._ports_in_use = ports_in_use
+        self._ports_seen: Collection[int] | None = None
+
+    def ports_in_use(self) -> Collection[int]:
+        """The UDP ports something else than the project's links holds on the node's address
+        (read at most once per pass); none known when the pass does not run on the node's machine."""
+        if self._ports_seen is None:
+            self._ports_seen = self._ports_in_use() if self._ports_in_use else ()
+        return self._ports_seen
 
     def member_node(self, member: contract.Member) -> NodeRef:
         node = self.federation.get(member.name)
@@ -57,7 +70,9 @@ class PassView:
         items[:] = [s for s in items if s["metadata"]["name"] != service["metadata"]["name"]] + [service]
 
     def forget_services(self, node: NodeRef | None = None) -> None:
-        """Drop the listed dtServices of ``node`` (of every node when None): listed again on next use."""
+        """Drop the listed dtServices of ``node`` (of every node when None): listed again, from
+        the API server, on next use."""
+        self.cluster.forget_services()
         if node is None:
             self._services.clear()
         else:
@@ -96,7 +111,7 @@ class PassView:
         """A dtDomain of a node, from one LIST of the node's dtDomains per pass (``fresh``
         lists again)."""
         if fresh or node.name not in self._domains:
-            self._domains[node.name] = {d["metadata"]["name"]: d for d in self.cluster.list_domains(node)}
+            self._domains[node.name] = {d["metadata"]["name"]: d for d in self.cluster.list_domains(node, fresh=fresh)}
         return self._domains[node.name].get(name)
 
     def remember_domain(self, node: NodeRef, domain: dict) -> None:

@@ -6,7 +6,8 @@ there (kernel WireGuard keeps the socket in the namespace the link was created i
 waiting for wireguard-go's control socket; finding the wireguard-go processes of an
 interface name, stopping the orphaned ones and removing their stale sockets; clearing
 what a half-finished run left before a new link is made, and deleting a link wherever it
-may be.
+may be. Also tells which UDP ports of a node's namespace are held by something else than
+the project's links, so that a hub is never given (or kept on) a port it cannot listen on.
 
 ``wireguard-go`` specifics: it refuses to start on a kernel it believes has WireGuard
 unless ``WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1``; its control sockets live in
@@ -32,6 +33,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns imp
     namespace_path,
     run,
 )
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import sockets
 
 __all__ = [
     "SOCKET_DIR",
@@ -39,6 +41,7 @@ __all__ = [
     "clear_leftovers",
     "create_link",
     "delete_everywhere",
+    "foreign_udp_ports",
     "reap_orphans",
     "remove_stale_socket",
     "wireguard_go_pids",
@@ -51,9 +54,9 @@ SOCKET_DIR = "/var/run/wireguard"
 # ---------------------------------------------------------------- wireguard-go processes
 
 
-def wireguard_go_pids(name: str) -> list[int]:
-    """PIDs of wireguard-go processes serving interface ``name`` (argv ``wireguard-go NAME``)."""
-    pids = []
+def _wireguard_go_processes() -> dict[int, str]:
+    """Every wireguard-go process (argv ``wireguard-go ... NAME``): pid -> interface name."""
+    found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -63,9 +66,40 @@ def wireguard_go_pids(name: str) -> list[int]:
         except OSError:
             continue
         args = [a.decode(errors="replace") for a in raw if a]
-        if len(args) >= 2 and os.path.basename(args[0]) == "wireguard-go" and args[-1] == name:
-            pids.append(int(entry))
-    return pids
+        if len(args) >= 2 and os.path.basename(args[0]) == "wireguard-go":
+            found[int(entry)] = args[-1]
+    return found
+
+
+def wireguard_go_pids(name: str) -> list[int]:
+    """PIDs of wireguard-go processes serving interface ``name`` (argv ``wireguard-go NAME``)."""
+    return [pid for pid, interface in _wireguard_go_processes().items() if interface == name]
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    inodes: set[int] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return inodes
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[len("socket:["):-1]))
+    return inodes
+
+
+def foreign_udp_ports(netns: str | None) -> set[int]:
+    """The UDP ports bound in ``netns`` by anything but the project's own links: a socket of a
+    wireguard-go serving a ``dt...`` interface is ours, and so is a kernel socket (inode 0,
+    kernel WireGuard); every other socket is foreign, whatever address it is bound to."""
+    tables = run(["cat", "/proc/net/udp", "/proc/net/udp6"], netns=netns, check=False).stdout
+    ours = {inode for pid, interface in _wireguard_go_processes().items()
+            if contract.INTERFACE_PATTERN.match(interface) for inode in _socket_inodes(pid)}
+    return {port for port, inodes in sockets.udp_sockets([tables]).items() if inodes - ours - {0}}
 
 
 def _tun_attached(pid: int, name: str) -> bool:

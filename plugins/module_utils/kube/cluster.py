@@ -4,12 +4,22 @@ Owns every call to a Kubernetes API server (reads, optimistic writes, Events). T
 the core sees plain dicts. Writes carry the object's ``resourceVersion`` so that two
 provisioners racing on the same object get a 409 instead of overwriting each other, and a
 write happens only when the object really differs, so a converged federation sees reads only.
+
+Also owns one module call's reads (``Listing``): the threads of a call share its
+``Connections``, and with them one LIST of each collection. dtServices and dtDomains, the
+project's own kinds, are listed once per cluster (the provisioner's ClusterRole
+``dtservice-provisioner-reader`` lets it read them in every namespace; without it, once per
+namespace); Pods and key Secrets once per namespace. The call's own writes keep the listings
+current, so its later steps see them without reading again; a read that must see other
+writers' changes (after a Conflict, a port checked again) lists again.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +27,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
     API_VERSION,
     DOMAINS,
     EVENT_SOURCE,
+    KEY_SECRET_LABEL,
     SERVICE_KIND,
     SERVICES,
     NodeRef,
@@ -36,24 +47,110 @@ class SharedObject:
     latest: dict | None = None
 
 
+class Listing:
+    """One collection of one cluster as a module call read it: listed on first use (the whole
+    cluster at once when ``cluster_path`` is given and the provisioner may, else the namespace
+    asked for), then kept current with the call's own writes. Callers get copies."""
+
+    def __init__(self, *, api: ApiClient, namespace_path: Callable[[str], str], cluster_path: str | None = None,
+                 query: dict[str, str] | None = None, dry_run: bool = False) -> None:
+        self._api = api
+        self._namespace_path = namespace_path
+        self._cluster_path = cluster_path
+        self._query = query
+        self._dry_run = dry_run
+        self._lock = threading.Lock()
+        self._whole = False
+        self._by_namespace: dict[str, dict[str, dict]] = {}
+
+    def items(self, namespace: str) -> list[dict]:
+        with self._lock:
+            if not self._whole and namespace not in self._by_namespace:
+                self._load(namespace)
+            return copy.deepcopy(list(self._by_namespace.get(namespace, {}).values()))
+
+    def _list(self, path: str) -> list[dict]:
+        try:
+            return self._api.request("GET", path, query=self._query)["items"]
+        except ApiError as error:
+            # Check mode on a new federation: the CRD is not installed (404) or the
+            # provisioner's binding not made (403) yet, so nothing of the kind exists. (A
+            # refused cluster-wide LIST is the caller's: it lists the namespace instead.)
+            if self._dry_run and (error.status == 404 or (error.status == 403 and path != self._cluster_path)):
+                return []
+            raise
+
+    def _load(self, namespace: str) -> None:
+        if self._cluster_path is not None:
+            try:
+                items = self._list(self._cluster_path)
+            except ApiError as error:
+                if error.status != 403:
+                    raise
+                self._cluster_path = None  # not granted cluster-wide: one namespace at a time
+            else:
+                self._whole = True
+                for item in items:
+                    self._by_namespace.setdefault(item["metadata"]["namespace"], {})[item["metadata"]["name"]] = item
+                return
+        self._by_namespace[namespace] = {item["metadata"]["name"]: item
+                                         for item in self._list(self._namespace_path(namespace))}
+
+    def put(self, obj: dict) -> None:
+        """``obj`` as the API server answered a write of it."""
+        meta = obj["metadata"]
+        with self._lock:
+            if self._whole or meta["namespace"] in self._by_namespace:
+                self._by_namespace.setdefault(meta["namespace"], {})[meta["name"]] = copy.deepcopy(obj)
+
+    def drop(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._by_namespace.get(namespace, {}).pop(name, None)
+
+    def forget(self) -> None:
+        """Listed again on next use: what other writers changed is seen."""
+        with self._lock:
+            self._whole = False
+            self._by_namespace.clear()
+
+
 @dataclass
 class Connections:
-    """One API client per (kubeconfig, context), made on first use and shared by threads."""
+    """One API client per (kubeconfig, context), made on first use and shared by threads,
+    and the listings of the call (``Listing``)."""
 
     _clients: dict[tuple, ApiClient] = field(default_factory=dict)
     _shared: dict[tuple, SharedObject] = field(default_factory=dict)
     _shared_guard: threading.Lock = field(default_factory=threading.Lock)
+    _listings: dict[tuple, Listing] = field(default_factory=dict)
+    _clients_guard: threading.Lock = field(default_factory=threading.Lock)
 
     def shared(self, *key: object) -> SharedObject:
         """One SharedObject per key for the threads sharing these connections."""
         with self._shared_guard:
             return self._shared.setdefault(key, SharedObject())
 
+    def listing(self, node: NodeRef, kind: str, make: Callable[[ApiClient], Listing]) -> Listing:
+        """The call's Listing of ``kind`` on ``node``'s cluster, made by ``make`` on first use."""
+        key = (node.kubeconfig, node.context, kind)
+        with self._shared_guard:
+            if key not in self._listings:
+                self._listings[key] = make(self.api(node))
+            return self._listings[key]
+
+    def forget(self, kind: str) -> None:
+        """Every cluster's listing of ``kind`` is listed again on next use."""
+        with self._shared_guard:
+            listings = [listing for key, listing in self._listings.items() if key[2] == kind]
+        for listing in listings:
+            listing.forget()
+
     def api(self, node: NodeRef) -> ApiClient:
         key = (node.kubeconfig, node.context)
-        if key not in self._clients:
-            self._clients[key] = ApiClient(load_endpoint(kubeconfig=node.kubeconfig, context=node.context))
-        return self._clients[key]
+        with self._clients_guard:
+            if key not in self._clients:
+                self._clients[key] = ApiClient(load_endpoint(kubeconfig=node.kubeconfig, context=node.context))
+            return self._clients[key]
 
 
 def _custom(node: NodeRef, plural: str, name: str | None = None, *, status: bool = False) -> str:
@@ -93,71 +190,102 @@ class Cluster:
             raise
 
     # -- reads ----------------------------------------------------------------------------
+    def _listing(self, node: NodeRef, kind: str) -> Listing:
+        def make(api: ApiClient) -> Listing:
+            if kind in (SERVICES, DOMAINS):
+                return Listing(api=api, namespace_path=lambda ns: f"/apis/{API_VERSION}/namespaces/{ns}/{kind}",
+                               cluster_path=f"/apis/{API_VERSION}/{kind}", dry_run=self.dry_run)
+            return Listing(api=api, namespace_path=lambda ns: f"/api/v1/namespaces/{ns}/{kind}", dry_run=self.dry_run,
+                           query={"labelSelector": KEY_SECRET_LABEL} if kind == "secrets" else None)
+        return self.connections.listing(node, kind, make)
+
     def list_services(self, node: NodeRef) -> list[dict]:
-        return self._get(node, _custom(node, SERVICES))["items"]
+        return self._listing(node, SERVICES).items(node.namespace)
+
+    def forget_services(self) -> None:
+        """The dtServices of every cluster are listed again on next use."""
+        self.connections.forget(SERVICES)
 
     def get_service(self, node: NodeRef, name: str) -> dict | None:
         return self._get_or_none(node, _custom(node, SERVICES, name))
 
-    def list_domains(self, node: NodeRef) -> list[dict]:
-        return self._get(node, _custom(node, DOMAINS))["items"]
+    def list_domains(self, node: NodeRef, *, fresh: bool = False) -> list[dict]:
+        """The node's dtDomains (``fresh``: as the API server holds them now)."""
+        if fresh:
+            self.connections.forget(DOMAINS)
+        return self._listing(node, DOMAINS).items(node.namespace)
 
     def get_domain(self, node: NodeRef, name: str) -> dict | None:
         return self._get_or_none(node, _custom(node, DOMAINS, name))
 
     def list_pods(self, node: NodeRef) -> dict[str, dict]:
-        return {pod["metadata"]["name"]: pod for pod in self._get(node, _core(node, "pods"))["items"]}
+        return {pod["metadata"]["name"]: pod for pod in self._listing(node, "pods").items(node.namespace)}
+
+    def key_secrets(self, node: NodeRef) -> dict[str, dict]:
+        """The key Secrets (labelled ``KEY_SECRET_LABEL``) of the node's namespace."""
+        return {secret["metadata"]["name"]: secret for secret in self._listing(node, "secrets").items(node.namespace)}
 
     def list_secrets(self, node: NodeRef, *, label_selector: str) -> dict[str, dict]:
+        """Secrets as the API server holds them now (not the call's listing)."""
         secrets = self._get(node, _core(node, "secrets"), labelSelector=label_selector)["items"]
         return {secret["metadata"]["name"]: secret for secret in secrets}
 
     # -- writes ---------------------------------------------------------------------------
-    def _write(self, node: NodeRef, method: str, path: str, body: Any = None, *,
+    def _write(self, node: NodeRef, method: str, path: str, body: Any = None, *, kind: str,
                content_type: str = "application/json", missing_ok: bool = False) -> dict:
+        """One write; the call's listing of ``kind`` follows it (a dry run stores nothing)."""
         query = {"dryRun": "All"} if self.dry_run else None
         try:
             result = self.connections.api(node).request(method, path, body=body, query=query,
                                                         content_type=content_type)
         except ApiError as error:
             if error.status == 409:
+                self.connections.forget(kind)
                 raise Conflict(error.reason) from None
-            if missing_ok and error.status == 404:
-                return {}
-            raise
-        self.writes += 1
+            if not (missing_ok and error.status == 404):
+                raise
+            result = {}
+        else:
+            self.writes += 1
+        if not self.dry_run and kind != "events":
+            if method == "DELETE":
+                self._listing(node, kind).drop(node.namespace, path.rsplit("/", 1)[1])
+            else:
+                self._listing(node, kind).put(result)
         return result
 
     def replace_service(self, node: NodeRef, body: dict) -> dict:
         """PUT with the body's resourceVersion: a Conflict when the object moved on."""
-        return self._write(node, "PUT", _custom(node, SERVICES, body["metadata"]["name"]), body)
+        return self._write(node, "PUT", _custom(node, SERVICES, body["metadata"]["name"]), body, kind=SERVICES)
 
     def delete_service(self, node: NodeRef, name: str) -> None:
-        self._write(node, "DELETE", _custom(node, SERVICES, name), missing_ok=True)
+        self._write(node, "DELETE", _custom(node, SERVICES, name), kind=SERVICES, missing_ok=True)
 
     def replace_service_status(self, node: NodeRef, body: dict) -> dict:
-        return self._write(node, "PUT", _custom(node, SERVICES, body["metadata"]["name"], status=True), body)
+        return self._write(node, "PUT", _custom(node, SERVICES, body["metadata"]["name"], status=True), body,
+                           kind=SERVICES)
 
     def replace_domain_status(self, node: NodeRef, body: dict) -> dict:
-        return self._write(node, "PUT", _custom(node, DOMAINS, body["metadata"]["name"], status=True), body)
+        return self._write(node, "PUT", _custom(node, DOMAINS, body["metadata"]["name"], status=True), body,
+                           kind=DOMAINS)
 
     def create_secret(self, node: NodeRef, body: dict) -> dict:
-        return self._write(node, "POST", _core(node, "secrets"), body)
+        return self._write(node, "POST", _core(node, "secrets"), body, kind="secrets")
 
     def replace_secret(self, node: NodeRef, body: dict) -> dict:
         """PUT with the body's resourceVersion: a Conflict when the Secret moved on."""
-        return self._write(node, "PUT", _core(node, "secrets", body["metadata"]["name"]), body)
+        return self._write(node, "PUT", _core(node, "secrets", body["metadata"]["name"]), body, kind="secrets")
 
     def annotate_service(self, node: NodeRef, name: str, annotations: dict[str, str | None]) -> dict:
         """Merge the annotations (None removes one) into a dtService's metadata."""
         return self._write(node, "PATCH", _custom(node, SERVICES, name), {"metadata": {"annotations": annotations}},
-                           content_type="application/merge-patch+json")
+                           kind=SERVICES, content_type="application/merge-patch+json")
 
     def delete_secret(self, node: NodeRef, name: str) -> None:
-        self._write(node, "DELETE", _core(node, "secrets", name), missing_ok=True)
+        self._write(node, "DELETE", _core(node, "secrets", name), kind="secrets", missing_ok=True)
 
     def patch_pod_labels(self, node: NodeRef, pod: str, labels: dict[str, str | None]) -> None:
-        self._write(node, "PATCH", _core(node, "pods", pod), {"metadata": {"labels": labels}},
+        self._write(node, "PATCH", _core(node, "pods", pod), {"metadata": {"labels": labels}}, kind="pods",
                     content_type="application/merge-patch+json")
 
     def record_event(self, node: NodeRef, *, service: dict, reason: str, message: str,
@@ -174,4 +302,4 @@ class Cluster:
             "source": {"component": EVENT_SOURCE}, "reportingComponent": EVENT_SOURCE,
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
-        self._write(node, "POST", _core(node, "events"), body)
+        self._write(node, "POST", _core(node, "events"), body, kind="events")

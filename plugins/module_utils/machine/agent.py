@@ -117,7 +117,7 @@ class NodeAgent:
         if services is None:
             services = self.cluster.list_services(self.node)
         pods = self.cluster.list_pods(self.node)
-        secrets = self.cluster.list_secrets(self.node, label_selector=contract.KEY_SECRET_LABEL)
+        secrets = self.cluster.key_secrets(self.node)
         domains = {d["metadata"]["name"]: d for d in self.cluster.list_domains(self.node)}
         outcomes, expected = [], set()
         live = [s for s in services if not s["metadata"].get("deletionTimestamp")]
@@ -323,7 +323,8 @@ class NodeAgent:
         hub_node = self.federation.get(network["server"]["node"])
         key = (network["server"]["node"], name)
         if key not in self._hubs:
-            hub = None if hub_node is None else self.cluster.get_service(hub_node, name)
+            hub = None if hub_node is None else next(
+                (s for s in self.cluster.list_services(hub_node) if s["metadata"]["name"] == name), None)
             self._hubs[key] = (hub or {}).get("peers") or {}
         return self._hubs[key]
 

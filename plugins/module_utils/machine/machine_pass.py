@@ -1,11 +1,12 @@
-"""One whole pass over the nodes of a machine, for the reconciler daemon: the steps of
-deploy's roles in one process, so a `kubectl apply` costs one module run instead of four.
+"""One whole pass over the nodes of a machine: what deploy.yml and the reconciler daemon both
+run (role dtservice_pass), in one process, so a change costs one module run per machine.
 
 Owns the order, in phases over all nodes of the call: reconcile the dtServices (with the
-teardown finalizer) and label the pods of every node first (``reconcile_phase``, also the
-whole of the dtservice_reconcile module), then bring the interfaces up (and
-remove those of deleted dtServices) on every node, then wait for the clients' first
-handshakes and finish the deletions users asked for. Because every
+teardown finalizer) and label the pods of every node first (``reconcile_nodes``, also the
+whole of the dtservice_reconcile module; the networks a node is the planned hub of go
+before every other dtService, so the inventory's hubs register them), then bring the
+interfaces up (and remove those of deleted dtServices) on every node, then wait for the
+clients' first handshakes and finish the deletions users asked for. Because every
 node's claims are written before any interface is configured, a joiner and its server in the
 same call meet in that call: the server's interface already knows the joiner when the joiner
 waits for its first handshake. Each step is the same core code the separate modules run.
@@ -20,7 +21,7 @@ nodes of the call go on."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
 from ansible_collections.sightline.dtservice.plugins.module_utils.control import teardown
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import NodeReconciler, Outcome
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import describe
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import RuntimeViews
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 from ansible_collections.sightline.dtservice.plugins.module_utils.machine.agent import AgentOutcome, NodeAgent
@@ -36,20 +38,44 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules import p
 
 
 def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
-                    only: set[str] | None = None, finalizer: bool = True, key_max_age: float | None = None,
-                    rotate_key: str | None = None) -> tuple[list[Outcome], dict[str, Any]]:
-    """Reconcile the node's dtServices (``only`` these, when given) and, for a whole pass,
-    label its pods with their dtService roles; returns the outcomes and the label patches.
-    ``key_max_age`` (seconds) rotates older keys; ``rotate_key`` asks for new keys."""
-    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation, key_max_age=key_max_age).provision(
-        only=only, finalizer=finalizer, rotate_key=rotate_key)
-    if only is not None:
-        return outcomes, {}  # the pods' other dtServices were not looked at: their labels stay
+                    ports_in_use: Callable[[], Collection[int]] | None = None, key_max_age: float | None = None,
+                    rotate_key: str | None = None,
+                    rotate_only: Collection[str] | None = None) -> tuple[list[Outcome], dict[str, Any]]:
+    """Reconcile the node's dtServices and label its pods with their dtService roles; returns
+    the outcomes and the label patches. ``ports_in_use`` tells the UDP ports other processes
+    hold on the node's address (known on its machine); ``key_max_age`` (seconds) rotates older
+    keys; ``rotate_key`` asks for new keys (of the dtServices in ``rotate_only``, else all)."""
+    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation, ports_in_use=ports_in_use,
+                              key_max_age=key_max_age).provision(rotate_key=rotate_key, rotate_only=rotate_only)
     label_patches = plan.label_changes(pods=cluster.list_pods(node),
                                        wanted=plan.pods_labels(o.as_dict() for o in outcomes))
     for pod, labels in label_patches.items():
         cluster.patch_pod_labels(node, pod, labels)
     return outcomes, label_patches
+
+
+def reconcile_nodes(phase: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
+                    serves: Mapping[str, Collection[str]],
+                    ports_of: Callable[[NodeRef], Collection[int]] | None = None, key_max_age: float | None = None,
+                    rotate_key: str | None = None, rotate_only: Collection[str] | None = None) -> dict[str, Any]:
+    """The reconcile phase over the nodes ``phase(work)`` runs ``work`` on: first the networks
+    each node is the planned hub of (``serves``, node name -> dtService names), on every node,
+    so that no joiner of the call registers a network the inventory gives to another node;
+    then every dtService. ``ports_of(node)``, where the call runs on the nodes' machine, tells
+    the UDP ports other processes hold there. Node name -> ``reconcile_phase``'s answer."""
+    def ports(node: NodeRef) -> Callable[[], Collection[int]] | None:
+        return None if ports_of is None else lambda: ports_of(node)
+
+    if any(serves.values()):
+        def serve_first(*, cluster: Cluster, node: NodeRef) -> None:
+            if serves.get(node.name):
+                NodeReconciler(cluster=cluster, node=node, federation=federation, ports_in_use=ports(node),
+                               key_max_age=key_max_age).provision(only=set(serves[node.name]), rotate_key=rotate_key,
+                                                                  rotate_only=rotate_only)
+        phase(serve_first)
+    return phase(lambda *, cluster, node: reconcile_phase(
+        cluster=cluster, node=node, federation=federation, ports_in_use=ports(node), key_max_age=key_max_age,
+        rotate_key=rotate_key, rotate_only=rotate_only))
 
 
 @dataclass
@@ -137,7 +163,7 @@ def _merged(first: Mapping[str, Any], again: Mapping[str, Any]) -> dict[str, Any
 
 
 def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
-                 handshake_timeout: float, check_mode: bool,
+                 serves: Mapping[str, Collection[str]], handshake_timeout: float, check_mode: bool,
                  key_max_age: float | None = None) -> dict[str, dict[str, Any]]:
     """The phases over the nodes ``run_on_nodes(work)`` runs ``work`` on; node -> result (with
     ``error`` set for a node that failed as a whole). Every node's interfaces are configured
@@ -149,22 +175,25 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
         failed.update({name: result for name, result in results.items() if isinstance(result, NodeFailed)})
         return results
 
-    def reconcile(*, cluster: Cluster, node: NodeRef) -> tuple[list[Outcome], dict[str, Any]]:
-        return reconcile_phase(cluster=cluster, node=node, federation=federation, key_max_age=key_max_age)
+    # Run on the nodes' machine, the pass sees the sockets there: a hub avoids ports others hold.
+    def ports_of(node: NodeRef) -> Collection[int]:
+        return wggo.foreign_udp_ports(node.netns)
 
+    reconciled = reconcile_nodes(phase, federation=federation, serves=serves, ports_of=ports_of,
+                                 key_max_age=key_max_age)
     runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
 
     def configure(*, cluster: Cluster, node: NodeRef) -> Attaching:
         return configure_phase(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
                                check_mode=check_mode, runtimes=runtimes)
 
-    reconciled = phase(reconcile)
     configured = phase(configure)
     rotated = _rotated(configured)
     if any(rotated.values()):
         # Published only now that its owner uses it, the new key reaches the peers of this
         # machine in this pass; until they take it on, both ends hold back what they send.
-        reconciled = _merged(reconciled, phase(reconcile))
+        reconciled = _merged(reconciled, phase(lambda *, cluster, node: reconcile_phase(
+            cluster=cluster, node=node, federation=federation, ports_in_use=lambda: ports_of(node))))
         configured = phase(configure)
         for name, attaching in configured.items():
             for interface in getattr(attaching, "interfaces", []):
