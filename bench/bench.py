@@ -11,6 +11,10 @@ Cases (``--cases``, default all):
   disruption  ping -i 0.05 over an existing tunnel while 20 peers join (deploy.yml) and leave
               (teardown.yml): packets lost.
   memory      the daemon's RSS (VmRSS) idle with 100 dtServices, once it has not run for 10 s.
+  failover    the reconciler daemon on 4 nodes: a network's hub (node0) is deleted (kubectl delete)
+              while two of its three clients ping each other (ping -D -i 0.05) through it, 5 times;
+              the time with no reply (the longest gap, less one interval) and from the deletion to the
+              registry naming the new hub.
 
 Every case starts fresh beds of its own (namespace prefix ``--prefix``, default ``dtbench-``) and
 stops them, also on failure or Ctrl-C. One table goes to stdout and JSON to bench/results/.
@@ -52,7 +56,7 @@ READ_VERBS = {"GET", "LIST", "WATCH"}
 # Requests that are not the provisioner's: the controller manager's leader lease, the /metrics and health probes.
 # benchmark's own /metrics and health probes, the API server's own endpoints reconciler.
 NOISE_RESOURCES = {"leases", "endpoints", "endpointslices", "/metrics", "/healthz", "/readyz", "/livez"}
-ALL_CASES = ("deploy", "noop", "daemon", "disruption", "memory")
+ALL_CASES = ("deploy", "noop", "daemon", "disruption", "memory", "failover")
 SERVICE_YAML = """apiVersion: sid.sightlineinnovation.com/v1
 kind: dtService
 metadata:
@@ -549,6 +553,88 @@ def disruption_run(run: int, args, workdir: Path) -> dict:
         return record
 
 
+# -- case 6: hub failover ------------------------------------------------------------------------
+FAILOVER_PODS = {"node0": "p0", "node1": "p1", "node2": "p2", "node3": "p3"}
+FAILOVER_INTERVAL = 0.05
+
+
+def own_address(service: dict) -> str:
+    return next(a for a, e in service["peers"].items() if "client" in e["labels"].values())
+
+
+def failover_run(run: int, args, workdir: Path) -> dict:
+    clients = ("node1", "node2", "node3")
+    with Bed(workdir, f"failover-{run}", args.prefix, 4) as bed:
+        bed.pods(FAILOVER_PODS.items())
+        domains = [{"name": "mydomain", "members": list(FAILOVER_PODS)}]
+        inventory = bed.testbed.write_inventory(bed.workdir / "failover.json", services={}, domains=domains,
+                                                daemon=True)
+        deploy(bed, inventory, args.deploy_passes)
+        node0 = bed.testbed.node("node0")
+        outages, handovers = [], []
+        with LoadSampler() as load:
+            for index in range(args.failovers):
+                name = f"fail{index}"
+                bed.apply("node0", [(name, "p0")])
+                wait_until(lambda name=name: bed.status("node0", name) == "Connected", timeout=args.connect_timeout,
+                           what=f"the hub of {name}")
+                for node in clients:
+                    bed.apply(node, [(name, FAILOVER_PODS[node])])
+                for node in clients:
+                    wait_until(lambda node=node, name=name: bed.status(node, name) == "Connected",
+                               timeout=args.connect_timeout, what=f"{node} Connected in {name}")
+                addresses = {}
+                for node in clients:
+                    bed_node = bed.testbed.node(node)
+                    addresses[node] = own_address(bed.custom(bed_node.cluster).get_namespaced_custom_object(
+                        GROUP, VERSION, bed_node.namespace, "dtservices", name))
+                # plan.successor: the Connected client with the lowest address becomes the hub.
+                successor = min(clients, key=lambda n: tuple(int(x) for x in addresses[n].split(".")))
+                first, second = (n for n in clients if n != successor)
+                log = bed.workdir / f"{name}.ping"
+                with open(log, "w") as out:
+                    pinger = subprocess.Popen(
+                        ["ip", "netns", "exec", bed.testbed.pod_netns(first, FAILOVER_PODS[first]), "ping", "-n", "-D",
+                         "-i", str(FAILOVER_INTERVAL), "-W", "1", addresses[second]],
+                        stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+                def replies(log: Path = log) -> list[float]:
+                    return [float(m.group(1)) for m in re.finditer(r"^\[(\d+\.\d+)\] \d+ bytes from",
+                                                                   log.read_text(), re.MULTILINE)]
+
+                def resumed(after: float) -> bool:
+                    later = [t for t in replies() if t > after]
+                    return len(later) >= 5 and later[-1] - later[-5] < 1.0
+
+                try:
+                    wait_until(lambda: resumed(0), timeout=30, what="the ping loop")
+                    gone = time.time()
+                    bed.testbed.kubectl(node0, "delete", "dtservice", name, "-n", node0.namespace, "--wait=false",
+                                        admin=True)
+                    wait_until(lambda name=name, successor=successor: ((bed.custom(0).get_namespaced_custom_object(
+                        GROUP, VERSION, node0.namespace, "dtdomains", "mydomain").get("status") or {}).get(
+                        "networks", {}).get(name) or {}).get("server", {}).get("node") == successor,
+                        timeout=args.connect_timeout, what=f"{successor} to serve {name}", interval=0.05)
+                    handed = time.time()
+                    wait_until(lambda handed=handed: resumed(handed), timeout=args.connect_timeout,
+                               what="traffic between the clients to resume")
+                finally:
+                    pinger.send_signal(signal.SIGINT)
+                    pinger.wait(timeout=30)
+                times = replies()
+                around = [t for t in times if t <= gone][-1:] + [t for t in times if t > gone]
+                outage = max(0.0, max(b - a for a, b in zip(around, around[1:], strict=False)) - FAILOVER_INTERVAL)
+                outages.append(outage)
+                handovers.append(handed - gone)
+                say(f"failover run {run}, {name}: {outage:.2f}s without traffic; {successor} named the hub after "
+                    f"{handed - gone:.2f}s")
+        record = {"median_s": round(statistics.median(outages), 2), "max_s": round(max(outages), 2),
+                  "outages_s": [round(o, 2) for o in outages],
+                  "handover_median_s": round(statistics.median(handovers), 2), "load": load.summary()}
+        say(f"failover run {run}: no traffic for a median {record['median_s']}s (max {record['max_s']}s)")
+        return record
+
+
 # -- case 5: the daemon's memory ----------------------------------------------------------------
 def children_of(pid: int) -> list[int]:
     found = []
@@ -767,6 +853,22 @@ def summarize(results: dict, args) -> tuple[list[list[str]], list[dict]]:
             targets.append({"target": "daemon RSS <= 150 MiB", "value": rss, "met": met})
         else:
             row("memory", "failed", "see JSON", runs=ok(runs, "memory"))
+    if "failover" in results["cases"]:
+        runs = runs_of(results, "failover")
+        if runs:
+            med = median([r["median_s"] for r in runs])
+            met = med < 5
+            results["cases"]["failover"]["median"] = {"median_s": med,
+                                                      "max_s": max(r["max_s"] for r in runs),
+                                                      "handover_median_s": median([r["handover_median_s"]
+                                                                                   for r in runs])}
+            row("failover", f"no traffic after the hub's deletion s ({args.failovers} per run)", fmt(med), "< 5",
+                met, load=load_of(runs), runs=ok(runs, "failover"))
+            row("failover", "deletion to the new hub in the registry s",
+                fmt(results["cases"]["failover"]["median"]["handover_median_s"]))
+            targets.append({"target": "hub failover outage < 5 s", "value": med, "met": met})
+        else:
+            row("failover", "failed", "see JSON", runs=ok(runs, "failover"))
     return rows, targets
 
 
@@ -850,6 +952,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--joins", type=int, help="daemon joins (default 20)")
     parser.add_argument("--joiners", type=int, help="peers joining and leaving in the disruption case (default 20)")
     parser.add_argument("--services", type=int, help="dtServices of the memory case (default 100)")
+    parser.add_argument("--failovers", type=int, help="hub deletions per failover run (default 5)")
     parser.add_argument("--settle", type=float, default=10.0, help="seconds without a daemon run before RSS")
     parser.add_argument("--floor-runs", type=int, default=5, help="empty ansible-runner runs per daemon run")
     parser.add_argument("--connect-timeout", type=float, default=120.0)
@@ -874,6 +977,7 @@ def main(argv: list[str] | None = None) -> int:
     args.joins = args.joins or (5 if quick else 20)
     args.joiners = args.joiners or (5 if quick else 20)
     args.services = args.services or (30 if quick else 100)
+    args.failovers = args.failovers or (2 if quick else 5)
     if os.geteuid() != 0:
         parser.error("the benchmarks make network namespaces: run them as root")
     if not os.environ.get("DTSERVICE_CONTROLPLANE_BIN"):
@@ -909,7 +1013,8 @@ def main(argv: list[str] | None = None) -> int:
                 for run in range(cfg["runs"]):
                     say(f"deploy {cfg['label']} run {run + 1}/{cfg['runs']}")
                     measure(entry, lambda cfg=cfg, run=run: scaling_run(cfg, run, args, workdir), args.retries)
-        for case, function in (("daemon", daemon_run), ("disruption", disruption_run), ("memory", memory_run)):
+        for case, function in (("daemon", daemon_run), ("disruption", disruption_run), ("memory", memory_run),
+                               ("failover", failover_run)):
             if case not in args.cases:
                 continue
             entry = results["cases"].setdefault(case, {"runs": []})

@@ -13,10 +13,11 @@ log() { printf '[setup] %s\n' "$*" >&2; }
 
 # containerd, runc and the CNI plugins run the bed's pods under kubelet; busybox-static fills its
 # locally built images; openssh-server (with nc as the ssh proxy into a node's namespace) lets
-# Ansible reach each kubelet machine as a real remote; shellcheck runs in ansible-test sanity.
+# Ansible reach each kubelet machine as a real remote; shellcheck runs in ansible-test sanity; iptables
+# (nft or legacy) puts the TCP MSS clamp of each interface into its pod.
 debian_packages=(wireguard-tools wireguard-go iproute2 iputils-ping procps openssl ca-certificates python3-venv
                  containerd runc containernetworking-plugins busybox-static openssh-server netcat-openbsd
-                 shellcheck)
+                 shellcheck iptables)
 missing=()
 for package in "${debian_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

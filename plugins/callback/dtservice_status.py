@@ -19,7 +19,10 @@ description:
   - At the end of the run, when C(DTSERVICE_RESULTS_FILE) is set (the reconciler daemon sets
     it per run), writes a JSON summary there, per node whether it failed, what changed and
     each dtService's status (and those whose key pair was replaced), so the daemon can requeue
-    what is not Connected with backoff and count the rotations.
+    what is not Connected with backoff and count the rotations, and each interface's per-peer
+    figures (latest handshake, bytes in and out) as the pass's probe read them, which the
+    daemon's /metrics shows, and C(recheck_in), the seconds until a hub's failover is due, so
+    it runs the network then.
   - Never writes a module's arguments or any private key anywhere.
 requirements:
   - urllib3 and PyYAML (the API client of module_utils/kube/client.py)
@@ -54,7 +57,7 @@ class CallbackModule(CallbackBase):
 
     def _node(self, host: str) -> dict:
         return self.nodes.setdefault(host, {"failed": False, "changed": False, "services": {}, "errors": [],
-                                            "rotated": []})
+                                            "tunnels": {}, "rotated": []})
 
     @staticmethod
     def _ours(result) -> bool:
@@ -67,6 +70,10 @@ class CallbackModule(CallbackBase):
                 node = self._node(node_name)
                 for outcome in outcomes:
                     node["services"][outcome["name"]] = outcome["status"]
+                    if "tunnels" in outcome:
+                        node["tunnels"][outcome["name"]] = outcome["tunnels"]
+                    if outcome.get("recheck_in") is not None:
+                        node["recheck_in"] = min(node.get("recheck_in", outcome["recheck_in"]), outcome["recheck_in"])
                     if outcome.get("key_rotated") and outcome["name"] not in node["rotated"]:
                         node["rotated"].append(outcome["name"])
 

@@ -40,6 +40,10 @@ MANAGED_BY = {"app.kubernetes.io/managed-by": PROVISIONER}
 FINALIZER = f"{GROUP}/teardown"
 KEY_SECRET_LABEL = f"{GROUP}/dtservice"
 PUBLIC_KEY_ANNOTATION = f"{GROUP}/public-key"
+# A dtService's tunnel health, as `kubectl get dtservices` prints it (rules/health.py): the
+# number of peers on its interface and the time of the newest handshake with any of them.
+PEERS_ANNOTATION = f"{GROUP}/peers"
+HANDSHAKE_ANNOTATION = f"{GROUP}/latest-handshake"
 PRIVATE_KEY_FIELD = "privatekey"
 # Key rotation. A user asks for a new key pair by giving ROTATE_KEY_ANNOTATION a value the
 # dtService's KEY_ROTATED_ANNOTATION does not hold yet; the provisioner records the value there
@@ -263,6 +267,8 @@ class Domain:
     subnet_prefix: int = 24
     persistent_keepalive: int = 25
     mtu: int = 1420
+    # How long a network's hub may be without its pod before a client takes over the network.
+    failover_grace_seconds: int = 30
 
     @property
     def home(self) -> Member:
@@ -292,4 +298,5 @@ class Domain:
 
 # A domain's settings: attribute (and inventory key) -> the dtDomain spec field it is written to.
 DOMAIN_SPEC_FIELDS = {"pool": "pool", "subnet_prefix": "subnetPrefix",
-                      "persistent_keepalive": "persistentKeepalive", "mtu": "mtu"}
+                      "persistent_keepalive": "persistentKeepalive", "mtu": "mtu",
+                      "failover_grace_seconds": "failoverGraceSeconds"}

@@ -30,6 +30,15 @@ extends_documentation_fragment:
   - sightline.dtservice.dtservice_machine
   - sightline.dtservice.dtservice_serves
 options:
+  record_health:
+    description:
+      - Record each interface's number of peers and newest handshake in its dtService's
+        annotations (C(sid.sightlineinnovation.com/peers), C(sid.sightlineinnovation.com/latest-handshake)),
+        which C(kubectl get dtservices) prints. The reconciler daemon's passes do, since they
+        come again every resync and keep the figures current; a one-shot run would leave a
+        handshake time that only ages.
+    type: bool
+    default: false
   key_max_age:
     description:
       - Seconds after which a dtService's key pair is replaced by a new one (the key Secret's
@@ -65,6 +74,12 @@ interfaces:
     created: {description: The interface was made in this run, type: bool}
     peers_added: {description: Public keys of peers added, type: list}
     peers_removed: {description: Public keys of peers removed, type: list}
+    tunnels:
+      description:
+        - One entry per peer of the interface, as this run's probe read it (the reconciler daemon's
+          per-peer metrics); C(peer) is its overlay address, C(latest_handshake) epoch seconds (0 = never).
+      type: list
+      elements: dict
 removed_interfaces:
   description: Node name -> interfaces removed from pods.
   returned: always
@@ -113,6 +128,7 @@ except ImportError as error:
 
 
 ARGUMENT_SPEC = {**NODE_ARGS, **SERVES_ARGS, "handshake_timeout": {"type": "float", "default": 45},
+                 "record_health": {"type": "bool", "default": False},
                  "key_max_age": {"type": "float", "default": 0, "no_log": False}}
 
 
@@ -122,7 +138,8 @@ def run(module) -> None:
     federation = federation_refs(module.params)
     done = machine_pass(nodes_runner(module), federation=federation,
                         serves=module.params["serves"], handshake_timeout=module.params["handshake_timeout"],
-                        check_mode=module.check_mode, key_max_age=module.params["key_max_age"] or None)
+                        check_mode=module.check_mode, record_health=module.params["record_health"],
+                        key_max_age=module.params["key_max_age"] or None)
     keys = ("services", "interfaces", "removed_interfaces", "deleted", "deletions_held", "pod_labels")
     result: dict[str, Any] = {key: {name: passed[key] for name, passed in done.items()} for key in keys}
     result["changed"] = any(passed["changed"] for passed in done.values())

@@ -69,6 +69,12 @@ services:
     subnet: {description: The network's CIDR, type: str}
     interface: {description: The WireGuard interface name in the pod, type: str}
     pod_labels: {description: Labels the pod should carry, type: dict}
+    recheck_in:
+      description:
+        - For a hub whose pod is gone while it serves clients, seconds until its network is
+          handed to a client (the dtDomain's C(failoverGraceSeconds)); the reconciler daemon
+          runs the network's nodes again then. Null otherwise.
+      type: float
 pod_labels:
   description: Node name -> pod name -> the label changes written (a null value removes a label).
   returned: always

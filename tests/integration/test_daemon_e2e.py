@@ -173,3 +173,44 @@ def test_ten_joins_each_connect(seeded, record_property):
         took.append(time.monotonic() - started)
     record_property("apply_to_connected_median_s", round(statistics.median(took), 2))
     print(f"apply-to-Connected over 10 joins: median {statistics.median(took):.2f}s, max {max(took):.2f}s")
+
+
+def runs_of(bed, node: str, *, since: float, ended: bool = False) -> list[dict]:
+    """The daemon's runs that took ``node`` (as their node or a companion), started (or ended)
+    after ``since``."""
+    runs = []
+    for line in (bed.dir / "reconciler" / "reconciler.log").read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("msg") == "reconciled" and entry["ts"] - (0 if ended else entry["seconds"]) >= since \
+                and node in (entry["node"], *entry.get("with_nodes", [])):
+            runs.append(entry)
+    return runs
+
+
+def wait_quiet(bed, node: str, *, seconds: float, timeout: float = 120) -> None:
+    """Until no run took ``node`` for ``seconds`` (the earlier tests' networks have settled)."""
+    deadline = time.monotonic() + timeout
+    since = time.time()
+    while time.time() - since < seconds:
+        assert time.monotonic() < deadline, f"{node} never quiet for {seconds} s"
+        if runs_of(bed, node, since=since, ended=True):
+            since = time.time()
+        time.sleep(0.5)
+
+
+def test_one_apply_is_one_run_of_a_converged_node(seeded):
+    """The run's own writes (finalizer, status, peers, the registry, the pod's label) come back
+    through the watch; they are its echoes and start no second run."""
+    bed = seeded["bed"]
+    wait_quiet(bed, "node0", seconds=4)
+    applied = time.time()
+    apply(bed, "node0", "my-pod", name="solo")
+    wait_for(lambda: connected(bed, "node0", "solo") and runs_of(bed, "node0", since=applied), timeout=90,
+             what="solo Connected")
+    time.sleep(8)  # time for any echo to start a run (the debounce is 0.2 s)
+    runs = [r for r in runs_of(bed, "node0", since=applied) if r.get("cause") != "resync"]
+    assert len(runs) == 1, runs
+    assert runs[0]["writes"] > 0 and runs[0]["services"].get("solo") == "Connected"

@@ -46,7 +46,8 @@ def test_the_dtdomain_defaults_are_the_contracts():
     defaults = contract.Domain(name="d", members=())
     assert spec["members"]["items"]["properties"]["portRange"]["default"] == contract.DEFAULT_PORT_RANGE
     for attribute, field in (("pool", "pool"), ("subnet_prefix", "subnetPrefix"),
-                             ("persistent_keepalive", "persistentKeepalive"), ("mtu", "mtu")):
+                             ("persistent_keepalive", "persistentKeepalive"), ("mtu", "mtu"),
+                             ("failover_grace_seconds", "failoverGraceSeconds")):
         assert spec[field]["default"] == getattr(defaults, attribute), field
 
 
@@ -93,3 +94,15 @@ def test_interface_names_fit_linux_and_follow_the_pattern():
     name = contract.interface_name(namespace="a" * 63, network="b" * 63)
     assert len(name) <= 15 and contract.INTERFACE_PATTERN.match(name)
     assert contract.interface_name(namespace="a", network="bc") != contract.interface_name(namespace="ab", network="c")
+
+
+def test_the_health_printer_columns_read_the_contracts_annotations():
+    """`kubectl get dtservices` prints the peers and the newest handshake's age from the
+    annotations a pass writes (rules/health.py); jsonPath escapes the dots of the key."""
+    (version,) = crd("dtservices")["spec"]["versions"]
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    for name, key, kind in [("Peers", contract.PEERS_ANNOTATION, "string"),
+                            ("Handshake", contract.HANDSHAKE_ANNOTATION, "date")]:
+        assert columns[name]["type"] == kind
+        assert columns[name]["jsonPath"] == ".metadata.annotations." + key.replace(".", "\\.")
+    assert columns["Status"]["jsonPath"] == ".status"

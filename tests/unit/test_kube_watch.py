@@ -100,7 +100,7 @@ class FakeApiServer:
 
 
 def client(server: FakeApiServer) -> ApiClient:
-    return ApiClient(Endpoint(server=server.url, ssl_context=None))
+    return ApiClient(Endpoint(server=server.url))
 
 
 # -- ApiClient.watch -----------------------------------------------------------------------------

@@ -8,11 +8,16 @@ import base64
 import datetime
 import json
 import ssl
+import threading
 from pathlib import Path
 
 import pytest
 import yaml
-from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import KubeconfigError, load_endpoint
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import (
+    ApiClient,
+    KubeconfigError,
+    load_endpoint,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -137,3 +142,22 @@ def test_plain_http_and_skipped_verification(tmp_path):
     insecure = load_endpoint(kubeconfig=kubeconfig(tmp_path, {}, cluster={
         "server": "https://127.0.0.1:6443", "insecure-skip-tls-verify": True, "tls-server-name": "api"}))
     assert insecure.ssl_context.verify_mode == ssl.CERT_NONE and insecure.server_name == "api"
+
+
+def test_each_thread_has_a_pool_and_an_ssl_context_of_its_own(tmp_path):
+    """urllib3 rewrites the context it is given on every new connection (ALPN, verify_mode):
+    a context shared by threads broke a TLS handshake now and then (tests/integration/test_kube_threads.py)."""
+    cert, key = certificate()
+    api = ApiClient(load_endpoint(kubeconfig=kubeconfig(tmp_path, {
+        "client-certificate-data": base64.b64encode(cert).decode(),
+        "client-key-data": base64.b64encode(key).decode()})))
+    seen = []
+    threads = [threading.Thread(target=lambda: seen.append(api._pool)) for _thread in range(3)]
+    for thread in threads:
+        thread.start()
+        thread.join()
+    seen.append(api._pool)
+    assert api._pool is seen[-1]
+    contexts = [pool.connection_pool_kw["ssl_context"] for pool in seen]
+    assert len({id(pool) for pool in seen}) == len({id(context) for context in contexts}) == 4
+    assert all(context.verify_mode == ssl.CERT_REQUIRED for context in contexts)

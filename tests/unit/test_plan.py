@@ -257,3 +257,52 @@ def test_while_a_member_does_not_answer_its_clients_keep_their_addresses():
     freed = plan.server_table(subnet="100.96.0.0/24", server_uid="hub", server_key=KEY, current=current,
                               live_clients=live)
     assert sorted(freed) == ["100.96.0.1", "100.96.0.3"], "once everyone answered, a departed client is freed"
+
+
+# -- failover: a client becomes the hub at its own address -------------------------------------------
+def test_the_successor_is_a_connected_client_with_the_lowest_address():
+    a, b, c = client("a", "100.96.0.5"), client("b", "100.96.0.3"), client("c", "100.96.0.2")
+    a["status"], b["status"], c["status"] = "Connected", "Connected", "WaitingForPod"
+    chosen, address, key = plan.successor(candidates=[a, b, c], subnet="100.96.0.0/24", table={})
+    assert (chosen["metadata"]["uid"], address, key) == ("b", "100.96.0.3", key_of("b"))
+
+
+def test_a_client_without_a_recorded_address_or_key_never_succeeds():
+    assert plan.successor(candidates=[client("new"), client("bad", "100.96.0.2", key="nokey")],
+                          subnet="100.96.0.0/24", table={}) is None
+    assert plan.successor(candidates=[client("out", "100.96.1.2")], subnet="100.96.0.0/24", table={}) is None
+
+
+def test_the_old_hubs_table_says_where_a_successor_is_not_what_it_recorded():
+    table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+             "100.96.0.2": plan.peer_entry(uid="victim", role=contract.CLIENT, public_key=key_of("victim")),
+             "100.96.0.5": plan.peer_entry(uid="forger", role=contract.CLIENT, public_key=key_of("forger"))}
+    # The forger records the victim's (lower) address for itself to be chosen there.
+    forger, victim = client("forger", "100.96.0.2"), client("victim", "100.96.0.2")
+    forger["status"] = victim["status"] = "Connected"
+    chosen, address, _key = plan.successor(candidates=[forger, victim], subnet="100.96.0.0/24", table=table)
+    assert (chosen["metadata"]["uid"], address) == ("victim", "100.96.0.2")
+    late = client("late", "100.96.0.5")  # not in the table, recording an address the table gives another
+    assert plan.successor(candidates=[late], subnet="100.96.0.0/24", table=table) is None
+
+
+def test_the_new_hubs_table_keeps_every_address_and_serves_from_its_own():
+    old = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
+           "100.96.0.2": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a")),
+           "100.96.0.3": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=key_of("b"))}
+    table = plan.server_table(subnet="100.96.0.0/24", server_uid="a", server_key=key_of("a"), current=old,
+                              live_clients=[client("b", "100.96.0.3")], hub_address="100.96.0.2")
+    assert table == {"100.96.0.2": plan.peer_entry(uid="a", role=contract.SERVER, public_key=key_of("a")),
+                     "100.96.0.3": plan.peer_entry(uid="b", role=contract.CLIENT, public_key=key_of("b"))}
+    peers, refused = plan.hub_peers(table=table, subnet="100.96.0.0/24", hub_key=key_of("a"))
+    assert (peers, refused) == ([("100.96.0.3", key_of("b"))], [])
+    fields, server = plan.client_fields(hub_table=table, subnet="100.96.0.0/24", endpoint="198.18.0.11:51820",
+                                        own_address="100.96.0.3", hub_address="100.96.0.2")
+    assert sorted(fields) == ["100.96.0.2", "100.96.0.3"]
+    assert server == {"endpoint": "198.18.0.11:51820", "peer": "100.96.0.0/24", "publicKey": key_of("a")}
+
+
+def test_a_client_claiming_after_a_failover_never_gets_the_hubs_address():
+    table = {"100.96.0.2": plan.peer_entry(uid="a", role=contract.SERVER, public_key=key_of("a"))}
+    address, _claimed = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid="n", public_key=key_of("n"))
+    assert address == "100.96.0.3"

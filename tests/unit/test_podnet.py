@@ -123,3 +123,12 @@ def test_only_a_running_pod_on_a_served_node_is_attachable(subject, status):
     assert (verdict[0] if verdict else None) == status
     if verdict:
         assert verdict[1]  # a message a user can act on
+
+
+def test_a_pods_deletion_was_asked_its_grace_period_before_its_deletion_timestamp():
+    deleting = {"metadata": {"name": "p", "deletionTimestamp": "2026-12-02T03:00:31Z",
+                             "deletionGracePeriodSeconds": 30}}
+    assert pods.deletion_asked(deleting) == 1796180401.0  # 2026-12-02T03:00:01Z
+    assert pods.deletion_asked({"metadata": {"name": "p"}}) is None
+    assert pods.deletion_asked(None) is None
+    assert pods.deletion_asked({"metadata": {"name": "p", "deletionTimestamp": "soon"}}) is None

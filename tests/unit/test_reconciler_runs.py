@@ -4,15 +4,22 @@ ansible-runner runs of a small playbook standing in for playbooks/reconcile.yml)
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import WRITES_FILE, ApiClient, Endpoint
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.controller import Controller
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.runner import RunResult, run_reconcile
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import Outcome, Run
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.runner import (
+    RunResult,
+    read_writes,
+    run_reconcile,
+)
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import Outcome, Run, Write
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import Settings
 
 
@@ -129,3 +136,62 @@ def _mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+class _Answering(BaseHTTPRequestHandler):
+    """A PATCH is answered with the object at a new version, a DELETE with a Status, a GET with a list."""
+
+    protocol_version = "HTTP/1.1"
+    version = 40
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _answer(self, body: dict) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_PATCH(self) -> None:
+        type(self).version += 1
+        self._answer({"metadata": {"uid": "u1", "resourceVersion": str(self.version)}})
+
+    def do_DELETE(self) -> None:
+        self._answer({"kind": "Status", "status": "Success"})
+
+    def do_GET(self) -> None:
+        self._answer({"metadata": {"uid": "list", "resourceVersion": "99"}, "items": []})
+
+
+def test_the_writes_of_a_runs_processes_are_its_echoes(tmp_path, monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answering)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        api = ApiClient(Endpoint(server=f"http://127.0.0.1:{server.server_port}"))
+        api.request("PATCH", "/x")  # no run: nothing recorded
+        writes = tmp_path / "writes.jsonl"
+        monkeypatch.setenv(WRITES_FILE, str(writes))
+        api.request("PATCH", "/x")
+        api.request("GET", "/x")
+        api.request("DELETE", "/x")
+        api.request("PATCH", "/x")
+    finally:
+        server.shutdown()
+    with writes.open("a") as cut:
+        cut.write('["u1", "4')  # a process killed mid-line
+    assert read_writes(writes) == {Write("u1", "42"), Write("u1", "43")}
+    assert read_writes(tmp_path / "none.jsonl") == frozenset()
+
+
+def test_a_run_tells_its_processes_where_to_record_their_writes(tmp_path):
+    project(tmp_path, """    - ansible.builtin.copy:
+        dest: "{{ lookup('ansible.builtin.env', 'DTSERVICE_WRITES_FILE') }}"
+        content: '["u7", "70"]'
+      run_once: true
+""")
+    result = run_reconcile(settings=settings(tmp_path), run=Run("node1"), run_id="r3")
+    assert result.ok and result.written == {Write("u7", "70")}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import (
+    HOLD_CAP,
     NOT_DONE_CAP,
     WATCH_BACKOFF_CAP,
     Outcome,
@@ -13,6 +14,7 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.sch
     Servers,
     Timing,
     WatchRetry,
+    Write,
     backoff,
 )
 
@@ -40,8 +42,13 @@ def schedule(clock: Clock, *, nodes=("node0", "node1", "node2"), **timing) -> Sc
                     now=clock.now)
 
 
-def finish(s: Schedule, run: Run, clock: Clock, outcome: Outcome = OK) -> dict[str, float]:
-    return s.finished(run, now=clock.now, outcomes=dict.fromkeys(run.members, outcome))
+def finish(s: Schedule, run: Run, clock: Clock, outcome: Outcome = OK,
+           written: frozenset[Write] = frozenset()) -> dict[str, float]:
+    return s.finished(run, now=clock.now, outcomes=dict.fromkeys(run.members, outcome), written=written)
+
+
+def w(uid: str, version: int) -> Write:
+    return Write(uid=uid, version=str(version))
 
 
 # -- debounce ------------------------------------------------------------------------------------
@@ -74,7 +81,7 @@ def test_a_busy_node_is_not_taken_again_until_its_run_ended(clock):
     (run,) = s.take(now=clock.advance(1))
     s.changed("node0", now=clock.now)  # a change during its run
     assert s.take(now=clock.advance(1)) == []
-    assert s.busy("node0") and s.due("node0") is not None
+    assert s.busy("node0") and s.pending == 1
     finish(s, run, clock)
     assert s.take(now=clock.now) == [Run("node0")]
 
@@ -99,6 +106,97 @@ def test_parallel_runs_are_capped_and_the_rest_waits(clock):
     assert s.take(now=clock.advance(1)) == []
     finish(s, runs[0], clock)
     assert s.take(now=clock.now) == [Run("node2")]
+
+
+# -- echoes: a run's own writes ---------------------------------------------------------------
+def test_the_echoes_of_a_nodes_own_run_start_no_run(clock):
+    s = schedule(clock)
+    s.changed("node0", now=clock.now, write=w("svc", 10))  # the user's apply
+    (run,) = s.take(now=clock.advance(1))
+    for version in (11, 12, 13):  # its status, peers and finalizer come back through the watch
+        s.changed("node0", now=clock.advance(0.3), write=w("svc", version))
+    s.changed("node0", now=clock.now, write=w("pod", 14))  # the pod's label
+    finish(s, run, clock, written=frozenset({w("svc", 11), w("svc", 12), w("svc", 13), w("pod", 14),
+                                             w("domain", 15)}))
+    # The registry's echo comes after the run ended.
+    assert s.changed("node0", now=clock.advance(0.1), write=w("domain", 15)) is False
+    assert s.pending == 0 and s.take(now=clock.advance(5)) == []
+
+
+def test_a_change_during_the_run_that_is_no_echo_waits_only_for_the_rest_of_it(clock):
+    s = schedule(clock)
+    s.changed("node0", now=clock.now, write=w("svc", 10))
+    (run,) = s.take(now=clock.advance(1))
+    s.changed("node0", now=clock.advance(0.5), write=w("svc", 11))  # the run's own write
+    s.changed("node0", now=clock.advance(0.5), write=w("joiner", 12), companion="node1")  # a join
+    s.changed("node0", now=clock.advance(0.5), write=w("svc", 13))  # the run's own write
+    assert s.take(now=clock.advance(3)) == []  # busy
+    finish(s, run, clock, written=frozenset({w("svc", 11), w("svc", 13)}))
+    # Due at once (the join's own time plus the debounce has passed), with its companion.
+    assert s.take(now=clock.now) == [Run("node0", ("node1",))]
+
+
+def test_a_write_by_another_nodes_run_is_a_change(clock):
+    s = schedule(clock)
+    s.changed("node1", now=clock.now)
+    (run,) = s.take(now=clock.advance(1))  # node1 alone claims an address on node0's hub
+    s.changed("node0", now=clock.advance(0.2), write=w("hub", 20))
+    finish(s, run, clock, written=frozenset({w("hub", 20)}))
+    assert s.take(now=clock.advance(1)) == [Run("node0")]
+
+
+def test_an_event_is_an_echo_only_of_the_last_run_of_its_node(clock):
+    s = schedule(clock)
+    s.changed("node0", now=clock.now)
+    (run,) = s.take(now=clock.advance(1))
+    finish(s, run, clock, written=frozenset({w("svc", 11)}))
+    assert s.changed("node0", now=clock.now, write=w("svc", 11)) is False
+    assert s.changed("node0", now=clock.now, write=w("svc", 12)) is True  # the user's next edit
+    (run,) = s.take(now=clock.advance(1))
+    finish(s, run, clock, written=frozenset({w("svc", 13)}))
+    assert s.changed("node0", now=clock.now, write=w("svc", 11)) is True
+
+
+def test_a_list_and_the_changes_held_during_a_crashed_run_always_count(clock):
+    s = schedule(clock)
+    s.changed("node0", now=clock.now)
+    (run,) = s.take(now=clock.advance(1))
+    s.changed("node0", now=clock.now, write=w("svc", 11))
+    s.finished(run, now=clock.advance(1), outcomes={})  # crashed: nothing known of its writes
+    assert s.due("node0") is not None
+    (run,) = s.take(now=clock.advance(2))
+    finish(s, run, clock, written=frozenset({w("svc", 12)}))
+    assert s.changed("node0", now=clock.now) is True  # a fresh LIST
+    assert s.due("node0") is not None
+
+
+def test_a_companion_ignores_the_echoes_of_the_joint_run(clock):
+    s = schedule(clock)
+    s.changed("node1", now=clock.now, companion="node0")
+    (run,) = s.take(now=clock.advance(1))
+    assert run == Run("node1", ("node0",))
+    s.changed("node0", now=clock.advance(0.5), write=w("hub", 30))
+    s.changed("node1", now=clock.now, write=w("joiner", 31))
+    finish(s, run, clock, written=frozenset({w("hub", 30), w("joiner", 31)}))
+    assert s.pending == 0
+
+
+def test_a_run_says_why_it_started(clock):
+    s = schedule(clock, resync=30)
+    s.changed("node0", now=clock.now)
+    (run,) = s.take(now=clock.advance(1))
+    assert run.cause == "change"
+    finish(s, run, clock, FAILED)
+    (run,) = s.take(now=clock.advance(1))
+    assert run.cause == "retry"
+    finish(s, run, clock)
+    assert {r.cause for r in s.take(now=clock.advance(30))} == {"resync"}
+
+
+def test_write_of_reads_an_objects_version():
+    assert Write.of({"metadata": {"uid": "u", "resourceVersion": "7"}}) == Write("u", "7")
+    assert Write.of({"metadata": {"name": "n"}}) is None
+    assert Write.of({}) is None
 
 
 # -- companions ----------------------------------------------------------------------------------
@@ -331,3 +429,87 @@ def test_a_long_outage_logs_the_first_failure_each_step_and_then_rarely(clock):
     assert len(logged) <= 6 + (200 * 30) // 300 + 1
     assert all(delay == WATCH_BACKOFF_CAP for delay in logged[6:])
     assert quiet[0] == 0 and max(quiet) >= 9  # the reminders say how many retries went unlogged
+
+
+def test_an_event_that_only_records_a_tunnels_health_is_not_worth_a_run():
+    from ansible_collections.sightline.dtservice.plugins.module_utils.contract import (
+        HANDSHAKE_ANNOTATION,
+        PEERS_ANNOTATION,
+    )
+    from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import Seen
+
+    def version(rv: str, annotations: dict, status: str = "Connected") -> dict:
+        return {"metadata": {"name": "myservice", "resourceVersion": rv, "annotations": annotations,
+                             "managedFields": [{"manager": rv}]}, "spec": {"podSelector": "p"}, "status": status}
+
+    seen = Seen()
+    seen.relisted("node0", [version("1", {})])
+    assert not seen.worth_a_run("node0", event="MODIFIED", obj=version("2", {PEERS_ANNOTATION: "1"}))
+    assert not seen.worth_a_run("node0", event="MODIFIED", obj=version(
+        "3", {PEERS_ANNOTATION: "1", HANDSHAKE_ANNOTATION: "2027-01-15T08:00:00Z"}))
+    assert seen.worth_a_run("node0", event="MODIFIED", obj=version("4", {PEERS_ANNOTATION: "1"}, "Failed"))
+    assert seen.worth_a_run("node0", event="MODIFIED", obj=version("5", {PEERS_ANNOTATION: "1", "user": "x"}, "Failed"))
+    assert seen.worth_a_run("node1", event="MODIFIED", obj=version("6", {})), "never seen: served"
+    assert seen.worth_a_run("node0", event="DELETED", obj=version("7", {}))
+    assert seen.worth_a_run("node0", event="ADDED", obj=version("8", {}))
+
+
+# -- failover: a leaving hub's network in one run, a grace that runs out ----------------------------
+def deleting(obj: dict) -> dict:
+    return {**obj, "metadata": {**obj["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}}
+
+
+def test_a_hub_being_deleted_brings_every_other_node_of_its_network():
+    servers = Servers()
+    servers.learn("node0", event="ADDED", obj=server_object("net"))
+    servers.learn("node1", event="ADDED", obj=client_object("net"))
+    servers.learn("node2", event="ADDED", obj=client_object("net"))
+    servers.learn("node2", event="ADDED", obj=client_object("other"))
+    assert servers.hub_leaving("node0", event="MODIFIED", obj=server_object("net")) == ()
+    assert servers.hub_leaving("node1", event="MODIFIED", obj=deleting(client_object("net"))) == ()
+    assert servers.hub_leaving("node0", event="MODIFIED", obj=deleting(server_object("net"))) == ("node1", "node2")
+    # Once per deletion: further events of the same deletion bring nobody.
+    assert servers.hub_leaving("node0", event="MODIFIED", obj=deleting(server_object("net"))) == ()
+    assert servers.hub_leaving("node0", event="DELETED", obj=server_object("net")) == ()
+    # A deletion first seen when it is over (the daemon was not watching) brings them all.
+    assert servers.hub_leaving("node0", event="DELETED", obj=server_object("net")) == ("node1", "node2")
+    assert servers.networks_of("node0") == ("node1", "node2")
+    servers.relisted("node2", [])
+    assert servers.networks_of("node0") == ("node1",)
+
+
+def test_a_leaving_hubs_run_takes_every_companion(clock):
+    s = schedule(clock)
+    s.changed("node0", now=clock.now, companions=("node1", "node2", "elsewhere"))
+    clock.advance(0.2)
+    assert s.take(now=clock.now) == [Run("node0", ("node1", "node2"))]
+
+
+def test_a_failover_due_later_runs_the_hub_and_its_network_then(clock):
+    s = schedule(clock)
+    s.recheck("node0", now=clock.now, after=5.0, companions=("node1",))
+    assert s.due("node0") == clock.now + 5.0
+    assert s.take(now=clock.advance(4.9)) == []
+    assert s.take(now=clock.advance(0.1)) == [Run("node0", ("node1",))]
+
+
+def test_a_failovers_run_waits_for_its_busy_companions(clock):
+    s = schedule(clock)
+    s.changed("node1", now=clock.now)
+    clock.advance(0.2)
+    [busy] = s.take(now=clock.now)
+    s.changed("node0", now=clock.now, companions=("node1", "node2"))
+    clock.advance(0.2)
+    assert s.take(now=clock.now) == []  # node1 is still in its own run
+    assert s.wait(now=clock.now) > 1
+    s.finished(busy, now=clock.advance(2), outcomes={"node1": OK})
+    assert s.take(now=clock.now) == [Run("node0", ("node1", "node2"))]
+
+
+def test_a_held_run_goes_without_its_busy_companions_at_the_cap(clock):
+    s = schedule(clock)
+    s.changed("node1", now=clock.now)
+    [_busy] = s.take(now=clock.advance(0.2))
+    s.recheck("node0", now=clock.now, after=1.0, companions=("node1",))
+    assert s.take(now=clock.advance(1.0)) == []
+    assert s.take(now=clock.advance(HOLD_CAP)) == [Run("node0", ())]

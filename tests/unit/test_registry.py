@@ -60,3 +60,27 @@ def test_of_two_networks_that_raced_for_one_port_exactly_the_later_yields():
     other_node = {"a": {"other": {"endpoint": "198.18.0.11:51820"}}}
     assert not registry_rules.yields_port(domain="b", name="net", entry=first, others=other_port)
     assert not registry_rules.yields_port(domain="b", name="net", entry=first, others=other_node)
+
+
+# -- failover ------------------------------------------------------------------------------------------
+def test_the_hub_is_at_dot_one_until_a_failover_names_its_address():
+    plain = entry(subnet="100.96.0.0/24", node=NODE0, port=51820)
+    assert registry_rules.hub_address(plain) == "100.96.0.1"
+    handed = registry_rules.handed_over_entry(entry=plain, successor=NODE1, name="net", successor_id="id-a",
+                                              address="100.96.0.3", ports_taken=[51820])
+    assert handed == {"subnet": "100.96.0.0/24", "endpoint": "198.18.0.11:51821",
+                      "server": {"node": "node1", "namespace": "dtaas-node1-dtaas", "name": "net", "id": "id-a",
+                                 "address": "100.96.0.3"}}
+    assert registry_rules.hub_address(handed) == "100.96.0.3"
+
+
+def test_a_gone_hubs_grace_counts_from_the_recorded_time():
+    now = 1_800_000_000.0
+    plain = entry(subnet="100.96.0.0/24", node=NODE0, port=51820)
+    assert registry_rules.failover_in(plain, grace=30, now=now) is None
+    gone = registry_rules.with_absence(plain, since=registry_rules.timestamp(now - 10))
+    assert gone["hubAbsentSince"] == "2027-01-15T07:59:50Z"
+    assert registry_rules.failover_in(gone, grace=30, now=now) == 20
+    assert registry_rules.failover_in(gone, grace=5, now=now) == -5
+    assert registry_rules.with_absence(gone, since=None) == plain
+    assert registry_rules.failover_in({**plain, "hubAbsentSince": "garbage"}, grace=30, now=now) == 30

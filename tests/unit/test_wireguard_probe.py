@@ -13,8 +13,11 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys imp
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.probe import (
     LiveInterface,
     LivePeer,
+    clamp_commands,
+    clamp_mss,
     diff_interface,
     endpoint_matches,
+    is_clamp_of,
     link_commands,
     parse_probe,
 )
@@ -209,3 +212,39 @@ def test_forwarding_is_only_switched_on_for_a_hub_and_for_its_ip_version():
     v6 = live_hub(addresses=frozenset({ipaddress.ip_interface("fd00:96::1/64")}), forwarding={4: True, 6: False})
     assert link_commands(v6, name=NAME, address="fd00:96::1/64", mtu=MTU, forward=True) == [
         ["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=1"]]
+
+
+# ------------------------------------------------------------------------- MSS clamp
+
+CLAMP = f"-A POSTROUTING -o {NAME} -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss 1380"
+CLAMP_IN = f"-A PREROUTING -i {NAME} -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss 1380"
+IPT = ["iptables", "-w", "5", "-t", "mangle"]
+
+
+def test_a_probe_reads_the_bytes_of_each_peer_and_the_interfaces_clamps():
+    text = output(LINK, dump(f"{PEER}\t(none)\t198.18.0.11:40000\t100.96.0.2/32\t1795678000\t92\t180\t25"),
+                  "4 1\n6 0\n") + f"#\n{CLAMP}\n{CLAMP_IN}\n"
+    live = parse_probe(text)
+    assert (live.peers[PEER].rx_bytes, live.peers[PEER].tx_bytes) == (92, 180)
+    assert live.clamps == (CLAMP, CLAMP_IN)
+    assert is_clamp_of(CLAMP, NAME) and is_clamp_of(CLAMP_IN, NAME) and not is_clamp_of(CLAMP, NAME[:-1])
+
+
+def test_the_clamp_fits_the_interface_and_a_smaller_underlay_link():
+    assert clamp_mss(mtu=1420, underlay_mtu=None) == 1380
+    assert clamp_mss(mtu=1420, underlay_mtu=1500) == 1380, "1500 carries 1420 and WireGuard's 60"
+    # 1300 leaves 1240 for the inner packet, which WireGuard would pad to 1248: 1232 fits.
+    assert clamp_mss(mtu=1420, underlay_mtu=1300) == 1192
+    assert clamp_mss(mtu=1420, underlay_mtu=1300, underlay_version=6) == 1176
+    assert clamp_mss(mtu=1420, underlay_mtu=600) == 536, "never below TCP's minimum"
+
+
+def test_the_clamps_are_added_once_replaced_when_their_size_changes_and_kept_when_right():
+    add = [[*IPT, *CLAMP.split()], [*IPT, *CLAMP_IN.split()]]
+    assert clamp_commands([], name=NAME, mss=1380) == add
+    assert clamp_commands([CLAMP_IN, CLAMP], name=NAME, mss=1380) == []
+    old = CLAMP.replace("1380", "1200")
+    assert clamp_commands([old, CLAMP_IN], name=NAME, mss=1380) == [
+        [*IPT, "-D", *old.split()[1:]], [*IPT, "-D", *CLAMP_IN.split()[1:]], *add]
+    assert clamp_commands([CLAMP, CLAMP, CLAMP_IN], name=NAME, mss=1380)[-2:] == add, "a duplicate goes too"
+    assert clamp_commands([CLAMP], name=NAME, mss=None) == [[*IPT, "-D", *CLAMP.split()[1:]]]

@@ -4,7 +4,8 @@ Owns the order of the steps for each dtService of a node and what it reports (``
 the teardown finalizer, the domain and membership checks, the key Secret
 (``secrets``), the network's registry entry (``registry``), serving the network or joining
 it (``claims``), the labels its pod should carry and whether the pod can be attached here,
-then the status word and its Event (``status``). A step that cannot go on ends that
+then the status word and its Event (``status``); for a hub whose pod is gone, the time its
+network is handed to a client (``registry``). A step that cannot go on ends that
 dtService's turn with a status; the node's other dtServices go on. The reads of other
 nodes' objects are shared, one pass long (``view``).
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +37,9 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.control.view i
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, NodeRef
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, plan, rotation
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
+
+RECHECK_SLACK_SECONDS = 0.2
 
 
 @dataclass
@@ -51,6 +56,9 @@ class Outcome:
     pod: str | None = None
     pod_labels: dict[str, str] = field(default_factory=dict)
     changed: bool = False
+    # A hub whose pod is gone: seconds until its network is handed to a client, for the
+    # daemon to run the network's nodes again then (no event would announce it).
+    recheck_in: float | None = None
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
 
@@ -175,8 +183,9 @@ class NodeReconciler:
         return domain
 
     def _place_in_network(self, service: dict, *, pods: Mapping[str, dict],
-                          secrets: Mapping[str, dict]) -> Outcome:
-        """Check the domain, register the network, serve or join it; judge the pod."""
+                          secrets: Mapping[str, dict], handed_over: bool = False) -> Outcome:
+        """Check the domain, register the network, serve or join it; judge the pod. A hub
+        whose pod has been gone past the grace hands its network over and joins it."""
         name = service["metadata"]["name"]
         spec = service["spec"]
         domain_obj = self.view.domain_object(self.node, spec["domainSelector"])
@@ -198,7 +207,7 @@ class NodeReconciler:
         entry = registry.register_network(self.view, service=service, domain=domain, me=me)
         uid = service["metadata"]["uid"]
         if entry["server"]["id"] == contract.peer_id(uid=uid):
-            role, address = contract.SERVER, addressing.server_address(subnet=entry["subnet"])
+            role, address = contract.SERVER, registry_rules.hub_address(entry)
             claims.serve_network(self.view, service=service, domain=domain, entry=entry, public_key=public_key)
         else:
             role = contract.CLIENT
@@ -211,9 +220,40 @@ class NodeReconciler:
                           pod=pod["metadata"]["name"] if pod else spec["podSelector"],
                           pod_labels=plan.pod_labels(uid=uid, role=role))
         problem = pod_rules.judge(pod, selector=spec["podSelector"], served_nodes=self.node.served_nodes)
+        if role == contract.SERVER:
+            outcome.recheck_in = self._hub_absence(service, domain=domain, entry=entry, present=problem is None,
+                                                   asked=pod_rules.deletion_asked(pod))
+            if outcome.recheck_in == 0 and not handed_over:
+                registry.hand_over(self.view, domain=domain, name=name)
+                return self._place_in_network(self.view.service_on(self.node, name) or service, pods=pods,
+                                              secrets=secrets, handed_over=True)
         if problem is not None:
             outcome.status, message = problem
             outcome.message = f"{message}; the interface is added when it runs here (address {address} is reserved)"
         elif service.get("status") == Status.CONNECTED:
             outcome.status = Status.CONNECTED
         return outcome
+
+    def _hub_absence(self, service: dict, *, domain: contract.Domain, entry: dict, present: bool,
+                     asked: float | None) -> float | None:
+        """For a hub: record in the registry when its pod went (when its deletion was
+        ``asked``, else now; only while it serves clients) and clear that when the pod is
+        back; the seconds left of the grace (0: hand the network over now), or None while
+        nothing is to happen."""
+        name, own_id = service["metadata"]["name"], contract.peer_id(uid=service["metadata"]["uid"])
+        if present:
+            if registry_rules.ABSENT_SINCE in entry:
+                registry.record_absence(self.view, domain=domain, name=name, own_id=own_id, since=None)
+            return None
+        clients, _everyone_answered = claims.live_members(self.view, name, domain, hub_node=self.node.name)
+        if not clients:
+            return None
+        now = time.time()
+        left = registry_rules.failover_in(entry, grace=domain.failover_grace_seconds, now=now)
+        if left is None:
+            since = now if asked is None else min(asked, now)
+            registry.record_absence(self.view, domain=domain, name=name, own_id=own_id,
+                                    since=registry_rules.timestamp(since))
+            left = since + domain.failover_grace_seconds - now
+        # Whole seconds are recorded (rounded down): a look a moment after the grace finds it over.
+        return 0.0 if left <= 0 else left + RECHECK_SLACK_SECONDS

@@ -6,7 +6,8 @@ Normal one for what is waited for (``contract.WAITING``); the quiet words
 (``contract.QUIET``) get none, as the seed's happy path shows ``Events: <none>``. Used by
 the control plane's pass, the node agent and the callback that records a failed run.
 
-Also owns how an unexpected failure is told on the object that caused it (``describe``):
+Also owns recording a tunnel's health in the dtService's annotations (``write_health``; when
+is ``rules.health``'s), and how an unexpected failure is told on the object that caused it (``describe``):
 every step catches what goes wrong with one dtService, so that it stays with that dtService.
 """
 
@@ -17,6 +18,7 @@ import copy
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Conflict, NodeRef
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import health
 
 MESSAGE_LENGTH = 300
 
@@ -55,3 +57,17 @@ def write_status(*, cluster: Cluster, node: NodeRef, service: dict, status: str,
         cluster.record_event(node, service=service, reason=status, message=message or status,
                              warning=status not in contract.WAITING)
     return written
+
+
+def write_health(*, cluster: Cluster, node: NodeRef, service: dict, peers: int, newest: int, now: float) -> bool:
+    """Record the number of peers and the newest handshake in the dtService's annotations, when
+    ``rules.health`` says the recorded ones no longer stand; True if written. A failed write is
+    left to the next pass: the figures are for people, the tunnel does not depend on them."""
+    changes = health.annotation_changes(service["metadata"].get("annotations"), peers=peers, newest=newest, now=now)
+    if not changes:
+        return False
+    try:
+        cluster.patch_service_annotations(node, service["metadata"]["name"], changes)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return False
+    return True

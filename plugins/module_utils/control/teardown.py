@@ -1,7 +1,8 @@
 """Taking a dtService out of its network: the control-plane half of a deletion.
 
 Owns what must happen before a dtService object may go: its entry leaves the server's
-``peers`` table (a client) or its network leaves the domain registry (the server), its key
+``peers`` table (a client), or its network is handed to one of its clients (the server; the
+network leaves the domain registry with its last peer), its key
 Secret is deleted, and the object is deleted. The interfaces follow on the next agent pass
 on each node (the agent removes interfaces no dtService asks for and peers no table lists).
 """
@@ -13,13 +14,14 @@ from collections.abc import Mapping
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
-from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import MAX_ATTEMPTS
+from ansible_collections.sightline.dtservice.plugins.module_utils.control import registry
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import MAX_ATTEMPTS, PassView
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Conflict, NodeRef
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
 
 
 def leave_network(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], service: dict) -> bool:
-    """Free the dtService's address (or its whole network, for the server); True if written."""
+    """Free the dtService's address (or hand its network on, for the server); True if written."""
     name = service["metadata"]["name"]
     own_id = contract.peer_id(uid=service["metadata"]["uid"])
     domain_obj = cluster.get_domain(node, service["spec"]["domainSelector"])
@@ -36,13 +38,11 @@ def leave_network(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, N
         if home_obj is None or entry is None:
             return False
         if entry["server"]["id"] == own_id:
-            body = copy.deepcopy(home_obj)
-            del body["status"]["networks"][name]
-            try:
-                cluster.replace_domain_status(home, body)
-                return True
-            except Conflict:
-                continue
+            # A hub with clients hands its network to one of them (its own deletion makes the
+            # hub gone); the network leaves the registry only with its last peer.
+            view = PassView(cluster=cluster, node=node, federation=federation)
+            registry.hand_over(view, domain=contract.Domain.from_object(home_obj), name=name, leaving=own_id)
+            return True
         hub_node = federation.get(entry["server"]["node"])
         hub = cluster.get_service(hub_node, name) if hub_node else None
         if hub_node is None or hub is None:

@@ -2,9 +2,9 @@
 
 Owns running a command in a network namespace (or in this process's own), with a timeout
 and with secrets scrubbed from the error it raises; whether a namespace still exists; and
-looking a link up by name in one. Namespaces are given as a path (``/var/run/netns/x``,
-``/proc/PID/ns/net``) or as an ``ip netns`` name; ``None`` means the namespace this
-process runs in. Every failure is a ``WireGuardError``.
+looking a link up by name in one, and the MTU of the link holding an address. Namespaces
+are given as a path (``/var/run/netns/x``, ``/proc/PID/ns/net``) or as an ``ip netns``
+name; ``None`` means the namespace this process runs in. Every failure is a ``WireGuardError``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import os
 import subprocess
 from collections.abc import Sequence
 
-__all__ = ["NETNS_DIR", "TIMEOUT", "WireGuardError", "argv_in", "find_link", "namespace_alive", "namespace_path", "run"]
+__all__ = ["NETNS_DIR", "TIMEOUT", "WireGuardError", "argv_in", "find_link", "namespace_alive", "namespace_path", "run",
+           "underlay_mtu"]
 
 NETNS_DIR = "/var/run/netns"
 TIMEOUT = 60
@@ -91,3 +92,17 @@ def find_link(name: str, netns: str | None) -> dict | None:
         return None
     data = json.loads(proc.stdout or "[]")
     return data[0] if data else None
+
+
+def underlay_mtu(*, address: str, netns: str | None) -> int | None:
+    """The MTU of the link holding ``address`` in ``netns`` (the node's underlay link, which
+    WireGuard's packets leave by); None if no link there holds it (a NATed address, say)."""
+    if netns is not None and not namespace_alive(netns):
+        return None
+    proc = run(["ip", "-j", "addr", "show"], netns=netns, check=False)
+    if proc.returncode != 0:
+        return None
+    for link in json.loads(proc.stdout or "[]"):
+        if any(info.get("local") == address for info in link.get("addr_info", [])):
+            return link.get("mtu")
+    return None

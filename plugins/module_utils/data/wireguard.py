@@ -9,9 +9,15 @@ and ``wg`` run as subprocesses (no extra Python dependency on the nodes):
   interface, so live tunnels are not disturbed: new or changed peers through ``wg
   addconf``, departed ones through ``wg set ... remove``;
 - ``restart_handshake`` configures one peer afresh so its first handshake goes out now;
-- ``remove_interface`` deletes it and anything ``wireguard-go`` left behind;
+- ``remove_interface`` deletes it, its MSS clamp and anything ``wireguard-go`` left behind;
 - ``read_interface`` reads an interface's whole state in one probe; ``interface_exists``,
   ``interface_public_key`` and ``latest_handshakes`` read parts of it.
+
+Each IPv4 interface comes with a TCP MSS clamp in the pod's mangle table (``iptables``, the
+nft or legacy one the machine has): the SYNs the pod sends or forwards into the interface
+announce a segment size that fits the interface's MTU and, when the node's underlay link has
+a smaller MTU than the interface's plus WireGuard's headers, WireGuard's packets on that link
+(``probe.clamp_mss``), so TCP keeps working where big packets would be lost.
 
 Changes to one interface name are serialised machine-wide by a lock file. Namespaces are
 given as in ``netns``; ``None`` for the node means the namespace this process runs in.
@@ -133,6 +139,12 @@ def read_interface(*, name: str, pod_netns: str) -> probe.LiveInterface | None:
     return probe.parse_probe(proc.stdout)
 
 
+def _live_clamps(name: str, pod_netns: str) -> list[str]:
+    """The interface's MSS clamp rules in the pod, as ``iptables -S`` prints them."""
+    proc = run([*probe.IPTABLES, "-S"], netns=pod_netns, check=False)
+    return [line.strip() for line in proc.stdout.splitlines() if probe.is_clamp_of(line, name)]
+
+
 def interface_exists(*, name: str, pod_netns: str) -> bool:
     """True if a link called ``name`` exists in the pod's network namespace."""
     _check_name(name)
@@ -216,6 +228,7 @@ def ensure_interface(
     private_key: str,
     peers: list[Peer],
     forward: bool,
+    underlay_mtu: int | None = None,
     check_mode: bool = False,
 ) -> dict:
     """Make interface ``name`` in the pod's namespace match the arguments; idempotent.
@@ -226,7 +239,9 @@ def ensure_interface(
     peers with ``wg addconf``, departed ones with ``wg set peer K remove``; unchanged
     peers and their sessions are not touched), the address, MTU, link state, and for
     ``forward=True`` the namespace's IP forwarding (a hub relays between its clients;
-    ``forward=False`` leaves the sysctl alone, the pod may forward for its own reasons).
+    ``forward=False`` leaves the sysctl alone, the pod may forward for its own reasons), and
+    the MSS clamp of an IPv4 interface (``underlay_mtu``: the MTU of the node's link its
+    packets leave by, when known).
 
     ``listen_port=None`` lets the interface pick a free port once and keeps it (clients
     need no fixed port: the server learns their endpoint from the handshake).
@@ -235,8 +250,9 @@ def ensure_interface(
     ``check_mode`` reports what would change and changes nothing.
 
     Returns ``{'changed', 'created', 'peers_added', 'peers_removed', 'peers_updated',
-    'public_key', 'latest_handshakes'}`` (the last as read before any change: peer key ->
-    epoch seconds, empty for a new interface); the private key is never returned.
+    'public_key', 'latest_handshakes', 'peers'}`` (the last two as read before any change:
+    peer key -> epoch seconds, and peer key -> ``probe.LivePeer`` with its handshake and
+    bytes; empty for a new interface); the private key is never returned.
     """
     _validate(
         name=name,
@@ -249,6 +265,8 @@ def ensure_interface(
     )
     secrets = (private_key,)
     public_key = public_key_of(private_key)
+    interface = ipaddress.ip_interface(address)
+    mss = probe.clamp_mss(mtu=mtu, underlay_mtu=underlay_mtu) if interface.version == 4 else None
     if not namespace_alive(pod_netns):
         raise WireGuardError(f"pod network namespace {pod_netns} does not exist")
     result = {
@@ -259,6 +277,7 @@ def ensure_interface(
         "peers_updated": [],
         "public_key": public_key,
         "latest_handshakes": {},
+        "peers": {},
     }
 
     live = read_interface(name=name, pod_netns=pod_netns)
@@ -273,19 +292,23 @@ def ensure_interface(
             sysctl = probe.forwarding_sysctl(address) if forward else ""
             _with_key_file(config, lambda path: run(
                 ["sh", "-c", _SET_UP, "dtwg-setup", name, path, address, sysctl], netns=pod_netns, secrets=secrets))
+            for argv in probe.clamp_commands(_live_clamps(name, pod_netns), name=name, mss=mss):
+                run(argv, netns=pod_netns)
         except Exception:
             # A half-made interface would make the next run think it exists; start clean.
             wggo.delete_everywhere(name, node_netns, pod_netns)
             raise
     else:
         changes = probe.diff_interface(live, name=name, address=address, mtu=mtu, listen_port=listen_port,
-                                       public_key=public_key, peers=peers, forward=forward, resolve=_resolve)
+                                       public_key=public_key, peers=peers, forward=forward, resolve=_resolve,
+                                       mss=mss)
         result.update(
             changed=changes.changed,
             peers_added=changes.peers_added,
             peers_removed=changes.peers_removed,
             peers_updated=changes.peers_updated,
             latest_handshakes={key: peer.latest_handshake for key, peer in live.peers.items()},
+            peers=dict(live.peers),
         )
         if check_mode or not changes.changed:
             return result
@@ -363,7 +386,8 @@ def restart_handshake(*, name: str, pod_netns: str, peer: Peer) -> None:
 
     WireGuard retries a failed initiation only every 5 seconds; a client whose server did
     not know it yet at the first try would wait that long. Only for a peer that never
-    completed a handshake: there is no session to disturb."""
+    completed a handshake, or whose session is past WireGuard's reject window: there is no
+    session to disturb."""
     run(["wg", "set", name, "peer", peer.public_key, "remove"], netns=pod_netns)
     _apply_config(name, pod_netns, "addconf", render_setconf(private_key=None, listen_port=None, peers=[peer]), ())
 
@@ -382,6 +406,11 @@ def remove_interface(*, name: str, pod_netns: str) -> bool:
     if find_link(name, pod_netns) is not None:
         run(["ip", "link", "del", "dev", name], netns=pod_netns)
         removed = True
+    if namespace_alive(pod_netns):
+        # A rule naming a deleted interface stays in the pod's table: a later link of that name
+        # would find a clamp it did not ask for.
+        for argv in probe.clamp_commands(_live_clamps(name, pod_netns), name=name, mss=None):
+            run(argv, netns=pod_netns, check=False)
     # wireguard-go exits by itself once its TUN link is gone; reap_orphans waits for
     # that and stops only the ones that did not.
     removed |= wggo.reap_orphans(name)

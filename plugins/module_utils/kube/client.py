@@ -20,8 +20,9 @@ import os
 import ssl
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,10 @@ TIMEOUT = {"connect": 10, "read": 60}
 # last resourceVersion); a stream silent for longer than that plus a margin has lost its server.
 WATCH_SECONDS = 300
 WATCH_SILENCE_MARGIN = 30
+# When set (by the reconciler daemon, for the processes of one run), the file every write
+# appends the version it made to: one JSON line [uid, resourceVersion]. The daemon tells the
+# watch events of its own runs' writes (echoes) from those of anybody else by it.
+WRITES_FILE = "DTSERVICE_WRITES_FILE"
 # 429 means "not now" (API priority and fairness, or a new CRD's storage still starting):
 # wait what the server asks, this many times, before giving up.
 BUSY_RETRIES = 30
@@ -66,12 +71,22 @@ class KubeconfigError(ValueError):
 
 @dataclass
 class Endpoint:
-    """Where one kubeconfig context points, and how to authenticate there."""
+    """Where one kubeconfig context points, and how to authenticate there.
+
+    ``tls`` makes a new SSL context (None: plain HTTP) rather than holding one: urllib3
+    rewrites the context it is given on every connection it opens (ALPN, ``verify_mode``),
+    which is not safe while another thread opens a connection from the same context, so each
+    thread's pool gets a context of its own (``ApiClient``)."""
 
     server: str
-    ssl_context: ssl.SSLContext | None
+    tls: Callable[[], ssl.SSLContext] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     server_name: str | None = None
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A new SSL context for this endpoint, for one thread's use."""
+        return self.tls() if self.tls is not None else None
 
 
 def load_endpoint(*, kubeconfig: str | None = None, context: str | None = None) -> Endpoint:
@@ -95,10 +110,11 @@ def load_endpoint(*, kubeconfig: str | None = None, context: str | None = None) 
     ctx = _named(document, "contexts", name, path)["context"]
     cluster = _named(document, "clusters", ctx.get("cluster"), path)["cluster"]
     user = _named(document, "users", ctx.get("user"), path)["user"] if ctx.get("user") else {}
-    tls = _tls_context(cluster, base)
-    endpoint = Endpoint(server=cluster["server"].rstrip("/"), ssl_context=tls,
-                        server_name=cluster.get("tls-server-name"))
-    _authenticate(endpoint, user, base)
+    endpoint = Endpoint(server=cluster["server"].rstrip("/"), server_name=cluster.get("tls-server-name"))
+    certificate = _authenticate(endpoint, user, base)
+    if cluster.get("server", "").startswith("https"):
+        endpoint.tls = _tls_factory(cluster, base, certificate)
+        endpoint.tls()  # a kubeconfig whose CA or certificate cannot be loaded fails here, not in a thread
     return endpoint
 
 
@@ -113,33 +129,45 @@ def _file(value: str, base: Path) -> str:
     return str((base / Path(value).expanduser()).resolve())
 
 
-def _tls_context(cluster: Mapping[str, Any], base: Path) -> ssl.SSLContext | None:
-    if not cluster.get("server", "").startswith("https"):
-        return None
-    # Verifying against the cluster's own CA alone: loading the system's CA store as well
-    # would cost tens of milliseconds per connection and trust more than the kubeconfig says.
-    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if cluster.get("insecure-skip-tls-verify"):
-        tls.check_hostname = False
-        tls.verify_mode = ssl.CERT_NONE
-    elif cluster.get("certificate-authority-data"):
-        tls.load_verify_locations(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
-    elif cluster.get("certificate-authority"):
-        tls.load_verify_locations(cafile=_file(cluster["certificate-authority"], base))
-    else:
-        tls.load_default_certs()
-    return tls
+def _tls_factory(cluster: Mapping[str, Any], base: Path,
+                 certificate: Mapping[str, Any] | None) -> Callable[[], ssl.SSLContext]:
+    """What makes the endpoint's SSL contexts: the cluster's CA (or none, when the kubeconfig
+    says not to verify) and the user's client certificate, read once."""
+    ca_data = base64.b64decode(cluster["certificate-authority-data"]).decode() \
+        if cluster.get("certificate-authority-data") else None
+    ca_file = _file(cluster["certificate-authority"], base) \
+        if cluster.get("certificate-authority") and not ca_data else None
+    insecure = bool(cluster.get("insecure-skip-tls-verify"))
+
+    def make() -> ssl.SSLContext:
+        # Verifying against the cluster's own CA alone: loading the system's CA store as well
+        # would cost tens of milliseconds per connection and trust more than the kubeconfig says.
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if insecure:
+            tls.check_hostname = False
+            tls.verify_mode = ssl.CERT_NONE
+        elif ca_data or ca_file:
+            tls.load_verify_locations(cafile=ca_file, cadata=ca_data)
+        else:
+            tls.load_default_certs()
+        if certificate:
+            _load_client_certificate(tls, certificate, base)
+        return tls
+
+    return make
 
 
-def _authenticate(endpoint: Endpoint, user: Mapping[str, Any], base: Path) -> None:
+def _authenticate(endpoint: Endpoint, user: Mapping[str, Any], base: Path) -> Mapping[str, Any] | None:
+    """Set the endpoint's headers; returns the user's client certificate stanza, if any."""
     if user.get("auth-provider"):
         raise KubeconfigError("the kubeconfig user uses an auth-provider, which Kubernetes retired; "
                               "use its exec credential plugin instead")
     if user.get("exec"):
         user = {**user, **_exec_credential(user["exec"], base)}
-    cert = user.get("client-certificate-data") or user.get("client-certificate")
-    if cert and endpoint.ssl_context is not None:
-        _load_client_certificate(endpoint.ssl_context, user, base)
+    certificate = None
+    if user.get("client-certificate-data") or user.get("client-certificate"):
+        certificate = {key: user[key] for key in ("client-certificate-data", "client-key-data",
+                                                  "client-certificate", "client-key") if key in user}
     token = user.get("token")
     if not token and user.get("tokenFile"):
         token = Path(_file(user["tokenFile"], base)).read_text().strip()
@@ -148,6 +176,7 @@ def _authenticate(endpoint: Endpoint, user: Mapping[str, Any], base: Path) -> No
     elif user.get("username"):
         pair = f"{user['username']}:{user.get('password', '')}".encode()
         endpoint.headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+    return certificate
 
 
 def _load_client_certificate(tls: ssl.SSLContext, user: Mapping[str, Any], base: Path) -> None:
@@ -196,24 +225,34 @@ def _exec_credential(spec: Mapping[str, Any], base: Path) -> dict[str, str]:
 
 def _in_cluster() -> Endpoint:
     host, port = os.environ["KUBERNETES_SERVICE_HOST"], os.environ.get("KUBERNETES_SERVICE_PORT", "443")
-    tls = ssl.create_default_context(cafile=str(SERVICE_ACCOUNT_DIR / "ca.crt"))
+    ca_file = str(SERVICE_ACCOUNT_DIR / "ca.crt")
     token = (SERVICE_ACCOUNT_DIR / "token").read_text().strip()
     host = f"[{host}]" if ":" in host else host
-    return Endpoint(server=f"https://{host}:{port}", ssl_context=tls, headers={"Authorization": f"Bearer {token}"})
+    return Endpoint(server=f"https://{host}:{port}", tls=lambda: ssl.create_default_context(cafile=ca_file),
+                    headers={"Authorization": f"Bearer {token}"})
 
 
 class ApiClient:
-    """JSON requests to one API server; thread-safe (a urllib3 pool of keep-alive connections)."""
+    """JSON requests to one API server; thread-safe: each thread has a urllib3 pool of
+    keep-alive connections and an SSL context of its own (``Endpoint``), made on its first
+    request, so no connection, SSL object or context is ever used by two threads."""
 
     def __init__(self, endpoint: Endpoint) -> None:
         if IMPORT_ERROR is not None:
             raise IMPORT_ERROR
         self.endpoint = endpoint
-        scheme = urlsplit(endpoint.server).scheme
-        options: dict[str, Any] = {"maxsize": 16, "timeout": urllib3.Timeout(**TIMEOUT), "retries": False}
-        if scheme == "https":
-            options.update(ssl_context=endpoint.ssl_context, server_hostname=endpoint.server_name)
-        self._pool = urllib3.PoolManager(**options)
+        self._https = urlsplit(endpoint.server).scheme == "https"
+        self._local = threading.local()
+
+    @property
+    def _pool(self) -> urllib3.PoolManager:
+        pool = getattr(self._local, "pool", None)
+        if pool is None:
+            options: dict[str, Any] = {"maxsize": 4, "timeout": urllib3.Timeout(**TIMEOUT), "retries": False}
+            if self._https:
+                options.update(ssl_context=self.endpoint.ssl_context, server_hostname=self.endpoint.server_name)
+            pool = self._local.pool = urllib3.PoolManager(**options)
+        return pool
 
     def request(self, method: str, path: str, *, body: Any = None, query: Mapping[str, str] | None = None,
                 content_type: str = "application/json") -> dict:
@@ -233,7 +272,10 @@ class ApiClient:
             time.sleep(min(float(response.headers.get("Retry-After") or 1), 5))
         if response.status >= 300:
             raise _refusal(response)
-        return json.loads(response.data) if response.data else {}
+        answer = json.loads(response.data) if response.data else {}
+        if method != "GET" and os.environ.get(WRITES_FILE):
+            _record_write(os.environ[WRITES_FILE], answer)
+        return answer
 
     def watch(self, path: str, *, resource_version: str, timeout_seconds: int = WATCH_SECONDS,
               query: Mapping[str, str] | None = None) -> WatchStream:
@@ -256,6 +298,19 @@ class ApiClient:
             response.release_conn()
             raise refusal
         return WatchStream(response, resource_version=resource_version, server=self.endpoint.server)
+
+
+def _record_write(path: str, answer: Any) -> None:
+    meta = answer.get("metadata") if isinstance(answer, dict) else None
+    if not isinstance(meta, dict) or not meta.get("uid") or not meta.get("resourceVersion"):
+        return  # a Status (a deletion's answer): nothing whose echo could come
+    line = (json.dumps([meta["uid"], meta["resourceVersion"]]) + "\n").encode()
+    # One append of one short line: whole also when the run's processes write at once.
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(descriptor, line)
+    finally:
+        os.close(descriptor)
 
 
 class WatchStream:

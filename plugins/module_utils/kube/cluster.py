@@ -258,6 +258,11 @@ class Cluster:
         """PUT with the body's resourceVersion: a Conflict when the object moved on."""
         return self._write(node, "PUT", _custom(node, SERVICES, body["metadata"]["name"]), body, kind=SERVICES)
 
+    def patch_service_annotations(self, node: NodeRef, name: str, annotations: dict[str, str | None]) -> dict:
+        """A merge patch of the dtService's annotations (None removes one); no other field."""
+        return self._write(node, "PATCH", _custom(node, SERVICES, name), {"metadata": {"annotations": annotations}},
+                           kind=SERVICES, content_type="application/merge-patch+json")
+
     def delete_service(self, node: NodeRef, name: str) -> None:
         self._write(node, "DELETE", _custom(node, SERVICES, name), kind=SERVICES, missing_ok=True)
 

@@ -4,7 +4,10 @@ Owns turning a reconciled dtService (its ``peers``, ``spec.server``, key Secret 
 network's registry entry) into an interface in the pod's network namespace (which
 ``podnet`` finds from the container runtime by the pod's UID, and proves), judging
 ``Connected`` (a server whose interface is up; a client that has a handshake with its
-server) and removing interfaces no dtService asks for any more. Runs on the node, with the
+server), reporting each tunnel's figures (handshake, bytes) for the daemon's metrics and the
+dtService's annotations, and removing interfaces no dtService asks for any more. A client
+whose handshake with its hub is older than WireGuard's reject window (``rules.health``) gets
+a Warning Event and a fresh handshake in the same pass. Runs on the node, with the
 node's privileges; pods get no capability. Interface operations are ``wireguard``'s.
 """
 
@@ -31,12 +34,14 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.control.secret
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import (
     describe,
     try_write_status,
+    write_health,
     write_status,
 )
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import netns as netns_tools
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet, wireguard
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import (
-    addressing,
+    health,
     keys,
     plan,
     rotation,
@@ -46,8 +51,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules import p
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer
 
-# WireGuard rekeys every 2 minutes while traffic (or keepalive) flows; older means stale.
-FRESH_HANDSHAKE_SECONDS = 180
+STALE_REASON = "HandshakeStale"
 # How often a client that never reached its server sends a fresh first handshake, and how
 # long the first one may take before that (one round trip, a few milliseconds, when the
 # server knows the client).
@@ -71,6 +75,8 @@ class AgentOutcome:
     created: bool = False
     peers_added: list[str] = field(default_factory=list)
     peers_removed: list[str] = field(default_factory=list)
+    # Per peer of the interface: overlay address, public key, latest handshake, bytes in and out.
+    tunnels: list[dict[str, Any]] = field(default_factory=list)
     # The interface took the key Secret's next key into use and the Secret was committed.
     key_rotated: bool = False
 
@@ -84,10 +90,11 @@ class _Waiting:
     netns: str
     interface: str
     server: Peer
+    addresses: dict[str, str]
 
 
 def fresh(latest_handshake: int) -> bool:
-    return bool(latest_handshake) and time.time() - latest_handshake < FRESH_HANDSHAKE_SECONDS
+    return health.fresh(latest_handshake, now=time.time())
 
 
 class NodeAgent:
@@ -95,7 +102,7 @@ class NodeAgent:
 
     def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
                  handshake_timeout: float, check_mode: bool = False,
-                 runtimes: podnet.RuntimeViews | None = None) -> None:
+                 runtimes: podnet.RuntimeViews | None = None, record_health: bool = False) -> None:
         self.cluster = cluster
         runtimes = runtimes or podnet.RuntimeViews()
         self.runtime = runtimes.view(runtime_endpoint=node.runtime_endpoint, methods=node.pod_lookup,
@@ -104,9 +111,20 @@ class NodeAgent:
         self.federation = federation
         self.handshake_timeout = handshake_timeout
         self.check_mode = check_mode
+        # The health annotations are written by passes that come again (the daemon's): a
+        # one-shot run's handshake time would only age, and its write would touch objects
+        # nothing else changed.
+        self.record_health = record_health
         self._homes: dict[str, tuple[contract.Domain, dict] | None] = {}
         self._hubs: dict[tuple[str, str], dict] = {}
         self._waiting: list[_Waiting] = []
+        self._underlay_mtu: int | None = None
+
+    def underlay_mtu(self) -> int | None:
+        """The MTU of the node's link holding its address, read once a pass (the MSS clamp's)."""
+        if self._underlay_mtu is None:
+            self._underlay_mtu = netns_tools.underlay_mtu(address=self.node.address, netns=self.node.netns) or 0
+        return self._underlay_mtu or None
 
     def configure(self, services: list[dict] | None = None) -> tuple[list[AgentOutcome], list[dict[str, str]]]:
         """Bring the interfaces of ``services`` (default: the node's dtServices, listed now)
@@ -179,8 +197,11 @@ class NodeAgent:
     def _settle_one(self, waiting: _Waiting) -> None:
         outcome = waiting.outcome
         try:
-            outcome.status, outcome.message = self._client_state(waiting.interface, waiting.netns, waiting.server)
+            outcome.status, outcome.message, live = self._client_state(waiting.interface, waiting.netns,
+                                                                       waiting.server)
+            outcome.tunnels = health.tunnel_figures(live, addresses=waiting.addresses)
             self._write_status(waiting.service, outcome)
+            self._write_health(waiting.service, outcome)
         except wireguard.WireGuardError as problem:
             outcome.status, outcome.message = Status.FAILED, f"interface {outcome.interface}: {problem}"
             try_write_status(cluster=self.cluster, node=self.node, service=waiting.service, status=outcome.status,
@@ -194,6 +215,26 @@ class NodeAgent:
         written = write_status(cluster=self.cluster, node=self.node, service=service,
                                status=outcome.status, message=outcome.message)
         outcome.changed = outcome.changed or written is not None
+
+    def _write_health(self, service: dict, outcome: AgentOutcome) -> None:
+        """The number of peers and the newest handshake, in the annotations the printer columns
+        show (not an outcome's change: they record what was seen, not what was made)."""
+        if self.check_mode or not self.record_health:
+            return
+        newest = max((t["latest_handshake"] for t in outcome.tunnels), default=0)
+        write_health(cluster=self.cluster, node=self.node, service=service, peers=len(outcome.tunnels),
+                     newest=newest, now=time.time())
+
+    def _report_stale(self, service: dict, *, server: Peer, latest: int) -> None:
+        """A client whose tunnel went quiet is told on its object before the pass repairs it."""
+        if self.check_mode:
+            return
+        try:
+            self.cluster.record_event(self.node, service=service, reason=STALE_REASON, warning=True, message=(
+                f"the newest WireGuard handshake with the hub at {server.endpoint} is {time.time() - latest:.0f}s "
+                f"old (a session's keys are refused after {health.REJECT_AFTER}s); a new handshake was started"))
+        except Exception:  # noqa: BLE001 - the repair goes on; the Event is for people
+            pass
 
     def _attach(self, service: dict, *, netns: str, secrets: Mapping[str, dict],
                 domains: Mapping[str, dict]) -> AgentOutcome | None:
@@ -220,17 +261,18 @@ class NodeAgent:
             public_key = keys.public_key_of(private_key)
             uid = service["metadata"]["uid"]
             if network["server"]["id"] == contract.peer_id(uid=uid):
-                role, address = contract.SERVER, addressing.server_address(subnet=subnet)
+                role, address = contract.SERVER, registry_rules.hub_address(network)
                 listen_port: int | None = registry_rules.endpoint_port(network["endpoint"])
                 clients, refused = plan.hub_peers(table=service.get("peers") or {}, subnet=subnet, hub_key=published)
                 if refused:
                     outcome.message = f"left out of the interface (not valid peers of {subnet}): {', '.join(refused)}"
                 peers = [Peer(public_key=key, allowed_ips=[f"{a}/32"]) for a, key in clients]
+                addresses = {key: a for a, key in clients}
             else:
                 role, listen_port = contract.CLIENT, None
                 table = self._hub_table(network, name)
                 own = plan.address_in_table(table=table, uid=uid)
-                hub_entry = table.get(addressing.server_address(subnet=subnet)) or {}
+                hub_entry = table.get(registry_rules.hub_address(network)) or {}
                 if own is None or plan.role_of(hub_entry) != contract.SERVER:
                     return None  # its claim is not in the hub's table yet: the reconciler makes it
                 if table[own].get("publicKey") not in (published, public_key):
@@ -238,11 +280,12 @@ class NodeAgent:
                 address = own
                 peers = [Peer(public_key=hub_entry["publicKey"], allowed_ips=[subnet], endpoint=network["endpoint"],
                               persistent_keepalive=domain.persistent_keepalive or None)]
+                addresses = {hub_entry["publicKey"]: registry_rules.hub_address(network)}
             prefix = ipaddress.ip_network(subnet).prefixlen
             result = wireguard.ensure_interface(
                 name=interface, node_netns=self.node.netns, pod_netns=netns, address=f"{address}/{prefix}",
                 mtu=domain.mtu, listen_port=listen_port, private_key=private_key, peers=peers,
-                forward=role == contract.SERVER, check_mode=self.check_mode)
+                forward=role == contract.SERVER, underlay_mtu=self.underlay_mtu(), check_mode=self.check_mode)
             outcome.changed, outcome.created = result["changed"], result["created"]
             if not self.check_mode:
                 write_readable_config(interface=interface, text=wgconfig.render_wg_quick(
@@ -250,16 +293,20 @@ class NodeAgent:
                     listen_port=listen_port, peers=peers,
                     private_key_path=f"/etc/wireguard/{interface}.key"))
             outcome.peers_added, outcome.peers_removed = result["peers_added"], result["peers_removed"]
+            outcome.tunnels = health.tunnel_figures(result["peers"], addresses=addresses)
             if self.check_mode:
                 return outcome
             if public_key != published and secret is not None:
                 self._commit_rotation(service, secret)
                 outcome.key_rotated = outcome.changed = True
-            if role == contract.SERVER or fresh(result["latest_handshakes"].get(peers[0].public_key, 0)):
+            latest = 0 if role == contract.SERVER else result["latest_handshakes"].get(peers[0].public_key, 0)
+            if role == contract.SERVER or fresh(latest):
                 outcome.status = Status.CONNECTED
             else:
+                if latest:
+                    self._report_stale(service, server=peers[0], latest=latest)
                 self._waiting.append(_Waiting(outcome=outcome, service=service, netns=netns, interface=interface,
-                                              server=peers[0]))
+                                              server=peers[0], addresses=addresses))
                 return outcome
         except (wireguard.WireGuardError, ValueError) as problem:
             outcome.status, outcome.message = Status.FAILED, f"interface {interface}: {problem}"
@@ -267,6 +314,7 @@ class NodeAgent:
                              message=outcome.message)
             return outcome
         self._write_status(service, outcome)
+        self._write_health(service, outcome)
         return outcome
 
     def _commit_rotation(self, service: dict, secret: dict) -> None:
@@ -283,19 +331,23 @@ class NodeAgent:
                                           "its peers learn the public key from the network's table",
                                   warning=False)
 
-    def _client_state(self, interface: str, netns: str, server: Peer) -> tuple[str, str]:
-        """Connected once the client has a fresh handshake with its server. Without one soon,
-        a new initiation goes out: the server may have learnt of this client only after the
-        client's first (a handshake under way is left to finish: restarting it would throw
-        away a session that is a moment from being made)."""
+    def _client_state(self, interface: str, netns: str, server: Peer) -> tuple[str, str, dict]:
+        """Connected once the client has a fresh handshake with its server; with the peers as
+        last read. Without one soon, a new initiation goes out: the server may have learnt of
+        this client only after the client's first, or the tunnel went quiet past the reject
+        window, where there is no session left to lose (a handshake under way is left to
+        finish: restarting it would throw away a session that is a moment from being made)."""
         deadline = time.monotonic() + self.handshake_timeout
         next_nudge = time.monotonic() + FIRST_NUDGE_SECONDS
         pause = 0.02
         while True:
-            latest = wireguard.latest_handshakes(name=interface, pod_netns=netns).get(server.public_key, 0)
+            live = wireguard.read_interface(name=interface, pod_netns=netns)
+            if live is None:
+                raise wireguard.WireGuardError(f"no interface {interface} in {netns}")
+            latest = live.peers[server.public_key].latest_handshake if server.public_key in live.peers else 0
             if fresh(latest):
-                return Status.CONNECTED, ""
-            if not latest and time.monotonic() >= next_nudge:
+                return Status.CONNECTED, "", live.peers
+            if time.monotonic() >= next_nudge:
                 # The server's side is usually being configured by its own node's run right now.
                 wireguard.restart_handshake(name=interface, pod_netns=netns, peer=server)
                 next_nudge = time.monotonic() + HANDSHAKE_NUDGE_SECONDS
@@ -303,7 +355,7 @@ class NodeAgent:
                 return Status.SERVER_UNREACHABLE, (
                     f"no WireGuard handshake with the server at {server.endpoint} within "
                     f"{self.handshake_timeout:.0f}s: its pod may not be running yet, or UDP from "
-                    f"{self.node.address} to {server.endpoint} does not get through")
+                    f"{self.node.address} to {server.endpoint} does not get through"), live.peers
             # A handshake takes a few milliseconds: look soon, then less often.
             time.sleep(pause)
             pause = min(2 * pause, 0.2)

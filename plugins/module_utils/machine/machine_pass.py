@@ -91,14 +91,14 @@ class Attaching:
 
 
 def configure_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], handshake_timeout: float,
-                    check_mode: bool, runtimes: RuntimeViews | None = None) -> Attaching:
+                    check_mode: bool, runtimes: RuntimeViews | None = None, record_health: bool = False) -> Attaching:
     """The node's interfaces configured (and those of deleted dtServices removed)."""
     # One list for both steps: a dtService being deleted in it has its interface removed by
     # the agent before its deletion is finished. (Listed again afterwards, one deleted
     # meanwhile would be let go with its interface still in the pod.)
     services = cluster.list_services(node)
     agent = NodeAgent(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-                      check_mode=check_mode, runtimes=runtimes)
+                      check_mode=check_mode, runtimes=runtimes, record_health=record_health)
     interfaces, removed = agent.configure(services)
     return Attaching(cluster=cluster, node=node, agent=agent, services=services, interfaces=interfaces,
                      removed=removed)
@@ -163,11 +163,12 @@ def _merged(first: Mapping[str, Any], again: Mapping[str, Any]) -> dict[str, Any
 
 
 def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
-                 serves: Mapping[str, Collection[str]], handshake_timeout: float, check_mode: bool,
+                 serves: Mapping[str, Collection[str]], handshake_timeout: float,
+                 check_mode: bool, record_health: bool = False,
                  key_max_age: float | None = None) -> dict[str, dict[str, Any]]:
     """The phases over the nodes ``run_on_nodes(work)`` runs ``work`` on; node -> result (with
     ``error`` set for a node that failed as a whole). Every node's interfaces are configured
-    before any client is waited on."""
+    before any client is waited on; ``record_health``: see ``NodeAgent``."""
     failed: dict[str, NodeFailed] = {}
 
     def phase(work: Callable[..., Any]) -> dict[str, Any]:
@@ -185,7 +186,7 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
 
     def configure(*, cluster: Cluster, node: NodeRef) -> Attaching:
         return configure_phase(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-                               check_mode=check_mode, runtimes=runtimes)
+                               check_mode=check_mode, runtimes=runtimes, record_health=record_health)
 
     configured = phase(configure)
     rotated = _rotated(configured)

@@ -9,6 +9,7 @@ registry entries from ``registry``; reading and writing the tables is ``control/
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,8 +68,10 @@ def self_entry(service: Mapping[str, Any]) -> tuple[str, dict[str, Any]] | None:
 
 
 def server_table(*, subnet: str, server_uid: str, server_key: str, current: Mapping[str, Any],
-                 live_clients: Iterable[Mapping[str, Any]], keep_unseen: bool = False) -> dict[str, Any]:
-    """The server's ``peers`` after reconciling: the server at ``.1``; every live client at
+                 live_clients: Iterable[Mapping[str, Any]], keep_unseen: bool = False,
+                 hub_address: str | None = None) -> dict[str, Any]:
+    """The server's ``peers`` after reconciling: the server at ``hub_address`` (``.1`` unless
+    a failover made a client the hub at its own address); every live client at
     the address the table gives it, else at the address it recorded for itself when that is
     free (repairs a hand-edited table); entries of departed clients are dropped (freed).
 
@@ -77,7 +80,8 @@ def server_table(*, subnet: str, server_uid: str, server_key: str, current: Mapp
     of the table uses (two peers with one key would make the hub refuse its whole update).
     A client's changed key that fails this keeps the key the table held. With ``keep_unseen``
     (some member did not answer), the entries of clients not seen are kept as they are."""
-    table = {server_address(subnet=subnet): peer_entry(uid=server_uid, role=SERVER, public_key=server_key)}
+    table = {hub_address or server_address(subnet=subnet): peer_entry(uid=server_uid, role=SERVER,
+                                                                      public_key=server_key)}
     clients = {peer_id(uid=c["metadata"]["uid"]): c for c in live_clients}
 
     def key_free(key: Any) -> bool:
@@ -85,7 +89,7 @@ def server_table(*, subnet: str, server_uid: str, server_key: str, current: Mapp
 
     for address, entry in sorted(current.items()):
         owner = id_of(entry)
-        if role_of(entry) != CLIENT or not is_client_address(address=address, subnet=subnet):
+        if role_of(entry) != CLIENT or not is_client_address(address=address, subnet=subnet) or address in table:
             continue
         if owner not in clients:
             if keep_unseen and key_free(entry.get("publicKey")):
@@ -137,8 +141,8 @@ def hub_peers(*, table: Mapping[str, Any], subnet: str, hub_key: str) -> tuple[l
     peers, refused, seen = [], [], {hub_key}
     for address, entry in sorted(table.items()):
         key = entry.get("publicKey")
-        if address == server_address(subnet=subnet) and key == hub_key:
-            continue
+        if role_of(entry) == SERVER and key == hub_key:
+            continue  # the hub itself, at .1 or (after a failover) at the address it had as a client
         if role_of(entry) == CLIENT and is_client_address(address=address, subnet=subnet) \
                 and isinstance(key, str) and is_valid_key(key) and key not in seen:
             peers.append((address, key))
@@ -148,13 +152,44 @@ def hub_peers(*, table: Mapping[str, Any], subnet: str, hub_key: str) -> tuple[l
     return peers, refused
 
 
-def client_fields(*, hub_table: Mapping[str, Any], subnet: str, endpoint: str,
-                  own_address: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A client's ``peers`` (the server and itself, as the seed shows) and ``spec.server``."""
-    hub_address = server_address(subnet=subnet)
+def client_fields(*, hub_table: Mapping[str, Any], subnet: str, endpoint: str, own_address: str,
+                  hub_address: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A client's ``peers`` (the server and itself, as the seed shows) and ``spec.server``;
+    the server is at ``hub_address`` (default ``.1``)."""
+    hub_address = hub_address or server_address(subnet=subnet)
     hub = hub_table[hub_address]
     peers = {hub_address: dict(hub), own_address: dict(hub_table[own_address])}
     return peers, {"endpoint": endpoint, "peer": subnet, "publicKey": hub["publicKey"]}
+
+
+def successor(*, candidates: Iterable[Mapping[str, Any]], subnet: str,
+              table: Mapping[str, Any]) -> tuple[Mapping[str, Any], str, str] | None:
+    """The client that becomes the hub when the hub is gone, with its address and public key:
+    of the ``candidates`` (the network's live clients), a Connected one before the others (its
+    pod has a working interface), then the lowest address. The address and key are the ones
+    the old hub's ``table`` gives the client; what a client recorded for itself (its owner's
+    to edit) counts only when the table is lost or does not list it, and never an address the
+    table gives another peer. Every provisioner that looks picks the same one, so racing
+    failovers agree."""
+    eligible = []
+    for candidate in candidates:
+        listed = address_in_table(table=table, uid=candidate["metadata"]["uid"])
+        if listed is not None:
+            address, entry = listed, table[listed]
+        else:
+            recorded = self_entry(candidate)
+            if recorded is None or recorded[0] in table:
+                continue
+            address, entry = recorded
+        key = entry.get("publicKey")
+        if role_of(entry) == CLIENT and is_client_address(address=address, subnet=subnet) \
+                and isinstance(key, str) and is_valid_key(key):
+            rank = (candidate.get("status") != Status.CONNECTED, int(ipaddress.IPv4Address(address)))
+            eligible.append((rank, candidate, address, key))
+    if not eligible:
+        return None
+    _rank, chosen, address, key = min(eligible, key=lambda item: item[0])
+    return chosen, address, key
 
 
 def pod_labels(*, uid: str, role: str) -> dict[str, str]:

@@ -9,11 +9,15 @@ Owns two rules, both pure:
 - ``judge``: a selected pod is attachable when it is Running with an IP, is not being
   deleted, is not on the host's network, and its kubelet node is one this federation node's
   agent serves; otherwise the status word and message that say why.
+- ``deletion_asked``: when a pod's deletion was asked for (a hub's failover grace counts
+  from then, not from when a pass first saw it).
 """
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Collection, Mapping
+from datetime import datetime
 from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
@@ -58,3 +62,17 @@ def judge(pod: Mapping[str, Any] | None, *, selector: str,
     if phase != "Running" or not status.get("podIP"):
         return Status.WAITING_FOR_POD, f"pod {name!r} is {phase}" + ("" if phase != "Running" else " without an IP yet")
     return None
+
+
+def deletion_asked(pod: Mapping[str, Any] | None) -> float | None:
+    """The epoch second a pod's deletion was asked for (its ``deletionTimestamp`` is when the
+    deletion will be forced, its grace period later); None when it is not being deleted."""
+    meta = (pod or {}).get("metadata") or {}
+    when = meta.get("deletionTimestamp")
+    if not when:
+        return None
+    try:
+        forced = calendar.timegm(datetime.strptime(when, "%Y-%m-%dT%H:%M:%SZ").timetuple())
+    except (TypeError, ValueError):
+        return None
+    return float(forced - int(meta.get("deletionGracePeriodSeconds") or 0))

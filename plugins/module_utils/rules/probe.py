@@ -3,14 +3,15 @@
 Owns, without touching the machine (standard library and ``rules`` only):
 
 - the probe: ``PROBE_SCRIPT``, run by ``sh`` in the pod's namespace, prints the link
-  (``ip -j addr``), the whole WireGuard state (``wg show dump``) and the forwarding
-  switches in one go; ``parse_probe`` turns its output into a ``LiveInterface`` and drops
-  the private key ``wg show dump`` prints;
+  (``ip -j addr``), the whole WireGuard state (``wg show dump``, with each peer's latest
+  handshake and bytes received and sent), the forwarding switches and the interface's TCP
+  MSS clamp rules in one go; ``parse_probe`` turns its output into a ``LiveInterface`` and
+  drops the private key ``wg show dump`` prints;
 - the diff: ``diff_interface`` says which peers to add, change or remove, which added peer
   replaces a removed one (a peer's new key: the same allowed IPs under another public key),
   whether the key or listen port differ, and which commands (argv lists) give the link its
-  address, MTU, up state and forwarding; endpoints compare by address, and a host name
-  through the resolver the caller passes in (``wg`` keeps what a name resolved to).
+  address, MTU, up state, forwarding and MSS clamp; endpoints compare by address, and a host
+  name through the resolver the caller passes in (``wg`` keeps what a name resolved to).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import json
+import shlex
 from collections.abc import Callable, Iterable, Sequence
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key
@@ -27,12 +29,17 @@ __all__ = [
     "PROBE_NO_LINK",
     "PROBE_SCRIPT",
     "Changes",
+    "CLAMP_CHAINS",
+    "IPTABLES",
     "LiveInterface",
     "LivePeer",
     "Resolve",
     "diff_interface",
     "endpoint_matches",
     "forwarding_sysctl",
+    "is_clamp_of",
+    "clamp_commands",
+    "clamp_mss",
     "link_commands",
     "parse_probe",
     "peer_differs",
@@ -49,6 +56,8 @@ class LivePeer:
     endpoint: str | None
     keepalive: int
     latest_handshake: int
+    rx_bytes: int = 0
+    tx_bytes: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +71,8 @@ class LiveInterface:
     addresses: frozenset
     forwarding: dict[int, bool]
     peers: dict[str, LivePeer]
+    # The live MSS clamp rules of this interface, as ``iptables -S`` prints them.
+    clamps: tuple[str, ...] = ()
 
 
 # One process in the pod's namespace reads the link, its addresses, the whole WireGuard state
@@ -72,7 +83,8 @@ PROBE_SCRIPT = (
     'ip -j addr show dev "$1" || exit 64\n'
     'echo "#"; wg show "$1" dump || exit 65\n'
     'echo "#"; echo "4 $(cat /proc/sys/net/ipv4/ip_forward 2>/dev/null)"\n'
-    'echo "6 $(cat /proc/sys/net/ipv6/conf/all/forwarding 2>/dev/null)"'
+    'echo "6 $(cat /proc/sys/net/ipv6/conf/all/forwarding 2>/dev/null)"\n'
+    'echo "#"; iptables -w 5 -t mangle -S 2>/dev/null | grep -F -e "-o $1 " -e "-i $1 " || true'
 )
 # PROBE_SCRIPT's exit status when there is no such link.
 PROBE_NO_LINK = 64
@@ -80,7 +92,7 @@ PROBE_NO_LINK = 64
 
 def parse_probe(output: str) -> LiveInterface:
     """The interface PROBE_SCRIPT's (successful) output describes."""
-    link_json, dump, switches = output.split("#\n")
+    link_json, dump, switches, *rest = output.split("#\n")
     link = (json.loads(link_json or "[]") or [{}])[0]
     addresses = frozenset(
         ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
@@ -97,8 +109,10 @@ def parse_probe(output: str) -> LiveInterface:
             endpoint=None if endpoint == "(none)" else endpoint,
             keepalive=0 if keepalive == "off" else int(keepalive),
             latest_handshake=int(handshake),
+            rx_bytes=int(rx),
+            tx_bytes=int(tx),
         )
-        for key, _psk, endpoint, allowed, handshake, _rx, _tx, keepalive in rows[1:]
+        for key, _psk, endpoint, allowed, handshake, rx, tx, keepalive in rows[1:]
     }
     forwarding = {}
     for line in switches.splitlines():
@@ -113,6 +127,7 @@ def parse_probe(output: str) -> LiveInterface:
         addresses=addresses,
         forwarding=forwarding,
         peers=peers,
+        clamps=tuple(line.strip() for line in "".join(rest).splitlines() if "-j TCPMSS" in line),
     )
 
 
@@ -172,8 +187,49 @@ def forwarding_sysctl(address: str) -> str:
     return "net.ipv4.ip_forward" if ipaddress.ip_interface(address).version == 4 else "net.ipv6.conf.all.forwarding"
 
 
-def link_commands(live: LiveInterface, *, name: str, address: str, mtu: int, forward: bool) -> list[list[str]]:
-    """The commands that give the link its address, MTU, up state and forwarding."""
+# The pod's mangle chains holding an interface's clamps: POSTROUTING sees the SYNs the pod sends
+# into the interface and those a hub forwards between its clients; PREROUTING the SYNs that come
+# out of it, so the pod's own TCP sends segments the far side's underlay carries too.
+CLAMP_CHAINS = {"POSTROUTING": "-o", "PREROUTING": "-i"}
+IPTABLES = ["iptables", "-w", "5", "-t", "mangle"]
+# WireGuard's outer headers: IP (20 for IPv4, 40 for IPv6), UDP 8, WireGuard's own 32.
+_WG_OVERHEAD = {4: 60, 6: 80}
+_WG_PADDING = 16
+# An IPv4 packet's IP and TCP headers, which the MSS leaves out.
+_TCP_IP_HEADERS = 40
+
+
+def clamp_mss(*, mtu: int, underlay_mtu: int | None, underlay_version: int = 4) -> int:
+    """The MSS a pod's TCP SYNs through the interface are clamped to: what fits the interface's
+    MTU, and inside WireGuard's packets on an underlay link whose MTU is smaller. Each peer
+    clamps with its own underlay link, so the smaller one wins on both sides of a connection."""
+    fits = mtu
+    if underlay_mtu is not None:
+        # WireGuard pads what it encrypts to a multiple of 16 bytes (never past the interface's
+        # MTU), so a packet fits the underlay link only at a multiple of 16 below its room.
+        fits = min(mtu, (underlay_mtu - _WG_OVERHEAD[underlay_version]) // _WG_PADDING * _WG_PADDING)
+    return max(fits - _TCP_IP_HEADERS, 536)
+
+
+def is_clamp_of(rule: str, name: str) -> bool:
+    """True if ``rule`` (as ``iptables -S`` prints it) is one of the interface's clamps."""
+    return "TCPMSS" in rule.split() and any(f" {flag} {name} " in f" {rule} " for flag in CLAMP_CHAINS.values())
+
+
+def clamp_commands(live: Sequence[str], *, name: str, mss: int | None) -> list[list[str]]:
+    """The iptables commands that leave exactly the interface's clamps to ``mss`` (none for
+    ``mss=None``); ``live`` is what ``iptables -S`` prints of its clamp rules."""
+    wanted = [f"-A {chain} {flag} {name} -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss {mss}"
+              for chain, flag in CLAMP_CHAINS.items()] if mss is not None else []
+    if sorted(live) == sorted(wanted):
+        return []
+    commands = [[*IPTABLES, "-D", *shlex.split(rule)[1:]] for rule in live]
+    return commands + [[*IPTABLES, *shlex.split(rule)] for rule in wanted]
+
+
+def link_commands(live: LiveInterface, *, name: str, address: str, mtu: int, forward: bool,
+                  mss: int | None = None) -> list[list[str]]:
+    """The commands that give the link its address, MTU, up state, forwarding and MSS clamp."""
     wanted = ipaddress.ip_interface(address)
     commands = []
     if wanted not in live.addresses:
@@ -186,7 +242,7 @@ def link_commands(live: LiveInterface, *, name: str, address: str, mtu: int, for
         commands.append(["ip", "link", "set", "dev", name, "up"])
     if forward and not live.forwarding.get(wanted.version, False):
         commands.append(["sysctl", "-q", "-w", f"{forwarding_sysctl(address)}=1"])
-    return commands
+    return commands + clamp_commands(live.clamps, name=name, mss=mss)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,6 +279,7 @@ def diff_interface(
     peers: Sequence[Peer],
     forward: bool,
     resolve: Resolve,
+    mss: int | None = None,
 ) -> Changes:
     """Compare a live interface with the wanted one.
 
@@ -241,5 +298,5 @@ def diff_interface(
         ],
         key=live.public_key != public_key,
         listen_port=listen_port is not None and live.listen_port != listen_port,
-        link_commands=link_commands(live, name=name, address=address, mtu=mtu, forward=forward),
+        link_commands=link_commands(live, name=name, address=address, mtu=mtu, forward=forward, mss=mss),
     )

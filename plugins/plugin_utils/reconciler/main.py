@@ -2,7 +2,8 @@
 
 Owns the process: reading the settings, the JSON log on stderr, the Prometheus endpoint, a
 log line for any thread that dies of an uncaught exception, and SIGTERM/SIGINT, which stop
-the loop (runs in progress are left to finish on their own).
+the loop (runs in progress are left to finish on their own) and, when no run is in progress,
+give up the Lease so that another reconciler leads at once.
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     controller.start_watches()
     say(logging.INFO, "started", nodes=[n.name for n in settings.nodes], metrics_port=settings.metrics_port,
-        pid=os.getpid(), run_timeout_seconds=settings.run_timeout)
+        pid=os.getpid(), run_timeout_seconds=settings.run_timeout, identity=controller.identity,
+        lease=f"{settings.lease.node.namespace}/{settings.lease.name}" if settings.lease else None)
     controller.loop()
+    if controller.elector is not None and not controller.schedule.running:
+        controller.elector.release()
     say(logging.INFO, "stopped")
     return 0

@@ -21,19 +21,22 @@ from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import RETRY
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import Outcome, Run
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import WRITES_FILE
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import Outcome, Run, Write
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import Settings
 
 
 @dataclass(frozen=True)
 class RunResult:
     """What one run did: ``summary`` is the callback's, per node ``failed``, ``changed``,
-    ``services`` (name -> status) and ``errors``."""
+    ``services`` (name -> status), ``errors`` and ``recheck_in`` (when a failover is due);
+    ``written``, the object versions its writes made (their watch events are its echoes)."""
 
     ok: bool
     seconds: float
     timed_out: bool = False
     summary: dict[str, Any] = field(default_factory=dict)
+    written: frozenset[Write] = frozenset()
 
     def outcomes(self, run: Run) -> dict[str, Outcome]:
         """Per node of the run: failed when the run failed or the callback says so; not done
@@ -42,7 +45,8 @@ class RunResult:
         for name in run.members:
             node = self.summary.get(name) or {}
             not_done = tuple(sorted(s for s, status in (node.get("services") or {}).items() if status in RETRY))
-            outcomes[name] = Outcome(failed=not self.ok or bool(node.get("failed")), not_done=not_done)
+            outcomes[name] = Outcome(failed=not self.ok or bool(node.get("failed")), not_done=not_done,
+                                     recheck_in=node.get("recheck_in"))
         return outcomes
 
 
@@ -53,6 +57,8 @@ def run_reconcile(*, settings: Settings, run: Run, run_id: str) -> RunResult:
     work.mkdir(parents=True, exist_ok=True)
     results = work / "results.json"
     results.unlink(missing_ok=True)
+    writes = work / "writes.jsonl"
+    writes.unlink(missing_ok=True)
     started = time.monotonic()
     import ansible_runner  # the daemon's library, not one Ansible loads with the plugins
 
@@ -62,14 +68,32 @@ def run_reconcile(*, settings: Settings, run: Run, run_id: str) -> RunResult:
         rotate_artifacts=2, timeout=math.ceil(settings.run_timeout),
         extravars={"dtservice_pass_key_max_age_seconds": settings.key_max_age},
         envvars={"ANSIBLE_CONFIG": str(settings.project_dir / "ansible.cfg"), "DTSERVICE_RESULTS_FILE": str(results),
-                 RUN_MARK: run_id, **settings.env},
+                 WRITES_FILE: str(writes), RUN_MARK: run_id, **settings.env},
     )
     seconds = time.monotonic() - started
     timed_out = runner.status == "timeout"
     if timed_out:
-        _kill_marked(run_id)
+        kill_run(run_id)
     summary = json.loads(results.read_text()) if results.exists() and not timed_out else {}
-    return RunResult(ok=runner.rc == 0 and not timed_out, seconds=seconds, timed_out=timed_out, summary=summary)
+    return RunResult(ok=runner.rc == 0 and not timed_out, seconds=seconds, timed_out=timed_out, summary=summary,
+                     written=read_writes(writes))
+
+
+def read_writes(path: Path) -> frozenset[Write]:
+    """The versions the run's processes recorded (``kube.client.WRITES_FILE``); a line cut
+    short by a killed process is skipped."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return frozenset()
+    written = set()
+    for line in lines:
+        try:
+            uid, version = json.loads(line)
+        except ValueError:
+            continue
+        written.add(Write(uid=str(uid), version=str(version)))
+    return frozenset(written)
 
 
 # Every process of a run inherits contract.RUN_MARK, which is how a run over its time limit is
@@ -78,7 +102,8 @@ def run_reconcile(*, settings: Settings, run: Run, run_id: str) -> RunResult:
 RUN_MARK = contract.RUN_MARK
 
 
-def _kill_marked(run_id: str) -> None:
+def kill_run(run_id: str) -> None:
+    """SIGKILL every process of the run ``run_id`` (its run then ends, failed)."""
     mark = f"{RUN_MARK}={run_id}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

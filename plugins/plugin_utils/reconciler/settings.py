@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.election import LeaseTiming
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import Timing
 
 
@@ -27,6 +28,29 @@ class WatchedNode:
 
 
 @dataclass(frozen=True)
+class LeaseSettings:
+    """The Lease the reconcilers elect their leader with: its name, the namespace (and the
+    cluster, by kubeconfig and context) it lives in, and its timing."""
+
+    node: WatchedNode
+    name: str = "dtservice-reconciler"
+    timing: LeaseTiming = LeaseTiming()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LeaseSettings:
+        if not data.get("namespace"):
+            raise ValueError("the lease names no namespace")
+        defaults = LeaseTiming()
+        timing = LeaseTiming(duration=float(data.get("duration_seconds", defaults.duration)),
+                             renew_deadline=float(data.get("renew_deadline_seconds", defaults.renew_deadline)),
+                             retry_period=float(data.get("retry_period_seconds", defaults.retry_period)))
+        timing.check()
+        node = WatchedNode(name=f"lease/{data['namespace']}", namespace=data["namespace"],
+                           kubeconfig=data.get("kubeconfig") or None, context=data.get("context") or None)
+        return cls(node=node, name=data.get("name") or cls.name, timing=timing)
+
+
+@dataclass(frozen=True)
 class Settings:
     nodes: tuple[WatchedNode, ...]
     project_dir: Path
@@ -37,6 +61,8 @@ class Settings:
     metrics_address: str = "127.0.0.1"
     metrics_port: int = 0
     env: Mapping[str, str] = field(default_factory=dict)
+    # None: this reconciler is the only one and leads without a Lease.
+    lease: LeaseSettings | None = None
     # Seconds after which a key pair is rotated (0: never by age); given to each run.
     key_max_age: float = 0.0
 
@@ -72,7 +98,9 @@ class Settings:
                    work_dir=Path(data["work_dir"]), timing=timing, run_timeout=run_timeout,
                    metrics_address=data.get("metrics_address", cls.metrics_address),
                    metrics_port=int(data.get("metrics_port") or 0),
-                   env={str(k): str(v) for k, v in (data.get("env") or {}).items()}, key_max_age=key_max_age)
+                   env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
+                   lease=LeaseSettings.from_dict(data["lease"]) if data.get("lease") else None,
+                   key_max_age=key_max_age)
 
     @classmethod
     def load(cls, path: str | Path) -> Settings:

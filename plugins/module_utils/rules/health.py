@@ -1,0 +1,83 @@
+"""A tunnel's health: how fresh its handshakes are, and what a dtService's object records of it.
+
+Owns, without touching the machine (standard library and ``contract`` only):
+
+- WireGuard's clock: a session's keys are refused ``REJECT_AFTER`` (180 s) after its handshake,
+  and a live tunnel (traffic or keepalive) makes a new handshake every ``REKEY_AFTER`` (120 s),
+  so a handshake older than ``REJECT_AFTER`` means the tunnel carries nothing (``fresh``);
+- the per-peer figures a pass hands to the reconciler daemon (``tunnel_figures``);
+- the two annotations ``kubectl get dtservices`` shows as printer columns (the number of
+  peers, the time of the newest handshake), and when a pass rewrites them
+  (``annotation_changes``): they live in the annotations because the object's body keeps the
+  seed's shape (``status`` is one word), and the handshake time is rewritten only once the
+  recorded one is more than ``REKEY_AFTER`` old, so a healthy tunnel costs one write per
+  rekey at most and a pass right after another writes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import (
+    HANDSHAKE_ANNOTATION,
+    PEERS_ANNOTATION,
+)
+
+__all__ = ["REJECT_AFTER", "REKEY_AFTER", "annotation_changes", "fresh", "stamp", "tunnel_figures"]
+
+REKEY_AFTER = 120
+REJECT_AFTER = 180
+
+
+def fresh(latest_handshake: int, *, now: float) -> bool:
+    """True if a handshake at ``latest_handshake`` (epoch seconds, 0 = never) still carries traffic."""
+    return bool(latest_handshake) and now - latest_handshake < REJECT_AFTER
+
+
+def stamp(epoch: int) -> str:
+    """An epoch second as the RFC 3339 time Kubernetes prints (and a ``date`` column ages)."""
+    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _epoch(text: str | None) -> int | None:
+    try:
+        parsed = datetime.datetime.strptime(text or "", "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return int(parsed.replace(tzinfo=datetime.UTC).timestamp())
+
+
+def tunnel_figures(live: Mapping[str, Any], *, addresses: Mapping[str, str]) -> list[dict[str, Any]]:
+    """One entry per wanted peer (public key -> overlay address in ``addresses``): its address,
+    key, latest handshake (epoch seconds, 0 = never) and bytes received and sent, as ``live``
+    (public key -> ``probe.LivePeer``) has them; a peer not on the interface yet has zeros."""
+    figures = []
+    for key, address in sorted(addresses.items(), key=lambda item: item[1]):
+        peer = live.get(key)
+        figures.append({"peer": address, "public_key": key,
+                        "latest_handshake": getattr(peer, "latest_handshake", 0),
+                        "rx_bytes": getattr(peer, "rx_bytes", 0), "tx_bytes": getattr(peer, "tx_bytes", 0)})
+    return figures
+
+
+def annotation_changes(annotations: Mapping[str, str] | None, *, peers: int, newest: int,
+                       now: float) -> dict[str, str | None]:
+    """The annotation values to write (None removes one) for an interface with ``peers`` peers
+    whose newest handshake was at ``newest`` (0 = never); empty when the recorded ones stand.
+
+    A recorded handshake time stands while it is no later than the live one and at most
+    ``REKEY_AFTER`` old: the column it feeds is then off by less than one rekey."""
+    annotations = annotations or {}
+    changes: dict[str, str | None] = {}
+    if annotations.get(PEERS_ANNOTATION) != str(peers):
+        changes[PEERS_ANNOTATION] = str(peers)
+    recorded = annotations.get(HANDSHAKE_ANNOTATION)
+    wanted = stamp(newest) if newest else None
+    if recorded != wanted:
+        at = _epoch(recorded)
+        stands = at is not None and newest and at <= newest and now - at <= REKEY_AFTER
+        if not stands:
+            changes[HANDSHAKE_ANNOTATION] = wanted
+    return changes
