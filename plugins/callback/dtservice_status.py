@@ -18,10 +18,11 @@ description:
     inventory host, since one call serves many nodes.
   - At the end of the run, when C(DTSERVICE_RESULTS_FILE) is set (the reconciler daemon sets
     it per run), writes a JSON summary there, per node whether it failed, what changed and
-    each dtService's status, so the daemon can requeue what is not Connected with backoff,
-    and each interface's per-peer figures (latest handshake, bytes in and out) as the pass's
-    probe read them, which the daemon's /metrics shows, and C(recheck_in), the seconds until a
-    hub's failover is due, so it runs the network then.
+    each dtService's status (and those whose key pair was replaced), so the daemon can requeue
+    what is not Connected with backoff and count the rotations, and each interface's per-peer
+    figures (latest handshake, bytes in and out) as the pass's probe read them, which the
+    daemon's /metrics shows, and C(recheck_in), the seconds until a hub's failover is due, so
+    it runs the network then.
   - Never writes a module's arguments or any private key anywhere.
 requirements:
   - urllib3 and PyYAML (the API client of module_utils/kube/client.py)
@@ -56,7 +57,7 @@ class CallbackModule(CallbackBase):
 
     def _node(self, host: str) -> dict:
         return self.nodes.setdefault(host, {"failed": False, "changed": False, "services": {}, "errors": [],
-                                            "tunnels": {}})
+                                            "tunnels": {}, "rotated": []})
 
     @staticmethod
     def _ours(result) -> bool:
@@ -73,6 +74,8 @@ class CallbackModule(CallbackBase):
                         node["tunnels"][outcome["name"]] = outcome["tunnels"]
                     if outcome.get("recheck_in") is not None:
                         node["recheck_in"] = min(node.get("recheck_in", outcome["recheck_in"]), outcome["recheck_in"])
+                    if outcome.get("key_rotated") and outcome["name"] not in node["rotated"]:
+                        node["rotated"].append(outcome["name"])
 
     def v2_runner_on_ok(self, result) -> None:
         if not self._ours(result):

@@ -45,6 +45,19 @@ PUBLIC_KEY_ANNOTATION = f"{GROUP}/public-key"
 PEERS_ANNOTATION = f"{GROUP}/peers"
 HANDSHAKE_ANNOTATION = f"{GROUP}/latest-handshake"
 PRIVATE_KEY_FIELD = "privatekey"
+# Key rotation. A user asks for a new key pair by giving ROTATE_KEY_ANNOTATION a value the
+# dtService's KEY_ROTATED_ANNOTATION does not hold yet; the provisioner records the value there
+# when the new key is in use, so each distinct value rotates once. While a rotation is under
+# way the key Secret also holds the next private key (NEXT_PRIVATE_KEY_FIELD) and why it was
+# made (NEXT_KEY_REASON_ANNOTATION); KEY_CREATED_ANNOTATION dates the current key, for the
+# rotation of keys older than a configured age.
+ROTATE_KEY_ANNOTATION = f"{GROUP}/rotate-key"
+KEY_ROTATED_ANNOTATION = f"{GROUP}/key-rotated"
+KEY_CREATED_ANNOTATION = f"{GROUP}/key-created"
+NEXT_KEY_REASON_ANNOTATION = f"{GROUP}/next-key-reason"
+NEXT_PRIVATE_KEY_FIELD = "nextprivatekey"
+# The reason of the Event that tells a rotation is done (it carries no key).
+KEY_ROTATED_REASON = "KeyRotated"
 # Pod and peer labels: ``sid.sightline.dtservice.<peer id>: server|client``.
 LABEL_PREFIX = "sid.sightline.dtservice."
 SERVER = "server"

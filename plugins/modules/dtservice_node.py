@@ -21,6 +21,14 @@ description:
   - Phases span all nodes of the call - every node is reconciled before any interface is
     configured - so a joiner and its network's server reconciled together connect in one call.
   - Check mode sends every write as a server-side dry run and changes no interface.
+  - A dtService whose key is due for rotation (asked for with its
+    C(sid.sightlineinnovation.com/rotate-key) annotation, or older than O(key_max_age)) gets a
+    new key pair in the same pass, with no packet lost on its tunnels; see docs/architecture.md,
+    "Key rotation".
+extends_documentation_fragment:
+  - sightline.dtservice.dtservice_nodes
+  - sightline.dtservice.dtservice_machine
+  - sightline.dtservice.dtservice_serves
 options:
   record_health:
     description:
@@ -31,10 +39,13 @@ options:
         handshake time that only ages.
     type: bool
     default: false
-extends_documentation_fragment:
-  - sightline.dtservice.dtservice_nodes
-  - sightline.dtservice.dtservice_machine
-  - sightline.dtservice.dtservice_serves
+  key_max_age:
+    description:
+      - Seconds after which a dtService's key pair is replaced by a new one (the key Secret's
+        C(sid.sightlineinnovation.com/key-created) annotation dates it); 0 never rotates by age.
+      - The rotation loses no packet; see docs/architecture.md, "Key rotation".
+    type: float
+    default: 0
 author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
@@ -117,7 +128,8 @@ except ImportError as error:
 
 
 ARGUMENT_SPEC = {**NODE_ARGS, **SERVES_ARGS, "handshake_timeout": {"type": "float", "default": 45},
-                 "record_health": {"type": "bool", "default": False}}
+                 "record_health": {"type": "bool", "default": False},
+                 "key_max_age": {"type": "float", "default": 0, "no_log": False}}
 
 
 def run(module) -> None:
@@ -126,7 +138,8 @@ def run(module) -> None:
     federation = federation_refs(module.params)
     done = machine_pass(nodes_runner(module), federation=federation,
                         serves=module.params["serves"], handshake_timeout=module.params["handshake_timeout"],
-                        check_mode=module.check_mode, record_health=module.params["record_health"])
+                        check_mode=module.check_mode, record_health=module.params["record_health"],
+                        key_max_age=module.params["key_max_age"] or None)
     keys = ("services", "interfaces", "removed_interfaces", "deleted", "deletions_held", "pod_labels")
     result: dict[str, Any] = {key: {name: passed[key] for name, passed in done.items()} for key in keys}
     result["changed"] = any(passed["changed"] for passed in done.values())

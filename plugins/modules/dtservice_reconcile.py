@@ -24,6 +24,26 @@ description:
   - Check mode sends every write as a server-side dry run. Diff mode returns each object's
     owned fields before and after. Private keys never appear in the result.
 extends_documentation_fragment: [sightline.dtservice.dtservice_nodes, sightline.dtservice.dtservice_serves]
+options:
+  key_max_age:
+    description:
+      - Seconds after which a dtService's key pair is replaced by a new one (the key Secret's
+        C(sid.sightlineinnovation.com/key-created) annotation dates it); 0 never rotates by age.
+      - The rotation loses no packet; see docs/architecture.md, "Key rotation".
+    type: float
+    default: 0
+  rotate_key:
+    description:
+      - Ask for a new key pair for the dtServices of the call (those O(rotate_networks) names,
+        else all of each node's) by setting their C(sid.sightlineinnovation.com/rotate-key)
+        annotation to this value. The new key is staged in the key Secret here and put to use
+        by the node's next pass (dtservice_node, or the reconciler daemon), which records the
+        value in the C(sid.sightlineinnovation.com/key-rotated) annotation. A value is served once.
+    type: str
+  rotate_networks:
+    description: The dtServices (by name) O(rotate_key) asks new key pairs for; all of each node's when omitted.
+    type: list
+    elements: str
 author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
@@ -76,7 +96,9 @@ try:
 except ImportError as error:
     IMPORT_ERROR = error
 
-ARGUMENT_SPEC = {**NODE_ARGS, **SERVES_ARGS}
+ARGUMENT_SPEC = {**NODE_ARGS, **SERVES_ARGS, "key_max_age": {"type": "float", "default": 0, "no_log": False},
+                 "rotate_key": {"type": "str", "no_log": False},
+                 "rotate_networks": {"type": "list", "elements": "str"}}
 
 
 def run(module) -> None:
@@ -84,7 +106,9 @@ def run(module) -> None:
     require(module, IMPORT_ERROR)
     federation = federation_refs(module.params)
     done = reconcile_nodes(nodes_runner(module), federation=federation,
-                           serves=module.params["serves"])
+                           serves=module.params["serves"], key_max_age=module.params["key_max_age"] or None,
+                           rotate_key=module.params["rotate_key"] or None,
+                           rotate_only=module.params["rotate_networks"])
     services = {name: node_outcomes for name, (node_outcomes, _labels) in done.items()}
     pod_labels = {name: labels for name, (_outcomes, labels) in done.items() if labels}
     outcomes = [o for node_outcomes in services.values() for o in node_outcomes]

@@ -25,8 +25,11 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules import r
 
 def serve_network(view: PassView, *, service: dict, domain: contract.Domain, entry: dict, public_key: str) -> None:
     """Make the server's ``peers`` the table of the network's live clients (and drop any ``spec.server``)."""
-    install_table(view, node=view.node, name=service["metadata"]["name"], domain=domain, entry=entry,
-                  public_key=public_key)
+    name = service["metadata"]["name"]
+    before = ((service.get("peers") or {}).get(registry_rules.hub_address(entry)) or {}).get("publicKey")
+    table = install_table(view, node=view.node, name=name, domain=domain, entry=entry, public_key=public_key)["peers"]
+    if before is not None and before != public_key:
+        _tell_clients(view, name=name, domain=domain, entry=entry, table=table)
 
 
 def install_table(view: PassView, *, node: contract.NodeRef, name: str, domain: contract.Domain, entry: dict,
@@ -47,6 +50,22 @@ def install_table(view: PassView, *, node: contract.NodeRef, name: str, domain: 
     shared = view.cluster.shared_service(node, name)
     with shared.lock:
         return view.update_service(node, name, desired, shared=shared)
+
+
+def _tell_clients(view: PassView, *, name: str, domain: contract.Domain, entry: dict, table: dict) -> None:
+    """The hub's new key (a rotation) in its clients' own ``peers`` and ``spec.server`` now,
+    rather than at their nodes' next passes: the write is what starts those passes in the
+    reconciler daemon, and the hub holds back what it sends them until they take the key on.
+    A member that does not answer learns it at its next pass."""
+    clients, _everyone_answered = live_members(view, name, domain, hub_node=view.node.name)
+    for member, client in clients:
+        address = plan.address_in_table(table=table, uid=client["metadata"]["uid"])
+        if address is None:
+            continue
+        try:
+            record_client(view, node=view.member_node(member), name=name, entry=entry, table=table, address=address)
+        except (ApiError, plan.PlanError):
+            continue
 
 
 def live_members(view: PassView, name: str, domain: contract.Domain, *,
@@ -75,6 +94,19 @@ def _live_clients(view: PassView, name: str, domain: contract.Domain, *, hub_nod
     return [service for _member, service in found], everyone_answered
 
 
+def _record_new_key(view: PassView, *, name: str, public_key: str) -> tuple[str, dict] | None:
+    """A client's new key (a rotation) in its own entry before the hub's table: serving takes a
+    client's key from its own entry, so a hub's pass that runs between the two writes keeps
+    the new key rather than putting the old one back."""
+    def desired(current: dict) -> dict:
+        body = copy.deepcopy(current)
+        own = plan.self_entry(body)
+        if own is not None:
+            body["peers"][own[0]]["publicKey"] = public_key
+        return body
+    return plan.self_entry(view.update_service(view.node, name, desired))
+
+
 def join_network(view: PassView, *, service: dict, domain: contract.Domain, entry: dict, public_key: str) -> str:
     """Claim the client's address in the server's table, record it (and the server) in the
     client's own ``peers`` and ``spec.server``; returns the address."""
@@ -82,6 +114,8 @@ def join_network(view: PassView, *, service: dict, domain: contract.Domain, entr
     uid = service["metadata"]["uid"]
     hub_node = view.member_node(domain.member(name=entry["server"]["node"]) or domain.home)
     recorded = plan.self_entry(service)
+    if recorded is not None and recorded[1].get("publicKey") != public_key:
+        recorded = _record_new_key(view, name=name, public_key=public_key)
     claimed: dict[str, str] = {}
     hub_address = registry_rules.hub_address(entry)
 

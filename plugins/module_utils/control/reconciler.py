@@ -13,6 +13,7 @@ nodes' objects are shared, one pass long (``view``).
 from __future__ import annotations
 
 import copy
+import datetime
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,12 @@ from typing import Any
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.control import claims, registry
-from ansible_collections.sightline.dtservice.plugins.module_utils.control.secrets import ensure_key_secret
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.secrets import (
+    ensure_key_secret,
+    next_private_key,
+    stage_next_key,
+    usable,
+)
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import (
     describe,
     try_write_status,
@@ -29,7 +35,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.control.status
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import PassView
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, NodeRef
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, plan
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, plan, rotation
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
 
@@ -74,15 +80,20 @@ class NodeReconciler:
     """Provisions the dtServices in one node's namespace; reads are shared for one pass."""
 
     def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
-                 ports_in_use: Callable[[], Collection[int]] | None = None) -> None:
+                 ports_in_use: Callable[[], Collection[int]] | None = None,
+                 key_max_age: float | None = None) -> None:
         self.cluster = cluster
         self.node = node
         self.federation = federation
+        self.key_max_age = key_max_age
         self.view = PassView(cluster=cluster, node=node, federation=federation, ports_in_use=ports_in_use)
 
-    def provision(self, *, only: set[str] | None = None) -> list[Outcome]:
+    def provision(self, *, only: set[str] | None = None, rotate_key: str | None = None,
+                  rotate_only: Collection[str] | None = None) -> list[Outcome]:
         """Provision the node's dtServices (``only`` these, when given), oldest first, each
-        with the teardown finalizer; those being deleted are left to the teardown."""
+        with the teardown finalizer; those being deleted are left to the teardown.
+        ``rotate_key`` asks for a new key pair (the value of ``contract.ROTATE_KEY_ANNOTATION``)
+        for the dtServices named in ``rotate_only`` (all, when None)."""
         pods = self.cluster.list_pods(self.node)
         secrets = self.cluster.key_secrets(self.node)
         outcomes = []
@@ -94,6 +105,8 @@ class NodeReconciler:
                 continue
             try:
                 current = self._with_finalizer(service)
+                if rotate_key and (rotate_only is None or current["metadata"]["name"] in rotate_only):
+                    current = self._with_request(current, rotate_key)
                 outcomes.append(self.provision_service(current, pods=pods, secrets=secrets))
             except Exception as problem:  # noqa: BLE001 - contained: it stays with this dtService
                 outcome = Outcome(name=service["metadata"]["name"], status=Status.FAILED, message=describe(problem))
@@ -110,6 +123,24 @@ class NodeReconciler:
                 finalizers.append(contract.FINALIZER)
             return body
         return self.view.update_service(self.node, service["metadata"]["name"], desired)
+
+    def _with_request(self, service: dict, value: str) -> dict:
+        def desired(current: dict) -> dict:
+            body = copy.deepcopy(current)
+            body["metadata"].setdefault("annotations", {})[contract.ROTATE_KEY_ANNOTATION] = value
+            return body
+        return self.view.update_service(self.node, service["metadata"]["name"], desired)
+
+    def _stage_rotation(self, service: dict, *, secret: Mapping[str, Any] | None) -> None:
+        """A next key staged in the key Secret when a rotation is due and none is under way;
+        the agent puts it to use, then commits it. Until then the current key is the one
+        published in the tables, so no peer learns a key its owner does not use yet."""
+        if secret is None or not usable(secret, uid=service["metadata"]["uid"]) or next_private_key(secret):
+            return  # a Secret made in this pass holds a new key already
+        reason = rotation.reason_to_rotate(service=service, created=rotation.key_created(secret),
+                                           now=datetime.datetime.now(datetime.UTC), max_age=self.key_max_age)
+        if reason is not None:
+            stage_next_key(cluster=self.cluster, node=self.node, secret=secret, reason=reason)
 
     def provision_service(self, service: dict, *, pods: Mapping[str, dict],
                           secrets: Mapping[str, dict]) -> Outcome:
@@ -172,6 +203,7 @@ class NodeReconciler:
                                  f"of dtDomain {domain.name}; members: {[m.name for m in domain.members]}")
         public_key = ensure_key_secret(cluster=self.cluster, node=self.node, service=service,
                                        secret=secrets.get(contract.key_secret_name(name)))
+        self._stage_rotation(service, secret=secrets.get(contract.key_secret_name(name)))
         entry = registry.register_network(self.view, service=service, domain=domain, me=me)
         uid = service["metadata"]["uid"]
         if entry["server"]["id"] == contract.peer_id(uid=uid):

@@ -1,22 +1,26 @@
 """A dtService's key Secret (``dtservice-<name>-wg``): its WireGuard key pair.
 
-Owns making the Secret (the private key in its data, the public key in an annotation, the
-dtService as its owner), replacing one that is unreadable or left by an earlier object of
-the same name, and reading the private key back for the node agent. The private key leaves
-this module only to the agent, which hands it to ``wg`` through a 0600 file: it is never
-logged, never in an error message, an outcome or a module's result.
+Owns making the Secret (the private key in its data, the public key and the key's creation
+time in annotations, the dtService as its owner), replacing one that is unreadable or left by
+an earlier object of the same name, and reading the private key back for the node agent.
+Also the Secret's part of a key rotation: staging the next private key beside the current
+one (with the reason), and committing it, which leaves the Secret holding only the new key.
+A private key leaves this module only to the agent, which hands it to ``wg`` through a 0600
+file: it is never logged, never in an error message, an outcome or a module's result.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import copy
+import datetime
 from collections.abc import Mapping
 from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Conflict, NodeRef
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules import keys
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import keys, rotation
 
 
 def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, Any],
@@ -29,7 +33,7 @@ def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, 
             private: str | None = _private_key_of(secret)
         except ValueError:
             private = None
-        if private is not None and meta["uid"] in _owners(secret):
+        if private is not None and usable(secret, uid=meta["uid"]):
             return keys.public_key_of(private)
         cluster.delete_secret(node, secret["metadata"]["name"])
     private = keys.generate_private_key()
@@ -39,11 +43,11 @@ def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, 
         "metadata": {
             "name": contract.key_secret_name(meta["name"]), "namespace": node.namespace,
             "labels": {**contract.MANAGED_BY, contract.KEY_SECRET_LABEL: meta["name"]},
-            "annotations": {contract.PUBLIC_KEY_ANNOTATION: public},
+            "annotations": {contract.PUBLIC_KEY_ANNOTATION: public, contract.KEY_CREATED_ANNOTATION: _now()},
             "ownerReferences": [{"apiVersion": contract.API_VERSION, "kind": contract.SERVICE_KIND,
                                  "name": meta["name"], "uid": meta["uid"]}],
         },
-        "data": {contract.PRIVATE_KEY_FIELD: base64.b64encode(private.encode()).decode()},
+        "data": {contract.PRIVATE_KEY_FIELD: _encoded(private)},
     }
     try:
         cluster.create_secret(node, body)
@@ -57,6 +61,15 @@ def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, 
     return public
 
 
+def usable(secret: Mapping[str, Any], *, uid: str) -> bool:
+    """Whether a key Secret is the one ``ensure_key_secret`` keeps for the dtService of ``uid``."""
+    try:
+        _private_key_of(secret)
+    except ValueError:
+        return False
+    return uid in _owners(secret)
+
+
 def read_private_key(secret: Mapping[str, Any] | None) -> str:
     """The private key in a key Secret, for the node agent's ``wg``; raises ValueError when
     there is no Secret yet."""
@@ -65,11 +78,59 @@ def read_private_key(secret: Mapping[str, Any] | None) -> str:
     return _private_key_of(secret)
 
 
-def _private_key_of(secret: Mapping[str, Any]) -> str:
+def next_private_key(secret: Mapping[str, Any] | None) -> str | None:
+    """The staged next private key of a rotation under way; None when there is none (or what
+    is there is no key: a tenant may write its own Secrets, and garbage is not put to use)."""
+    if secret is None or contract.NEXT_PRIVATE_KEY_FIELD not in (secret.get("data") or {}):
+        return None
+    try:
+        return _private_key_of(secret, field=contract.NEXT_PRIVATE_KEY_FIELD)
+    except ValueError:
+        return None
+
+
+def next_key_reason(secret: Mapping[str, Any]) -> str | None:
+    return ((secret.get("metadata") or {}).get("annotations") or {}).get(contract.NEXT_KEY_REASON_ANNOTATION)
+
+
+def stage_next_key(*, cluster: Cluster, node: NodeRef, secret: Mapping[str, Any], reason: str) -> None:
+    """Put a new private key beside the current one, with why; the current key stays the one
+    published and in use until the agent commits the new one (``commit_next_key``). A
+    Conflict (the Secret moved on) is raised: the next pass stages again if still due."""
+    body = copy.deepcopy(dict(secret))
+    body.setdefault("data", {})[contract.NEXT_PRIVATE_KEY_FIELD] = _encoded(keys.generate_private_key())
+    body["metadata"].setdefault("annotations", {})[contract.NEXT_KEY_REASON_ANNOTATION] = reason
+    cluster.replace_secret(node, body)
+
+
+def commit_next_key(*, cluster: Cluster, node: NodeRef, secret: Mapping[str, Any]) -> None:
+    """Make the staged next key the current one, in one write: afterwards the Secret holds
+    only the new private key, its public key and its creation time."""
+    following = next_private_key(secret)
+    if following is None:
+        raise ValueError("the key Secret holds no next key to commit")
+    body = copy.deepcopy(dict(secret))
+    body["data"] = {contract.PRIVATE_KEY_FIELD: _encoded(following)}
+    annotations = body["metadata"].setdefault("annotations", {})
+    annotations.pop(contract.NEXT_KEY_REASON_ANNOTATION, None)
+    annotations.update({contract.PUBLIC_KEY_ANNOTATION: keys.public_key_of(following),
+                        contract.KEY_CREATED_ANNOTATION: _now()})
+    cluster.replace_secret(node, body)
+
+
+def _encoded(private: str) -> str:
+    return base64.b64encode(private.encode()).decode()
+
+
+def _now() -> str:
+    return rotation.format_time(datetime.datetime.now(datetime.UTC))
+
+
+def _private_key_of(secret: Mapping[str, Any], *, field: str = contract.PRIVATE_KEY_FIELD) -> str:
     """The key, checked to be one: a tenant can write its own namespace's Secrets, and the
     error of a failed decoding would quote the bytes it met."""
     try:
-        key = base64.b64decode((secret.get("data") or {}).get(contract.PRIVATE_KEY_FIELD, ""), validate=True).decode()
+        key = base64.b64decode((secret.get("data") or {}).get(field, ""), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
         raise ValueError("the key Secret's private key is not base64 of text") from None
     if not keys.is_valid_key(key):

@@ -277,6 +277,15 @@ class Cluster:
     def create_secret(self, node: NodeRef, body: dict) -> dict:
         return self._write(node, "POST", _core(node, "secrets"), body, kind="secrets")
 
+    def replace_secret(self, node: NodeRef, body: dict) -> dict:
+        """PUT with the body's resourceVersion: a Conflict when the Secret moved on."""
+        return self._write(node, "PUT", _core(node, "secrets", body["metadata"]["name"]), body, kind="secrets")
+
+    def annotate_service(self, node: NodeRef, name: str, annotations: dict[str, str | None]) -> dict:
+        """Merge the annotations (None removes one) into a dtService's metadata."""
+        return self._write(node, "PATCH", _custom(node, SERVICES, name), {"metadata": {"annotations": annotations}},
+                           kind=SERVICES, content_type="application/merge-patch+json")
+
     def delete_secret(self, node: NodeRef, name: str) -> None:
         self._write(node, "DELETE", _core(node, "secrets", name), kind="secrets", missing_ok=True)
 

@@ -25,7 +25,12 @@ from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef, Status
-from ansible_collections.sightline.dtservice.plugins.module_utils.control.secrets import read_private_key
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.secrets import (
+    commit_next_key,
+    next_key_reason,
+    next_private_key,
+    read_private_key,
+)
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import (
     describe,
     try_write_status,
@@ -35,7 +40,13 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.control.status
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import netns as netns_tools
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet, wireguard
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules import health, keys, plan, wgconfig
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import (
+    health,
+    keys,
+    plan,
+    rotation,
+    wgconfig,
+)
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer
@@ -66,6 +77,8 @@ class AgentOutcome:
     peers_removed: list[str] = field(default_factory=list)
     # Per peer of the interface: overlay address, public key, latest handshake, bytes in and out.
     tunnels: list[dict[str, Any]] = field(default_factory=list)
+    # The interface took the key Secret's next key into use and the Secret was committed.
+    key_rotated: bool = False
 
 
 @dataclass
@@ -240,13 +253,17 @@ class NodeAgent:
                                             node_netns=self.node.netns)
         outcome = AgentOutcome(name=name, status=Status.PENDING, interface=interface)
         try:
-            private_key = read_private_key(secrets.get(contract.key_secret_name(name)))
+            secret = secrets.get(contract.key_secret_name(name))
+            # The published key is the current one; a staged next key is put to use first and
+            # published once it is (see docs/architecture.md, "Key rotation").
+            published = keys.public_key_of(read_private_key(secret))
+            private_key = next_private_key(secret) or read_private_key(secret)
             public_key = keys.public_key_of(private_key)
             uid = service["metadata"]["uid"]
             if network["server"]["id"] == contract.peer_id(uid=uid):
                 role, address = contract.SERVER, registry_rules.hub_address(network)
                 listen_port: int | None = registry_rules.endpoint_port(network["endpoint"])
-                clients, refused = plan.hub_peers(table=service.get("peers") or {}, subnet=subnet, hub_key=public_key)
+                clients, refused = plan.hub_peers(table=service.get("peers") or {}, subnet=subnet, hub_key=published)
                 if refused:
                     outcome.message = f"left out of the interface (not valid peers of {subnet}): {', '.join(refused)}"
                 peers = [Peer(public_key=key, allowed_ips=[f"{a}/32"]) for a, key in clients]
@@ -258,7 +275,7 @@ class NodeAgent:
                 hub_entry = table.get(registry_rules.hub_address(network)) or {}
                 if own is None or plan.role_of(hub_entry) != contract.SERVER:
                     return None  # its claim is not in the hub's table yet: the reconciler makes it
-                if table[own].get("publicKey") != public_key:
+                if table[own].get("publicKey") not in (published, public_key):
                     raise ValueError(f"the hub's table holds another public key for {own}; left as it is")
                 address = own
                 peers = [Peer(public_key=hub_entry["publicKey"], allowed_ips=[subnet], endpoint=network["endpoint"],
@@ -279,6 +296,9 @@ class NodeAgent:
             outcome.tunnels = health.tunnel_figures(result["peers"], addresses=addresses)
             if self.check_mode:
                 return outcome
+            if public_key != published and secret is not None:
+                self._commit_rotation(service, secret)
+                outcome.key_rotated = outcome.changed = True
             latest = 0 if role == contract.SERVER else result["latest_handshakes"].get(peers[0].public_key, 0)
             if role == contract.SERVER or fresh(latest):
                 outcome.status = Status.CONNECTED
@@ -296,6 +316,20 @@ class NodeAgent:
         self._write_status(service, outcome)
         self._write_health(service, outcome)
         return outcome
+
+    def _commit_rotation(self, service: dict, secret: dict) -> None:
+        """The interface uses the staged key now: make it the Secret's only key (the next
+        reconcile publishes it), record a request as served, and tell it in an Event."""
+        reason = next_key_reason(secret)
+        commit_next_key(cluster=self.cluster, node=self.node, secret=secret)
+        requested = rotation.requested_value(reason)
+        if requested is not None:
+            self.cluster.annotate_service(self.node, service["metadata"]["name"],
+                                          {contract.KEY_ROTATED_ANNOTATION: requested})
+        self.cluster.record_event(self.node, service=service, reason=contract.KEY_ROTATED_REASON,
+                                  message=f"a new WireGuard key pair is in use ({rotation.describe(reason)}); "
+                                          "its peers learn the public key from the network's table",
+                                  warning=False)
 
     def _client_state(self, interface: str, netns: str, server: Peer) -> tuple[str, str, dict]:
         """Connected once the client has a fresh handshake with its server; with the peers as

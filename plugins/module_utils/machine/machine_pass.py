@@ -10,6 +10,10 @@ clients' first handshakes and finish the deletions users asked for. Because ever
 node's claims are written before any interface is configured, a joiner and its server in the
 same call meet in that call: the server's interface already knows the joiner when the joiner
 waits for its first handshake. Each step is the same core code the separate modules run.
+When a node's interface put a rotated key to use, the nodes of the call are reconciled (the
+new public key is published) and configured once more before anyone is waited on, so its
+peers on this machine take the new key on in the same pass (docs/architecture.md, "Key
+rotation").
 
 A node whose step fails as a whole (its API server is down, the provisioner's rights there
 were taken away) is left out of the later phases and reported with its error; the other
@@ -34,12 +38,15 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules import p
 
 
 def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
-                    ports_in_use: Callable[[], Collection[int]] | None = None) -> tuple[list[Outcome], dict[str, Any]]:
+                    ports_in_use: Callable[[], Collection[int]] | None = None, key_max_age: float | None = None,
+                    rotate_key: str | None = None,
+                    rotate_only: Collection[str] | None = None) -> tuple[list[Outcome], dict[str, Any]]:
     """Reconcile the node's dtServices and label its pods with their dtService roles; returns
     the outcomes and the label patches. ``ports_in_use`` tells the UDP ports other processes
-    hold on the node's address (known on its machine)."""
-    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation,
-                              ports_in_use=ports_in_use).provision()
+    hold on the node's address (known on its machine); ``key_max_age`` (seconds) rotates older
+    keys; ``rotate_key`` asks for new keys (of the dtServices in ``rotate_only``, else all)."""
+    outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation, ports_in_use=ports_in_use,
+                              key_max_age=key_max_age).provision(rotate_key=rotate_key, rotate_only=rotate_only)
     label_patches = plan.label_changes(pods=cluster.list_pods(node),
                                        wanted=plan.pods_labels(o.as_dict() for o in outcomes))
     for pod, labels in label_patches.items():
@@ -49,7 +56,8 @@ def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str,
 
 def reconcile_nodes(phase: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
                     serves: Mapping[str, Collection[str]],
-                    ports_of: Callable[[NodeRef], Collection[int]] | None = None) -> dict[str, Any]:
+                    ports_of: Callable[[NodeRef], Collection[int]] | None = None, key_max_age: float | None = None,
+                    rotate_key: str | None = None, rotate_only: Collection[str] | None = None) -> dict[str, Any]:
     """The reconcile phase over the nodes ``phase(work)`` runs ``work`` on: first the networks
     each node is the planned hub of (``serves``, node name -> dtService names), on every node,
     so that no joiner of the call registers a network the inventory gives to another node;
@@ -61,11 +69,13 @@ def reconcile_nodes(phase: Callable[[Callable[..., Any]], dict[str, Any]], *, fe
     if any(serves.values()):
         def serve_first(*, cluster: Cluster, node: NodeRef) -> None:
             if serves.get(node.name):
-                NodeReconciler(cluster=cluster, node=node, federation=federation,
-                               ports_in_use=ports(node)).provision(only=set(serves[node.name]))
+                NodeReconciler(cluster=cluster, node=node, federation=federation, ports_in_use=ports(node),
+                               key_max_age=key_max_age).provision(only=set(serves[node.name]), rotate_key=rotate_key,
+                                                                  rotate_only=rotate_only)
         phase(serve_first)
-    return phase(lambda *, cluster, node: reconcile_phase(cluster=cluster, node=node, federation=federation,
-                                                          ports_in_use=ports(node)))
+    return phase(lambda *, cluster, node: reconcile_phase(
+        cluster=cluster, node=node, federation=federation, ports_in_use=ports(node), key_max_age=key_max_age,
+        rotate_key=rotate_key, rotate_only=rotate_only))
 
 
 @dataclass
@@ -132,9 +142,30 @@ def contained(work: Callable[..., Any], *, failed: Mapping[str, NodeFailed]) -> 
     return run
 
 
+def _rotated(configured: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Node -> its dtServices whose interfaces put a rotated key to use."""
+    return {name: {i.name for i in attaching.interfaces if i.key_rotated}
+            for name, attaching in configured.items() if isinstance(attaching, Attaching)}
+
+
+def _merged(first: Mapping[str, Any], again: Mapping[str, Any]) -> dict[str, Any]:
+    """A node's second reconcile, changed where either changed something."""
+    merged = dict(again)
+    for name, result in again.items():
+        earlier = first.get(name)
+        if isinstance(result, NodeFailed) or earlier is None or isinstance(earlier, NodeFailed):
+            continue
+        changed_before = {o.name for o in earlier[0] if o.changed}
+        for outcome in result[0]:
+            outcome.changed = outcome.changed or outcome.name in changed_before
+        merged[name] = (result[0], {**earlier[1], **result[1]})
+    return merged
+
+
 def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
                  serves: Mapping[str, Collection[str]], handshake_timeout: float,
-                 check_mode: bool, record_health: bool = False) -> dict[str, dict[str, Any]]:
+                 check_mode: bool, record_health: bool = False,
+                 key_max_age: float | None = None) -> dict[str, dict[str, Any]]:
     """The phases over the nodes ``run_on_nodes(work)`` runs ``work`` on; node -> result (with
     ``error`` set for a node that failed as a whole). Every node's interfaces are configured
     before any client is waited on; ``record_health``: see ``NodeAgent``."""
@@ -146,12 +177,29 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
         return results
 
     # Run on the nodes' machine, the pass sees the sockets there: a hub avoids ports others hold.
-    reconciled = reconcile_nodes(phase, federation=federation, serves=serves,
-                                 ports_of=lambda node: wggo.foreign_udp_ports(node.netns))
+    def ports_of(node: NodeRef) -> Collection[int]:
+        return wggo.foreign_udp_ports(node.netns)
+
+    reconciled = reconcile_nodes(phase, federation=federation, serves=serves, ports_of=ports_of,
+                                 key_max_age=key_max_age)
     runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
-    configured = phase(lambda *, cluster, node: configure_phase(
-        cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-        check_mode=check_mode, runtimes=runtimes, record_health=record_health))
+
+    def configure(*, cluster: Cluster, node: NodeRef) -> Attaching:
+        return configure_phase(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
+                               check_mode=check_mode, runtimes=runtimes, record_health=record_health)
+
+    configured = phase(configure)
+    rotated = _rotated(configured)
+    if any(rotated.values()):
+        # Published only now that its owner uses it, the new key reaches the peers of this
+        # machine in this pass; until they take it on, both ends hold back what they send.
+        reconciled = _merged(reconciled, phase(lambda *, cluster, node: reconcile_phase(
+            cluster=cluster, node=node, federation=federation, ports_in_use=lambda: ports_of(node))))
+        configured = phase(configure)
+        for name, attaching in configured.items():
+            for interface in getattr(attaching, "interfaces", []):
+                if interface.name in rotated.get(name, set()):
+                    interface.key_rotated = interface.changed = True
     settled = phase(lambda *, cluster, node: settle_phase(configured[node.name], federation=federation))
     passed = {}
     for name in reconciled:

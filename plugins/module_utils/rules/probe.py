@@ -7,10 +7,11 @@ Owns, without touching the machine (standard library and ``rules`` only):
   handshake and bytes received and sent), the forwarding switches and the interface's TCP
   MSS clamp rules in one go; ``parse_probe`` turns its output into a ``LiveInterface`` and
   drops the private key ``wg show dump`` prints;
-- the diff: ``diff_interface`` says which peers to add, change or remove, whether the
-  key or listen port differ, and which commands (argv lists) give the link its address,
-  MTU, up state, forwarding and MSS clamp; endpoints compare by address, and a host name through
-  the resolver the caller passes in (``wg`` keeps what a name resolved to).
+- the diff: ``diff_interface`` says which peers to add, change or remove, which added peer
+  replaces a removed one (a peer's new key: the same allowed IPs under another public key),
+  whether the key or listen port differ, and which commands (argv lists) give the link its
+  address, MTU, up state, forwarding and MSS clamp; endpoints compare by address, and a host
+  name through the resolver the caller passes in (``wg`` keeps what a name resolved to).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ __all__ = [
     "link_commands",
     "parse_probe",
     "peer_differs",
+    "replacements",
 ]
 
 # Host name and port -> the addresses the name resolves to (none if it does not).
@@ -167,6 +169,19 @@ def peer_differs(peer: Peer, live: LivePeer, *, resolve: Resolve) -> bool:
     return (peer.persistent_keepalive or 0) != live.keepalive
 
 
+def replacements(*, added: Sequence[Peer], removed: dict[str, LivePeer]) -> dict[str, str]:
+    """Each added peer that takes over a removed one: the same allowed IPs under a new key,
+    which is how a peer's key rotation shows on the other end of its tunnels."""
+    replacing: dict[str, str] = {}
+    for peer in added:
+        nets = _networks(peer.allowed_ips)
+        old = next((key for key, live in removed.items()
+                    if nets and _networks(live.allowed_ips) == nets and key not in replacing.values()), None)
+        if old is not None:
+            replacing[peer.public_key] = old
+    return replacing
+
+
 def forwarding_sysctl(address: str) -> str:
     """The sysctl that switches forwarding on for the IP version of ``address``."""
     return "net.ipv4.ip_forward" if ipaddress.ip_interface(address).version == 4 else "net.ipv6.conf.all.forwarding"
@@ -240,6 +255,8 @@ class Changes:
     key: bool
     listen_port: bool
     link_commands: list[list[str]]
+    # Added peer -> the removed peer it takes over from (a key rotated on the other side).
+    replacing: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def wireguard(self) -> bool:
@@ -270,9 +287,12 @@ def diff_interface(
     ``listen_port=None`` accepts whatever port the interface has.
     """
     wanted = {p.public_key: p for p in peers}
+    added = [k for k in wanted if k not in live.peers]
+    removed = sorted(k for k in live.peers if k not in wanted)
     return Changes(
-        peers_added=[k for k in wanted if k not in live.peers],
-        peers_removed=sorted(k for k in live.peers if k not in wanted),
+        peers_added=added,
+        peers_removed=removed,
+        replacing=replacements(added=[wanted[k] for k in added], removed={k: live.peers[k] for k in removed}),
         peers_updated=[
             k for k, p in wanted.items() if k in live.peers and peer_differs(p, live.peers[k], resolve=resolve)
         ],

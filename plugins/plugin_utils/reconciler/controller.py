@@ -188,6 +188,10 @@ class Controller:
             # A node whose pass failed as a whole read no interface: its last figures stay.
             if not outcomes[name].failed or done.get("tunnels"):
                 metrics().tunnels.passed(name, done.get("tunnels") or {})
+            rotated = done.get("rotated") or []
+            if rotated:
+                metrics().key_rotations.labels(node=name).inc(len(rotated))
+                say(logging.INFO, "keys rotated", node=name, run=run_id, services=rotated)
         say(logging.WARNING if failed else logging.INFO, "reconciled", node=run.node, run=run_id,
             with_nodes=list(run.companions), cause=run.cause, because=run.because, writes=len(result.written),
             seconds=round(result.seconds, 2), changed=node.get("changed", False),

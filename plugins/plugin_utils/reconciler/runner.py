@@ -66,6 +66,7 @@ def run_reconcile(*, settings: Settings, run: Run, run_id: str) -> RunResult:
         private_data_dir=str(work), project_dir=str(settings.project_dir), playbook=str(settings.playbook),
         inventory=list(settings.inventory), limit=",".join(run.members), quiet=True, ident=run_id,
         rotate_artifacts=2, timeout=math.ceil(settings.run_timeout),
+        extravars={"dtservice_pass_key_max_age_seconds": settings.key_max_age},
         envvars={"ANSIBLE_CONFIG": str(settings.project_dir / "ansible.cfg"), "DTSERVICE_RESULTS_FILE": str(results),
                  WRITES_FILE: str(writes), RUN_MARK: run_id, **settings.env},
     )

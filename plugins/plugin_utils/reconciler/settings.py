@@ -63,6 +63,8 @@ class Settings:
     env: Mapping[str, str] = field(default_factory=dict)
     # None: this reconciler is the only one and leads without a Lease.
     lease: LeaseSettings | None = None
+    # Seconds after which a key pair is rotated (0: never by age); given to each run.
+    key_max_age: float = 0.0
 
     @property
     def playbook(self) -> Path:
@@ -83,6 +85,9 @@ class Settings:
                         max_backoff=float(data.get("max_backoff_seconds", defaults.max_backoff)),
                         parallel_runs=int(data.get("parallel_runs", defaults.parallel_runs)))
         run_timeout = float(data.get("run_timeout_seconds", cls.run_timeout))
+        key_max_age = float(data.get("key_max_age_seconds") or 0)
+        if key_max_age < 0:
+            raise ValueError("key_max_age_seconds must be >= 0")
         if timing.debounce < 0 or timing.resync <= 0 or timing.max_backoff < 1 or timing.parallel_runs < 1 \
                 or run_timeout < 1:
             raise ValueError("debounce_seconds must be >= 0, resync_seconds > 0, max_backoff_seconds, "
@@ -94,7 +99,8 @@ class Settings:
                    metrics_address=data.get("metrics_address", cls.metrics_address),
                    metrics_port=int(data.get("metrics_port") or 0),
                    env={str(k): str(v) for k, v in (data.get("env") or {}).items()},
-                   lease=LeaseSettings.from_dict(data["lease"]) if data.get("lease") else None)
+                   lease=LeaseSettings.from_dict(data["lease"]) if data.get("lease") else None,
+                   key_max_age=key_max_age)
 
     @classmethod
     def load(cls, path: str | Path) -> Settings:

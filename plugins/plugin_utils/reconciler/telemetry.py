@@ -42,6 +42,7 @@ def metrics() -> Any:
                            buckets=(0.5, 1, 2, 3, 5, 8, 13, 21, 34, 60, 120, 300, 600)),
         watch_restarts=Counter("dtservice_watch_restarts_total", "Watches started again", ["node", "kind"]),
         events=Counter("dtservice_watch_events_total", "Watch events seen", ["node", "kind", "type"]),
+        key_rotations=Counter("dtservice_key_rotations_total", "WireGuard key pairs replaced", ["node"]),
         echoes=Counter("dtservice_watch_echoes_total", "Watch events that were a run's own writes (no run started)",
                        ["node", "kind"]),
         leader=Gauge("dtservice_reconciler_leader", "1 while this reconciler may start runs (it holds the Lease, "
