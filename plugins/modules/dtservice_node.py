@@ -43,7 +43,7 @@ options:
     description:
       - Seconds after which a dtService's key pair is replaced by a new one (the key Secret's
         C(sid.sightlineinnovation.com/key-created) annotation dates it); 0 never rotates by age.
-      - The rotation loses no packet; see docs/architecture.md, "Key rotation".
+      - The rotation loses no packet; see docs/day2.md, "Key rotation".
     type: float
     default: 0
 author: Sightline Innovation dtService maintainers (@sightlineinnovation)

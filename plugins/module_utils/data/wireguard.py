@@ -352,7 +352,7 @@ def _update_peers(
     """Apply the peer diff in ``changes`` to a live interface, plus a new key or port.
 
     A peer that replaces another (its owner rotated its key, which it already uses: see
-    docs/architecture.md, "Key rotation") takes over the old one's learnt endpoint and
+    docs/day2.md, "Key rotation") takes over the old one's learnt endpoint and
     starts its handshake at once, so the packets both ends held back while the keys did not
     match go out one round trip later instead of at WireGuard's next retry (5 s)."""
     touched = set(changes.peers_added) | set(changes.peers_updated)

@@ -255,7 +255,7 @@ class NodeAgent:
         try:
             secret = secrets.get(contract.key_secret_name(name))
             # The published key is the current one; a staged next key is put to use first and
-            # published once it is (see docs/architecture.md, "Key rotation").
+            # published once it is (see docs/day2.md, "Key rotation").
             published = keys.public_key_of(read_private_key(secret))
             private_key = next_private_key(secret) or read_private_key(secret)
             public_key = keys.public_key_of(private_key)
