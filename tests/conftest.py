@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -98,3 +99,10 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 def kubectl_json(bed, node_name: str, *args: str) -> dict:
     node = bed.node(node_name)
     return json.loads(bed.kubectl(node, *args, "-o", "json", admin=True).stdout)
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 nobody listens on now (for a daemon's metrics)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

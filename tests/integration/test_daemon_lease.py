@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, kubectl_json, run_playbook
+from conftest import ROOT, free_port, kubectl_json, run_playbook
 from test_daemon_e2e import apply, connected, daemon_pid, wait_for
 
 pytestmark = pytest.mark.integration
 
 LEASE = {"dtservice_daemon_lease_node": "node0", "dtservice_daemon_lease_duration_seconds": 10,
          "dtservice_daemon_lease_renew_deadline_seconds": 6, "dtservice_daemon_lease_retry_period_seconds": 1}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def log_lines(path: Path) -> list[dict]:

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
-from conftest import kubectl_json, run_playbook, write_inventory
+from conftest import free_port, kubectl_json, run_playbook, write_inventory
 from test_daemon_e2e import apply, connected, get, wait_for
 from test_dataplane_e2e import in_pod, ping
 
@@ -23,12 +22,6 @@ HUB, CLIENT = ("node0", "my-pod"), ("node1", "service-pod")
 HUB_ADDRESS, CLIENT_ADDRESS = "100.96.0.1", "100.96.0.2"
 TEN_MB = 10 * 1024 * 1024
 SMALL_UNDERLAY_MTU = 1300  # a 1420-byte tunnel packet is 1480 bytes on the underlay
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

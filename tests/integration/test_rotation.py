@@ -9,14 +9,13 @@ import base64
 import http.client
 import json
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import public_key_of
-from conftest import kubectl_json, run_playbook, write_inventory
+from conftest import free_port, kubectl_json, run_playbook, write_inventory
 from test_daemon_e2e import wait_for
 from test_dataplane_e2e import in_pod, interfaces_in, service
 from test_tenants import PingLoop
@@ -187,12 +186,6 @@ spec:
   domainSelector: mydomain
   podSelector: {pod}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
