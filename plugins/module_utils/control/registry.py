@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
@@ -164,16 +164,25 @@ def hand_over(view: PassView, *, domain: contract.Domain, name: str, leaving: st
 def record_absence(view: PassView, *, domain: contract.Domain, name: str, own_id: str, since: str | None) -> None:
     """Record in the registry that the hub ``own_id``'s pod is gone since ``since`` (None: it
     is back), unless the network has another hub by now."""
-    home = view.member_node(domain.home)
-    fresh = False
+    def absence(networks: dict[str, Any]) -> bool:
+        entry = networks.get(name)
+        if entry is None or entry["server"]["id"] != own_id or entry.get(registry_rules.ABSENT_SINCE) == since:
+            return False
+        networks[name] = registry_rules.with_absence(entry, since=since)
+        return True
+    _change_registry(view, home=view.member_node(domain.home), domain=domain, change=absence, fresh=False)
+
+
+def _change_registry(view: PassView, *, home: contract.NodeRef, domain: contract.Domain,
+                     change: Callable[[dict[str, Any]], bool], fresh: bool) -> None:
+    """Write ``change(networks)`` into the registry (it edits the copy it is given and says
+    whether it changed anything), reading the registry again after a Conflict; ``fresh``
+    lists it anew for the first attempt too."""
     for _attempt in range(MAX_ATTEMPTS):
         home_obj = view.domain_object(home, domain.name, fresh=fresh)
         networks = dict(registry_rules.networks_of(home_obj))
-        entry = networks.get(name)
-        if home_obj is None or entry is None or entry["server"]["id"] != own_id \
-                or entry.get(registry_rules.ABSENT_SINCE) == since:
+        if home_obj is None or not change(networks):
             return
-        networks[name] = registry_rules.with_absence(entry, since=since)
         body = copy.deepcopy(home_obj)
         body["status"]["networks"] = networks
         try:
@@ -196,19 +205,12 @@ def _loses_port(view: PassView, *, domain: contract.Domain, name: str, entry: di
 
 def _release(view: PassView, *, home: contract.NodeRef, domain: contract.Domain, name: str, own_id: str) -> None:
     """Take this dtService's network out of the registry again (it registers anew)."""
-    for _attempt in range(MAX_ATTEMPTS):
-        home_obj = view.domain_object(home, domain.name, fresh=True)
-        networks = dict(registry_rules.networks_of(home_obj))
-        if home_obj is None or (networks.get(name) or {}).get("server", {}).get("id") != own_id:
-            return
+    def release(networks: dict[str, Any]) -> bool:
+        if (networks.get(name) or {}).get("server", {}).get("id") != own_id:
+            return False
         del networks[name]
-        body = copy.deepcopy(home_obj)
-        body["status"]["networks"] = networks
-        try:
-            view.remember_domain(home, view.cluster.replace_domain_status(home, body))
-            return
-        except Conflict:
-            continue
+        return True
+    _change_registry(view, home=home, domain=domain, change=release, fresh=True)
 
 
 def _new_entry(view: PassView, *, name: str, domain: contract.Domain, me: contract.Member, own_id: str,
