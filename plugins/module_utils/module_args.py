@@ -25,6 +25,8 @@ NODE_ARGS = {
 
 # Node name -> the dtServices whose networks it is the planned hub of (dtservice_plan.serves).
 SERVES_ARGS = {"serves": {"type": "dict", "default": {}}}
+# no_log False: the name says "key", the value is an age.
+KEY_AGE_ARGS = {"key_max_age": {"type": "float", "default": 0, "no_log": False}}
 
 CORE = "ansible_collections.sightline.dtservice.plugins.module_utils."
 

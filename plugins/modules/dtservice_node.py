@@ -29,6 +29,7 @@ extends_documentation_fragment:
   - sightline.dtservice.dtservice_nodes
   - sightline.dtservice.dtservice_machine
   - sightline.dtservice.dtservice_serves
+  - sightline.dtservice.dtservice_key_age
 options:
   record_health:
     description:
@@ -39,13 +40,6 @@ options:
         handshake time that only ages.
     type: bool
     default: false
-  key_max_age:
-    description:
-      - Seconds after which a dtService's key pair is replaced by a new one (the key Secret's
-        C(sid.sightlineinnovation.com/key-created) annotation dates it); 0 never rotates by age.
-      - The rotation loses no packet; see docs/day2.md, "Key rotation".
-    type: float
-    default: 0
 author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
@@ -113,6 +107,7 @@ from typing import Any
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
+    KEY_AGE_ARGS,
     NODE_ARGS,
     SERVES_ARGS,
     federation_refs,
@@ -127,9 +122,8 @@ except ImportError as error:
     IMPORT_ERROR = error
 
 
-ARGUMENT_SPEC = {**NODE_ARGS, **SERVES_ARGS, "handshake_timeout": {"type": "float", "default": 45},
-                 "record_health": {"type": "bool", "default": False},
-                 "key_max_age": {"type": "float", "default": 0, "no_log": False}}
+ARGUMENT_SPEC = {**NODE_ARGS, **SERVES_ARGS, **KEY_AGE_ARGS, "handshake_timeout": {"type": "float", "default": 45},
+                 "record_health": {"type": "bool", "default": False}}
 
 
 def run(module) -> None:

@@ -23,15 +23,11 @@ description:
     address. Nothing is written when nothing differs.
   - Check mode sends every write as a server-side dry run. Diff mode returns each object's
     owned fields before and after. Private keys never appear in the result.
-extends_documentation_fragment: [sightline.dtservice.dtservice_nodes, sightline.dtservice.dtservice_serves]
+extends_documentation_fragment:
+  - sightline.dtservice.dtservice_nodes
+  - sightline.dtservice.dtservice_serves
+  - sightline.dtservice.dtservice_key_age
 options:
-  key_max_age:
-    description:
-      - Seconds after which a dtService's key pair is replaced by a new one (the key Secret's
-        C(sid.sightlineinnovation.com/key-created) annotation dates it); 0 never rotates by age.
-      - The rotation loses no packet; see docs/day2.md, "Key rotation".
-    type: float
-    default: 0
   rotate_key:
     description:
       - Ask for a new key pair for the dtServices of the call (those O(rotate_networks) names,
@@ -83,6 +79,7 @@ pod_labels:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
+    KEY_AGE_ARGS,
     NODE_ARGS,
     SERVES_ARGS,
     federation_refs,
@@ -96,7 +93,7 @@ try:
 except ImportError as error:
     IMPORT_ERROR = error
 
-ARGUMENT_SPEC = {**NODE_ARGS, **SERVES_ARGS, "key_max_age": {"type": "float", "default": 0, "no_log": False},
+ARGUMENT_SPEC = {**NODE_ARGS, **SERVES_ARGS, **KEY_AGE_ARGS,
                  "rotate_key": {"type": "str", "no_log": False},
                  "rotate_networks": {"type": "list", "elements": "str"}}
 
