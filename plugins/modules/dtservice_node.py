@@ -23,7 +23,7 @@ description:
   - Check mode sends every write as a server-side dry run and changes no interface.
   - A dtService whose key is due for rotation (asked for with its
     C(sid.sightlineinnovation.com/rotate-key) annotation, or older than O(key_max_age)) gets a
-    new key pair in the same pass, with no packet lost on its tunnels; see docs/architecture.md,
+    new key pair in the same pass, with no packet lost on its tunnels; see docs/day2.md,
     "Key rotation".
 extends_documentation_fragment:
   - sightline.dtservice.dtservice_nodes

@@ -12,7 +12,7 @@ same call meet in that call: the server's interface already knows the joiner whe
 waits for its first handshake. Each step is the same core code the separate modules run.
 When a node's interface put a rotated key to use, the nodes of the call are reconciled (the
 new public key is published) and configured once more before anyone is waited on, so its
-peers on this machine take the new key on in the same pass (docs/architecture.md, "Key
+peers on this machine take the new key on in the same pass (docs/day2.md, "Key
 rotation").
 
 A node whose step fails as a whole (its API server is down, the provisioner's rights there
