@@ -1015,6 +1015,45 @@ def test_concurrent_reconcilers_never_share_an_address(six):
     assert len(set(subnets)) == 4
 
 
+def test_a_successor_deleted_while_it_takes_over_is_passed_over(six):
+    """A teardown removes every node's dtService side by side: the hub hands its network to a
+    client that another thread deletes meanwhile. The hand-over passes the gone client over
+    for the next one (here made certain: the client goes after the hand-over read it), the
+    clients that stay keep their addresses, and nothing fails."""
+    from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+    from ansible_collections.sightline.dtservice.plugins.module_utils.control import registry
+    from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import PassView
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
+
+    bed, name = six.bed, "handover"
+    members = ["node0", "node1", "node2", "node3"]
+    refs = {n.name: contract.NodeRef(name=n.name, namespace=n.namespace, address=n.address, kubeconfig=n.kubeconfig)
+            for n in bed.nodes}
+    for node in members:
+        apply(bed, node, dtservice(name, "mydomain", "racer"))
+    race(refs, name, ["node0"])
+    race(refs, name, members[1:])
+    before = check_network(bed, name, members)
+    clients = sorted(members[1:], key=lambda n: ipaddress.IPv4Address(before[n]))
+    doomed, heir, other = clients
+    view = PassView(cluster=Cluster(), node=refs["node0"], federation=refs)
+    for node in members:
+        assert view.service_on(refs[node], name) is not None
+    admin(bed, doomed, "patch", "dtservice", name, "-n", bed.node(doomed).namespace, "--type=merge",
+          "-p", '{"metadata": {"finalizers": null}}')
+    admin(bed, doomed, "delete", "dtservice", name, "-n", bed.node(doomed).namespace)
+    home = contract.Domain.from_object(get_json(bed, "node0", "dtdomain", "mydomain"))
+    entry = registry.hand_over(view, domain=home, name=name,
+                               leaving=peer_id(uid=service(bed, "node0", name)["metadata"]["uid"]))
+    assert entry is not None
+    assert (entry["server"]["node"], entry["server"]["address"]) == (heir, before[heir])
+    assert get_json(bed, "node0", "dtdomain", "mydomain")["status"]["networks"][name] == entry
+    table = service(bed, heir, name)["peers"]
+    assert role(table[before[heir]]) == "server"
+    assert role(table[before[other]]) == "client"
+    assert before[doomed] not in table
+
+
 # -- bed 3: a federation over two API servers ------------------------------------------------
 
 @pytest.fixture(scope="module")

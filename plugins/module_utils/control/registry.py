@@ -27,7 +27,11 @@ from typing import Any
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.control import claims
-from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import MAX_ATTEMPTS, PassView
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import (
+    MAX_ATTEMPTS,
+    PassView,
+    ServiceMissing,
+)
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Conflict
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, plan
@@ -110,6 +114,8 @@ def hand_over(view: PassView, *, domain: contract.Domain, name: str, leaving: st
     provisioner handed it over first, its entry is returned as it is. ``leaving``: the peer
     id of a hub that is leaving the network now (its teardown), gone whatever it looks like."""
     home = view.member_node(domain.home)
+    # The clients' places; kept when a chosen successor is gone before it took the network on.
+    old_table: dict = {}
     for _attempt in range(MAX_ATTEMPTS):
         home_obj = view.domain_object(home, domain.name, fresh=True)
         if home_obj is None:
@@ -121,10 +127,10 @@ def hand_over(view: PassView, *, domain: contract.Domain, name: str, leaving: st
         if entry["server"]["id"] != leaving and not hub_gone(view, domain=domain, name=name, entry=entry):
             return entry
         old_node = view.member_node(domain.member(name=entry["server"]["node"]) or domain.home)
-        old_hub = view.service_on(old_node, name)
+        old_table = ((view.service_on(old_node, name) or {}).get("peers")) or old_table
         found, _everyone_answered = claims.live_members(view, name, domain, hub_node=old_node.name)
         chosen = plan.successor(candidates=[service for _member, service in found], subnet=entry["subnet"],
-                                table=(old_hub or {}).get("peers") or {})
+                                table=old_table)
         if chosen is None:
             del networks[name]
         else:
@@ -144,16 +150,23 @@ def hand_over(view: PassView, *, domain: contract.Domain, name: str, leaving: st
             continue
         if chosen is None:
             return None
-        table = claims.install_table(view, node=view.member_node(member), name=name, domain=domain,
-                                     entry=networks[name], public_key=public_key,
-                                     base=(old_hub or {}).get("peers") or {})["peers"]
+        try:
+            table = claims.install_table(view, node=view.member_node(member), name=name, domain=domain,
+                                         entry=networks[name], public_key=public_key, base=old_table)["peers"]
+        except ServiceMissing:
+            # The successor was deleted meanwhile (a teardown of several nodes at once): the
+            # registry now names a gone hub, so the next attempt, reading it anew, hands the
+            # network on again.
+            view.forget_services(view.member_node(member))
+            continue
         # The other clients' objects name the new hub at once: their nodes' watches see it, so
         # their interfaces follow even when this pass does not configure them.
-        # A client whose API server does not answer records it in its own next pass.
+        # A client whose API server does not answer records it in its own next pass; one
+        # deleted meanwhile needs nothing.
         for other_member, other in found:
             address_there = plan.address_in_table(table=table, uid=other["metadata"]["uid"])
             if other is not successor and address_there is not None:
-                with contextlib.suppress(ApiError):
+                with contextlib.suppress(ApiError, ServiceMissing):
                     claims.record_client(view, node=view.member_node(other_member), name=name,
                                          entry=networks[name], table=table, address=address_there)
         return networks[name]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
+from http import HTTPStatus
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.control import registry
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import MAX_ATTEMPTS, PassView
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Conflict, NodeRef
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
 
@@ -58,6 +60,11 @@ def leave_network(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, N
             return True
         except Conflict:
             continue
+        except ApiError as error:
+            # The hub was deleted meanwhile (a teardown of several nodes at once): no table left.
+            if error.status == HTTPStatus.NOT_FOUND:
+                return False
+            raise
     raise plan.PlanError(Status.FAILED, f"the network {name} kept changing while {node.name} left it")
 
 

@@ -14,9 +14,11 @@ machine and so can see them).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping
+from http import HTTPStatus
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import (
     Cluster,
     Conflict,
@@ -26,6 +28,13 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster i
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
 
 MAX_ATTEMPTS = 20
+
+
+class ServiceMissing(plan.PlanError):
+    """The dtService to write is gone: deleted before or while it was written."""
+
+    def __init__(self, *, node: NodeRef, name: str) -> None:
+        super().__init__(Status.SERVER_UNREACHABLE, f"dtService {name} is missing on node {node.name}")
 
 
 class PassView:
@@ -87,7 +96,7 @@ class PassView:
         current = (shared.latest if shared else None) or self.service_on(node, name)
         for _attempt in range(MAX_ATTEMPTS):
             if current is None:
-                raise plan.PlanError(Status.SERVER_UNREACHABLE, f"dtService {name} is missing on node {node.name}")
+                raise ServiceMissing(node=node, name=name)
             body = desired(current)
             if body == current:
                 return current
@@ -95,6 +104,10 @@ class PassView:
                 current = self.cluster.replace_service(node, body)
                 self.remember(node, current)
                 return current
+            except ApiError as error:
+                if error.status == HTTPStatus.NOT_FOUND:
+                    raise ServiceMissing(node=node, name=name) from error
+                raise
             except Conflict:
                 # Re-read this object first, then (lazily) everything else: a client that
                 # claimed an address in it is then also seen as live.
