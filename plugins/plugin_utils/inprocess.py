@@ -13,6 +13,7 @@ through.
 from __future__ import annotations
 
 import importlib
+import json
 from typing import Any
 
 from ansible.plugins.action import ActionBase
@@ -72,7 +73,10 @@ class InProcessAction(ActionBase):
             result.update(self._execute_module(module_name=action, module_args=self._task.args, task_vars=task_vars))
             return result
         code = _module_code(name)
-        _validation, params = self.validate_argument_spec(argument_spec=code.ARGUMENT_SPEC)
+        _validation, validated = self.validate_argument_spec(argument_spec=code.ARGUMENT_SPEC)
+        # As JSON, as a module run on the target gets them: plain values, not the templar's
+        # tagged ones, which cost the core's every copy of a plan a hundred times more.
+        params = json.loads(json.dumps(validated))
         module = InProcessModule(params=params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff))
         try:
             code.run(module)

@@ -21,7 +21,6 @@ write, which the server would refuse for the same reason.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,10 +94,11 @@ def project(live: Any, wanted: Any) -> Any:
 
 
 def labelled(obj: Mapping[str, Any], collection: Collection) -> dict[str, Any]:
-    body = copy.deepcopy(dict(obj))
-    if collection.namespace is None:
-        body.setdefault("metadata", {}).setdefault("labels", {}).update(MANAGED_BY)
-    return body
+    """``obj``, with the project's label when it is cluster-wide; ``obj`` itself is left as it is."""
+    if collection.namespace is not None:
+        return dict(obj)
+    metadata = obj.get("metadata") or {}
+    return {**obj, "metadata": {**metadata, "labels": {**(metadata.get("labels") or {}), **MANAGED_BY}}}
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,11 @@ class SharedObject:
 class Listing:
     """One collection of one cluster as a module call read it: listed on first use (the whole
     cluster at once when ``cluster_path`` is given and the provisioner may, else the namespace
-    asked for), then kept current with the call's own writes. Callers get copies."""
+    asked for), then kept current with the call's own writes. Callers get copies.
+
+    Namespaces are listed side by side: a pass over many nodes would otherwise wait for their
+    LISTs one after another. A write waits for a LIST of its namespace in flight, whose answer
+    may predate it; a LIST that a ``forget`` overtook answers its caller but is not kept."""
 
     def __init__(self, *, api: ApiClient, namespace_path: Callable[[str], str], cluster_path: str | None = None,
                  query: dict[str, str] | None = None, dry_run: bool = False) -> None:
@@ -59,15 +63,32 @@ class Listing:
         self._cluster_path = cluster_path
         self._query = query
         self._dry_run = dry_run
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the fields below, never held over a request
+        self._gates: dict[str | None, threading.Lock] = {}  # one LIST at a time per namespace (None: all)
+        self._generation = 0
         self._whole = False
         self._by_namespace: dict[str, dict[str, dict]] = {}
 
     def items(self, namespace: str) -> list[dict]:
+        with self._gate(namespace):
+            with self._lock:
+                if self._whole or namespace in self._by_namespace:
+                    return self._copy(namespace)
+                cluster_path, generation = self._cluster_path, self._generation
+            answer, whole = self._load(namespace, cluster_path)
+            with self._lock:
+                if generation == self._generation:
+                    self._keep(namespace, answer, whole=whole)
+                    return self._copy(namespace)
+            # Forgotten while it was listed: an answer for this caller only.
+            return copy.deepcopy([item for item in answer if item["metadata"]["namespace"] == namespace])
+
+    def _copy(self, namespace: str) -> list[dict]:
+        return copy.deepcopy(list(self._by_namespace.get(namespace, {}).values()))
+
+    def _gate(self, namespace: str) -> threading.Lock:
         with self._lock:
-            if not self._whole and namespace not in self._by_namespace:
-                self._load(namespace)
-            return copy.deepcopy(list(self._by_namespace.get(namespace, {}).values()))
+            return self._gates.setdefault(None if self._cluster_path is not None else namespace, threading.Lock())
 
     def _list(self, path: str) -> list[dict]:
         try:
@@ -80,36 +101,42 @@ class Listing:
                 return []
             raise
 
-    def _load(self, namespace: str) -> None:
-        if self._cluster_path is not None:
+    def _load(self, namespace: str, cluster_path: str | None) -> tuple[list[dict], bool]:
+        """The items of the whole cluster (``cluster_path``; True) or else of ``namespace``
+        (False), from the API server."""
+        if cluster_path is not None:
             try:
-                items = self._list(self._cluster_path)
+                return self._list(cluster_path), True
             except ApiError as error:
                 if error.status != 403:
                     raise
-                self._cluster_path = None  # not granted cluster-wide: one namespace at a time
-            else:
-                self._whole = True
-                for item in items:
-                    self._by_namespace.setdefault(item["metadata"]["namespace"], {})[item["metadata"]["name"]] = item
-                return
-        self._by_namespace[namespace] = {item["metadata"]["name"]: item
-                                         for item in self._list(self._namespace_path(namespace))}
+                with self._lock:
+                    self._cluster_path = None  # not granted cluster-wide: one namespace at a time
+        return self._list(self._namespace_path(namespace)), False
+
+    def _keep(self, namespace: str, items: list[dict], *, whole: bool) -> None:
+        if whole:
+            self._whole = True
+            for item in items:
+                self._by_namespace.setdefault(item["metadata"]["namespace"], {})[item["metadata"]["name"]] = item
+        else:
+            self._by_namespace[namespace] = {item["metadata"]["name"]: item for item in items}
 
     def put(self, obj: dict) -> None:
         """``obj`` as the API server answered a write of it."""
         meta = obj["metadata"]
-        with self._lock:
+        with self._gate(meta["namespace"]), self._lock:
             if self._whole or meta["namespace"] in self._by_namespace:
                 self._by_namespace.setdefault(meta["namespace"], {})[meta["name"]] = copy.deepcopy(obj)
 
     def drop(self, namespace: str, name: str) -> None:
-        with self._lock:
+        with self._gate(namespace), self._lock:
             self._by_namespace.get(namespace, {}).pop(name, None)
 
     def forget(self) -> None:
         """Listed again on next use: what other writers changed is seen."""
         with self._lock:
+            self._generation += 1
             self._whole = False
             self._by_namespace.clear()
 

@@ -1,0 +1,135 @@
+"""kube.cluster.Listing's locking: namespaces are listed side by side, a write waits for a LIST
+of its namespace in flight, and a LIST overtaken by ``forget`` is not kept. The API server
+here is a stand-in that holds each LIST until the test lets it answer, the only way to make
+the overlaps certain; Listing against a real API server runs in every integration test."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Listing
+
+WAIT = 10
+
+
+def item(namespace: str, name: str, version: str = "1") -> dict:
+    return {"metadata": {"namespace": namespace, "name": name, "resourceVersion": version}}
+
+
+class HeldApi:
+    """Answers ``GET /ns/<namespace>`` (or ``/all``) from ``objects``, each LIST only once the
+    test releases it; counts LISTs and the most in flight at once."""
+
+    def __init__(self, objects: dict[str, list[dict]], *, refuse_whole: bool = False) -> None:
+        self.objects = objects
+        self.refuse_whole = refuse_whole
+        self.started: dict[str, threading.Event] = defaultdict(threading.Event)
+        self.release: dict[str, threading.Event] = defaultdict(threading.Event)
+        self.lists: list[str] = []
+        self.in_flight = self.most_in_flight = 0
+        self._lock = threading.Lock()
+
+    def request(self, method: str, path: str, query=None) -> dict:
+        assert method == "GET"
+        with self._lock:
+            self.lists.append(path)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        self.started[path].set()
+        try:
+            assert self.release[path].wait(WAIT), f"{path} was never released"
+            if path == "/all":
+                if self.refuse_whole:
+                    raise ApiError(status=403, reason="Forbidden")
+                return {"items": [i for items in self.objects.values() for i in items]}
+            return {"items": list(self.objects.get(path.removeprefix("/ns/"), []))}
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def listing(api: HeldApi, *, whole: bool = False) -> Listing:
+    return Listing(api=api, namespace_path=lambda ns: f"/ns/{ns}", cluster_path="/all" if whole else None)
+
+
+def in_thread(work, results: dict, key: str) -> threading.Thread:
+    thread = threading.Thread(target=lambda: results.__setitem__(key, work()))
+    thread.start()
+    return thread
+
+
+def test_namespaces_are_listed_side_by_side_and_each_once():
+    api = HeldApi({"a": [item("a", "x")], "b": [item("b", "y")]})
+    shared = listing(api)
+    results: dict = {}
+    threads = [in_thread(lambda ns=ns: shared.items(ns), results, f"{ns}{k}") for ns in "ab" for k in range(3)]
+    assert api.started["/ns/a"].wait(WAIT) and api.started["/ns/b"].wait(WAIT)
+    assert api.most_in_flight == 2, "the second namespace waited for the first one's LIST"
+    api.release["/ns/a"].set()
+    api.release["/ns/b"].set()
+    for thread in threads:
+        thread.join(WAIT)
+    assert sorted(api.lists) == ["/ns/a", "/ns/b"]
+    assert all(results[f"a{k}"] == [item("a", "x")] and results[f"b{k}"] == [item("b", "y")] for k in range(3))
+
+
+def test_a_write_waits_for_the_list_in_flight_and_is_kept():
+    api = HeldApi({"a": [item("a", "x", "1")]})
+    shared = listing(api)
+    results: dict = {}
+    reader = in_thread(lambda: shared.items("a"), results, "read")
+    assert api.started["/ns/a"].wait(WAIT)
+    writer = threading.Thread(target=shared.put, args=(item("a", "x", "2"),))
+    writer.start()
+    writer.join(0.2)
+    assert writer.is_alive(), "the write did not wait for the LIST of its namespace"
+    api.release["/ns/a"].set()
+    reader.join(WAIT)
+    writer.join(WAIT)
+    assert shared.items("a") == [item("a", "x", "2")], "the older LIST answer replaced the write"
+    assert api.lists == ["/ns/a"]
+
+
+def test_a_list_overtaken_by_forget_answers_its_caller_and_is_not_kept():
+    api = HeldApi({"a": [item("a", "x", "1")]})
+    shared = listing(api)
+    results: dict = {}
+    reader = in_thread(lambda: shared.items("a"), results, "read")
+    assert api.started["/ns/a"].wait(WAIT)
+    shared.forget()
+    api.objects["a"] = [item("a", "x", "2")]
+    api.release["/ns/a"].set()
+    reader.join(WAIT)
+    assert results["read"] == [item("a", "x", "2")]
+    assert shared.items("a") == [item("a", "x", "2")]
+    assert api.lists == ["/ns/a", "/ns/a"], "the overtaken answer was kept instead of listing again"
+
+
+def test_the_whole_cluster_is_listed_once_for_every_namespace():
+    api = HeldApi({"a": [item("a", "x")], "b": [item("b", "y")]})
+    shared = listing(api, whole=True)
+    api.release["/all"].set()
+    assert shared.items("a") == [item("a", "x")]
+    assert shared.items("b") == [item("b", "y")]
+    assert shared.items("c") == []
+    assert api.lists == ["/all"]
+
+
+def test_a_refused_cluster_wide_list_falls_back_to_namespaces():
+    api = HeldApi({"a": [item("a", "x")], "b": [item("b", "y")]}, refuse_whole=True)
+    shared = listing(api, whole=True)
+    for path in ("/all", "/ns/a", "/ns/b"):
+        api.release[path].set()
+    assert shared.items("a") == [item("a", "x")]
+    assert shared.items("b") == [item("b", "y")]
+    assert api.lists == ["/all", "/ns/a", "/ns/b"]
+
+
+def test_callers_get_copies():
+    api = HeldApi({"a": [item("a", "x")]})
+    shared = listing(api)
+    api.release["/ns/a"].set()
+    shared.items("a")[0]["metadata"]["name"] = "changed"
+    assert shared.items("a") == [item("a", "x")]
