@@ -787,13 +787,15 @@ def summarize(results: dict, args) -> tuple[list[list[str]], list[dict]]:
             verbs_text = " ".join(f"{v}:{round(n / len(runs))}" for v, n in sorted(verbs.items()))
             results["cases"]["deploy"][cfg["label"]]["noop_median"] = {
                 "wall_s": wall, "floor_s": floor, "ratio": ratio, "reads_per_node": reads}
-            row(f"no-op {cfg['label']}", "s / floor s", f"{fmt(wall)} / {fmt(floor)} = {ratio:.2f}x", "<= 1.5x",
-                ratio <= 1.5, load=load_of(runs), runs=ok(runs, "deploy", cfg["label"]))
+            # Issue 15: 1.5x at P=3, 2x at P=100 (where the empty playbook's floor is no larger).
+            bound = 2.0 if cfg["nodes"] >= 100 else 1.5
+            row(f"no-op {cfg['label']}", "s / floor s", f"{fmt(wall)} / {fmt(floor)} = {ratio:.2f}x", f"<= {bound}x",
+                ratio <= bound, load=load_of(runs), runs=ok(runs, "deploy", cfg["label"]))
             row(f"no-op {cfg['label']}", "changed (max over runs)", str(changed), "0", changed == 0)
             row(f"no-op {cfg['label']}", "API [by verb]; reads/node",
                 f"[{verbs_text}]; {fmt(reads)}/node", "reads only", writes == 0)
-            targets.append({"target": f"no-op {cfg['label']} <= 1.5x floor", "value": round(ratio, 2),
-                            "met": ratio <= 1.5})
+            targets.append({"target": f"no-op {cfg['label']} <= {bound}x floor", "value": round(ratio, 2),
+                            "met": ratio <= bound})
             targets.append({"target": f"no-op {cfg['label']} changed=0", "value": changed, "met": changed == 0})
         if per_node:
             peer_labels = [f"P={p}" for p in sorted(args.peers) if f"P={p}" in per_node]
@@ -811,15 +813,16 @@ def summarize(results: dict, args) -> tuple[list[list[str]], list[dict]]:
         if runs:
             med, tail = median([r["median_s"] for r in runs]), median([r["p95_s"] for r in runs])
             floor = median([r["floor_s"] for r in runs])
-            met = med <= floor + 1
+            # Issue 15: median <= floor + 0.5 s, p95 <= floor + 1.5 s.
+            met = med <= floor + 0.5 and tail <= floor + 1.5
             results["cases"]["daemon"]["median"] = {"median_s": med, "p95_s": tail, "floor_s": floor}
             row("daemon", f"apply->Connected median / p95 s ({args.joins} joins)", f"{fmt(med)} / {fmt(tail)}",
-                f"median <= floor+1 = {floor + 1:.2f}", met, load=load_of(runs), runs=ok(runs, "daemon"))
+                f"<= {floor + 0.5:.2f} / {floor + 1.5:.2f}", met, load=load_of(runs), runs=ok(runs, "daemon"))
             row("daemon", "floor: empty ansible-runner run s", fmt(floor))
             row("daemon", "daemon's reconcile run s (median)",
                 fmt(median([r["daemon_run_seconds_median"] for r in runs])))
-            targets.append({"target": "daemon apply-to-Connected median <= floor + 1 s",
-                            "value": {"median_s": med, "floor_s": floor}, "met": met})
+            targets.append({"target": "daemon apply-to-Connected median <= floor + 0.5 s, p95 <= floor + 1.5 s",
+                            "value": {"median_s": med, "p95_s": tail, "floor_s": floor}, "met": met})
         else:
             row("daemon", "failed", "see JSON", runs=ok(runs, "daemon"))
 
