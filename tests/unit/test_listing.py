@@ -60,6 +60,15 @@ def in_thread(work, results: dict, key: str) -> threading.Thread:
     return thread
 
 
+def reading_a(api: HeldApi) -> tuple[Listing, dict, threading.Thread]:
+    """A listing, and a reader of namespace a whose LIST is in flight (held)."""
+    shared = listing(api)
+    results: dict = {}
+    reader = in_thread(lambda: shared.items("a"), results, "read")
+    assert api.started["/ns/a"].wait(WAIT)
+    return shared, results, reader
+
+
 def test_namespaces_are_listed_side_by_side_and_each_once():
     api = HeldApi({"a": [item("a", "x")], "b": [item("b", "y")]})
     shared = listing(api)
@@ -77,10 +86,7 @@ def test_namespaces_are_listed_side_by_side_and_each_once():
 
 def test_a_write_waits_for_the_list_in_flight_and_is_kept():
     api = HeldApi({"a": [item("a", "x", "1")]})
-    shared = listing(api)
-    results: dict = {}
-    reader = in_thread(lambda: shared.items("a"), results, "read")
-    assert api.started["/ns/a"].wait(WAIT)
+    shared, _results, reader = reading_a(api)
     writer = threading.Thread(target=shared.put, args=(item("a", "x", "2"),))
     writer.start()
     writer.join(0.2)
@@ -94,10 +100,7 @@ def test_a_write_waits_for_the_list_in_flight_and_is_kept():
 
 def test_a_list_overtaken_by_forget_answers_its_caller_and_is_not_kept():
     api = HeldApi({"a": [item("a", "x", "1")]})
-    shared = listing(api)
-    results: dict = {}
-    reader = in_thread(lambda: shared.items("a"), results, "read")
-    assert api.started["/ns/a"].wait(WAIT)
+    shared, results, reader = reading_a(api)
     shared.forget()
     api.objects["a"] = [item("a", "x", "2")]
     api.release["/ns/a"].set()
