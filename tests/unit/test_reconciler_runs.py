@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import signal
-import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,10 +15,8 @@ from pathlib import Path
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import WRITES_FILE, ApiClient, Endpoint
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.controller import Controller
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.runner import (
-    RUN_MARK,
     RunResult,
     read_writes,
-    reap_orphaned_runs,
     run_reconcile,
 )
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import Outcome, Run, Write
@@ -199,27 +195,3 @@ def test_a_run_tells_its_processes_where_to_record_their_writes(tmp_path):
 """)
     result = run_reconcile(settings=settings(tmp_path), run=Run("node1"), run_id="r3")
     assert result.ok and result.written == {Write("u7", "70")}
-
-
-def test_runs_whose_reconciler_died_are_stopped_and_runs_of_live_ones_are_left():
-    """A leader SIGKILLed mid-run leaves its run going: the next leader stops it. Real
-    processes, marked as a run's are: one whose reconciler (the pid its run id begins with)
-    is gone, one of this live process."""
-    gone = subprocess.Popen(["true"])
-    gone.wait()
-    processes = {}
-    try:
-        for owner in ("orphan", "live"):
-            pid = gone.pid if owner == "orphan" else os.getpid()
-            processes[owner] = subprocess.Popen(["sleep", "60"], env={**os.environ, RUN_MARK: f"{pid}-{owner}"})
-        assert gone.pid not in {p.pid for p in processes.values()}
-        wait_for(lambda: all(Path(f"/proc/{p.pid}/environ").read_bytes().count(RUN_MARK.encode())
-                             for p in processes.values()))
-        killed = reap_orphaned_runs()
-        assert processes["orphan"].pid in killed
-        assert processes["orphan"].wait(timeout=5) == -signal.SIGKILL
-        assert processes["live"].pid not in killed and processes["live"].poll() is None
-    finally:
-        for process in processes.values():
-            process.kill()
-            process.wait()

@@ -31,8 +31,6 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.lea
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.runner import (
     RunResult,
     kill_run,
-    new_run_id,
-    reap_orphaned_runs,
     run_reconcile,
 )
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import (
@@ -55,10 +53,10 @@ FOLLOWER_NAP = 1.0
 class Controller:
     def __init__(self, settings: Settings, *, run: RunFunction = run_reconcile,
                  clock: Callable[[], float] = time.monotonic, kill: Callable[[str], None] = kill_run,
-                 reap: Callable[[], list[int]] = reap_orphaned_runs, identity: str | None = None) -> None:
+                 identity: str | None = None) -> None:
         self.settings = settings
         self.stopping = threading.Event()
-        self._run, self._kill, self._reap = run, kill, reap
+        self._run, self._kill = run, kill
         self._clock = clock
         self._wake = threading.Condition()
         self.schedule = Schedule([node.name for node in settings.nodes], timing=settings.timing, now=clock())
@@ -111,14 +109,12 @@ class Controller:
     def loop(self) -> None:
         """Start due runs until ``stop``."""
         metrics().leader.set(1 if self._leading else 0)
-        if self._leading:
-            self._reap_orphans()
         while not self.stopping.is_set():
             with self._wake:
                 now = self._clock()
                 leading = self._lead(now)
                 runs = self.schedule.take(now=now) if leading else []
-                started = [(new_run_id(), run) for run in runs]
+                started = [(uuid.uuid4().hex[:12], run) for run in runs]
                 self._running.update(started)
                 self._gauges()
                 if not runs:
@@ -137,20 +133,11 @@ class Controller:
                 say(logging.INFO if leading else logging.WARNING, "leading" if leading else "not leading",
                     identity=self.identity, runs_stopped=[] if leading else sorted(self._running))
             if leading:
-                self._reap_orphans()
                 self.schedule.resync(now=now)
             else:
                 for run_id in self._running:
                     self._kill(run_id)
         return leading
-
-    def _reap_orphans(self) -> None:
-        """Before this reconciler's first run as the leader: a run of a reconciler that died
-        (this machine's previous leader, or this daemon before a restart) is stopped, so no
-        node is run twice at once."""
-        killed = self._reap()
-        if killed:
-            say(logging.WARNING, "orphaned runs stopped", pids=killed)
 
     def _nap(self, now: float, leading: bool) -> float:
         if not leading:

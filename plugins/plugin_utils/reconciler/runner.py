@@ -10,13 +10,11 @@ it failed and each dtService's status.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
 import signal
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,55 +102,14 @@ def read_writes(path: Path) -> frozenset[Write]:
 RUN_MARK = contract.RUN_MARK
 
 
-def new_run_id() -> str:
-    """A run's id: this reconciler's pid first, so a run whose reconciler died is known."""
-    return f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-
-
 def kill_run(run_id: str) -> None:
     """SIGKILL every process of the run ``run_id`` (its run then ends, failed)."""
-    for pid, marked in _marked_processes():
-        if marked == run_id:
-            _kill(pid)
-
-
-def reap_orphaned_runs() -> list[int]:
-    """SIGKILL the processes of runs whose reconciler is gone (a leader SIGKILLed mid-run
-    leaves its run going; the reconciler that leads next would run the same nodes beside
-    it); the pids killed. Runs of a live reconciler, this one's or another's, are left."""
-    killed = []
-    for pid, marked in _marked_processes():
-        owner = marked.split("-", 1)[0]
-        if owner.isdigit() and not _alive(int(owner)):
-            _kill(pid)
-            killed.append(pid)
-    return killed
-
-
-def _marked_processes() -> list[tuple[int, str]]:
-    """(pid, run id) of every other process carrying RUN_MARK."""
-    prefix = f"{RUN_MARK}=".encode()
-    found = []
+    mark = f"{RUN_MARK}={run_id}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
+            if mark in (entry / "environ").read_bytes().split(b"\0"):
+                os.kill(int(entry.name), signal.SIGKILL)
+        except (OSError, ValueError):
             continue  # gone meanwhile, or not ours to read
-        found += [(int(entry.name), v[len(prefix):].decode(errors="replace")) for v in environ if v.startswith(prefix)]
-    return found
-
-
-def _alive(pid: int) -> bool:
-    """Running (a zombie is dead: only its parent has not collected it yet)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
-def _kill(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
