@@ -13,6 +13,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules.health i
     REKEY_AFTER,
     annotation_changes,
     fresh,
+    recorded_handshake,
     stamp,
     tunnel_figures,
 )
@@ -37,6 +38,25 @@ def test_figures_name_each_wanted_peer_by_address_with_zeros_until_it_is_on_the_
         {"peer": "100.96.0.1", "public_key": "hubkey", "latest_handshake": NOW - 5, "rx_bytes": 92, "tx_bytes": 180},
         {"peer": "100.96.0.3", "public_key": "newkey", "latest_handshake": 0, "rx_bytes": 0, "tx_bytes": 0},
     ]
+
+
+def test_a_handshake_wireguard_forgot_is_carried_and_a_newer_live_one_wins():
+    restarted = {"hubkey": LivePeer(allowed_ips=[], endpoint=None, keepalive=25, latest_handshake=0,
+                                    rx_bytes=0, tx_bytes=148)}
+    [figure] = tunnel_figures(restarted, addresses={"hubkey": "100.96.0.1"}, known={"hubkey": NOW - 400})
+    assert figure["latest_handshake"] == NOW - 400 and figure["tx_bytes"] == 148
+    live = {"hubkey": LivePeer(allowed_ips=[], endpoint=None, keepalive=25, latest_handshake=NOW - 2,
+                               rx_bytes=92, tx_bytes=180)}
+    [figure] = tunnel_figures(live, addresses={"hubkey": "100.96.0.1"}, known={"hubkey": NOW - 400})
+    assert figure["latest_handshake"] == NOW - 2
+    [figure] = tunnel_figures({}, addresses={"newkey": "100.96.0.3"}, known={"hubkey": NOW - 400})
+    assert figure["latest_handshake"] == 0, "a handshake is carried only for the key it was made with"
+
+
+def test_the_recorded_handshake_is_read_back_and_a_missing_or_bad_one_is_none():
+    assert recorded_handshake({HANDSHAKE_ANNOTATION: stamp(NOW - 400)}) == NOW - 400
+    assert recorded_handshake({HANDSHAKE_ANNOTATION: "yesterday"}) == 0
+    assert recorded_handshake({}) == 0 and recorded_handshake(None) == 0
 
 
 def test_the_first_pass_records_both_annotations():

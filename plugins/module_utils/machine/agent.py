@@ -199,7 +199,9 @@ class NodeAgent:
         try:
             outcome.status, outcome.message, live = self._client_state(waiting.interface, waiting.netns,
                                                                        waiting.server)
-            outcome.tunnels = health.tunnel_figures(live, addresses=waiting.addresses)
+            # What configure saw comes before any fresh start of the handshake here.
+            known = {figure["public_key"]: figure["latest_handshake"] for figure in outcome.tunnels}
+            outcome.tunnels = health.tunnel_figures(live, addresses=waiting.addresses, known=known)
             self._write_status(waiting.service, outcome)
             self._write_health(waiting.service, outcome)
         except wireguard.WireGuardError as problem:
@@ -293,7 +295,11 @@ class NodeAgent:
                     listen_port=listen_port, peers=peers,
                     private_key_path=f"/etc/wireguard/{interface}.key"))
             outcome.peers_added, outcome.peers_removed = result["peers_added"], result["peers_removed"]
-            outcome.tunnels = health.tunnel_figures(result["peers"], addresses=addresses)
+            # A client's server peer is configured afresh when its handshake is stale, and
+            # WireGuard then forgets it; the object's record keeps since when the tunnel is down.
+            known = {} if role == contract.SERVER else {
+                peers[0].public_key: health.recorded_handshake(service["metadata"].get("annotations"))}
+            outcome.tunnels = health.tunnel_figures(result["peers"], addresses=addresses, known=known)
             if self.check_mode:
                 return outcome
             if public_key != published and secret is not None:

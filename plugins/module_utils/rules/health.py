@@ -5,7 +5,9 @@ Owns, without touching the machine (standard library and ``contract`` only):
 - WireGuard's clock: a session's keys are refused ``REJECT_AFTER`` (180 s) after its handshake,
   and a live tunnel (traffic or keepalive) makes a new handshake every ``REKEY_AFTER`` (120 s),
   so a handshake older than ``REJECT_AFTER`` means the tunnel carries nothing (``fresh``);
-- the per-peer figures a pass hands to the reconciler daemon (``tunnel_figures``);
+- the per-peer figures a pass hands to the reconciler daemon (``tunnel_figures``), with the
+  handshake time WireGuard forgets when a client's server peer is configured afresh to start
+  a new handshake (the pass carries it from before, or from the object's record of it);
 - the two annotations ``kubectl get dtservices`` shows as printer columns (the number of
   peers, the time of the newest handshake), and when a pass rewrites them
   (``annotation_changes``): they live in the annotations because the object's body keeps the
@@ -25,7 +27,8 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
     PEERS_ANNOTATION,
 )
 
-__all__ = ["REJECT_AFTER", "REKEY_AFTER", "annotation_changes", "fresh", "stamp", "tunnel_figures"]
+__all__ = ["REJECT_AFTER", "REKEY_AFTER", "annotation_changes", "fresh", "recorded_handshake", "stamp",
+           "tunnel_figures"]
 
 REKEY_AFTER = 120
 REJECT_AFTER = 180
@@ -49,15 +52,25 @@ def _epoch(text: str | None) -> int | None:
     return int(parsed.replace(tzinfo=datetime.UTC).timestamp())
 
 
-def tunnel_figures(live: Mapping[str, Any], *, addresses: Mapping[str, str]) -> list[dict[str, Any]]:
+def recorded_handshake(annotations: Mapping[str, str] | None) -> int:
+    """The newest handshake a dtService's object records (epoch seconds, 0 = none)."""
+    return _epoch((annotations or {}).get(HANDSHAKE_ANNOTATION)) or 0
+
+
+def tunnel_figures(live: Mapping[str, Any], *, addresses: Mapping[str, str],
+                   known: Mapping[str, int] | None = None) -> list[dict[str, Any]]:
     """One entry per wanted peer (public key -> overlay address in ``addresses``): its address,
     key, latest handshake (epoch seconds, 0 = never) and bytes received and sent, as ``live``
-    (public key -> ``probe.LivePeer``) has them; a peer not on the interface yet has zeros."""
+    (public key -> ``probe.LivePeer``) has them; a peer not on the interface yet has zeros.
+
+    ``known`` (public key -> epoch seconds) is a handshake seen before ``live`` was read:
+    configuring a peer afresh makes WireGuard forget its latest handshake, and a tunnel down
+    for minutes must still say since when, not "never"."""
     figures = []
     for key, address in sorted(addresses.items(), key=lambda item: item[1]):
         peer = live.get(key)
         figures.append({"peer": address, "public_key": key,
-                        "latest_handshake": getattr(peer, "latest_handshake", 0),
+                        "latest_handshake": max(getattr(peer, "latest_handshake", 0), (known or {}).get(key, 0)),
                         "rx_bytes": getattr(peer, "rx_bytes", 0), "tx_bytes": getattr(peer, "tx_bytes", 0)})
     return figures
 
