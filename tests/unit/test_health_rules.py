@@ -53,10 +53,14 @@ def test_a_handshake_wireguard_forgot_is_carried_and_a_newer_live_one_wins():
     assert figure["latest_handshake"] == 0, "a handshake is carried only for the key it was made with"
 
 
-def test_the_recorded_handshake_is_read_back_and_a_missing_or_bad_one_is_none():
-    assert recorded_handshake({HANDSHAKE_ANNOTATION: stamp(NOW - 400)}) == NOW - 400
-    assert recorded_handshake({HANDSHAKE_ANNOTATION: "yesterday"}) == 0
-    assert recorded_handshake({}) == 0 and recorded_handshake(None) == 0
+def test_a_recorded_handshake_is_read_back_only_past_the_reject_window():
+    """The owner edits the annotation: it may say since when her tunnel is down, never that it is up."""
+    assert recorded_handshake({HANDSHAKE_ANNOTATION: stamp(NOW - 400)}, now=NOW) == NOW - 400
+    assert recorded_handshake({HANDSHAKE_ANNOTATION: stamp(NOW - REJECT_AFTER)}, now=NOW) == NOW - REJECT_AFTER
+    assert recorded_handshake({HANDSHAKE_ANNOTATION: stamp(NOW - REJECT_AFTER + 1)}, now=NOW) == 0
+    assert recorded_handshake({HANDSHAKE_ANNOTATION: stamp(NOW + 3600)}, now=NOW) == 0, "a time to come"
+    assert recorded_handshake({HANDSHAKE_ANNOTATION: "yesterday"}, now=NOW) == 0
+    assert recorded_handshake({}, now=NOW) == 0 and recorded_handshake(None, now=NOW) == 0
 
 
 def test_the_first_pass_records_both_annotations():

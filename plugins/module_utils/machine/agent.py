@@ -298,7 +298,8 @@ class NodeAgent:
             # A client's server peer is configured afresh when its handshake is stale, and
             # WireGuard then forgets it; the object's record keeps since when the tunnel is down.
             known = {} if role == contract.SERVER else {
-                peers[0].public_key: health.recorded_handshake(service["metadata"].get("annotations"))}
+                peers[0].public_key: health.recorded_handshake(service["metadata"].get("annotations"),
+                                                              now=time.time())}
             outcome.tunnels = health.tunnel_figures(result["peers"], addresses=addresses, known=known)
             if self.check_mode:
                 return outcome

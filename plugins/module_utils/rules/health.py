@@ -52,9 +52,13 @@ def _epoch(text: str | None) -> int | None:
     return int(parsed.replace(tzinfo=datetime.UTC).timestamp())
 
 
-def recorded_handshake(annotations: Mapping[str, str] | None) -> int:
-    """The newest handshake a dtService's object records (epoch seconds, 0 = none)."""
-    return _epoch((annotations or {}).get(HANDSHAKE_ANNOTATION)) or 0
+def recorded_handshake(annotations: Mapping[str, str] | None, *, now: float) -> int:
+    """The newest handshake a dtService's object records (epoch seconds), if it is past the
+    reject window; else 0. Its owner can edit the object, so the record can only say since
+    when a tunnel is down, never that it is up; and a fresh start of a handshake, which is
+    what makes WireGuard forget one, happens only past that window."""
+    at = _epoch((annotations or {}).get(HANDSHAKE_ANNOTATION)) or 0
+    return at if at and now - at >= REJECT_AFTER else 0
 
 
 def tunnel_figures(live: Mapping[str, Any], *, addresses: Mapping[str, str],
