@@ -256,11 +256,23 @@ def test_tcp_stream_between_clients_through_hub(fed):
 
 
 def test_rerun_is_unchanged_and_check_mode_changes_nothing(fed):
-    for args in (fed.hub_args(), fed.client_args(1), fed.client_args(2)):
-        result = wireguard.ensure_interface(**args)
-        assert result["changed"] is False, result
-        assert result["created"] is False
-        assert result["peers_added"] == result["peers_removed"] == result["peers_updated"] == []
+    # Another interface's clamp in the hub's pod is not the hub's to keep or remove.
+    foreign = ["POSTROUTING", "-o", "dtother000000", "-p", "tcp", "-m", "tcp", "--tcp-flags", "SYN,RST", "SYN",
+               "-j", "TCPMSS", "--set-mss", "1300"]
+    in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-A", *foreign)
+    try:
+        for args in (fed.hub_args(), fed.client_args(1), fed.client_args(2)):
+            result = wireguard.ensure_interface(**args)
+            assert result["changed"] is False, result
+            assert result["created"] is False
+            assert result["peers_added"] == result["peers_removed"] == result["peers_updated"] == []
+        hub = wireguard.read_interface(name=fed.names["hub"], pod_netns=fed.ul.pod_path(0))
+        assert hub is not None and hub.forwarding[4] is True
+        assert len(hub.clamps) == 2 and all(f" {fed.names['hub']} " in rule for rule in hub.clamps), hub.clamps
+        client = wireguard.read_interface(name=fed.names["c1"], pod_netns=fed.ul.pod_path(1))
+        assert client is not None and client.forwarding[4] is (fed.ul.forwarding[1] == "1")
+    finally:
+        in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-D", *foreign)
 
     extra = Peer(
         public_key=public_key_of(generate_private_key()),

@@ -221,9 +221,9 @@ CLAMP_IN = f"-A PREROUTING -i {NAME} -p tcp -m tcp --tcp-flags SYN,RST SYN -j TC
 IPT = ["iptables", "-w", "5", "-t", "mangle"]
 
 
-def test_a_probe_reads_the_bytes_of_each_peer_and_the_interfaces_clamps():
+def test_a_probe_reads_the_bytes_of_each_peer_and_the_interfaces_clamps_only():
     text = output(LINK, dump(f"{PEER}\t(none)\t198.18.0.11:40000\t100.96.0.2/32\t1795678000\t92\t180\t25"),
-                  "4 1\n6 0\n") + f"#\n{CLAMP}\n{CLAMP_IN}\n"
+                  "4 1\n6 0\n") + f"#\n-P POSTROUTING ACCEPT\n{CLAMP}\n{CLAMP.replace(NAME, NAME + '0')}\n{CLAMP_IN}\n"
     live = parse_probe(text)
     assert (live.peers[PEER].rx_bytes, live.peers[PEER].tx_bytes) == (92, 180)
     assert live.clamps == (CLAMP, CLAMP_IN)
