@@ -297,9 +297,8 @@ class NodeAgent:
             outcome.peers_added, outcome.peers_removed = result["peers_added"], result["peers_removed"]
             # A client's server peer is configured afresh when its handshake is stale, and
             # WireGuard then forgets it; the object's record keeps since when the tunnel is down.
-            known = {} if role == contract.SERVER else {
-                peers[0].public_key: health.recorded_handshake(service["metadata"].get("annotations"),
-                                                              now=time.time())}
+            recorded = health.recorded_handshake(service["metadata"].get("annotations"), now=time.time())
+            known = {} if role == contract.SERVER else {peers[0].public_key: recorded}
             outcome.tunnels = health.tunnel_figures(result["peers"], addresses=addresses, known=known)
             if self.check_mode:
                 return outcome
