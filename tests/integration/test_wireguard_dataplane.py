@@ -14,6 +14,7 @@ share the topology; each one states what it proves.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,7 +29,8 @@ sys.path.insert(0, str(HERE))
 
 from netns_fixture import SOCKET_DIR, Underlay, in_ns, wireguard_go_pids  # noqa: I001
 
-from ansible_collections.sightline.dtservice.plugins.module_utils.data import wireguard
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import netns, wireguard
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import probe
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import generate_private_key, public_key_of
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.wireguard import Peer, WireGuardError
 
@@ -286,6 +288,39 @@ def test_rerun_is_unchanged_and_check_mode_changes_nothing(fed):
     live = wireguard.latest_handshakes(name=fed.names["hub"], pod_netns=fed.ul.pod_path(0))
     assert extra.public_key not in live
     assert f"mtu {MTU}" in in_ns(fed.ul.pod(0), "ip", "-o", "link", "show", fed.names["hub"]).stdout
+
+
+def links_seen(links: list[dict]) -> list[tuple]:
+    return [(link["ifname"], link["mtu"], "UP" in link["flags"],
+             sorted((a["family"], a["local"], a["prefixlen"], a["scope"]) for a in link.get("addr_info", [])))
+            for link in links]
+
+
+def test_what_this_process_reads_is_what_ip_and_wg_print(fed):
+    """The kernel's answer over rtnetlink and wireguard-go's on its control socket, read in
+    this process, say what `ip -j addr show` and `wg show dump` say of the same interfaces."""
+    for i, role in enumerate(("hub", "c1", "c2")):
+        name, pod = fed.names[role], fed.ul.pod(i)
+        seen = netns.snapshot(fed.ul.pod_path(i))
+        assert links_seen(seen.links) == links_seen(json.loads(in_ns(pod, "ip", "-j", "addr", "show").stdout))
+        assert seen.forwarding[4] is (in_ns(pod, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1")
+        live = wireguard.read_interface(name=name, pod_netns=fed.ul.pod_path(i))
+        dumped = probe.parse_dump(in_ns(pod, "wg", "show", name, "dump").stdout)
+        assert live is not None and (live.public_key, live.listen_port) == (dumped.public_key, dumped.listen_port)
+        assert live.public_key == fed.pub(role)
+        # Handshakes and byte counts move between the two reads; the configuration does not.
+        assert {key: (peer.allowed_ips, peer.endpoint, peer.keepalive) for key, peer in live.peers.items()} == {
+            key: (peer.allowed_ips, peer.endpoint, peer.keepalive) for key, peer in dumped.peers.items()}
+        assert all(peer.latest_handshake > 0 for peer in live.peers.values()), "the tunnels have handshaken"
+        state = wireguard.wireguard_state(name=name, pod_netns=fed.ul.pod_path(i))
+        assert state is not None and (state.public_key, state.listen_port, set(state.peers)) == (
+            live.public_key, live.listen_port, set(live.peers))
+    assert wireguard.wireguard_state(name=fed.names["c1"], pod_netns=fed.ul.pod_path(0)) is None, "not in that pod"
+    # The node's namespace, read from a thread that entered it; this process stays where it is.
+    assert links_seen(netns.snapshot(fed.ul.node(0)).links) == links_seen(
+        json.loads(in_ns(fed.ul.node(0), "ip", "-j", "addr", "show").stdout))
+    assert links_seen(netns.snapshot(None).links) == links_seen(
+        json.loads(subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=True).stdout))
 
 
 def test_adding_and_removing_peers_does_not_drop_live_traffic(fed):

@@ -62,10 +62,10 @@ def test_a_process_cgroup_names_its_pod_under_either_cgroup_driver(line, expecte
 
 
 def test_addresses_of_a_namespace_and_of_a_pod():
-    ip_json = json.dumps([{"ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1"}]},
-                          {"ifname": "eth0", "addr_info": [{"family": "inet", "local": "198.19.1.5"},
-                                                           {"family": "inet6", "local": "fe80::1"}]}])
-    assert local_addresses(ip_json) == {"127.0.0.1", "198.19.1.5", "fe80::1"}
+    links = [{"ifname": "lo", "addr_info": [{"family": "inet", "local": "127.0.0.1"}]},
+             {"ifname": "eth0", "addr_info": [{"family": "inet", "local": "198.19.1.5"},
+                                              {"family": "inet6", "local": "fe80::1"}]}]
+    assert local_addresses(links) == {"127.0.0.1", "198.19.1.5", "fe80::1"}
     assert pod_ips({"status": {"podIP": "198.19.1.5", "podIPs": [{"ip": "198.19.1.5"}, {"ip": "fd00::5"}]}}) == {
         "198.19.1.5", "fd00::5"}
     assert pod_ips({"status": {}}) == set()

@@ -1,12 +1,13 @@
-"""Reading an interface from one probe's output, and what ensure_interface would change on it.
+"""Reading an interface from what wireguard-go, `wg` and the kernel tell, and what
+ensure_interface would change on it.
 
-Both are pure (rules/probe.py); applying the changes to real interfaces is in
+Both are pure (rules/probe.py); reading and changing real interfaces is in
 tests/integration/test_wireguard_dataplane.py."""
 
 from __future__ import annotations
 
+import base64
 import ipaddress
-import json
 
 import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import generate_private_key, public_key_of
@@ -19,7 +20,9 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules.probe im
     endpoint_matches,
     is_clamp_of,
     link_commands,
-    parse_probe,
+    live_interface,
+    parse_dump,
+    parse_uapi,
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer
 
@@ -27,26 +30,29 @@ PRIVATE = generate_private_key()
 PUBLIC = public_key_of(PRIVATE)
 PEER = public_key_of(generate_private_key())
 OTHER = public_key_of(generate_private_key())
-LINK = json.dumps([{"ifname": "dt0123456789", "mtu": 1420, "flags": ["POINTOPOINT", "NOARP", "UP", "LOWER_UP"],
-                    "addr_info": [{"family": "inet", "local": "100.96.0.1", "prefixlen": 24, "scope": "global"},
-                                  {"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link"}]}])
+LINK = {"ifname": "dt0123456789", "mtu": 1420, "flags": ["POINTOPOINT", "NOARP", "UP", "LOWER_UP"],
+        "addr_info": [{"family": "inet", "local": "100.96.0.1", "prefixlen": 24, "scope": "global"},
+                      {"family": "inet6", "local": "fe80::1", "prefixlen": 64, "scope": "link"}]}
 
 
 def dump(*peers: str) -> str:
     return "\n".join([f"{PRIVATE}\t{PUBLIC}\t51820\toff", *peers]) + "\n"
 
 
-def output(link: str, wg_dump: str, switches: str) -> str:
-    """What PROBE_SCRIPT prints: the link's JSON line, then the dump, then the switches."""
-    return f"{link}\n#\n{wg_dump}#\n{switches}"
+def hex_of(key: str) -> str:
+    return base64.b64decode(key).hex()
+
+
+def read(link: dict, wg_dump: str, forwarding: dict[int, bool], rules: str = "") -> LiveInterface:
+    return live_interface(link, wireguard=parse_dump(wg_dump), forwarding=forwarding, rules=rules)
 
 
 # ------------------------------------------------------------------------- parsing
 
 
 def test_a_probe_gives_link_wireguard_and_forwarding_state_without_the_private_key():
-    live = parse_probe(output(LINK, dump(f"{PEER}\t(none)\t198.18.0.11:40000\t100.96.0.2/32,10.0.0.0/8\t1795678000"
-                                         "\t92\t180\t25"), "4 1\n6 0\n"))
+    live = read(LINK, dump(f"{PEER}\t(none)\t198.18.0.11:40000\t100.96.0.2/32,10.0.0.0/8\t1795678000"
+                           "\t92\t180\t25"), {4: True, 6: False})
     assert live.public_key == PUBLIC
     assert (live.listen_port, live.mtu, live.up) == (51820, 1420, True)
     assert live.addresses == {ipaddress.ip_interface("100.96.0.1/24")}  # link-local ones are not ours
@@ -57,15 +63,40 @@ def test_a_probe_gives_link_wireguard_and_forwarding_state_without_the_private_k
     assert PRIVATE not in repr(live)
 
 
+def test_wireguard_gos_answer_reads_as_the_dump_of_the_same_interface():
+    uapi = (f"private_key={hex_of(PRIVATE)}\nlisten_port=51820\n"
+            f"public_key={hex_of(PEER)}\npreshared_key={'0' * 64}\nprotocol_version=1\n"
+            "endpoint=198.18.0.11:40000\nlast_handshake_time_sec=1795678000\nlast_handshake_time_nsec=5\n"
+            "tx_bytes=180\nrx_bytes=92\npersistent_keepalive_interval=25\n"
+            "allowed_ip=100.96.0.2/32\nallowed_ip=10.0.0.0/8\n"
+            f"public_key={hex_of(OTHER)}\nprotocol_version=1\nlast_handshake_time_sec=0\n"
+            "last_handshake_time_nsec=0\ntx_bytes=0\nrx_bytes=0\npersistent_keepalive_interval=0\n"
+            "errno=0\n\n")
+    from_uapi = parse_uapi(uapi)
+    from_dump = parse_dump(dump(f"{PEER}\t(none)\t198.18.0.11:40000\t100.96.0.2/32,10.0.0.0/8\t1795678000"
+                                "\t92\t180\t25", f"{OTHER}\t(none)\t(none)\t(none)\t0\t0\t0\toff"))
+    assert from_uapi == from_dump
+    assert PRIVATE not in repr(from_uapi) and hex_of(PRIVATE) not in repr(from_uapi)
+
+
+def test_a_new_interface_from_wireguard_go_has_no_key_port_or_peers():
+    assert parse_uapi("protocol_version=1\nerrno=0\n\n") == parse_dump("(none)\t(none)\t0\toff\n")
+
+
+def test_an_error_from_wireguard_go_is_not_read_as_an_empty_interface():
+    with pytest.raises(ValueError, match="errno 5"):
+        parse_uapi("errno=5\n\n")
+
+
 def test_a_new_interface_has_no_key_peers_or_forwarding_reading():
-    down = json.dumps([{"ifname": "dt0123456789", "mtu": 1500, "flags": ["POINTOPOINT", "NOARP"]}])
-    live = parse_probe(output(down, "(none)\t(none)\t0\toff\n", "4 \n6 \n"))
+    down = {"ifname": "dt0123456789", "mtu": 1500, "flags": ["POINTOPOINT", "NOARP"]}
+    live = read(down, "(none)\t(none)\t0\toff\n", {})
     assert live.public_key is None and live.peers == {} and live.forwarding == {}
     assert (live.up, live.addresses) == (False, frozenset())
 
 
 def test_a_peer_without_endpoint_allowed_ips_or_keepalive():
-    live = parse_probe(output(LINK, dump(f"{PEER}\t(none)\t(none)\t(none)\t0\t0\t0\toff"), "4 0\n"))
+    live = read(LINK, dump(f"{PEER}\t(none)\t(none)\t(none)\t0\t0\t0\toff"), {4: False})
     peer = live.peers[PEER]
     assert (peer.allowed_ips, peer.endpoint, peer.keepalive, peer.latest_handshake) == ([], None, 0, 0)
 
@@ -222,9 +253,9 @@ IPT = ["iptables", "-w", "5", "-t", "mangle"]
 
 
 def test_a_probe_reads_the_bytes_of_each_peer_and_the_interfaces_clamps_only():
-    text = output(LINK, dump(f"{PEER}\t(none)\t198.18.0.11:40000\t100.96.0.2/32\t1795678000\t92\t180\t25"),
-                  "4 1\n6 0\n") + f"#\n-P POSTROUTING ACCEPT\n{CLAMP}\n{CLAMP.replace(NAME, NAME + '0')}\n{CLAMP_IN}\n"
-    live = parse_probe(text)
+    rules = f"-P POSTROUTING ACCEPT\n{CLAMP}\n{CLAMP.replace(NAME, NAME + '0')}\n{CLAMP_IN}\n"
+    live = read(LINK, dump(f"{PEER}\t(none)\t198.18.0.11:40000\t100.96.0.2/32\t1795678000\t92\t180\t25"),
+                {4: True, 6: False}, rules)
     assert (live.peers[PEER].rx_bytes, live.peers[PEER].tx_bytes) == (92, 180)
     assert live.clamps == (CLAMP, CLAMP_IN)
     assert is_clamp_of(CLAMP, NAME) and is_clamp_of(CLAMP_IN, NAME) and not is_clamp_of(CLAMP, NAME[:-1])

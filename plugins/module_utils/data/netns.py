@@ -1,24 +1,37 @@
 """Commands in network namespaces, for the data plane.
 
 Owns running a command in a network namespace (or in this process's own), with a timeout
-and with secrets scrubbed from the error it raises; whether a namespace still exists; and
-looking a link up by name in one, and the MTU of the link holding an address. Namespaces
+and with secrets scrubbed from the error it raises; running Python in one (``in_namespace``:
+a thread that enters it); whether a namespace still exists; and reading one's links,
+addresses and forwarding switches from the kernel without a process (``snapshot``, over
+rtnetlink), with the link of a name and the MTU of the link holding an address. Namespaces
 are given as a path (``/var/run/netns/x``, ``/proc/PID/ns/net``) or as an ``ip netns``
 name; ``None`` means the namespace this process runs in. Every failure is a ``WireGuardError``.
 """
 
 from __future__ import annotations
 
-import json
+import ctypes
+import functools
 import os
+import socket
 import subprocess
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-__all__ = ["NETNS_DIR", "TIMEOUT", "WireGuardError", "argv_in", "find_link", "namespace_alive", "namespace_path", "run",
-           "underlay_mtu"]
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import rtnetlink
+
+__all__ = ["NETNS_DIR", "TIMEOUT", "Snapshot", "WireGuardError", "argv_in", "find_link", "in_namespace",
+           "namespace_alive", "namespace_path", "run", "snapshot", "underlay_mtu"]
 
 NETNS_DIR = "/var/run/netns"
 TIMEOUT = 60
+_CLONE_NEWNET = 0x40000000
+_NETLINK_ROUTE = 0
+_RECEIVE_BYTES = 1 << 16
+T = TypeVar("T")
 
 
 class WireGuardError(RuntimeError):
@@ -83,15 +96,92 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
     return text
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """A namespace's links with their addresses (as ``ip -j addr show`` prints them) and its
+    IP forwarding switches (4 and 6 -> on; a version the namespace lacks is left out)."""
+
+    links: list[dict[str, Any]]
+    forwarding: dict[int, bool]
+
+    def link(self, name: str) -> dict[str, Any] | None:
+        return next((link for link in self.links if link["ifname"] == name), None)
+
+
+def in_namespace(netns: str | None, work: Callable[[], T]) -> T:
+    """``work()``, run in ``netns`` by a thread of its own.
+
+    A thread can enter another network namespace (``setns``) without the rest of the
+    process, and a socket it opens there stays there; the thread ends with ``work``, so no
+    other work ever runs in that namespace by mistake. Costs a tenth of a millisecond where
+    a process in the namespace costs several."""
+    if netns is None:
+        return work()
+    outcome: dict[str, Any] = {}
+
+    def enter_and_work() -> None:
+        try:
+            fd = os.open(namespace_path(netns), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc().setns(fd, _CLONE_NEWNET) != 0:
+                    error = ctypes.get_errno()
+                    raise OSError(error, os.strerror(error))
+            finally:
+                os.close(fd)
+            outcome["value"] = work()
+        except BaseException as problem:  # noqa: BLE001 - handed to the caller's thread
+            outcome["error"] = problem
+
+    thread = threading.Thread(target=enter_and_work, name=f"in-{os.path.basename(netns)}", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+@functools.cache
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _read_here() -> Snapshot:
+    replies: list[tuple[int, bytes]] = []
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE) as sock:
+        sock.settimeout(TIMEOUT)
+        for sequence, kind in enumerate((rtnetlink.RTM_GETLINK, rtnetlink.RTM_GETADDR), start=1):
+            sock.send(rtnetlink.dump_request(kind, sequence=sequence))
+            done = False
+            while not done:
+                found, done = rtnetlink.messages(sock.recv(_RECEIVE_BYTES))
+                replies.extend(found)
+    forwarding = {}
+    for version, path in ((4, "/proc/sys/net/ipv4/ip_forward"), (6, "/proc/sys/net/ipv6/conf/all/forwarding")):
+        try:
+            with open(path, encoding="ascii") as switch:
+                forwarding[version] = switch.read().strip() == "1"
+        except OSError:
+            continue
+    return Snapshot(links=rtnetlink.links_view(replies), forwarding=forwarding)
+
+
+def snapshot(netns: str | None) -> Snapshot:
+    """The links, addresses and forwarding switches of ``netns``, asked of the kernel from
+    this process (no ``ip`` run). Raises ``WireGuardError`` if it cannot be entered or read."""
+    try:
+        return in_namespace(netns, _read_here)
+    except OSError as error:
+        raise WireGuardError(f"reading the links of {netns or 'this namespace'}: {error}") from None
+
+
 def find_link(name: str, netns: str | None) -> dict | None:
-    """``ip -j link`` of link ``name`` in ``netns``; None if there is none (or no namespace)."""
+    """The link ``name`` in ``netns``; None if there is none (or no namespace)."""
     if netns is not None and not namespace_alive(netns):
         return None
-    proc = run(["ip", "-j", "link", "show", "dev", name], netns=netns, check=False)
-    if proc.returncode != 0:
+    try:
+        return snapshot(netns).link(name)
+    except WireGuardError:
         return None
-    data = json.loads(proc.stdout or "[]")
-    return data[0] if data else None
 
 
 def underlay_mtu(*, address: str, netns: str | None) -> int | None:
@@ -99,10 +189,11 @@ def underlay_mtu(*, address: str, netns: str | None) -> int | None:
     WireGuard's packets leave by); None if no link there holds it (a NATed address, say)."""
     if netns is not None and not namespace_alive(netns):
         return None
-    proc = run(["ip", "-j", "addr", "show"], netns=netns, check=False)
-    if proc.returncode != 0:
+    try:
+        links = snapshot(netns).links
+    except WireGuardError:
         return None
-    for link in json.loads(proc.stdout or "[]"):
+    for link in links:
         if any(info.get("local") == address for info in link.get("addr_info", [])):
             return link.get("mtu")
     return None

@@ -13,8 +13,9 @@ node's ``pod_lookup`` names:
   ``/proc/<pid>/ns/net``; needs no runtime socket, only this machine's /proc.
 
 Nothing here reads an annotation, a label or a dtService's spec. A pod on the host's network
-is refused: its namespace is the machine's own. This module runs ``crictl``, ``nsenter`` and
-reads /proc; what their output means is ``rules.runtime``'s.
+is refused: its namespace is the machine's own. This module runs ``crictl``, reads /proc and
+asks the kernel for a namespace's addresses (``netns.snapshot``); what their output means is
+``rules.runtime``'s.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns import WireGuardError, snapshot
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.runtime import (
     cgroup_pod_uid,
     cri_network_paths,
@@ -153,11 +155,9 @@ def scan_cgroups(proc: str = "/proc") -> dict[str, int]:
 def namespace_addresses(path: str) -> set[str]:
     """The addresses inside a network namespace (empty if it cannot be entered)."""
     try:
-        proc = subprocess.run(["nsenter", f"--net={path}", "--", "ip", "-j", "addr", "show"], capture_output=True,
-                              text=True, timeout=_TIMEOUT, check=False, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
+        return local_addresses(snapshot(path).links)
+    except WireGuardError:
         return set()
-    return local_addresses(proc.stdout) if proc.returncode == 0 else set()
 
 
 @dataclass

@@ -3,7 +3,8 @@
 Owns creating the link in the *node's* network namespace, so its UDP socket is bound
 there (kernel WireGuard keeps the socket in the namespace the link was created in;
 ``wireguard-go`` keeps it in the namespace of its process), and moving it into the pod's;
-waiting for wireguard-go's control socket; finding the wireguard-go processes of an
+waiting for wireguard-go's control socket, and reading an interface's configuration from
+it (``configuration``); finding the wireguard-go processes of an
 interface name, stopping the orphaned ones and removing their stale sockets; clearing
 what a half-finished run left before a new link is made, and deleting a link wherever it
 may be. Also tells which UDP ports of a node's namespace are held by something else than
@@ -39,6 +40,7 @@ __all__ = [
     "SOCKET_DIR",
     "WIREGUARD_GO_ENV",
     "clear_leftovers",
+    "configuration",
     "create_link",
     "delete_everywhere",
     "foreign_udp_ports",
@@ -177,6 +179,32 @@ def remove_stale_socket(name: str) -> bool:
         return True
     finally:
         probe.close()
+
+
+def configuration(name: str) -> str | None:
+    """What wireguard-go serving ``name`` answers a UAPI ``get``, read from its control
+    socket in this process (no ``wg`` run); None if nothing answers there (kernel WireGuard,
+    or no such interface). The answer holds the private key: parse it, never quote it."""
+    path = os.path.join(SOCKET_DIR, f"{name}.sock")
+    answer = b""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
+            control.settimeout(TIMEOUT)
+            control.connect(path)
+            control.sendall(b"get=1\n\n")
+            # The connection stays open for more operations: an answer ends with an empty line.
+            while not answer.endswith(b"\n\n"):
+                chunk = control.recv(1 << 16)
+                if not chunk:
+                    break
+                answer += chunk
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
+    except OSError as error:
+        raise WireGuardError(f"reading {name} from wireguard-go's control socket: {error.strerror or error}") from None
+    if not answer.endswith(b"\n\n"):
+        raise WireGuardError(f"wireguard-go's control socket of {name} closed before its answer ended")
+    return answer.decode("ascii", errors="replace")
 
 
 # ------------------------------------------------------------------------- the link

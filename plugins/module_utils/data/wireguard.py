@@ -1,7 +1,7 @@
 """The dtService data plane: WireGuard interfaces inside pod network namespaces.
 
 This module owns every change made to a live interface's configuration, through ``ip``
-and ``wg`` run as subprocesses (no extra Python dependency on the nodes):
+and ``wg`` run as subprocesses (no extra Python dependency on the nodes), and reading one:
 
 - ``ensure_interface`` has the link made where the node's address lives (``wggo``),
   moved into the pod's namespace and configured (``wg setconf``); on later runs it
@@ -10,8 +10,10 @@ and ``wg`` run as subprocesses (no extra Python dependency on the nodes):
   addconf``, departed ones through ``wg set ... remove``;
 - ``restart_handshake`` configures one peer afresh so its first handshake goes out now;
 - ``remove_interface`` deletes it, its MSS clamp and anything ``wireguard-go`` left behind;
-- ``read_interface`` reads an interface's whole state in one probe; ``interface_exists``,
-  ``interface_public_key`` and ``latest_handshakes`` read parts of it.
+- ``read_interface`` reads an interface's whole state, in this process but for its clamp
+  rules (``netns.snapshot``, ``wggo.configuration``); ``wireguard_state`` its WireGuard
+  side alone, all in this process; ``interface_exists``, ``interface_public_key`` and
+  ``latest_handshakes`` read parts of it.
 
 Each IPv4 interface comes with a TCP MSS clamp in the pod's mangle table (``iptables``, the
 nft or legacy one the machine has): the SYNs the pod sends or forwards into the interface
@@ -53,6 +55,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns imp
     find_link,
     namespace_alive,
     run,
+    snapshot,
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import probe
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key, public_key_of
@@ -68,6 +71,7 @@ __all__ = [
     "read_interface",
     "remove_interface",
     "restart_handshake",
+    "wireguard_state",
 ]
 
 LOCK_DIR = "/run/dtservice/locks"
@@ -126,17 +130,46 @@ def _apply_config(name: str, pod_netns: str, verb: str, text: str, secrets: Sequ
 
 
 def read_interface(*, name: str, pod_netns: str) -> probe.LiveInterface | None:
-    """The live state of interface ``name`` in the pod, or None if there is no such link."""
+    """The live state of interface ``name`` in the pod, or None if there is no such link.
+
+    The link, its addresses and the forwarding switches come from the kernel and the
+    WireGuard side from wireguard-go's control socket, both read in this process; only the
+    clamp rules need a process (``iptables``), and kernel WireGuard ``wg``."""
     _check_name(name)
     if not namespace_alive(pod_netns):
         return None
-    proc = run(["sh", "-c", probe.PROBE_SCRIPT, "dtwg-probe", name], netns=pod_netns, check=False)
-    if proc.returncode == probe.PROBE_NO_LINK:
+    seen = snapshot(pod_netns)
+    link = seen.link(name)
+    if link is None:
         return None
-    if proc.returncode != 0:
-        # Only stderr is quoted: stdout holds the private key of `wg show dump`.
-        raise WireGuardError(f"reading interface {name} in {pod_netns} failed: {proc.stderr.strip()}")
-    return probe.parse_probe(proc.stdout)
+    state = _wireguard_side(name, pod_netns)
+    rules = run([*probe.IPTABLES, "-S"], netns=pod_netns, check=False)
+    return probe.live_interface(link, wireguard=state, forwarding=seen.forwarding,
+                                rules=rules.stdout if rules.returncode == 0 else "")
+
+
+def wireguard_state(*, name: str, pod_netns: str) -> probe.WireGuardState | None:
+    """Only the WireGuard side of interface ``name`` in the pod (key, port, peers with their
+    handshakes), without a process for wireguard-go: what a wait for a handshake polls.
+    None if there is no such link in the pod."""
+    _check_name(name)
+    if not namespace_alive(pod_netns) or snapshot(pod_netns).link(name) is None:
+        return None
+    return _wireguard_side(name, pod_netns)
+
+
+def _wireguard_side(name: str, pod_netns: str) -> probe.WireGuardState:
+    configuration = wggo.configuration(name)
+    try:
+        if configuration is not None:
+            return probe.parse_uapi(configuration)
+        dump = run(["wg", "show", name, "dump"], netns=pod_netns, check=False)
+        if dump.returncode != 0:
+            # Only stderr is quoted: stdout holds the private key.
+            raise WireGuardError(f"reading interface {name} in {pod_netns} failed: {dump.stderr.strip()}")
+        return probe.parse_dump(dump.stdout)
+    except ValueError as problem:
+        raise WireGuardError(f"reading interface {name} in {pod_netns}: {problem}") from None
 
 
 def _live_clamps(name: str, pod_netns: str) -> list[str]:
@@ -153,7 +186,7 @@ def interface_exists(*, name: str, pod_netns: str) -> bool:
 
 def interface_public_key(*, name: str, pod_netns: str) -> str | None:
     """The live public key of interface ``name`` in the pod, or None if absent or keyless."""
-    live = read_interface(name=name, pod_netns=pod_netns)
+    live = wireguard_state(name=name, pod_netns=pod_netns)
     return None if live is None else live.public_key
 
 
@@ -162,7 +195,7 @@ def latest_handshakes(*, name: str, pod_netns: str) -> dict[str, int]:
 
     Raises ``WireGuardError`` if the interface does not exist in the pod.
     """
-    live = read_interface(name=name, pod_netns=pod_netns)
+    live = wireguard_state(name=name, pod_netns=pod_netns)
     if live is None:
         raise WireGuardError(f"no interface {name} in {pod_netns}")
     return {key: peer.latest_handshake for key, peer in live.peers.items()}

@@ -14,8 +14,6 @@ node's privileges; pods get no capability. Interface operations are ``wireguard`
 from __future__ import annotations
 
 import ipaddress
-import json
-import subprocess
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -347,7 +345,7 @@ class NodeAgent:
         next_nudge = time.monotonic() + FIRST_NUDGE_SECONDS
         pause = 0.02
         while True:
-            live = wireguard.read_interface(name=interface, pod_netns=netns)
+            live = wireguard.wireguard_state(name=interface, pod_netns=netns)
             if live is None:
                 raise wireguard.WireGuardError(f"no interface {interface} in {netns}")
             latest = live.peers[server.public_key].latest_handshake if server.public_key in live.peers else 0
@@ -419,9 +417,8 @@ def write_readable_config(*, interface: str, text: str) -> None:
 
 
 def our_interfaces(netns: str) -> list[str]:
-    listing = subprocess.run(["nsenter", f"--net={netns}", "ip", "-j", "link", "show"],
-                             capture_output=True, text=True, check=False)
-    if listing.returncode != 0:
+    try:
+        links = netns_tools.snapshot(netns).links
+    except wireguard.WireGuardError:
         return []
-    return sorted(link["ifname"] for link in json.loads(listing.stdout or "[]")
-                  if contract.INTERFACE_PATTERN.match(link.get("ifname", "")))
+    return sorted(link["ifname"] for link in links if contract.INTERFACE_PATTERN.match(link["ifname"]))

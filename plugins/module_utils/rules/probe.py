@@ -2,11 +2,11 @@
 
 Owns, without touching the machine (standard library and ``rules`` only):
 
-- the probe: ``PROBE_SCRIPT``, run by ``sh`` in the pod's namespace, prints the link
-  (``ip -j addr``), the whole WireGuard state (``wg show dump``, with each peer's latest
-  handshake and bytes received and sent), the forwarding switches and the interface's TCP
-  MSS clamp rules in one go; ``parse_probe`` turns its output into a ``LiveInterface`` and
-  drops the private key ``wg show dump`` prints;
+- the probe's reading: the WireGuard state as wireguard-go's UAPI (``parse_uapi``) or
+  ``wg show dump`` (``parse_dump``, for kernel WireGuard) tell it, with each peer's latest
+  handshake and bytes received and sent, and the private key both print dropped at once;
+  with the link as ``ip -j addr`` shows it, the forwarding switches and the interface's TCP
+  MSS clamp rules, one ``LiveInterface`` (``live_interface``);
 - the diff: ``diff_interface`` says which peers to add, change or remove, which added peer
   replaces a removed one (a peer's new key: the same allowed IPs under another public key),
   whether the key or listen port differ, and which commands (argv lists) give the link its
@@ -16,24 +16,24 @@ Owns, without touching the machine (standard library and ``rules`` only):
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
-import json
 import shlex
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key, public_key_of
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer
 
 __all__ = [
-    "PROBE_NO_LINK",
-    "PROBE_SCRIPT",
     "Changes",
     "CLAMP_CHAINS",
     "IPTABLES",
     "LiveInterface",
     "LivePeer",
     "Resolve",
+    "WireGuardState",
     "diff_interface",
     "endpoint_matches",
     "forwarding_sysctl",
@@ -41,7 +41,9 @@ __all__ = [
     "clamp_commands",
     "clamp_mss",
     "link_commands",
-    "parse_probe",
+    "live_interface",
+    "parse_dump",
+    "parse_uapi",
     "peer_differs",
     "replacements",
 ]
@@ -75,37 +77,19 @@ class LiveInterface:
     clamps: tuple[str, ...] = ()
 
 
-# One process in the pod's namespace reads the link, its addresses, the whole WireGuard state
-# and the forwarding switches: a converged interface costs one probe, not a dozen commands.
-# `wg` runs in the pod's namespace: kernel WireGuard is found by netlink there, wireguard-go
-# by its machine-wide socket, so one call serves both. $1 is the interface's name. The
-# switches are read by the shell itself and the clamps picked out here: every process start
-# counts, with a hundred interfaces on a machine.
-PROBE_SCRIPT = (
-    'ip -j addr show dev "$1" || exit 64\n'
-    'echo "#"; wg show "$1" dump || exit 65\n'
-    # dash's read may end 1 at a /proc file's end, having read the value: no `||` here.
-    'ipv4=""; read -r ipv4 2>/dev/null < /proc/sys/net/ipv4/ip_forward\n'
-    'ipv6=""; read -r ipv6 2>/dev/null < /proc/sys/net/ipv6/conf/all/forwarding\n'
-    'echo "#"; echo "4 $ipv4"; echo "6 $ipv6"\n'
-    'echo "#"; iptables -w 5 -t mangle -S 2>/dev/null || true'
-)
-# PROBE_SCRIPT's exit status when there is no such link.
-PROBE_NO_LINK = 64
+@dataclasses.dataclass(frozen=True)
+class WireGuardState:
+    """An interface's WireGuard side, as ``wg show dump`` or wireguard-go's UAPI tell it."""
+
+    public_key: str | None
+    listen_port: int
+    peers: dict[str, LivePeer]
 
 
-def parse_probe(output: str) -> LiveInterface:
-    """The interface PROBE_SCRIPT's (successful) output describes."""
-    link_json, dump, switches, *rest = output.split("#\n")
-    link = (json.loads(link_json or "[]") or [{}])[0]
-    addresses = frozenset(
-        ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
-        for info in link.get("addr_info", [])
-        if info.get("scope") == "global"
-    )
+def parse_dump(dump: str) -> WireGuardState:
+    """``wg show NAME dump``: the interface line (private key, public key, listen port,
+    fwmark; the private key is dropped right here), then one line for each peer."""
     rows = [line.split("\t") for line in dump.splitlines() if line.strip()]
-    # The interface line is private-key, public-key, listen-port, fwmark; the private key
-    # is dropped right here.
     _private_key, public_key, listen_port, _fwmark = rows[0]
     peers = {
         key: LivePeer(
@@ -118,20 +102,64 @@ def parse_probe(output: str) -> LiveInterface:
         )
         for key, _psk, endpoint, allowed, handshake, rx, tx, keepalive in rows[1:]
     }
-    forwarding = {}
-    for line in switches.splitlines():
-        version, _sep, value = line.partition(" ")
-        if value.strip():
-            forwarding[int(version)] = value.strip() == "1"
+    return WireGuardState(public_key=public_key if is_valid_key(public_key) else None,
+                          listen_port=int(listen_port), peers=peers)
+
+
+def _base64_of_hex(value: str) -> str:
+    return base64.b64encode(bytes.fromhex(value)).decode("ascii")
+
+
+def parse_uapi(text: str) -> WireGuardState:
+    """wireguard-go's answer to a UAPI ``get=1``: ``key=value`` lines, keys in hex, each peer
+    starting at its ``public_key`` line, ending ``errno=0``. The interface's public key is
+    derived from its private key, which goes no further."""
+    public_key, listen_port = None, 0
+    peers: dict[str, dict] = {}
+    peer: dict | None = None
+    for line in text.splitlines():
+        key, _sep, value = line.partition("=")
+        if key == "errno" and value != "0":
+            raise ValueError(f"wireguard-go answered errno {value}")
+        if key == "private_key":
+            public_key = public_key_of(_base64_of_hex(value))
+        elif key == "listen_port":
+            listen_port = int(value)
+        elif key == "public_key":
+            peer = peers.setdefault(_base64_of_hex(value), {"allowed_ips": [], "endpoint": None, "keepalive": 0,
+                                                            "latest_handshake": 0, "rx_bytes": 0, "tx_bytes": 0})
+        elif peer is not None:
+            if key == "allowed_ip":
+                peer["allowed_ips"].append(value)
+            elif key == "endpoint":
+                peer["endpoint"] = value
+            elif key in ("persistent_keepalive_interval", "last_handshake_time_sec", "rx_bytes", "tx_bytes"):
+                field = {"persistent_keepalive_interval": "keepalive",
+                         "last_handshake_time_sec": "latest_handshake"}.get(key, key)
+                peer[field] = int(value)
+    return WireGuardState(public_key=public_key, listen_port=listen_port,
+                          peers={key: LivePeer(**fields) for key, fields in peers.items()})
+
+
+def live_interface(link: dict[str, Any], *, wireguard: WireGuardState, forwarding: dict[int, bool],
+                   rules: str) -> LiveInterface:
+    """The interface ``link`` (as ``ip -j addr`` prints it), its WireGuard side, the
+    namespace's forwarding switches and its mangle rules (``iptables -S``; the clamps of
+    this interface are picked out)."""
+    addresses = frozenset(
+        ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
+        for info in link.get("addr_info", [])
+        if info.get("scope") == "global"
+    )
     return LiveInterface(
-        public_key=public_key if is_valid_key(public_key) else None,
-        listen_port=int(listen_port),
+        public_key=wireguard.public_key,
+        listen_port=wireguard.listen_port,
         mtu=link.get("mtu", 0),
         up="UP" in link.get("flags", []),
         addresses=addresses,
-        forwarding=forwarding,
-        peers=peers,
-        clamps=tuple(line.strip() for line in "".join(rest).splitlines() if is_clamp_of(line.strip(), link["ifname"])),
+        forwarding=dict(forwarding),
+        peers=wireguard.peers,
+        clamps=tuple(line.strip() for line in rules.splitlines() if is_clamp_of(line.strip(), link["ifname"])),
     )
 
 

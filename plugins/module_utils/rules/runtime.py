@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = ["POD_UID_LABEL", "cgroup_pod_uid", "cri_network_paths", "cri_sandboxes", "local_addresses", "pod_ips"]
@@ -63,10 +63,9 @@ def cgroup_pod_uid(cgroup_text: str) -> str | None:
     return None
 
 
-def local_addresses(ip_json: str) -> set[str]:
-    """The addresses of ``ip -j addr`` output."""
-    return {info["local"] for link in json.loads(ip_json or "[]") for info in link.get("addr_info", [])
-            if "local" in info}
+def local_addresses(links: Iterable[Mapping[str, Any]]) -> set[str]:
+    """The addresses of links as ``ip -j addr`` shows them."""
+    return {info["local"] for link in links for info in link.get("addr_info", []) if "local" in info}
 
 
 def pod_ips(pod: Mapping[str, Any]) -> set[str]:

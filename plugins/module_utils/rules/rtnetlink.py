@@ -1,0 +1,113 @@
+"""The kernel's answer about a namespace's links and addresses, read without a process.
+
+Owns, without touching the machine (standard library only):
+
+- the two dump requests (``RTM_GETLINK``, ``RTM_GETADDR``) a NETLINK_ROUTE socket is sent,
+  and the parsing of the messages it answers with (``messages``, raising ``NetlinkError``
+  on an error message);
+- ``links_view``: links and addresses in the shape ``ip -j addr show`` prints (``ifname``,
+  ``mtu``, ``flags``, ``addr_info`` with ``family``, ``local``, ``prefixlen``, ``scope``), so
+  that what reads ``ip``'s answer reads this one unchanged.
+
+Only the fields the project reads are decoded. A pass reads the links of every pod and node
+namespace it touches; a process start for each costs more than all of this.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import struct
+from typing import Any
+
+__all__ = ["RTM_GETADDR", "RTM_GETLINK", "NetlinkError", "dump_request", "links_view", "messages"]
+
+RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
+NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+IFLA_IFNAME, IFLA_MTU = 3, 4
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+
+_HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
+_LINK = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
+_ADDRESS = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefix length, flags, scope, index
+_ATTRIBUTE = struct.Struct("=HH")  # rtattr: length, type
+
+# The interface flags ``ip`` names, in its order; the project reads "UP".
+_FLAGS = (("LOOPBACK", 0x8), ("BROADCAST", 0x2), ("POINTOPOINT", 0x10), ("MULTICAST", 0x1000),
+          ("NOARP", 0x80), ("UP", 0x1), ("LOWER_UP", 0x10000))
+_SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}
+AF_UNSPEC, AF_INET, AF_INET6 = 0, 2, 10
+_FAMILIES = {AF_INET: "inet", AF_INET6: "inet6"}
+
+
+class NetlinkError(OSError):
+    """The kernel answered a request with an error."""
+
+
+def _align(length: int) -> int:
+    return (length + 3) & ~3
+
+
+def dump_request(kind: int, *, sequence: int) -> bytes:
+    """A request for every link (``RTM_GETLINK``) or every address (``RTM_GETADDR``)."""
+    body = _LINK.pack(AF_UNSPEC, 0, 0, 0, 0) if kind == RTM_GETLINK else _ADDRESS.pack(AF_UNSPEC, 0, 0, 0, 0)
+    return _HEADER.pack(_HEADER.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, sequence, 0) + body
+
+
+def messages(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:
+    """The (type, payload) of each message in one read, and whether the dump ended there."""
+    found: list[tuple[int, bytes]] = []
+    offset = 0
+    while offset + _HEADER.size <= len(data):
+        length, kind, _flags, _sequence, _port = _HEADER.unpack_from(data, offset)
+        if length < _HEADER.size:
+            raise NetlinkError(f"a netlink message of {length} bytes")
+        payload = data[offset + _HEADER.size:offset + length]
+        offset += _align(length)
+        if kind == NLMSG_DONE:
+            return found, True
+        if kind == NLMSG_ERROR:
+            (error,) = struct.unpack_from("=i", payload)
+            if error:
+                raise NetlinkError(-error, f"netlink: {errno.errorcode.get(-error, -error)}")
+        elif kind != NLMSG_NOOP:
+            found.append((kind, payload))
+    return found, False
+
+
+def _attributes(data: bytes, offset: int) -> dict[int, bytes]:
+    found: dict[int, bytes] = {}
+    while offset + _ATTRIBUTE.size <= len(data):
+        length, kind = _ATTRIBUTE.unpack_from(data, offset)
+        if length < _ATTRIBUTE.size:
+            break
+        found.setdefault(kind & 0x3FFF, data[offset + _ATTRIBUTE.size:offset + length])
+        offset += _align(length)
+    return found
+
+
+def links_view(replies: list[tuple[int, bytes]]) -> list[dict[str, Any]]:
+    """The links and addresses of ``replies`` (the messages of one link and one address
+    dump), as ``ip -j addr show`` prints them."""
+    links: dict[int, dict[str, Any]] = {}
+    for kind, payload in replies:
+        if kind != RTM_NEWLINK:
+            continue
+        _family, _type, index, flags, _change = _LINK.unpack_from(payload)
+        attributes = _attributes(payload, _LINK.size)
+        name = attributes.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode("utf-8", "replace")
+        mtu = struct.unpack("=I", attributes[IFLA_MTU])[0] if len(attributes.get(IFLA_MTU, b"")) == 4 else 0
+        links[index] = {"ifindex": index, "ifname": name, "mtu": mtu,
+                        "flags": [label for label, bit in _FLAGS if flags & bit], "addr_info": []}
+    for kind, payload in replies:
+        if kind != RTM_NEWADDR:
+            continue
+        family, prefixlen, _flags, scope, index = _ADDRESS.unpack_from(payload)
+        attributes = _attributes(payload, _ADDRESS.size)
+        raw = attributes.get(IFA_LOCAL) or attributes.get(IFA_ADDRESS)
+        if index not in links or family not in _FAMILIES or raw is None:
+            continue
+        links[index]["addr_info"].append({"family": _FAMILIES[family], "local": str(ipaddress.ip_address(raw)),
+                                          "prefixlen": prefixlen, "scope": _SCOPES.get(scope, str(scope))})
+    return [links[index] for index in sorted(links)]
