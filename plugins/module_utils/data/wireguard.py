@@ -153,7 +153,7 @@ def wireguard_state(*, name: str, pod_netns: str) -> probe.WireGuardState | None
     handshakes), without a process for wireguard-go: what a wait for a handshake polls.
     None if there is no such link in the pod."""
     _check_name(name)
-    if not namespace_alive(pod_netns) or snapshot(pod_netns).link(name) is None:
+    if find_link(name, pod_netns) is None:
         return None
     return _wireguard_side(name, pod_netns)
 
