@@ -136,3 +136,16 @@ def test_callers_get_copies():
     api.release["/ns/a"].set()
     shared.items("a")[0]["metadata"]["name"] = "changed"
     assert shared.items("a") == [item("a", "x")]
+
+
+def test_shared_readers_get_the_kept_objects_and_a_writer_keeps_no_reference():
+    api = HeldApi({"a": [item("a", "x")]})
+    shared = listing(api)
+    api.release["/ns/a"].set()
+    first, again = shared.items("a", shared=True), shared.items("a", shared=True)
+    assert first[0] is again[0], "a reader that only reads was given a copy"
+    written = item("a", "x", "2")
+    shared.put(written)
+    written["metadata"]["name"] = "changed after the write"
+    assert shared.items("a", shared=True) == [item("a", "x", "2")]
+    assert shared.items("a") == [item("a", "x", "2")]

@@ -122,7 +122,7 @@ class PassView:
     # -- dtDomains ------------------------------------------------------------------------
     def domain_object(self, node: NodeRef, name: str, *, fresh: bool = False) -> dict | None:
         """A dtDomain of a node, from one LIST of the node's dtDomains per pass (``fresh``
-        lists again)."""
+        lists again). Shared with the call's other threads: change only a copy."""
         if fresh or node.name not in self._domains:
             self._domains[node.name] = {d["metadata"]["name"]: d for d in self.cluster.list_domains(node, fresh=fresh)}
         return self._domains[node.name].get(name)

@@ -16,8 +16,8 @@ writers' changes (after a Conflict, a port checked again) lists again.
 
 from __future__ import annotations
 
-import copy
 import datetime
+import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +50,8 @@ class SharedObject:
 class Listing:
     """One collection of one cluster as a module call read it: listed on first use (the whole
     cluster at once when ``cluster_path`` is given and the provisioner may, else the namespace
-    asked for), then kept current with the call's own writes. Callers get copies.
+    asked for), then kept current with the call's own writes. Callers get copies, or with
+    ``shared`` the kept objects themselves, which nobody may change in place.
 
     Namespaces are listed side by side: a pass over many nodes would otherwise wait for their
     LISTs one after another. A write waits for a LIST of its namespace in flight, whose answer
@@ -67,24 +68,39 @@ class Listing:
         self._gates: dict[str | None, threading.Lock] = {}  # one LIST at a time per namespace (None: all)
         self._generation = 0
         self._whole = False
-        self._by_namespace: dict[str, dict[str, dict]] = {}
+        # namespace -> name -> the object and its JSON text: a caller gets its own copy from
+        # json.loads, five times faster than copy.deepcopy (deep copies were half of a pass's
+        # time at 100 nodes), or the object itself when it only reads.
+        self._by_namespace: dict[str, dict[str, tuple[dict, str]]] = {}
 
-    def items(self, namespace: str) -> list[dict]:
-        with self._gate(namespace):
-            with self._lock:
-                if self._whole or namespace in self._by_namespace:
-                    return self._copy(namespace)
-                cluster_path, generation = self._cluster_path, self._generation
-            answer, whole = self._load(namespace, cluster_path)
-            with self._lock:
-                if generation == self._generation:
-                    self._keep(namespace, answer, whole=whole)
-                    return self._copy(namespace)
-            # Forgotten while it was listed: an answer for this caller only.
-            return copy.deepcopy([item for item in answer if item["metadata"]["namespace"] == namespace])
+    def items(self, namespace: str, *, shared: bool = False) -> list[dict]:
+        """The namespace's objects: copies, or (``shared``) the kept ones, only to be read."""
+        kept = self._kept(namespace)
+        if kept is None:
+            with self._gate(namespace):
+                kept = self._kept(namespace)
+                if kept is None:
+                    kept = self._listed(namespace)
+        return [obj for obj, _text in kept] if shared else [json.loads(text) for _obj, text in kept]
 
-    def _copy(self, namespace: str) -> list[dict]:
-        return copy.deepcopy(list(self._by_namespace.get(namespace, {}).values()))
+    def _kept(self, namespace: str) -> list[tuple[dict, str]] | None:
+        """The namespace's items as kept, when they are (a LIST of it has ended)."""
+        with self._lock:
+            if self._whole or namespace in self._by_namespace:
+                return list(self._by_namespace.get(namespace, {}).values())
+            return None
+
+    def _listed(self, namespace: str) -> list[tuple[dict, str]]:
+        """The namespace's items from a LIST, kept unless a ``forget`` overtook it (its gate held)."""
+        with self._lock:
+            cluster_path, generation = self._cluster_path, self._generation
+        answer, whole = self._load(namespace, cluster_path)
+        with self._lock:
+            if generation == self._generation:
+                self._keep(namespace, answer, whole=whole)
+                return list(self._by_namespace.get(namespace, {}).values())
+        # Forgotten while it was listed: an answer for this caller only.
+        return [(item, json.dumps(item)) for item in answer if item["metadata"]["namespace"] == namespace]
 
     def _gate(self, namespace: str) -> threading.Lock:
         with self._lock:
@@ -118,16 +134,18 @@ class Listing:
         if whole:
             self._whole = True
             for item in items:
-                self._by_namespace.setdefault(item["metadata"]["namespace"], {})[item["metadata"]["name"]] = item
+                meta = item["metadata"]
+                self._by_namespace.setdefault(meta["namespace"], {})[meta["name"]] = (item, json.dumps(item))
         else:
-            self._by_namespace[namespace] = {item["metadata"]["name"]: item for item in items}
+            self._by_namespace[namespace] = {item["metadata"]["name"]: (item, json.dumps(item)) for item in items}
 
     def put(self, obj: dict) -> None:
         """``obj`` as the API server answered a write of it."""
         meta = obj["metadata"]
         with self._gate(meta["namespace"]), self._lock:
             if self._whole or meta["namespace"] in self._by_namespace:
-                self._by_namespace.setdefault(meta["namespace"], {})[meta["name"]] = copy.deepcopy(obj)
+                text = json.dumps(obj)  # the writer goes on with obj: what is kept is a copy
+                self._by_namespace.setdefault(meta["namespace"], {})[meta["name"]] = (json.loads(text), text)
 
     def drop(self, namespace: str, name: str) -> None:
         with self._gate(namespace), self._lock:
@@ -237,10 +255,12 @@ class Cluster:
         return self._get_or_none(node, _custom(node, SERVICES, name))
 
     def list_domains(self, node: NodeRef, *, fresh: bool = False) -> list[dict]:
-        """The node's dtDomains (``fresh``: as the API server holds them now)."""
+        """The node's dtDomains (``fresh``: as the API server holds them now). The objects are
+        the listing's own, shared by the call's threads: read them, and change only a copy
+        (a domain of 100 members is read a few times for every node of a pass)."""
         if fresh:
             self.connections.forget(DOMAINS)
-        return self._listing(node, DOMAINS).items(node.namespace)
+        return self._listing(node, DOMAINS).items(node.namespace, shared=True)
 
     def get_domain(self, node: NodeRef, name: str) -> dict | None:
         return self._get_or_none(node, _custom(node, DOMAINS, name))
