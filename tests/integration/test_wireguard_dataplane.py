@@ -290,6 +290,38 @@ def test_rerun_is_unchanged_and_check_mode_changes_nothing(fed):
     assert f"mtu {MTU}" in in_ns(fed.ul.pod(0), "ip", "-o", "link", "show", fed.names["hub"]).stdout
 
 
+def test_one_read_of_a_pods_mangle_table_serves_each_of_its_interfaces(fed):
+    """The agent reads a pod's mangle table once for all its interfaces. That reading is
+    trusted to say an interface's clamps need nothing (another interface's clamp added since
+    does not count); a change is made from the table as it is then, never from the reading."""
+    pod, name = fed.ul.pod_path(0), fed.names["hub"]
+
+    def clamps_now() -> list[str]:
+        return sorted(rule for rule in wireguard.mangle_rules(pod).splitlines() if probe.is_clamp_of(rule, name))
+
+    clamps = clamps_now()
+    assert len(clamps) == len(probe.CLAMP_CHAINS), clamps
+    read_once = wireguard.mangle_rules(pod)
+    foreign = ["POSTROUTING", "-o", "dtother000000", "-p", "tcp", "-m", "tcp", "--tcp-flags", "SYN,RST", "SYN",
+               "-j", "TCPMSS", "--set-mss", "1300"]
+    in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-A", *foreign)
+    try:
+        assert wireguard.ensure_interface(**fed.hub_args(), mangle=lambda: read_once)["changed"] is False
+        # Taken away after the reading: this pass goes by the reading, the next one puts it back.
+        in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-D", *clamps[0].split()[1:])
+        assert wireguard.ensure_interface(**fed.hub_args(), mangle=lambda: read_once)["changed"] is False
+        assert clamps_now() == clamps[1:]
+        without_clamp = wireguard.mangle_rules(pod)
+        assert wireguard.ensure_interface(**fed.hub_args())["changed"] is True
+        assert clamps_now() == clamps
+        # A reading without the clamp, which is back by now: nothing is added twice.
+        assert wireguard.ensure_interface(**fed.hub_args(), mangle=lambda: without_clamp)["changed"] is False
+        assert clamps_now() == clamps
+        assert "dtother000000" in wireguard.mangle_rules(pod), "another interface's clamp was touched"
+    finally:
+        in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-D", *foreign)
+
+
 def links_seen(links: list[dict]) -> list[tuple]:
     return [(link["ifname"], link["mtu"], "UP" in link["flags"],
              sorted((a["family"], a["local"], a["prefixlen"], a["scope"]) for a in link.get("addr_info", [])))

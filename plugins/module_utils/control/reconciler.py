@@ -117,11 +117,10 @@ class NodeReconciler:
 
     def _with_finalizer(self, service: dict) -> dict:
         def desired(current: dict) -> dict:
-            body = copy.deepcopy(current)
-            finalizers = body["metadata"].setdefault("finalizers", [])
-            if contract.FINALIZER not in finalizers:
-                finalizers.append(contract.FINALIZER)
-            return body
+            finalizers = current["metadata"].get("finalizers") or []
+            if contract.FINALIZER in finalizers:
+                return current
+            return {**current, "metadata": {**current["metadata"], "finalizers": [*finalizers, contract.FINALIZER]}}
         return self.view.update_service(self.node, service["metadata"]["name"], desired)
 
     def _with_request(self, service: dict, value: str) -> dict:

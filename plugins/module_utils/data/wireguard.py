@@ -129,12 +129,20 @@ def _apply_config(name: str, pod_netns: str, verb: str, text: str, secrets: Sequ
 # ------------------------------------------------------------------------- reading
 
 
-def read_interface(*, name: str, pod_netns: str) -> probe.LiveInterface | None:
+def mangle_rules(pod_netns: str) -> str:
+    """The pod's mangle table as ``iptables -S`` prints it ("" when it cannot be read)."""
+    rules = run([*probe.IPTABLES, "-S"], netns=pod_netns, check=False)
+    return rules.stdout if rules.returncode == 0 else ""
+
+
+def read_interface(*, name: str, pod_netns: str,
+                   mangle: Callable[[], str] | None = None) -> probe.LiveInterface | None:
     """The live state of interface ``name`` in the pod, or None if there is no such link.
 
     The link, its addresses and the forwarding switches come from the kernel and the
     WireGuard side from wireguard-go's control socket, both read in this process; only the
-    clamp rules need a process (``iptables``), and kernel WireGuard ``wg``."""
+    clamp rules need a process (``iptables``), and kernel WireGuard ``wg``. ``mangle`` gives
+    the pod's mangle table when the caller has read it already (``mangle_rules``)."""
     _check_name(name)
     if not namespace_alive(pod_netns):
         return None
@@ -143,9 +151,8 @@ def read_interface(*, name: str, pod_netns: str) -> probe.LiveInterface | None:
     if link is None:
         return None
     state = _wireguard_side(name, pod_netns)
-    rules = run([*probe.IPTABLES, "-S"], netns=pod_netns, check=False)
     return probe.live_interface(link, wireguard=state, forwarding=seen.forwarding,
-                                rules=rules.stdout if rules.returncode == 0 else "")
+                                rules=(mangle or (lambda: mangle_rules(pod_netns)))())
 
 
 def wireguard_state(*, name: str, pod_netns: str) -> probe.WireGuardState | None:
@@ -263,6 +270,7 @@ def ensure_interface(
     forward: bool,
     underlay_mtu: int | None = None,
     check_mode: bool = False,
+    mangle: Callable[[], str] | None = None,
 ) -> dict:
     """Make interface ``name`` in the pod's namespace match the arguments; idempotent.
 
@@ -280,7 +288,10 @@ def ensure_interface(
     need no fixed port: the server learns their endpoint from the handshake).
 
     After applying, the live public key must equal the one of ``private_key``.
-    ``check_mode`` reports what would change and changes nothing.
+    ``check_mode`` reports what would change and changes nothing. ``mangle`` gives the pod's
+    mangle table as read earlier in the caller's pass over the pod's interfaces (changes to
+    the other interfaces' clamps leave this one's lines alone, so one read serves them all);
+    it is read again before anything is changed.
 
     Returns ``{'changed', 'created', 'peers_added', 'peers_removed', 'peers_updated',
     'public_key', 'latest_handshakes', 'peers'}`` (the last two as read before any change:
@@ -313,7 +324,7 @@ def ensure_interface(
         "peers": {},
     }
 
-    live = read_interface(name=name, pod_netns=pod_netns)
+    live = read_interface(name=name, pod_netns=pod_netns, mangle=mangle)
     if live is None:
         result.update(changed=True, created=True, peers_added=[p.public_key for p in peers])
         if check_mode:
@@ -332,9 +343,16 @@ def ensure_interface(
             wggo.delete_everywhere(name, node_netns, pod_netns)
             raise
     else:
-        changes = probe.diff_interface(live, name=name, address=address, mtu=mtu, listen_port=listen_port,
-                                       public_key=public_key, peers=peers, forward=forward, resolve=_resolve,
-                                       mss=mss)
+        def diff(live: probe.LiveInterface) -> probe.Changes:
+            return probe.diff_interface(live, name=name, address=address, mtu=mtu, listen_port=listen_port,
+                                        public_key=public_key, peers=peers, forward=forward, resolve=_resolve,
+                                        mss=mss)
+        changes = diff(live)
+        if changes.changed and mangle is not None:
+            # The caller's earlier reading of the mangle table may only say that nothing is
+            # to be done: what is changed follows the table as it is now.
+            live = read_interface(name=name, pod_netns=pod_netns) or live
+            changes = diff(live)
         result.update(
             changed=changes.changed,
             peers_added=changes.peers_added,

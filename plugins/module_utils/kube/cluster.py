@@ -244,8 +244,10 @@ class Cluster:
                            query={"labelSelector": KEY_SECRET_LABEL} if kind == "secrets" else None)
         return self.connections.listing(node, kind, make)
 
-    def list_services(self, node: NodeRef) -> list[dict]:
-        return self._listing(node, SERVICES).items(node.namespace)
+    def list_services(self, node: NodeRef, *, shared: bool = False) -> list[dict]:
+        """The node's dtServices: copies, or (``shared``) the listing's own objects, only to be
+        read (a hub of 100 clients is read by each of their agents)."""
+        return self._listing(node, SERVICES).items(node.namespace, shared=shared)
 
     def forget_services(self) -> None:
         """The dtServices of every cluster are listed again on next use."""

@@ -89,6 +89,7 @@ class _Waiting:
     interface: str
     server: Peer
     addresses: dict[str, str]
+    configured_at: float  # time.monotonic() when configure left it: its first initiation went then
 
 
 def fresh(latest_handshake: int) -> bool:
@@ -117,6 +118,14 @@ class NodeAgent:
         self._hubs: dict[tuple[str, str], dict] = {}
         self._waiting: list[_Waiting] = []
         self._underlay_mtu: int | None = None
+        self._mangle: dict[str, str] = {}
+
+    def mangle_rules(self, netns: str) -> str:
+        """The pod's mangle table, read once for all its interfaces (``wireguard.ensure_interface``):
+        a pod with many networks would otherwise start one ``iptables`` for each."""
+        if netns not in self._mangle:
+            self._mangle[netns] = wireguard.mangle_rules(netns)
+        return self._mangle[netns]
 
     def underlay_mtu(self) -> int | None:
         """The MTU of the node's link holding its address, read once a pass (the MSS clamp's)."""
@@ -196,7 +205,7 @@ class NodeAgent:
         outcome = waiting.outcome
         try:
             outcome.status, outcome.message, live = self._client_state(waiting.interface, waiting.netns,
-                                                                       waiting.server)
+                                                                       waiting.server, since=waiting.configured_at)
             # What configure saw comes before any fresh start of the handshake here.
             known = {figure["public_key"]: figure["latest_handshake"] for figure in outcome.tunnels}
             outcome.tunnels = health.tunnel_figures(live, addresses=waiting.addresses, known=known)
@@ -285,7 +294,8 @@ class NodeAgent:
             result = wireguard.ensure_interface(
                 name=interface, node_netns=self.node.netns, pod_netns=netns, address=f"{address}/{prefix}",
                 mtu=domain.mtu, listen_port=listen_port, private_key=private_key, peers=peers,
-                forward=role == contract.SERVER, underlay_mtu=self.underlay_mtu(), check_mode=self.check_mode)
+                forward=role == contract.SERVER, underlay_mtu=self.underlay_mtu(), check_mode=self.check_mode,
+                mangle=lambda: self.mangle_rules(netns))
             outcome.changed, outcome.created = result["changed"], result["created"]
             if not self.check_mode:
                 write_readable_config(interface=interface, text=wgconfig.render_wg_quick(
@@ -310,7 +320,8 @@ class NodeAgent:
                 if latest:
                     self._report_stale(service, server=peers[0], latest=latest)
                 self._waiting.append(_Waiting(outcome=outcome, service=service, netns=netns, interface=interface,
-                                              server=peers[0], addresses=addresses))
+                                              server=peers[0], addresses=addresses,
+                                              configured_at=time.monotonic()))
                 return outcome
         except (wireguard.WireGuardError, ValueError) as problem:
             outcome.status, outcome.message = Status.FAILED, f"interface {interface}: {problem}"
@@ -335,14 +346,16 @@ class NodeAgent:
                                           "its peers learn the public key from the network's table",
                                   warning=False)
 
-    def _client_state(self, interface: str, netns: str, server: Peer) -> tuple[str, str, dict]:
+    def _client_state(self, interface: str, netns: str, server: Peer, *, since: float) -> tuple[str, str, dict]:
         """Connected once the client has a fresh handshake with its server; with the peers as
-        last read. Without one soon, a new initiation goes out: the server may have learnt of
-        this client only after the client's first, or the tunnel went quiet past the reject
-        window, where there is no session left to lose (a handshake under way is left to
-        finish: restarting it would throw away a session that is a moment from being made)."""
+        last read. Without one soon after ``since`` (when configure left the client, and its
+        first initiation went out), a new initiation goes out: the server may have learnt of
+        this client only after the client's first (its node configured side by side with this
+        one), or the tunnel went quiet past the reject window, where there is no session left
+        to lose (a handshake under way is left to finish: restarting it would throw away a
+        session that is a moment from being made)."""
         deadline = time.monotonic() + self.handshake_timeout
-        next_nudge = time.monotonic() + FIRST_NUDGE_SECONDS
+        next_nudge = since + FIRST_NUDGE_SECONDS
         pause = 0.02
         while True:
             live = wireguard.wireguard_state(name=interface, pod_netns=netns)
@@ -355,6 +368,7 @@ class NodeAgent:
                 # The server's side is usually being configured by its own node's run right now.
                 wireguard.restart_handshake(name=interface, pod_netns=netns, peer=server)
                 next_nudge = time.monotonic() + HANDSHAKE_NUDGE_SECONDS
+                pause = 0.02  # its answer comes in milliseconds too
             if time.monotonic() >= deadline:
                 return Status.SERVER_UNREACHABLE, (
                     f"no WireGuard handshake with the server at {server.endpoint} within "
@@ -380,7 +394,7 @@ class NodeAgent:
         key = (network["server"]["node"], name)
         if key not in self._hubs:
             hub = None if hub_node is None else next(
-                (s for s in self.cluster.list_services(hub_node) if s["metadata"]["name"] == name), None)
+                (s for s in self.cluster.list_services(hub_node, shared=True) if s["metadata"]["name"] == name), None)
             self._hubs[key] = (hub or {}).get("peers") or {}
         return self._hubs[key]
 
