@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet
@@ -133,6 +135,24 @@ def test_both_lookups_find_the_same_namespace_and_a_dead_runtime_falls_back(serv
     with pytest.raises(podnet.PodLookupError) as refused:
         podnet.RuntimeView(runtime_endpoint=node.runtime_endpoint).network_namespace(forged)
     assert refused.value.refused
+
+
+def test_a_runtime_listed_ahead_serves_the_lookup_without_another_crictl(served):
+    """A pass lists the runtime while it reconciles (``list_ahead``); the interfaces' pod
+    lookups then find that listing, and run no crictl of their own."""
+    bed = served
+    node = bed.node("node2")
+    pod = kubectl_json(bed, "node2", "get", "pod", "service-pod", "-n", node.namespace)
+    log = Path(bed.dir) / "crictl-runs.log"
+    counting = Path(bed.dir) / "counting-crictl"
+    counting.write_text(f'#!/bin/sh\necho "$5" >> {log}\nexec {shutil.which("crictl")} "$@"\n')
+    counting.chmod(0o755)
+    view = podnet.RuntimeView(runtime_endpoint=node.runtime_endpoint, methods=("cri",), crictl=str(counting))
+    view.list_ahead()
+    listed = log.read_text().split()
+    assert listed == ["pods", "inspectp"], listed  # crictl --runtime-endpoint E --timeout T <command>
+    assert view.network_namespace(pod).startswith("/var/run/netns/cni-")
+    assert log.read_text().split() == listed, "the lookup listed the runtime again"
 
 
 def host_links() -> set[str]:

@@ -100,6 +100,15 @@ class RuntimeView:
                                          f"hold the pod's IP {', '.join(sorted(wanted))}: not touched", refused=True)
         raise PodLookupError("; ".join(problems) or "no lookup method configured")
 
+    def list_ahead(self) -> None:
+        """The first lookup method's listing made now (a pass does it while it reconciles,
+        which waits on API servers), so the interfaces' first pod lookup finds it made. A
+        failure is left for that lookup to meet and report."""
+        try:
+            self._find(self.methods[0], "", fresh=False)
+        except (PodLookupError, IndexError):
+            pass
+
     def _find(self, method: str, uid: str, *, fresh: bool) -> str | None:
         with self._lock:
             if method == "cri":
@@ -167,6 +176,10 @@ class RuntimeViews:
 
     _views: dict[tuple, RuntimeView] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def list_ahead(self, node: contract.NodeRef) -> None:
+        """``RuntimeView.list_ahead`` for the view of ``node``'s machine."""
+        self.view(runtime_endpoint=node.runtime_endpoint, methods=node.pod_lookup, crictl=node.crictl).list_ahead()
 
     def view(self, *, runtime_endpoint: str, methods: Iterable[str],
              crictl: str = contract.DEFAULT_CRICTL) -> RuntimeView:

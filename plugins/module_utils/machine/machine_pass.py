@@ -21,6 +21,7 @@ nodes of the call go on."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -180,9 +181,15 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
     def ports_of(node: NodeRef) -> Collection[int]:
         return wggo.foreign_udp_ports(node.netns)
 
+    runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
+    # Listing the runtime takes two crictl runs: they go while the nodes are reconciled (which
+    # waits on API servers), and the interfaces' pod lookups find the listing made.
+    listing_ahead = threading.Thread(target=run_on_nodes, args=(lambda *, cluster, node: runtimes.list_ahead(node),),
+                                     daemon=True)
+    listing_ahead.start()
     reconciled = reconcile_nodes(phase, federation=federation, serves=serves, ports_of=ports_of,
                                  key_max_age=key_max_age)
-    runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
+    listing_ahead.join()
 
     def configure(*, cluster: Cluster, node: NodeRef) -> Attaching:
         return configure_phase(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
