@@ -290,10 +290,11 @@ def test_rerun_is_unchanged_and_check_mode_changes_nothing(fed):
     assert f"mtu {MTU}" in in_ns(fed.ul.pod(0), "ip", "-o", "link", "show", fed.names["hub"]).stdout
 
 
-def test_one_read_of_a_pods_mangle_table_serves_each_of_its_interfaces(fed):
-    """The agent reads a pod's mangle table once for all its interfaces. That reading is
-    trusted to say an interface's clamps need nothing (another interface's clamp added since
-    does not count); a change is made from the table as it is then, never from the reading."""
+def test_one_reading_of_a_pod_serves_each_of_its_interfaces(fed):
+    """The agent reads a pod's links and mangle table once for all its interfaces. That
+    reading is trusted to say an interface needs nothing (another interface's clamp added
+    since does not count); a change is made from the pod as it is then, never from the
+    reading, and a link the reading lacks is looked for again before one is made."""
     pod, name = fed.ul.pod_path(0), fed.names["hub"]
 
     def clamps_now() -> list[str]:
@@ -301,23 +302,29 @@ def test_one_read_of_a_pods_mangle_table_serves_each_of_its_interfaces(fed):
 
     clamps = clamps_now()
     assert len(clamps) == len(probe.CLAMP_CHAINS), clamps
-    read_once = wireguard.mangle_rules(pod)
+    read_once = wireguard.PodReading(netns=pod)
+    read_once.links(), read_once.mangle()
     foreign = ["POSTROUTING", "-o", "dtother000000", "-p", "tcp", "-m", "tcp", "--tcp-flags", "SYN,RST", "SYN",
                "-j", "TCPMSS", "--set-mss", "1300"]
     in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-A", *foreign)
     try:
-        assert wireguard.ensure_interface(**fed.hub_args(), mangle=lambda: read_once)["changed"] is False
+        assert wireguard.ensure_interface(**fed.hub_args(), earlier=read_once)["changed"] is False
         # Taken away after the reading: this pass goes by the reading, the next one puts it back.
         in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-D", *clamps[0].split()[1:])
-        assert wireguard.ensure_interface(**fed.hub_args(), mangle=lambda: read_once)["changed"] is False
+        assert wireguard.ensure_interface(**fed.hub_args(), earlier=read_once)["changed"] is False
         assert clamps_now() == clamps[1:]
-        without_clamp = wireguard.mangle_rules(pod)
+        without_clamp = wireguard.PodReading(netns=pod)
+        without_clamp.mangle()
         assert wireguard.ensure_interface(**fed.hub_args())["changed"] is True
         assert clamps_now() == clamps
         # A reading without the clamp, which is back by now: nothing is added twice.
-        assert wireguard.ensure_interface(**fed.hub_args(), mangle=lambda: without_clamp)["changed"] is False
+        assert wireguard.ensure_interface(**fed.hub_args(), earlier=without_clamp)["changed"] is False
         assert clamps_now() == clamps
         assert "dtother000000" in wireguard.mangle_rules(pod), "another interface's clamp was touched"
+        # A reading from before the link was made: it is looked for again, not made twice.
+        before_the_link = wireguard.PodReading(netns=pod, _links=netns.Snapshot(links=[], forwarding={}))
+        result = wireguard.ensure_interface(**fed.hub_args(), earlier=before_the_link)
+        assert result["created"] is False and result["changed"] is False, result
     finally:
         in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-D", *foreign)
 

@@ -51,6 +51,7 @@ from collections.abc import Callable, Sequence
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns import (
+    Snapshot,
     WireGuardError,
     find_link,
     namespace_alive,
@@ -135,24 +136,44 @@ def mangle_rules(pod_netns: str) -> str:
     return rules.stdout if rules.returncode == 0 else ""
 
 
-def read_interface(*, name: str, pod_netns: str,
-                   mangle: Callable[[], str] | None = None) -> probe.LiveInterface | None:
+@dataclasses.dataclass
+class PodReading:
+    """One reading of a pod's links and of its mangle table, each made on first use, for all
+    the interfaces of the pod in one pass (``ensure_interface``): a pod with many networks
+    would otherwise be read once for each of them."""
+
+    netns: str
+    _links: Snapshot | None = None
+    _mangle: str | None = None
+
+    def links(self) -> Snapshot:
+        if self._links is None:
+            self._links = snapshot(self.netns)
+        return self._links
+
+    def mangle(self) -> str:
+        if self._mangle is None:
+            self._mangle = mangle_rules(self.netns)
+        return self._mangle
+
+
+def read_interface(*, name: str, pod_netns: str, earlier: PodReading | None = None) -> probe.LiveInterface | None:
     """The live state of interface ``name`` in the pod, or None if there is no such link.
 
     The link, its addresses and the forwarding switches come from the kernel and the
     WireGuard side from wireguard-go's control socket, both read in this process; only the
-    clamp rules need a process (``iptables``), and kernel WireGuard ``wg``. ``mangle`` gives
-    the pod's mangle table when the caller has read it already (``mangle_rules``)."""
+    clamp rules need a process (``iptables``), and kernel WireGuard ``wg``. ``earlier``: the
+    pod's links and mangle table come from that reading."""
     _check_name(name)
     if not namespace_alive(pod_netns):
         return None
-    seen = snapshot(pod_netns)
+    reading = earlier or PodReading(netns=pod_netns)
+    seen = reading.links()
     link = seen.link(name)
     if link is None:
         return None
     state = _wireguard_side(name, pod_netns)
-    return probe.live_interface(link, wireguard=state, forwarding=seen.forwarding,
-                                rules=(mangle or (lambda: mangle_rules(pod_netns)))())
+    return probe.live_interface(link, wireguard=state, forwarding=seen.forwarding, rules=reading.mangle())
 
 
 def wireguard_state(*, name: str, pod_netns: str) -> probe.WireGuardState | None:
@@ -270,7 +291,7 @@ def ensure_interface(
     forward: bool,
     underlay_mtu: int | None = None,
     check_mode: bool = False,
-    mangle: Callable[[], str] | None = None,
+    earlier: PodReading | None = None,
 ) -> dict:
     """Make interface ``name`` in the pod's namespace match the arguments; idempotent.
 
@@ -288,10 +309,10 @@ def ensure_interface(
     need no fixed port: the server learns their endpoint from the handshake).
 
     After applying, the live public key must equal the one of ``private_key``.
-    ``check_mode`` reports what would change and changes nothing. ``mangle`` gives the pod's
-    mangle table as read earlier in the caller's pass over the pod's interfaces (changes to
-    the other interfaces' clamps leave this one's lines alone, so one read serves them all);
-    it is read again before anything is changed.
+    ``check_mode`` reports what would change and changes nothing. ``earlier``: the pod as
+    read earlier in the caller's pass over its interfaces (what the others changed since
+    leaves this one's link and clamp lines alone, so one reading serves them all); the pod is
+    read again before anything is changed or made.
 
     Returns ``{'changed', 'created', 'peers_added', 'peers_removed', 'peers_updated',
     'public_key', 'latest_handshakes', 'peers'}`` (the last two as read before any change:
@@ -324,7 +345,9 @@ def ensure_interface(
         "peers": {},
     }
 
-    live = read_interface(name=name, pod_netns=pod_netns, mangle=mangle)
+    live = read_interface(name=name, pod_netns=pod_netns, earlier=earlier)
+    if live is None and earlier is not None:
+        live = read_interface(name=name, pod_netns=pod_netns)  # made since that reading?
     if live is None:
         result.update(changed=True, created=True, peers_added=[p.public_key for p in peers])
         if check_mode:
@@ -348,9 +371,9 @@ def ensure_interface(
                                         public_key=public_key, peers=peers, forward=forward, resolve=_resolve,
                                         mss=mss)
         changes = diff(live)
-        if changes.changed and mangle is not None:
-            # The caller's earlier reading of the mangle table may only say that nothing is
-            # to be done: what is changed follows the table as it is now.
+        if changes.changed and earlier is not None:
+            # The caller's earlier reading may only say that nothing is to be done: what is
+            # changed follows the pod as it is now.
             live = read_interface(name=name, pod_netns=pod_netns) or live
             changes = diff(live)
         result.update(

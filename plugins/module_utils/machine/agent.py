@@ -118,14 +118,7 @@ class NodeAgent:
         self._hubs: dict[tuple[str, str], dict] = {}
         self._waiting: list[_Waiting] = []
         self._underlay_mtu: int | None = None
-        self._mangle: dict[str, str] = {}
-
-    def mangle_rules(self, netns: str) -> str:
-        """The pod's mangle table, read once for all its interfaces (``wireguard.ensure_interface``):
-        a pod with many networks would otherwise start one ``iptables`` for each."""
-        if netns not in self._mangle:
-            self._mangle[netns] = wireguard.mangle_rules(netns)
-        return self._mangle[netns]
+        self._pods_read: dict[str, wireguard.PodReading] = {}  # pod netns -> one reading for its interfaces
 
     def underlay_mtu(self) -> int | None:
         """The MTU of the node's link holding its address, read once a pass (the MSS clamp's)."""
@@ -295,7 +288,7 @@ class NodeAgent:
                 name=interface, node_netns=self.node.netns, pod_netns=netns, address=f"{address}/{prefix}",
                 mtu=domain.mtu, listen_port=listen_port, private_key=private_key, peers=peers,
                 forward=role == contract.SERVER, underlay_mtu=self.underlay_mtu(), check_mode=self.check_mode,
-                mangle=lambda: self.mangle_rules(netns))
+                earlier=self._pods_read.setdefault(netns, wireguard.PodReading(netns=netns)))
             outcome.changed, outcome.created = result["changed"], result["created"]
             if not self.check_mode:
                 write_readable_config(interface=interface, text=wgconfig.render_wg_quick(
