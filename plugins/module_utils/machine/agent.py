@@ -14,6 +14,7 @@ node's privileges; pods get no capability. Interface operations are ``wireguard`
 from __future__ import annotations
 
 import ipaddress
+import threading
 import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -57,6 +58,8 @@ HANDSHAKE_NUDGE_SECONDS = 1.0
 FIRST_NUDGE_SECONDS = 0.1
 # Clients of one pass waited on at once (their waits are mostly sleeping).
 PARALLEL_WAITS = 64
+# Health annotations written at once by one node's settle: independent PATCHes.
+PARALLEL_HEALTH_WRITES = 8
 # Where each interface's wg-quick form (without its private key) is kept for people to read.
 CONFIG_DIR = Path("/run/dtservice/wireguard")
 
@@ -119,6 +122,8 @@ class NodeAgent:
         self._waiting: list[_Waiting] = []
         self._underlay_mtu: int | None = None
         self._pods_read: dict[str, wireguard.PodReading] = {}  # pod netns -> one reading for its interfaces
+        self._health_due: list[dict[str, Any]] = []  # write_health's arguments, for settle
+        self._lock = threading.Lock()  # settle's waits queue health writes side by side
 
     def underlay_mtu(self) -> int | None:
         """The MTU of the node's link holding its address, read once a pass (the MSS clamp's)."""
@@ -188,11 +193,18 @@ class NodeAgent:
     def settle(self) -> None:
         """Wait for the first handshake of each client ``configure`` left Pending; write its
         status. The clients are waited on side by side: a node with many clients whose hubs
-        do not answer waits one handshake timeout, not one for each of them."""
+        do not answer waits one handshake timeout, not one for each of them. Then write the
+        pass's health annotations (``record_health``)."""
         if self._waiting:
             with ThreadPoolExecutor(max_workers=min(PARALLEL_WAITS, len(self._waiting))) as pool:
                 list(pool.map(self._settle_one, self._waiting))
         self._waiting = []
+        # The health figures go last, side by side: a status is what someone waits for.
+        if self._health_due:
+            with ThreadPoolExecutor(max_workers=min(PARALLEL_HEALTH_WRITES, len(self._health_due))) as pool:
+                list(pool.map(lambda due: write_health(cluster=self.cluster, node=self.node, **due),
+                              self._health_due))
+        self._health_due = []
 
     def _settle_one(self, waiting: _Waiting) -> None:
         outcome = waiting.outcome
@@ -203,7 +215,7 @@ class NodeAgent:
             known = {figure["public_key"]: figure["latest_handshake"] for figure in outcome.tunnels}
             outcome.tunnels = health.tunnel_figures(live, addresses=waiting.addresses, known=known)
             self._write_status(waiting.service, outcome)
-            self._write_health(waiting.service, outcome)
+            self._queue_health(waiting.service, outcome)
         except wireguard.WireGuardError as problem:
             outcome.status, outcome.message = Status.FAILED, f"interface {outcome.interface}: {problem}"
             try_write_status(cluster=self.cluster, node=self.node, service=waiting.service, status=outcome.status,
@@ -218,14 +230,16 @@ class NodeAgent:
                                status=outcome.status, message=outcome.message)
         outcome.changed = outcome.changed or written is not None
 
-    def _write_health(self, service: dict, outcome: AgentOutcome) -> None:
-        """The number of peers and the newest handshake, in the annotations the printer columns
-        show (not an outcome's change: they record what was seen, not what was made)."""
+    def _queue_health(self, service: dict, outcome: AgentOutcome) -> None:
+        """The number of peers and the newest handshake, for the annotations the printer columns
+        show (not an outcome's change: they record what was seen, not what was made); written
+        at the end of ``settle``."""
         if self.check_mode or not self.record_health:
             return
         newest = max((t["latest_handshake"] for t in outcome.tunnels), default=0)
-        write_health(cluster=self.cluster, node=self.node, service=service, peers=len(outcome.tunnels),
-                     newest=newest, now=time.time())
+        with self._lock:
+            self._health_due.append({"service": service, "peers": len(outcome.tunnels), "newest": newest,
+                                     "now": time.time()})
 
     def _report_stale(self, service: dict, *, server: Peer, latest: int) -> None:
         """A client whose tunnel went quiet is told on its object before the pass repairs it."""
@@ -322,7 +336,7 @@ class NodeAgent:
                              message=outcome.message)
             return outcome
         self._write_status(service, outcome)
-        self._write_health(service, outcome)
+        self._queue_health(service, outcome)
         return outcome
 
     def _commit_rotation(self, service: dict, secret: dict) -> None:
