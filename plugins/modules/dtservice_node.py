@@ -105,7 +105,7 @@ node_errors:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.sightline.dtservice.plugins.module_utils.contract import Status
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef, Status
 from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
     KEY_AGE_ARGS,
     NODE_ARGS,
@@ -130,7 +130,8 @@ def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     require(module, IMPORT_ERROR)
     federation = federation_refs(module.params)
-    done = machine_pass(nodes_runner(module), federation=federation,
+    done = machine_pass(nodes_runner(module), nodes=[NodeRef.from_params(node) for node in module.params["nodes"]],
+                        federation=federation,
                         serves=module.params["serves"], handshake_timeout=module.params["handshake_timeout"],
                         check_mode=module.check_mode, record_health=module.params["record_health"],
                         key_max_age=module.params["key_max_age"] or None)
