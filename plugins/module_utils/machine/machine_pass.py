@@ -185,9 +185,11 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
     # Listing a machine's runtime takes two crictl runs: one thread makes the listings while
     # the nodes are reconciled (which waits on API servers), and the interfaces' pod lookups
     # find them made. (A thread per node, like the phases', slowed 100 nodes' reconcile.)
+
     def list_ahead() -> None:
         for node in nodes:
             runtimes.list_ahead(node)
+
     listing_ahead = threading.Thread(target=list_ahead, daemon=True)
     listing_ahead.start()
     reconciled = reconcile_nodes(phase, federation=federation, serves=serves, ports_of=ports_of,
