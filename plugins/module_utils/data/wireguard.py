@@ -202,8 +202,7 @@ def _wireguard_side(name: str, pod_netns: str) -> probe.WireGuardState:
 
 def _live_clamps(name: str, pod_netns: str) -> list[str]:
     """The interface's MSS clamp rules in the pod, as ``iptables -S`` prints them."""
-    proc = run([*probe.IPTABLES, "-S"], netns=pod_netns, check=False)
-    return [line.strip() for line in proc.stdout.splitlines() if probe.is_clamp_of(line, name)]
+    return [line.strip() for line in mangle_rules(pod_netns).splitlines() if probe.is_clamp_of(line, name)]
 
 
 def interface_exists(*, name: str, pod_netns: str) -> bool:
