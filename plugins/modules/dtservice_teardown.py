@@ -7,9 +7,10 @@ DOCUMENTATION = r"""
 module: dtservice_teardown
 short_description: Remove the nodes' dtServices from their networks and delete them
 description:
-  - For each selected dtService of each node, frees its address on the server's C(peers)
-    table (a client) or removes its network from the domain registry (the server), deletes
-    its key Secret and deletes the object. Run the pass afterwards on every machine (role
+  - Deletes every selected dtService of every node first (the provisioner's finalizer holds
+    each), then, for each, frees its address on the server's C(peers) table (a client) or
+    hands its network to a client that stays, or removes it from the domain registry (the
+    server), deletes its key Secret and releases the finalizer. Run the pass afterwards on every machine (role
     dtservice_pass); it removes the interfaces and the departed peers.
   - Check mode sends every write as a server-side dry run.
 extends_documentation_fragment: [sightline.dtservice.dtservice_nodes]
@@ -40,11 +41,11 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
     NODE_ARGS,
     federation_refs,
-    run_on_nodes,
+    nodes_runner,
 )
 
 try:
-    from ansible_collections.sightline.dtservice.plugins.module_utils.control.teardown import remove_service
+    from ansible_collections.sightline.dtservice.plugins.module_utils.control.teardown import remove_chosen
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error
@@ -55,18 +56,8 @@ ARGUMENT_SPEC = {**NODE_ARGS, "services": {"type": "list", "elements": "str"}}
 
 def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
-    federation = federation_refs(module.params)
-    wanted = module.params["services"]
-
-    def remove(*, cluster, node):
-        removed = []
-        for service in cluster.list_services(node):
-            if wanted is None or service["metadata"]["name"] in wanted:
-                remove_service(cluster=cluster, node=node, federation=federation, service=service)
-                removed.append(service["metadata"]["name"])
-        return removed
-
-    removed = {name: done for name, done in run_on_nodes(module, remove, import_error=IMPORT_ERROR).items() if done}
+    run_on_nodes = nodes_runner(module, import_error=IMPORT_ERROR)  # fails first when a library is missing
+    removed = remove_chosen(run_on_nodes, federation=federation_refs(module.params), names=module.params["services"])
     module.exit_json(changed=bool(removed), removed=removed)
 
 

@@ -1054,6 +1054,54 @@ def test_a_successor_deleted_while_it_takes_over_is_passed_over(six):
     assert before[doomed] not in table
 
 
+def test_a_teardown_of_a_whole_network_hands_it_to_nobody_and_leaves_the_others(six, monkeypatch):
+    """The teardown module's work removes one network on all six nodes side by side: every
+    object is deleted before any leaves, so the hub hands its network to none of its clients
+    (at 100 nodes, a hub handed it to a client being removed, which handed it on, and the
+    teardown gave up after 20 attempts); the clients' leaving writes go through the hub's
+    table together. Afterwards the network, its objects and key Secrets are gone, and the
+    other network of the same nodes is as it was."""
+    from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+    from ansible_collections.sightline.dtservice.plugins.module_utils.control import claims, teardown
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Connections
+    from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import side_by_side
+
+    bed, name = six.bed, "leaving"
+    refs = {n.name: contract.NodeRef(name=n.name, namespace=n.namespace, address=n.address, kubeconfig=n.kubeconfig)
+            for n in bed.nodes}
+    for node in six.nodes:
+        apply(bed, node, dtservice(name, "mydomain", f"pod-{node}"))
+    race(refs, name, ["node0"])
+    race(refs, name, six.nodes[1:])
+    check_network(bed, name, six.nodes)
+    staying = {node: service(bed, node)["peers"] for node in six.nodes}
+    handed_to = []
+    install_table = claims.install_table
+
+    def install_and_note(view, **kwargs):
+        handed_to.append(kwargs["node"].name)
+        return install_table(view, **kwargs)
+
+    monkeypatch.setattr(claims, "install_table", install_and_note)
+    connections = Connections()
+
+    def run_on_nodes(work):
+        nodes = [refs[node] for node in six.nodes]
+        answers = side_by_side(nodes, lambda node: work(cluster=Cluster(connections=connections), node=node))
+        return dict(zip(six.nodes, answers, strict=True))
+
+    removed = teardown.remove_chosen(run_on_nodes, federation=refs, names={name})
+    assert removed == {node: [name] for node in six.nodes}
+    assert handed_to == [], "the network went to a client that was being removed"
+    for node in six.nodes:
+        assert admin(bed, node, "get", "dtservice", name, "-n", bed.node(node).namespace,
+                     check=False).returncode != 0, node
+        assert admin(bed, node, "get", "secret", contract.key_secret_name(name), "-n", bed.node(node).namespace,
+                     check=False).returncode != 0, node
+        assert service(bed, node)["peers"] == staying[node], node
+    assert name not in get_json(bed, "node0", "dtdomain", "mydomain")["status"]["networks"]
+
+
 # -- bed 3: a federation over two API servers ------------------------------------------------
 
 @pytest.fixture(scope="module")

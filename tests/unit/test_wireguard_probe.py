@@ -14,6 +14,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys imp
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.probe import (
     LiveInterface,
     LivePeer,
+    clamp_changes,
     clamp_commands,
     clamp_mss,
     diff_interface,
@@ -21,6 +22,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules.probe im
     is_clamp_of,
     link_commands,
     live_interface,
+    mangle_restore,
     parse_dump,
     parse_uapi,
 )
@@ -279,3 +281,12 @@ def test_the_clamps_are_added_once_replaced_when_their_size_changes_and_kept_whe
         [*IPT, "-D", *old.split()[1:]], [*IPT, "-D", *CLAMP_IN.split()[1:]], *add]
     assert clamp_commands([CLAMP, CLAMP, CLAMP_IN], name=NAME, mss=1380)[-2:] == add, "a duplicate goes too"
     assert clamp_commands([CLAMP], name=NAME, mss=None) == [[*IPT, "-D", *CLAMP.split()[1:]]]
+
+
+def test_a_new_links_clamps_are_one_restore_of_the_mangle_table_that_deletes_leftovers_first():
+    old = CLAMP.replace("1380", "1200")
+    rules = clamp_changes([old], name=NAME, mss=1380)
+    assert rules == [old.replace("-A ", "-D ", 1), CLAMP, CLAMP_IN]
+    assert mangle_restore(rules).splitlines() == ["*mangle", *rules, "COMMIT"]
+    assert mangle_restore(rules).endswith("COMMIT\n")
+    assert clamp_changes([CLAMP_IN, CLAMP], name=NAME, mss=1380) == []

@@ -8,7 +8,8 @@ claims an address in the server's table with an optimistic write (the table's
 ``resourceVersion``; a Conflict means another client claimed first, so it re-reads and
 claims again), then records its own entry and the server's in its own ``peers`` and
 ``spec.server``. Threads of one process that write the same table take turns on its
-``SharedObject``. What the tables hold is ``rules/plan.py``'s.
+``SharedObject``, and the claims that queued during one write go in the next, together.
+What the tables hold is ``rules/plan.py``'s.
 """
 
 from __future__ import annotations
@@ -138,9 +139,7 @@ def join_network(view: PassView, *, service: dict, domain: contract.Domain, entr
             table=hub["peers"], subnet=entry["subnet"], uid=uid, public_key=public_key,
             preferred=recorded[0] if recorded else None)
         return {**hub, "peers": table}
-    shared = view.cluster.shared_service(hub_node, name)
-    with shared.lock:
-        hub = view.update_service(hub_node, name, claim, shared=shared)
+    hub = view.update_shared_service(hub_node, name, claim)
     address = claimed["address"]
 
     record_client(view, node=view.node, name=name, entry=entry, table=hub["peers"], address=address)

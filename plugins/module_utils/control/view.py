@@ -119,6 +119,16 @@ class PassView:
         raise plan.PlanError(Status.FAILED, f"dtService {name} on {node.name} kept changing; gave up after "
                              f"{MAX_ATTEMPTS} attempts")
 
+    def update_shared_service(self, node: NodeRef, name: str, change: Callable[[dict], dict]) -> dict:
+        """``update_service`` of a dtService that many threads of the call write (a hub's
+        table): ``change`` goes in one write with the changes the others queued meanwhile
+        (``SharedObject.write_together``)."""
+        shared = self.cluster.shared_service(node, name)
+
+        def write(desired: Callable[[dict], dict]) -> dict:
+            return self.update_service(node, name, desired, shared=shared)
+        return shared.write_together(change, write=write)
+
     # -- dtDomains ------------------------------------------------------------------------
     def domain_object(self, node: NodeRef, name: str, *, fresh: bool = False) -> dict | None:
         """A dtDomain of a node, from one LIST of the node's dtDomains per pass (``fresh``

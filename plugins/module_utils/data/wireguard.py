@@ -358,8 +358,10 @@ def ensure_interface(
             sysctl = probe.forwarding_sysctl(address) if forward else ""
             _with_key_file(config, lambda path: run(
                 ["sh", "-c", _SET_UP, "dtwg-setup", name, path, address, sysctl], netns=pod_netns, secrets=secrets))
-            for argv in probe.clamp_commands(_live_clamps(name, pod_netns), name=name, mss=mss):
-                run(argv, netns=pod_netns)
+            clamps = probe.clamp_changes(_live_clamps(name, pod_netns), name=name, mss=mss)
+            if clamps:
+                # One process for every rule: a new link's two clamps were two iptables runs.
+                run(probe.IPTABLES_RESTORE, netns=pod_netns, input=probe.mangle_restore(clamps))
         except Exception:
             # A half-made interface would make the next run think it exists; start clean.
             wggo.delete_everywhere(name, node_netns, pod_netns)

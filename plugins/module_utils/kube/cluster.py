@@ -40,11 +40,65 @@ class Conflict(Exception):
 
 
 @dataclass
+class _Change:
+    """One thread's change to a SharedObject, waiting to be written with others."""
+
+    change: Callable[[dict], dict]
+    written: dict = field(default_factory=dict)
+    error: BaseException | None = None
+    done: bool = False
+
+
+@dataclass
 class SharedObject:
     """The newest copy of one object among threads that take turns writing it."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     latest: dict | None = None
+    _waiting: list[_Change] = field(default_factory=list)
+    _waiting_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def write_together(self, change: Callable[[dict], dict], *,
+                       write: Callable[[Callable[[dict], dict]], dict]) -> dict:
+        """``change`` written with the changes other threads queued while the object was being
+        written: the thread that gets the lock next makes them one write (``write(desired)``,
+        a read-modify-write that may call ``desired`` again after a Conflict) and hands each
+        its answer. (At 100 joiners, 99 claims on one hub's table were 99 PUTs of a growing
+        object, one after another.) A change that raises is left out and its error goes back
+        to its own caller only; a write that fails fails every change it carried."""
+        mine = _Change(change)
+        with self._waiting_lock:
+            self._waiting.append(mine)
+        with self.lock:
+            if not mine.done:
+                with self._waiting_lock:
+                    batch, self._waiting = self._waiting, []
+                try:
+                    written = write(lambda current: _applied(batch, current))
+                except BaseException as problem:  # noqa: BLE001 - raised by every change it carried
+                    for queued in batch:
+                        queued.error = queued.error or problem
+                else:
+                    for queued in batch:
+                        queued.written = written
+                for queued in batch:
+                    queued.done = True
+        if mine.error is not None:
+            raise mine.error
+        return mine.written
+
+
+def _applied(batch: list[_Change], current: dict) -> dict:
+    """``current`` with each change of ``batch`` that does not raise (which keeps its error)."""
+    body = current
+    for queued in batch:
+        try:
+            body = queued.change(body)
+        except Exception as problem:  # noqa: BLE001 - it stays with the change that raised it
+            queued.error = problem
+        else:
+            queued.error = None
+    return body
 
 
 class Listing:

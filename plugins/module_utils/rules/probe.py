@@ -30,6 +30,7 @@ __all__ = [
     "Changes",
     "CLAMP_CHAINS",
     "IPTABLES",
+    "IPTABLES_RESTORE",
     "LiveInterface",
     "LivePeer",
     "Resolve",
@@ -38,10 +39,12 @@ __all__ = [
     "endpoint_matches",
     "forwarding_sysctl",
     "is_clamp_of",
+    "clamp_changes",
     "clamp_commands",
     "clamp_mss",
     "link_commands",
     "live_interface",
+    "mangle_restore",
     "parse_dump",
     "parse_uapi",
     "peer_differs",
@@ -224,6 +227,7 @@ def forwarding_sysctl(address: str) -> str:
 # out of it, so the pod's own TCP sends segments the far side's underlay carries too.
 CLAMP_CHAINS = {"POSTROUTING": "-o", "PREROUTING": "-i"}
 IPTABLES = ["iptables", "-w", "5", "-t", "mangle"]
+IPTABLES_RESTORE = ["iptables-restore", "-w", "5", "--noflush"]
 # WireGuard's outer headers: IP (20 for IPv4, 40 for IPv6), UDP 8, WireGuard's own 32.
 _WG_OVERHEAD = {4: 60, 6: 80}
 _WG_PADDING = 16
@@ -248,15 +252,25 @@ def is_clamp_of(rule: str, name: str) -> bool:
     return "TCPMSS" in rule.split() and any(f" {flag} {name} " in f" {rule} " for flag in CLAMP_CHAINS.values())
 
 
-def clamp_commands(live: Sequence[str], *, name: str, mss: int | None) -> list[list[str]]:
-    """The iptables commands that leave exactly the interface's clamps to ``mss`` (none for
-    ``mss=None``); ``live`` is what ``iptables -S`` prints of its clamp rules."""
+def clamp_changes(live: Sequence[str], *, name: str, mss: int | None) -> list[str]:
+    """The rules (``-D ...``, then ``-A ...``, as ``iptables-restore`` reads them) that leave
+    exactly the interface's clamps to ``mss`` (none for ``mss=None``); ``live`` is what
+    ``iptables -S`` prints of its clamp rules. None when they are so already."""
     wanted = [f"-A {chain} {flag} {name} -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --set-mss {mss}"
               for chain, flag in CLAMP_CHAINS.items()] if mss is not None else []
     if sorted(live) == sorted(wanted):
         return []
-    commands = [[*IPTABLES, "-D", *shlex.split(rule)[1:]] for rule in live]
-    return commands + [[*IPTABLES, *shlex.split(rule)] for rule in wanted]
+    return [f"-D {rule.split(maxsplit=1)[1]}" for rule in live] + wanted
+
+
+def clamp_commands(live: Sequence[str], *, name: str, mss: int | None) -> list[list[str]]:
+    """``clamp_changes`` as one iptables command each."""
+    return [[*IPTABLES, *shlex.split(rule)] for rule in clamp_changes(live, name=name, mss=mss)]
+
+
+def mangle_restore(rules: Sequence[str]) -> str:
+    """What ``IPTABLES_RESTORE`` reads to make ``rules`` in the mangle table, all or none."""
+    return "".join(f"{line}\n" for line in ["*mangle", *rules, "COMMIT"])
 
 
 def link_commands(live: LiveInterface, *, name: str, address: str, mtu: int, forward: bool,
