@@ -22,7 +22,8 @@ write, which the server would refuse for the same reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,8 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, ApiError
 
+# Writes to one API server in flight at once (each thread has its own connection pool).
+PARALLEL_WRITES = 8
 SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 
 # kind -> (API group/version path, plural, namespaced): the kinds deploy applies.
@@ -204,7 +207,7 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
                            content_type="application/apply-patch+yaml")
 
     applied = Applied()
-    for (collection, body, current), after in zip(differing, map(apply, differing), strict=True):
+    for (collection, body, current), after in zip(differing, _side_by_side(apply, differing), strict=True):
         listed = live[collection]
         if listed is not None:
             listed[body["metadata"]["name"]] = after
@@ -227,22 +230,37 @@ def delete_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_ru
     wanted = [(collection, labelled(obj, collection)) for obj in objects for collection in [Collection.of(obj)]]
     live = _live(api, wanted, dry_run=dry_run)
     query = {"dryRun": "All"} if dry_run else None
-    deleted = Applied()
-    for collection, body in wanted:
-        current = (live[collection] or {}).pop(body["metadata"]["name"], None)
-        if current is None:
-            continue
+    present = [(collection, body, current) for collection, body in wanted
+               if (current := (live[collection] or {}).pop(body["metadata"]["name"], None)) is not None]
+
+    def delete(entry: tuple) -> bool:
+        collection, body, _current = entry
         try:
             api.request("DELETE", collection.path(body["metadata"]["name"]), query=query)
         except ApiError as error:
             if error.status != 404:  # gone meanwhile: what was asked
                 raise
+            return False
+        return True
+
+    deleted = Applied()
+    for (collection, body, current), done in zip(present, _side_by_side(delete, present), strict=True):
+        if not done:
             continue
         label = _label(body, collection)
         deleted.changed.append(label)
         deleted.diffs.append({"before_header": label, "after_header": label,
                               "before": project(current, _fields(body)), "after": {}})
     return deleted
+
+
+def _side_by_side(write: Callable[[tuple], Any], entries: list[tuple]) -> list[Any]:
+    """``write(entry)`` for every entry, a few at a time: the 100 dtDomains or dtServices of a
+    federation of 100 nodes took 1.5 to 1.8 s one after another."""
+    if len(entries) < 2:
+        return [write(entry) for entry in entries]
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_WRITES, len(entries))) as pool:
+        return list(pool.map(write, entries))
 
 
 def _established(crd: Mapping[str, Any]) -> bool:
