@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -490,6 +491,42 @@ def test_an_interface_outlives_the_terminal_session_that_made_it(fed):
     assert wireguard_go_pids(name) == pids, "wireguard-go died with the session that started it"
     assert wireguard.interface_exists(name=name, pod_netns=fed.ul.pod_path(1))
     assert wireguard.remove_interface(name=name, pod_netns=fed.ul.pod_path(1)) is True
+
+
+def test_a_name_a_live_wireguard_go_serves_elsewhere_is_refused_and_a_killed_ones_socket_is_cleared(fed):
+    """Before a link is made, what wireguard-go left of its name is looked for where its
+    control socket says there may be some (only then are the machine's processes read). A
+    name whose wireguard-go still serves a link in another pod is refused and that link left
+    alone; once that wireguard-go is killed (SIGKILL leaves its socket behind), the name is
+    cleared and made anew."""
+    name = fed.ul.ifname("dup")
+    first = {**fed.client_args(1), "name": name, "address": "100.96.252.2/24", "listen_port": HUB_PORT + 8,
+             "private_key": generate_private_key(), "peers": []}
+    second = {**fed.client_args(2), "name": name, "address": "100.96.252.3/24", "listen_port": HUB_PORT + 9,
+              "private_key": generate_private_key(), "peers": []}
+    socket_path = os.path.join(SOCKET_DIR, f"{name}.sock")
+    wireguard.ensure_interface(**first)
+    try:
+        with pytest.raises(WireGuardError, match="in use by a wireguard-go process"):
+            wireguard.ensure_interface(**second)
+        assert wireguard.interface_exists(name=name, pod_netns=fed.ul.pod_path(1))
+        assert not wireguard.interface_exists(name=name, pod_netns=fed.ul.pod_path(2))
+
+        [pid] = wireguard_go_pids(name)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while wireguard_go_pids(name) or wireguard.interface_exists(name=name, pod_netns=fed.ul.pod_path(1)):
+            assert time.monotonic() < deadline, "the killed wireguard-go's link did not go with it"
+            time.sleep(0.1)
+        assert os.path.exists(socket_path), "SIGKILL left the control socket behind"
+
+        assert wireguard.ensure_interface(**second)["created"] is True
+        assert wireguard.interface_exists(name=name, pod_netns=fed.ul.pod_path(2))
+        assert len(wireguard_go_pids(name)) == 1
+    finally:
+        for pod in (fed.ul.pod_path(1), fed.ul.pod_path(2)):
+            wireguard.remove_interface(name=name, pod_netns=pod)
+    _assert_gone(name, fed.ul.pod_path(2))
 
 
 def test_remove_interface_leaves_nothing(fed):

@@ -165,9 +165,13 @@ def reap_orphans(name: str) -> bool:
     return len([p for p in alive if _alive(p)]) < len(pids)
 
 
+def _socket_path(name: str) -> str:
+    return os.path.join(SOCKET_DIR, f"{name}.sock")
+
+
 def remove_stale_socket(name: str) -> bool:
     """Remove the control socket of ``name`` if nobody answers on it; True if removed."""
-    path = os.path.join(SOCKET_DIR, f"{name}.sock")
+    path = _socket_path(name)
     if not os.path.exists(path):
         return False
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -185,7 +189,7 @@ def configuration(name: str) -> str | None:
     """What wireguard-go serving ``name`` answers a UAPI ``get``, read from its control
     socket in this process (no ``wg`` run); None if nothing answers there (kernel WireGuard,
     or no such interface). The answer holds the private key: parse it, never quote it."""
-    path = os.path.join(SOCKET_DIR, f"{name}.sock")
+    path = _socket_path(name)
     answer = b""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
@@ -269,6 +273,12 @@ def clear_leftovers(name: str, node_netns: str | None, pod_netns: str) -> None:
     # Created but never moved (a run died in between): it carries nothing yet.
     if namespace_path(pod_netns) != node_path and find_link(name, node_netns) is not None:
         run(["ip", "link", "del", "dev", name], netns=node_netns)
+    # wireguard-go makes its link and then its control socket before it daemonises, and a
+    # killed one leaves the socket behind: with no socket there, no wireguard-go serves this
+    # name, and the machine's processes need not be read. (Reading every process's command
+    # line for each new link made a deploy of 100 links on one machine quadratic.)
+    if not os.path.exists(_socket_path(name)):
+        return
     reap_orphans(name)
     if any(_tun_attached(pid, name) for pid in wireguard_go_pids(name)):
         raise WireGuardError(
