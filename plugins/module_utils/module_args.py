@@ -10,13 +10,13 @@ a clean failure (never a traceback) for a missing library, a bad kubeconfig or a
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 # Standard library only, like this module: safe to import before a module checks its libraries.
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NODE_OPTIONS, NodeRef
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
 
 NODE_ARGS = {
     "nodes": {"type": "list", "elements": "dict", "required": True, "options": NODE_OPTIONS},
@@ -90,13 +90,7 @@ def run_on_nodes(module, work: Callable[..., Any], *, import_error: ImportError 
     return nodes_runner(module, import_error=import_error)(work)
 
 
-def side_by_side(items: Sequence[Any], work: Callable[[Any], Any]) -> list[Any]:
-    """``work(item)`` for every item, in threads: API calls and waits dominate, not CPU."""
-    with ThreadPoolExecutor(max_workers=min(PARALLEL_NODES, max(1, len(items)))) as pool:
-        return list(pool.map(work, items))
-
-
 def for_each_node(params: Mapping[str, Any], work: Callable[[Any], Any]) -> dict[str, Any]:
     """``work(node_ref)`` for every node of the call, side by side; node name -> result."""
     nodes = [NodeRef.from_params(node) for node in params["nodes"]]
-    return dict(zip([n.name for n in nodes], side_by_side(nodes, work), strict=True))
+    return dict(zip([n.name for n in nodes], side_by_side(nodes, work, at_most=PARALLEL_NODES), strict=True))

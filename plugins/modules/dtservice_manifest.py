@@ -84,7 +84,12 @@ changed_objects:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import api_failures, require, side_by_side
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
+from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
+    PARALLEL_NODES,
+    api_failures,
+    require,
+)
 
 try:
     from ansible_collections.sightline.dtservice.plugins.module_utils.control.manifest import (
@@ -133,7 +138,7 @@ def run(module) -> None:
     except ManifestError as error:
         module.fail_json(msg=str(error))
     with api_failures(module, refused="a manifest"):
-        done = side_by_side(clusters, apply)
+        done = side_by_side(clusters, apply, at_most=PARALLEL_NODES)
     result = {"changed": any(a.changed for a in done), "changed_objects": [a.changed for a in done]}
     if module._diff:
         result["diff"] = [d for a in done for d in a.diffs]

@@ -1064,7 +1064,7 @@ def test_a_teardown_of_a_whole_network_hands_it_to_nobody_and_leaves_the_others(
     from ansible_collections.sightline.dtservice.plugins.module_utils import contract
     from ansible_collections.sightline.dtservice.plugins.module_utils.control import claims, teardown
     from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Connections
-    from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import side_by_side
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
 
     bed, name = six.bed, "leaving"
     refs = {n.name: contract.NodeRef(name=n.name, namespace=n.namespace, address=n.address, kubeconfig=n.kubeconfig)
@@ -1087,7 +1087,8 @@ def test_a_teardown_of_a_whole_network_hands_it_to_nobody_and_leaves_the_others(
 
     def run_on_nodes(work):
         nodes = [refs[node] for node in six.nodes]
-        answers = side_by_side(nodes, lambda node: work(cluster=Cluster(connections=connections), node=node))
+        answers = side_by_side(nodes, lambda node: work(cluster=Cluster(connections=connections), node=node),
+                               at_most=len(nodes))
         return dict(zip(six.nodes, answers, strict=True))
 
     removed = teardown.remove_chosen(run_on_nodes, federation=refs, names={name})

@@ -17,7 +17,6 @@ import ipaddress
 import threading
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.control.status
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import netns as netns_tools
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet, wireguard
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import (
     health,
     keys,
@@ -196,14 +196,12 @@ class NodeAgent:
         do not answer waits one handshake timeout, not one for each of them. Then write the
         pass's health annotations (``record_health``)."""
         if self._waiting:
-            with ThreadPoolExecutor(max_workers=min(PARALLEL_WAITS, len(self._waiting))) as pool:
-                list(pool.map(self._settle_one, self._waiting))
+            side_by_side(self._waiting, self._settle_one, at_most=PARALLEL_WAITS)
         self._waiting = []
         # The health figures go last, side by side: a status is what someone waits for.
         if self._health_due:
-            with ThreadPoolExecutor(max_workers=min(PARALLEL_HEALTH_WRITES, len(self._health_due))) as pool:
-                list(pool.map(lambda due: write_health(cluster=self.cluster, node=self.node, **due),
-                              self._health_due))
+            side_by_side(self._health_due, lambda due: write_health(cluster=self.cluster, node=self.node, **due),
+                         at_most=PARALLEL_HEALTH_WRITES)
         self._health_due = []
 
     def _settle_one(self, waiting: _Waiting) -> None:
