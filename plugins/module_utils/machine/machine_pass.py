@@ -182,15 +182,10 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
         return wggo.foreign_udp_ports(node.netns)
 
     runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
-    # Listing a machine's runtime takes two crictl runs: one thread makes the listings while
+    # Listing a machine's runtime takes two crictl runs: a thread makes the listings while
     # the nodes are reconciled (which waits on API servers), and the interfaces' pod lookups
     # find them made. (A thread per node, like the phases', slowed 100 nodes' reconcile.)
-
-    def list_ahead() -> None:
-        for node in nodes:
-            runtimes.list_ahead(node)
-
-    listing_ahead = threading.Thread(target=list_ahead, daemon=True)
+    listing_ahead = threading.Thread(target=runtimes.list_ahead, args=(nodes,), daemon=True)
     listing_ahead.start()
     reconciled = reconcile_nodes(phase, federation=federation, serves=serves, ports_of=ports_of,
                                  key_max_age=key_max_age)
