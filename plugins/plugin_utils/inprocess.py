@@ -12,6 +12,7 @@ through.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 from typing import Any
@@ -60,6 +61,20 @@ def _module_code(name: str):
     return importlib.import_module(f"{COLLECTION}.modules.{name}")
 
 
+def run_in_worker(code: Any, module: InProcessModule) -> dict[str, Any]:
+    """``code.run(module)`` in this worker process; the module's result."""
+    # The worker is a fork of the controller, with the controller's heap (inventory,
+    # templates, the whole core), and ends with the task: none of that is garbage here.
+    # Frozen, it is not traversed by every full collection the module's allocations start
+    # (0.35 s of the pass over 100 nodes went to collecting, 0.1 s so).
+    gc.freeze()
+    try:
+        code.run(module)
+    except ModuleFinished as finished:
+        return finished.result
+    return {}
+
+
 class InProcessAction(ActionBase):
     TRANSFERS_FILES = False
 
@@ -78,9 +93,6 @@ class InProcessAction(ActionBase):
         # tagged ones, which cost the core's every copy of a plan a hundred times more.
         params = json.loads(json.dumps(validated))
         module = InProcessModule(params=params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff))
-        try:
-            code.run(module)
-        except ModuleFinished as finished:
-            result.update(finished.result)
+        result.update(run_in_worker(code, module))
         result["invocation"] = {"module_args": params}
         return result

@@ -9,7 +9,7 @@ import threading
 from collections import defaultdict
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
-from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Listing
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Connections, Listing
 
 WAIT = 10
 
@@ -149,3 +149,21 @@ def test_shared_readers_get_the_kept_objects_and_a_writer_keeps_no_reference():
     written["metadata"]["name"] = "changed after the write"
     assert shared.items("a", shared=True) == [item("a", "x", "2")]
     assert shared.items("a") == [item("a", "x", "2")]
+
+
+def domain_object(name: str, members: list[str]) -> dict:
+    return {"metadata": {"namespace": "ns", "name": name, "resourceVersion": "1"},
+            "spec": {"members": [{"name": m, "namespace": f"dtaas-{m}-dtaas", "address": "198.18.0.10"}
+                                 for m in members]}}
+
+
+def test_a_shared_domain_object_is_read_once_and_another_object_anew():
+    connections = Connections()
+    listed = domain_object("mydomain", ["node0", "node1"])
+    first = connections.domain(listed)
+    assert [m.name for m in first.members] == ["node0", "node1"]
+    assert connections.domain(listed) is first
+    # A written answer is another object: what it says is read, not what was read before.
+    written = domain_object("mydomain", ["node0", "node1", "node2"])
+    assert [m.name for m in connections.domain(written).members] == ["node0", "node1", "node2"]
+    assert connections.domain(listed) is first

@@ -175,7 +175,7 @@ class NodeReconciler:
         if home_obj is None:
             raise plan.PlanError(Status.DOMAIN_NOT_FOUND, f"dtDomain {local.name!r} is missing on its home node "
                                  f"{local.home.name} ({local.home.namespace})")
-        domain = contract.Domain.from_object(home_obj)
+        domain = self.cluster.domain(home_obj)
         if domain.home != local.home:
             raise plan.PlanError(Status.FAILED, f"the copy of dtDomain {local.name!r} in {self.node.namespace} names "
                                  f"home {local.home.name}, whose copy names {domain.home.name}")
@@ -193,7 +193,7 @@ class NodeReconciler:
                                  f"namespace {self.node.namespace}")
         # A copy that leaves this node out is believed (it only refuses); one that lets it in
         # is checked against the home copy, the authority on members and settings.
-        local = contract.Domain.from_object(domain_obj)
+        local = self.cluster.domain(domain_obj)
         me = local.member(name=self.node.name, namespace=self.node.namespace)
         domain = local if me is None else self._home_domain(local)
         me = domain.member(name=self.node.name, namespace=self.node.namespace)

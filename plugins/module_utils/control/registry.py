@@ -247,7 +247,7 @@ def _other_domains(view: PassView, domain: contract.Domain, *,
     """The other dtDomains this node (or ``node``) is a member of, listed now."""
     for other in view.cluster.list_domains(node or view.node):
         if other["metadata"]["name"] != domain.name:
-            yield contract.Domain.from_object(other)
+            yield view.cluster.domain(other)
 
 
 def _other_registries(view: PassView, domain: contract.Domain, *,

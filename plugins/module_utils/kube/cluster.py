@@ -30,6 +30,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
     KEY_SECRET_LABEL,
     SERVICE_KIND,
     SERVICES,
+    Domain,
     NodeRef,
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, ApiError, load_endpoint
@@ -223,6 +224,21 @@ class Connections:
     _shared_guard: threading.Lock = field(default_factory=threading.Lock)
     _listings: dict[tuple, Listing] = field(default_factory=dict)
     _clients_guard: threading.Lock = field(default_factory=threading.Lock)
+    # id of a dtDomain object -> the object (so that its id is not reused) and its Domain.
+    _domains: dict[int, tuple[dict, Domain]] = field(default_factory=dict)
+
+    def domain(self, obj: dict) -> Domain:
+        """``obj`` read as a Domain, once per object for the threads sharing these connections:
+        a listed dtDomain is shared by them and never changed in place, and each node of a pass
+        read its copy and the home copy twice (a domain of 100 members, 400 times for 100 nodes)."""
+        with self._shared_guard:
+            kept = self._domains.get(id(obj))
+        if kept is not None and kept[0] is obj:
+            return kept[1]
+        domain = Domain.from_object(obj)
+        with self._shared_guard:
+            self._domains[id(obj)] = (obj, domain)
+        return domain
 
     def shared(self, *key: object) -> SharedObject:
         """One SharedObject per key for the threads sharing these connections."""
@@ -320,6 +336,10 @@ class Cluster:
 
     def get_domain(self, node: NodeRef, name: str) -> dict | None:
         return self._get_or_none(node, _custom(node, DOMAINS, name))
+
+    def domain(self, obj: dict) -> Domain:
+        """A dtDomain object (as listed or written, not to be changed afterwards) as a Domain."""
+        return self.connections.domain(obj)
 
     def list_pods(self, node: NodeRef) -> dict[str, dict]:
         return {pod["metadata"]["name"]: pod for pod in self._listing(node, "pods").items(node.namespace)}

@@ -258,7 +258,7 @@ class NodeAgent:
         ``spec.server`` is its owner's to edit and is never applied."""
         name = service["metadata"]["name"]
         domain_obj = domains.get(service["spec"]["domainSelector"])
-        home = None if domain_obj is None else self._home(contract.Domain.from_object(domain_obj))
+        home = None if domain_obj is None else self._home(self.cluster.domain(domain_obj))
         network = None if home is None else home[1].get(name)
         if home is None or network is None:
             return None  # not provisioned yet: the reconciler says so
@@ -390,7 +390,7 @@ class NodeAgent:
             home_obj = None if home is None else next(
                 (d for d in self.cluster.list_domains(home) if d["metadata"]["name"] == local.name), None)
             self._homes[local.name] = None if home_obj is None else (
-                contract.Domain.from_object(home_obj), registry_rules.networks_of(home_obj))
+                self.cluster.domain(home_obj), registry_rules.networks_of(home_obj))
         return self._homes[local.name]
 
     def _hub_table(self, network: Mapping[str, Any], name: str) -> dict:

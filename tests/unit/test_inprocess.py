@@ -1,0 +1,46 @@
+"""The in-process action's module run: the result of exit_json or fail_json, with the
+worker's inherited heap frozen out of the garbage collector's way."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.inprocess import InProcessModule, run_in_worker
+
+
+class StandIn:
+    """A module's code: remembers how much of the heap was frozen when it ran."""
+
+    def __init__(self, finish):
+        self.finish = finish
+        self.frozen_when_run: int | None = None
+
+    def run(self, module: InProcessModule) -> None:
+        self.frozen_when_run = gc.get_freeze_count()
+        self.finish(module)
+
+
+@pytest.fixture(autouse=True)
+def unfrozen():
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
+
+
+def test_the_module_runs_with_the_inherited_heap_frozen_and_its_exit_is_the_result():
+    code = StandIn(lambda module: module.exit_json(changed=True, interfaces=["wg0"]))
+    result = run_in_worker(code, InProcessModule(params={}, check_mode=False, diff=False))
+    assert result == {"changed": True, "interfaces": ["wg0"]}
+    # Everything that lived before the call (this test's modules, pytest's objects) is out
+    # of the collector's reach while the module allocates.
+    assert code.frozen_when_run and code.frozen_when_run > 1000
+
+
+def test_a_failure_is_the_result_with_its_message_and_an_exit_without_changes_is_unchanged():
+    result = run_in_worker(StandIn(lambda module: module.fail_json("refused", node="node1")),
+                           InProcessModule(params={}, check_mode=True, diff=False))
+    assert result == {"failed": True, "msg": "refused", "node": "node1"}
+    result = run_in_worker(StandIn(lambda module: module.exit_json()),
+                           InProcessModule(params={}, check_mode=True, diff=False))
+    assert result == {"changed": False}
