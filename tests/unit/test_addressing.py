@@ -12,6 +12,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
     peer_id,
     peer_label_key,
 )
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.addressing import (
     AllocationError,
     InvalidInput,
@@ -690,3 +691,12 @@ def test_peer_ids_are_stable_hex_and_not_the_uid(uid: str) -> None:
     key = peer_label_key(uid=uid)
     assert key == "sid.sightline.dtservice." + pid
     assert len(key) <= 63 and K8S_LABEL_NAME.match(key)
+
+
+def test_claims_on_one_table_parse_each_address_of_it_once():
+    # 100 clients claiming on a hub's table of 100 read every address of it in every claim.
+    table = {f"100.96.0.{i}": f"peer{i}" for i in range(2, 102)}
+    addressing._parsed.cache_clear()
+    for i in range(2, 102):
+        assert claim_address(subnet="100.96.0.0/24", peers=table, peer_key=f"peer{i}") == f"100.96.0.{i}"
+    assert addressing._parsed.cache_info().misses == len(table)

@@ -23,12 +23,12 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
-from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns import WireGuardError, snapshot
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns import Snapshot, WireGuardError, snapshot
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.runtime import (
     cgroup_pod_uid,
@@ -70,8 +70,9 @@ class RuntimeView:
     _proven: dict[tuple, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def network_namespace(self, pod: Mapping[str, Any]) -> str:
-        """The proven network namespace path of a running pod, by its UID."""
+    def network_namespace(self, pod: Mapping[str, Any], *, read: Callable[[str], Snapshot] = snapshot) -> str:
+        """The proven network namespace path of a running pod, by its UID. ``read``: how a
+        namespace is read for the proof (a caller that reads the pod anyway shares that)."""
         if (pod.get("spec") or {}).get("hostNetwork"):
             raise PodLookupError("the pod uses the host's network: an interface there would be the "
                                  "machine's, not the pod's", refused=True)
@@ -94,7 +95,7 @@ class RuntimeView:
                     if fresh:
                         problems.append(f"{method}: no sandbox of pod UID {uid}")
                     continue
-                have = namespace_addresses(path)
+                have = namespace_addresses(path, read=read)
                 if have & wanted:
                     self._proven[proven] = path
                     return path
@@ -164,10 +165,10 @@ def scan_cgroups(proc: str = "/proc") -> dict[str, int]:
     return found
 
 
-def namespace_addresses(path: str) -> set[str]:
+def namespace_addresses(path: str, *, read: Callable[[str], Snapshot] = snapshot) -> set[str]:
     """The addresses inside a network namespace (empty if it cannot be entered)."""
     try:
-        return local_addresses(snapshot(path).links)
+        return local_addresses(read(path).links)
     except WireGuardError:
         return set()
 

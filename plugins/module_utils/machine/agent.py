@@ -121,9 +121,18 @@ class NodeAgent:
         self._hubs: dict[tuple[str, str], dict] = {}
         self._waiting: list[_Waiting] = []
         self._underlay_mtu: int | None = None
-        self._pods_read: dict[str, wireguard.PodReading] = {}  # pod netns -> one reading for its interfaces
+        # Pod netns -> one reading of it for the pass: its proof, its interfaces' first look
+        # and the look for interfaces no dtService asks for (three readings each, before).
+        self._pods_read: dict[str, wireguard.PodReading] = {}
         self._health_due: list[dict[str, Any]] = []  # write_health's arguments, for settle
         self._lock = threading.Lock()  # settle's waits queue health writes side by side
+
+    def _pod_links(self, netns: str) -> netns_tools.Snapshot:
+        """The pod's links as this pass first read them (``PodReading``)."""
+        return self._pod_reading(netns).links()
+
+    def _pod_reading(self, netns: str) -> wireguard.PodReading:
+        return self._pods_read.setdefault(netns, wireguard.PodReading(netns=netns))
 
     def underlay_mtu(self) -> int | None:
         """The MTU of the node's link holding its address, read once a pass (the MSS clamp's)."""
@@ -180,7 +189,7 @@ class NodeAgent:
                 pod, selector=service["spec"]["podSelector"], served_nodes=self.node.served_nodes) is not None:
             return None  # not provisioned yet, or its pod cannot be attached: the reconciler says so
         try:
-            netns = self.runtime.network_namespace(pod)
+            netns = self.runtime.network_namespace(pod, read=self._pod_links)
         except podnet.PodLookupError as problem:
             self._write_status(service, AgentOutcome(
                 name=service["metadata"]["name"],
@@ -300,7 +309,7 @@ class NodeAgent:
                 name=interface, node_netns=self.node.netns, pod_netns=netns, address=f"{address}/{prefix}",
                 mtu=domain.mtu, listen_port=listen_port, private_key=private_key, peers=peers,
                 forward=role == contract.SERVER, underlay_mtu=self.underlay_mtu(), check_mode=self.check_mode,
-                earlier=self._pods_read.setdefault(netns, wireguard.PodReading(netns=netns)))
+                earlier=self._pod_reading(netns))
             outcome.changed, outcome.created = result["changed"], result["created"]
             if not self.check_mode:
                 write_readable_config(interface=interface, text=wgconfig.render_wg_quick(
@@ -412,10 +421,11 @@ class NodeAgent:
             if pod_rules.judge(pod, selector=pod_name, served_nodes=self.node.served_nodes) is not None:
                 continue  # not running here: its namespace (if any) is not this agent's to look into
             try:
-                netns = self.runtime.network_namespace(pod)
+                netns = self.runtime.network_namespace(pod, read=self._pod_links)
             except podnet.PodLookupError:
                 continue
-            for interface in our_interfaces(netns):
+            # As read before this pass configured the pod: what it made here is expected anyway.
+            for interface in our_interfaces(self._pod_reading(netns)):
                 if (netns, interface) in expected or interface in untouched:
                     continue
                 if not self.check_mode:
@@ -435,9 +445,9 @@ def write_readable_config(*, interface: str, text: str) -> None:
         path.chmod(0o600)
 
 
-def our_interfaces(netns: str) -> list[str]:
+def our_interfaces(reading: wireguard.PodReading) -> list[str]:
     try:
-        links = netns_tools.snapshot(netns).links
+        links = reading.links().links
     except wireguard.WireGuardError:
         return []
     return sorted(link["ifname"] for link in links if contract.INTERFACE_PATTERN.match(link["ifname"]))
