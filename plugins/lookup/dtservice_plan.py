@@ -44,6 +44,8 @@ _raw:
   elements: dict
 """
 
+import json
+
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
@@ -71,7 +73,8 @@ class LookupModule(LookupBase):
         machines = {host: "localhost" if hostvars[host].get("ansible_connection") == "local"
                     else hostvars[host].get("ansible_host") or host for host in hosts}
         try:
-            return [plan.federation_plan(hosts=list(hosts), nodes=nodes, services=services, domains=domains,
-                                         machines=machines, limit=kwargs.get("limit"))]
+            computed = plan.federation_plan(hosts=list(hosts), nodes=nodes, services=services, domains=domains,
+                                            machines=machines, limit=kwargs.get("limit"))
         except (plan.PlanError, KeyError) as error:
             raise AnsibleLookupError(f"dtservice_plan: {error}") from None
+        return [json.loads(json.dumps(computed))]

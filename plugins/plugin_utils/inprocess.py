@@ -17,6 +17,9 @@ import importlib
 import json
 from typing import Any
 
+from ansible.errors import AnsibleActionFail
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
 
 
@@ -75,6 +78,23 @@ def run_in_worker(code: Any, module: InProcessModule) -> dict[str, Any]:
     return {}
 
 
+def validated_params(*, name: str, argument_spec: dict[str, Any], args: dict[str, Any]) -> dict[str, Any]:
+    """The task's arguments checked against the module's spec, with its defaults, as plain values.
+
+    As JSON before the check, as a module run on the target gets them: the templar's values
+    carry tags (where each string came from), and the check deep-copies what it is given,
+    which for tagged values (the CRDs' schemas, a plan) cost more than the module's whole
+    work (ActionBase.validate_argument_spec checks the tagged ones)."""
+    validation = ArgumentSpecValidator(argument_spec).validate(json.loads(json.dumps(args)))
+    errors = validation.errors.errors
+    if errors:
+        message = validation.errors.msg
+        if isinstance(errors[0], UnsupportedError):
+            message = f"Unsupported parameters for ({name}) module: {message}"
+        raise AnsibleActionFail(message)
+    return validation.validated_parameters
+
+
 class InProcessAction(ActionBase):
     TRANSFERS_FILES = False
 
@@ -88,10 +108,7 @@ class InProcessAction(ActionBase):
             result.update(self._execute_module(module_name=action, module_args=self._task.args, task_vars=task_vars))
             return result
         code = _module_code(name)
-        _validation, validated = self.validate_argument_spec(argument_spec=code.ARGUMENT_SPEC)
-        # As JSON, as a module run on the target gets them: plain values, not the templar's
-        # tagged ones, which cost the core's every copy of a plan a hundred times more.
-        params = json.loads(json.dumps(validated))
+        params = validated_params(name=name, argument_spec=code.ARGUMENT_SPEC, args=self._task.args)
         module = InProcessModule(params=params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff))
         result.update(run_in_worker(code, module))
         result["invocation"] = {"module_args": params}

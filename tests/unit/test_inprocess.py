@@ -1,12 +1,22 @@
-"""The in-process action's module run: the result of exit_json or fail_json, with the
-worker's inherited heap frozen out of the garbage collector's way."""
+"""The in-process action's module run: its arguments checked as plain values, the result of
+exit_json or fail_json, with the worker's inherited heap frozen out of the garbage
+collector's way."""
 
 from __future__ import annotations
 
 import gc
 
 import pytest
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.inprocess import InProcessModule, run_in_worker
+from ansible._internal._datatag._tags import Origin
+from ansible.errors import AnsibleActionFail
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.inprocess import (
+    InProcessModule,
+    run_in_worker,
+    validated_params,
+)
+
+SPEC = {"nodes": {"type": "list", "elements": "dict", "required": True},
+        "handshake_timeout": {"type": "float", "default": 45}}
 
 
 class StandIn:
@@ -44,3 +54,18 @@ def test_a_failure_is_the_result_with_its_message_and_an_exit_without_changes_is
     result = run_in_worker(StandIn(lambda module: module.exit_json()),
                            InProcessModule(params={}, check_mode=True, diff=False))
     assert result == {"changed": False}
+
+
+def test_arguments_are_checked_as_plain_values_with_the_specs_defaults():
+    # As the templar hands them over: strings tagged with where they came from.
+    tagged = Origin(path="/inventory.yml", line_num=3).tag("node0")
+    params = validated_params(name="dtservice_node", argument_spec=SPEC, args={"nodes": [{"name": tagged}]})
+    assert params == {"nodes": [{"name": "node0"}], "handshake_timeout": 45.0}
+    assert params["nodes"][0]["name"].__class__ is str  # not a subclass: the tagged str is one
+
+
+def test_an_unknown_or_missing_argument_fails_the_task_naming_the_module():
+    with pytest.raises(AnsibleActionFail, match=r"Unsupported parameters for \(dtservice_node\) module: finalizer"):
+        validated_params(name="dtservice_node", argument_spec=SPEC, args={"nodes": [], "finalizer": True})
+    with pytest.raises(AnsibleActionFail, match="missing required arguments: nodes"):
+        validated_params(name="dtservice_node", argument_spec=SPEC, args={})

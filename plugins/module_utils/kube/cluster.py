@@ -342,11 +342,15 @@ class Cluster:
         return self.connections.domain(obj)
 
     def list_pods(self, node: NodeRef) -> dict[str, dict]:
-        return {pod["metadata"]["name"]: pod for pod in self._listing(node, "pods").items(node.namespace)}
+        """The pods of the node's namespace, by name: the listing's own objects, only to be read
+        (a pass reads them three times for each node: reconcile, labels, interfaces)."""
+        return {pod["metadata"]["name"]: pod for pod in self._listing(node, "pods").items(node.namespace, shared=True)}
 
     def key_secrets(self, node: NodeRef) -> dict[str, dict]:
-        """The key Secrets (labelled ``KEY_SECRET_LABEL``) of the node's namespace."""
-        return {secret["metadata"]["name"]: secret for secret in self._listing(node, "secrets").items(node.namespace)}
+        """The key Secrets (labelled ``KEY_SECRET_LABEL``) of the node's namespace: the
+        listing's own objects, only to be read (a write starts from a copy, ``control/secrets.py``)."""
+        return {secret["metadata"]["name"]: secret
+                for secret in self._listing(node, "secrets").items(node.namespace, shared=True)}
 
     def list_secrets(self, node: NodeRef, *, label_selector: str) -> dict[str, dict]:
         """Secrets as the API server holds them now (not the call's listing)."""
