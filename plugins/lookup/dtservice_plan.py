@@ -60,18 +60,21 @@ class LookupModule(LookupBase):
         if not hosts:
             raise AnsibleLookupError(f"dtservice_plan: inventory group {group!r} has no hosts")
         hostvars = variables["hostvars"]
-        nodes, services = {}, {}
+        nodes, services, machines = {}, {}, {}
+        domains: list = []
         for host in hosts:
+            # One reading of each host: hostvars builds a host's variables anew at every access.
             facts = hostvars[host]
             try:
                 nodes[host] = contract.node_params(host=host, host_vars=facts)
             except ValueError as error:
                 raise AnsibleLookupError(f"dtservice_plan: {error}") from None
             services[host] = list(facts.get("dtservice_services") or [])
-        domains = list(hostvars[hosts[0]].get("dtservice_domains") or [])
-        # Nodes driven through a local connection share this machine: one agent run serves them.
-        machines = {host: "localhost" if hostvars[host].get("ansible_connection") == "local"
-                    else hostvars[host].get("ansible_host") or host for host in hosts}
+            if host == hosts[0]:
+                domains = list(facts.get("dtservice_domains") or [])
+            # Nodes driven through a local connection share this machine: one agent run serves them.
+            machines[host] = ("localhost" if facts.get("ansible_connection") == "local"
+                              else facts.get("ansible_host") or host)
         try:
             computed = plan.federation_plan(hosts=list(hosts), nodes=nodes, services=services, domains=domains,
                                             machines=machines, limit=kwargs.get("limit"))
