@@ -61,7 +61,7 @@ class LookupModule(LookupBase):
             raise AnsibleLookupError(f"dtservice_plan: inventory group {group!r} has no hosts")
         hostvars = variables["hostvars"]
         nodes, services, machines = {}, {}, {}
-        domains: list = []
+        domains = []
         for host in hosts:
             # One reading of each host: hostvars builds a host's variables anew at every access.
             facts = hostvars[host]
