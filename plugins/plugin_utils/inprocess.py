@@ -21,6 +21,7 @@ from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
+from ansible.plugins.loader import filter_loader, test_loader
 
 
 class ModuleFinished(Exception):
@@ -55,9 +56,22 @@ MODULES = ("dtservice_daemon_process", "dtservice_manifest", "dtservice_node", "
 
 
 def preload_core() -> None:
-    """Import every module of the collection, and with them the whole core, into this process."""
+    """Import every module of the collection, and with them the whole core, into this process;
+    compile the WireGuard templates, load Ansible's Jinja filters and tests, and freeze the
+    garbage collector's view of all that is there.
+
+    Ansible forks a worker for each task, which starts with this process's heap: done here,
+    none of it is done again per task. (Ansible loads all of its filters, or tests, at the
+    first use of one in a process: 10 ms of every task whose arguments or condition use a
+    filter; compiling the templates took 20 ms of each pass.) Frozen, the objects loaded so
+    far (Ansible, the inventory, the core) are not traversed again by this process's
+    collections, nor by its workers' or its exit's: 0.1 s of every run, empty ones too."""
     for name in MODULES:
         _module_code(name)
+    importlib.import_module(f"{COLLECTION}.module_utils.rules.wgconfig").compile_templates()
+    filter_loader.get("ansible.builtin.bool")
+    test_loader.get("ansible.builtin.truthy")
+    gc.freeze()
 
 
 def _module_code(name: str):

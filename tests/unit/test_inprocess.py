@@ -9,8 +9,11 @@ import gc
 import pytest
 from ansible._internal._datatag._tags import Origin
 from ansible.errors import AnsibleActionFail
+from ansible.plugins.loader import filter_loader
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import wgconfig
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.inprocess import (
     InProcessModule,
+    preload_core,
     run_in_worker,
     validated_params,
 )
@@ -69,3 +72,12 @@ def test_an_unknown_or_missing_argument_fails_the_task_naming_the_module():
         validated_params(name="dtservice_node", argument_spec=SPEC, args={"nodes": [], "finalizer": True})
     with pytest.raises(AnsibleActionFail, match="missing required arguments: nodes"):
         validated_params(name="dtservice_node", argument_spec=SPEC, args={})
+
+
+def test_preloading_leaves_the_templates_compiled_the_filters_loaded_and_the_heap_frozen():
+    wgconfig._environment.cache_clear()
+    preload_core()
+    # Jinja keeps each template it compiled; a worker forked now finds all three there.
+    assert len(wgconfig._environment().cache) == 3
+    assert filter_loader._cached_non_collection_wrappers
+    assert gc.get_freeze_count() > 0

@@ -43,6 +43,7 @@ __all__ = [
     "SETCONF_TEMPLATE",
     "WG_QUICK_TEMPLATE",
     "Peer",
+    "compile_templates",
     "render_setconf",
     "render_wg_quick",
 ]
@@ -106,6 +107,12 @@ def _environment() -> SandboxedEnvironment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+
+
+def compile_templates() -> None:
+    """Compile every template now: a process that forks workers does it once for all of them."""
+    for name in ("peers", "setconf", "wg-quick"):
+        _environment().get_template(name)
 
 
 # host:port with a literal IPv4, a bracketed IPv6 or a DNS name; no whitespace anywhere.

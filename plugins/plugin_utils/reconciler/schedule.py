@@ -66,7 +66,7 @@ def backoff(*, attempt: int, first: float, cap: float) -> float:
 class Timing:
     """The schedule's settings (the ``dtservice_daemon_*`` role variables of the same names)."""
 
-    debounce: float = 0.2
+    debounce: float = 0.05
     resync: float = 60.0
     max_backoff: float = 60.0
     parallel_runs: int = 4
