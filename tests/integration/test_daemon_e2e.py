@@ -211,7 +211,7 @@ def test_one_apply_is_one_run_of_a_converged_node(seeded):
     apply(bed, "node0", "my-pod", name="solo")
     wait_for(lambda: connected(bed, "node0", "solo") and runs_of(bed, "node0", since=applied), timeout=90,
              what="solo Connected")
-    time.sleep(8)  # time for any echo to start a run (the debounce is 0.2 s)
+    time.sleep(8)  # time for any echo to start a run (the debounce is 0.05 s)
     # A resync (every 15 s) may be going as the apply comes and serve solo itself; the apply,
     # held until that run ends, then makes one run that finds nothing to do. Either way one
     # run is started by the apply, and none by an echo of a run's writes (it would name a
