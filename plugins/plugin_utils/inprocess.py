@@ -22,6 +22,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
 from ansible.plugins.loader import filter_loader, test_loader
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import wgconfig
 
 
 class ModuleFinished(Exception):
@@ -68,7 +69,7 @@ def preload_core() -> None:
     collections, nor by its workers' or its exit's: 0.1 s of every run, empty ones too."""
     for name in MODULES:
         _module_code(name)
-    importlib.import_module(f"{COLLECTION}.module_utils.rules.wgconfig").compile_templates()
+    wgconfig.compile_templates()
     filter_loader.get("ansible.builtin.bool")
     test_loader.get("ansible.builtin.truthy")
     gc.freeze()

@@ -111,8 +111,9 @@ def _environment() -> SandboxedEnvironment:
 
 def compile_templates() -> None:
     """Compile every template now: a process that forks workers does it once for all of them."""
-    for name in ("peers", "setconf", "wg-quick"):
-        _environment().get_template(name)
+    environment = _environment()
+    for name in environment.list_templates():
+        environment.get_template(name)
 
 
 # host:port with a literal IPv4, a bracketed IPv6 or a DNS name; no whitespace anywhere.
