@@ -144,20 +144,38 @@ def test_plain_http_and_skipped_verification(tmp_path):
     assert insecure.ssl_context.verify_mode == ssl.CERT_NONE and insecure.server_name == "api"
 
 
-def test_each_thread_has_a_pool_and_an_ssl_context_of_its_own(tmp_path):
+def test_threads_at_once_use_lanes_of_their_own_and_later_threads_reuse_them(tmp_path):
     """urllib3 rewrites the context it is given on every new connection (ALPN, verify_mode):
-    a context shared by threads broke a TLS handshake now and then (tests/integration/test_kube_threads.py)."""
+    a context shared by threads broke a TLS handshake now and then (tests/integration/test_kube_threads.py).
+    Requests at the same time take lanes (pool and context) of their own; a lane given back
+    serves the next thread, so its connections outlive the threads of a pass's phase."""
     cert, key = certificate()
     api = ApiClient(load_endpoint(kubeconfig=kubeconfig(tmp_path, {
         "client-certificate-data": base64.b64encode(cert).decode(),
         "client-key-data": base64.b64encode(key).decode()})))
-    seen = []
-    threads = [threading.Thread(target=lambda: seen.append(api._pool)) for _thread in range(3)]
+    together = threading.Barrier(3)
+    held = []
+
+    def hold_a_lane() -> None:
+        with api._lane() as lane:
+            held.append(lane)
+            together.wait(timeout=10)  # all three hold theirs at once
+
+    threads = [threading.Thread(target=hold_a_lane) for _thread in range(3)]
     for thread in threads:
         thread.start()
+    for thread in threads:
         thread.join()
-    seen.append(api._pool)
-    assert api._pool is seen[-1]
-    contexts = [pool.connection_pool_kw["ssl_context"] for pool in seen]
-    assert len({id(pool) for pool in seen}) == len({id(context) for context in contexts}) == 4
+    contexts = [lane.connection_pool_kw["ssl_context"] for lane in held]
+    assert len({id(lane) for lane in held}) == len({id(context) for context in contexts}) == 3
     assert all(context.verify_mode == ssl.CERT_REQUIRED for context in contexts)
+    later = []
+
+    def take_one() -> None:
+        with api._lane() as lane:
+            later.append(lane)
+
+    thread = threading.Thread(target=take_one)
+    thread.start()
+    thread.join()
+    assert later[0] in held

@@ -9,7 +9,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import PodLookupError, RuntimeView
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns import Snapshot
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import (
+    NamespaceMemory,
+    PodLookupError,
+    RuntimeView,
+)
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.runtime import (
     cgroup_pod_uid,
@@ -132,3 +137,74 @@ def test_a_pods_deletion_was_asked_its_grace_period_before_its_deletion_timestam
     assert pods.deletion_asked({"metadata": {"name": "p"}}) is None
     assert pods.deletion_asked(None) is None
     assert pods.deletion_asked({"metadata": {"name": "p", "deletionTimestamp": "soon"}}) is None
+
+
+# ------------------------------------------------------------------ the machine's memory
+
+ENDPOINT = "unix:///run/containerd/containerd.sock"
+
+
+def holding(*addresses: str):
+    """A namespace reader that finds ``addresses`` in any namespace it is asked about."""
+    def read(_path: str) -> Snapshot:
+        return Snapshot(links=[{"ifname": "eth0", "addr_info": [{"local": a} for a in addresses]}], forwarding={})
+    return read
+
+
+def running_pod(ip: str = "198.19.1.5") -> dict:
+    return {"metadata": {"uid": UID}, "spec": {}, "status": {"podIP": ip}}
+
+
+def remembered(tmp_path, namespace) -> NamespaceMemory:
+    memory = NamespaceMemory(path=str(tmp_path / "memory.json"))
+    memory.learn(ENDPOINT, UID, str(namespace))
+    memory.keep()
+    return NamespaceMemory(path=memory.path)  # as the next pass reads it
+
+
+def test_a_remembered_namespace_serves_the_lookup_without_asking_the_runtime(tmp_path):
+    namespace = tmp_path / "cni-1"
+    namespace.touch()
+    # No crictl to run: a lookup that asked the runtime would fail.
+    view = RuntimeView(runtime_endpoint=ENDPOINT, methods=("cri",), crictl="/nonexistent/crictl",
+                       memory=remembered(tmp_path, namespace))
+    assert view.memory.holds(ENDPOINT) and not view.memory.holds("unix:///other.sock")
+    assert view.network_namespace(running_pod(), read=holding("198.19.1.5")) == str(namespace)
+
+
+@pytest.mark.parametrize("change", ["another namespace at the path", "the pod's IP is not there", "gone"])
+def test_a_remembered_namespace_that_is_not_the_pods_any_more_is_not_used(tmp_path, change):
+    namespace = tmp_path / "cni-1"
+    namespace.touch()
+    memory = remembered(tmp_path, namespace)
+    read = holding("198.19.1.5")
+    if change == "another namespace at the path":
+        namespace.rename(tmp_path / "old")  # still there: the new one cannot have its inode
+        namespace.touch()
+    elif change == "the pod's IP is not there":
+        read = holding("198.19.9.9")
+    else:
+        namespace.unlink()
+    view = RuntimeView(runtime_endpoint=ENDPOINT, methods=("cri",), crictl="/nonexistent/crictl", memory=memory)
+    with pytest.raises(PodLookupError) as asked:
+        view.network_namespace(running_pod(), read=read)
+    assert "could not be run" in str(asked.value)  # it went to the runtime
+
+
+def test_the_memory_keeps_pinned_namespaces_still_there_and_no_process_namespace(tmp_path):
+    kept, gone = tmp_path / "cni-kept", tmp_path / "cni-gone"
+    kept.touch()
+    gone.touch()
+    first = NamespaceMemory(path=str(tmp_path / "run" / "memory.json"))
+    first.learn(ENDPOINT, UID, str(gone))
+    first.learn(ENDPOINT, OTHER, "/proc/1/ns/net")  # a PID is reused: never remembered
+    first.keep()
+    gone.unlink()
+    second = NamespaceMemory(path=first.path)
+    second.learn(ENDPOINT, OTHER, str(kept))
+    second.keep()
+    on_disk = json.loads((tmp_path / "run" / "memory.json").read_text())
+    assert on_disk == {ENDPOINT: {OTHER: [str(kept), kept.stat().st_dev, kept.stat().st_ino]}}
+    assert (tmp_path / "run" / "memory.json").stat().st_mode & 0o777 == 0o600
+    assert NamespaceMemory(path=first.path).recall(ENDPOINT, OTHER) == str(kept)
+    assert NamespaceMemory(path=first.path).recall(ENDPOINT, UID) is None

@@ -12,6 +12,12 @@ node's ``pod_lookup`` names:
   driver, ``pod<UID with _>.slice`` with systemd's) lives in the pod's namespace:
   ``/proc/<pid>/ns/net``; needs no runtime socket, only this machine's /proc.
 
+A machine's passes remember the namespace the runtime named for each pod (``NamespaceMemory``,
+root's file under /run): a later pass uses it without asking the runtime again while it is
+the same namespace (its device and inode) and holds the pod's IP, so a converged pass runs no
+``crictl``. Only a pinned namespace is remembered, never a process's ``/proc/PID/ns/net``
+(PIDs are reused).
+
 Nothing here reads an annotation, a label or a dtService's spec. A pod on the host's network
 is refused: its namespace is the machine's own. This module runs ``crictl``, reads /proc and
 asks the kernel for a namespace's addresses (``netns.snapshot``); what their output means is
@@ -20,8 +26,10 @@ asks the kernel for a namespace's addresses (``netns.snapshot``); what their out
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -41,6 +49,8 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules.runtime 
 _TIMEOUT = 30
 # Runtimes listed at once by a pass (one per machine whose nodes it serves).
 PARALLEL_LISTINGS = 4
+# The machine's passes' memory of pods' namespaces: root's, on tmpfs, like the namespaces.
+MEMORY_FILE = "/run/dtservice/pod-namespaces.json"
 
 
 class PodLookupError(RuntimeError):
@@ -50,6 +60,90 @@ class PodLookupError(RuntimeError):
     def __init__(self, message: str, *, refused: bool = False) -> None:
         super().__init__(message)
         self.refused = refused
+
+
+# ------------------------------------------------------------------ the machine's memory
+
+
+@dataclass
+class NamespaceMemory:
+    """Pod UID -> the network namespace the runtime named for it, by runtime endpoint, as
+    earlier passes on this machine proved it: its path and its identity (device and inode of
+    the namespace), which a new namespace at that path would not have. A lookup that recalls
+    one still proves it by the pod's IP, as it proves what the runtime names."""
+
+    path: str = MEMORY_FILE
+    _known: dict[str, dict[str, list]] | None = None
+    _learned: dict[str, dict[str, list]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def recall(self, endpoint: str, uid: str) -> str | None:
+        """The remembered namespace of the pod, if the same namespace is still at its path."""
+        with self._lock:
+            if self._known is None:
+                self._known = self._read()
+            entry = self._known.get(endpoint, {}).get(uid)
+        return entry[0] if entry is not None and _identity(entry[0]) == tuple(entry[1:]) else None
+
+    def holds(self, endpoint: str) -> bool:
+        """True when earlier passes left namespaces of this runtime to recall."""
+        with self._lock:
+            if self._known is None:
+                self._known = self._read()
+            return bool(self._known.get(endpoint))
+
+    def learn(self, endpoint: str, uid: str, path: str) -> None:
+        """Remember a namespace the runtime named and the pod's IP proved (kept by ``keep``)."""
+        identity = None if path.startswith("/proc/") else _identity(path)
+        if identity is not None:
+            with self._lock:
+                self._learned.setdefault(endpoint, {})[uid] = [path, *identity]
+
+    def keep(self) -> None:
+        """Write what this call learned, with what the file held of namespaces still there."""
+        with self._lock:
+            if not self._learned:
+                return
+            kept = self._read()
+            for endpoint, learned in self._learned.items():
+                kept.setdefault(endpoint, {}).update(learned)
+            kept = {endpoint: alive for endpoint, entries in kept.items()
+                    if (alive := {uid: entry for uid, entry in entries.items()
+                                  if _identity(entry[0]) == tuple(entry[1:])})}
+            self._known, self._learned = kept, {}
+            try:
+                self._write(kept)
+            except OSError:
+                pass  # a memory not written costs the next pass a listing of the runtime, no more
+
+    def _write(self, kept: dict[str, dict[str, list]]) -> None:
+        folder = os.path.dirname(self.path)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        # Whole or not at all, whichever pass of the machine writes last.
+        descriptor, scratch = tempfile.mkstemp(dir=folder, prefix=".pod-namespaces-")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(kept, handle)
+            os.replace(scratch, self.path)
+        except BaseException:
+            os.unlink(scratch)
+            raise
+
+    def _read(self) -> dict[str, dict[str, list]]:
+        try:
+            with open(self.path, encoding="utf-8") as handle:
+                kept = json.load(handle)
+        except (OSError, ValueError):
+            return {}  # none yet, or unreadable: the runtime is asked, and the file written anew
+        return kept if isinstance(kept, dict) else {}
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 # ------------------------------------------------------------------ the machine's view
@@ -67,6 +161,7 @@ class RuntimeView:
     _cri: dict[str, list[str]] | None = None
     _cri_paths: dict[str, str] = field(default_factory=dict)
     _cgroup: dict[str, int] | None = None
+    memory: NamespaceMemory | None = None
     _proven: dict[tuple, str] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -83,6 +178,11 @@ class RuntimeView:
         proven = (uid, frozenset(wanted))
         if proven in self._proven:
             return self._proven[proven]
+        remembered = self.memory.recall(self.runtime_endpoint, uid) \
+            if self.memory is not None and "cri" in self.methods else None
+        if remembered is not None and namespace_addresses(remembered, read=read) & wanted:
+            self._proven[proven] = remembered
+            return remembered
         problems = []
         for method in self.methods:
             for fresh in (False, True):
@@ -98,6 +198,8 @@ class RuntimeView:
                 have = namespace_addresses(path, read=read)
                 if have & wanted:
                     self._proven[proven] = path
+                    if method == "cri" and self.memory is not None:
+                        self.memory.learn(self.runtime_endpoint, uid, path)
                     return path
                 if fresh:
                     raise PodLookupError(f"{method} named {path} for pod UID {uid}, but that namespace does not "
@@ -106,8 +208,12 @@ class RuntimeView:
 
     def list_ahead(self) -> None:
         """The first lookup method's listing made now (a pass does it while it reconciles,
-        which waits on API servers), so the interfaces' first pod lookup finds it made. A
-        failure is left for that lookup to meet and report."""
+        which waits on API servers), so the interfaces' first pod lookup finds it made;
+        not when earlier passes left this runtime's namespaces in memory, which the lookups
+        recall (one of a pod new since then lists the runtime then). A failure is left for
+        that lookup to meet and report."""
+        if self.methods[0] == "cri" and self.memory is not None and self.memory.holds(self.runtime_endpoint):
+            return
         try:
             self._find(self.methods[0], "", fresh=False)
         except Exception:  # noqa: BLE001, S110 - see the docstring
@@ -176,8 +282,9 @@ def namespace_addresses(path: str, *, read: Callable[[str], Snapshot] = snapshot
 @dataclass
 class RuntimeViews:
     """The views of one module call, one per (endpoint, methods): nodes sharing a machine
-    share its listing."""
+    share its listing, and with ``memory`` what earlier passes of the machine proved."""
 
+    memory: NamespaceMemory | None = None
     _views: dict[tuple, RuntimeView] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -194,5 +301,11 @@ class RuntimeViews:
         key = (runtime_endpoint, tuple(methods), crictl)
         with self._lock:
             if key not in self._views:
-                self._views[key] = RuntimeView(runtime_endpoint=runtime_endpoint, methods=key[1], crictl=crictl)
+                self._views[key] = RuntimeView(runtime_endpoint=runtime_endpoint, methods=key[1], crictl=crictl,
+                                               memory=self.memory)
             return self._views[key]
+
+    def keep(self) -> None:
+        """The namespaces proven in this call, remembered for the machine's next passes."""
+        if self.memory is not None:
+            self.memory.keep()

@@ -32,7 +32,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.control import
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import NodeReconciler, Outcome
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import describe
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
-from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import RuntimeViews
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import NamespaceMemory, RuntimeViews
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 from ansible_collections.sightline.dtservice.plugins.module_utils.machine.agent import AgentOutcome, NodeAgent
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
@@ -55,6 +55,15 @@ def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str,
     return outcomes, label_patches
 
 
+def read_ahead(*, cluster: Cluster, node: NodeRef) -> None:
+    """List what reconciling the node reads: its pods and key Secrets, its cluster's dtServices
+    and dtDomains. The listings are the call's, so the phases after find them made."""
+    cluster.list_pods(node)
+    cluster.key_secrets(node)
+    cluster.list_services(node, shared=True)
+    cluster.list_domains(node)
+
+
 def reconcile_nodes(phase: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
                     serves: Mapping[str, Collection[str]],
                     ports_of: Callable[[NodeRef], Collection[int]] | None = None, key_max_age: float | None = None,
@@ -67,6 +76,9 @@ def reconcile_nodes(phase: Callable[[Callable[..., Any]], dict[str, Any]], *, fe
     def ports(node: NodeRef) -> Callable[[], Collection[int]] | None:
         return None if ports_of is None else lambda: ports_of(node)
 
+    # Every node's reads side by side first: the hubs' step would otherwise list its
+    # collections one after another while every other node waits for it.
+    phase(read_ahead)
     if any(serves.values()):
         def serve_first(*, cluster: Cluster, node: NodeRef) -> None:
             if serves.get(node.name):
@@ -181,7 +193,9 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
     def ports_of(node: NodeRef) -> Collection[int]:
         return wggo.foreign_udp_ports(node.netns)
 
-    runtimes = RuntimeViews()  # nodes that share a machine share one listing of its runtime
+    # Nodes that share a machine share one listing of its runtime, and what its earlier
+    # passes proved: a converged pass asks the runtime nothing.
+    runtimes = RuntimeViews(memory=NamespaceMemory())
     # Listing a machine's runtime takes two crictl runs: a thread makes the listings while
     # the nodes are reconciled (which waits on API servers), and the interfaces' pod lookups
     # find them made. (A thread per node, like the phases', slowed 100 nodes' reconcile.)
@@ -196,6 +210,8 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
                                check_mode=check_mode, runtimes=runtimes, record_health=record_health)
 
     configured = phase(configure)
+    if not check_mode:
+        runtimes.keep()
     rotated = _rotated(configured)
     if any(rotated.values()):
         # Published only now that its owner uses it, the new key reaches the peers of this
