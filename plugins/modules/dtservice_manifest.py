@@ -83,6 +83,8 @@ changed_objects:
   elements: list
 """
 
+import threading
+
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
 from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
@@ -123,9 +125,20 @@ def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     require(module, IMPORT_ERROR)
 
+    clients: dict[tuple, ApiClient] = {}
+    clients_guard = threading.Lock()
+
+    def client(cluster) -> ApiClient:
+        """One client for the entries of one kubeconfig context: they share its connections."""
+        key = (cluster["kubeconfig"], cluster["context"])
+        with clients_guard:
+            if key not in clients:
+                clients[key] = ApiClient(load_endpoint(kubeconfig=cluster["kubeconfig"], context=cluster["context"]))
+            return clients[key]
+
     def apply(cluster):
         objects = in_namespaces(cluster["objects"], cluster["namespaces"])
-        api = ApiClient(load_endpoint(kubeconfig=cluster["kubeconfig"], context=cluster["context"]))
+        api = client(cluster)
         if module.params["state"] == "absent":
             return delete_manifests(api=api, objects=objects, dry_run=module.check_mode)
         return apply_manifests(api=api, objects=objects, dry_run=module.check_mode,

@@ -316,9 +316,10 @@ class ApiClient:
         try:
             # A lane of its own, dropped with the stream (WatchStream.close): the server may
             # still be writing to its connection.
-            response = self._new_lane().request("GET", url, headers=headers, preload_content=False,
-                                          timeout=urllib3.Timeout(connect=TIMEOUT["connect"],
-                                                                  read=timeout_seconds + WATCH_SILENCE_MARGIN))
+            lane = self._new_lane()
+            response = lane.request("GET", url, headers=headers, preload_content=False,
+                                    timeout=urllib3.Timeout(connect=TIMEOUT["connect"],
+                                                            read=timeout_seconds + WATCH_SILENCE_MARGIN))
         except urllib3.exceptions.HTTPError as error:
             raise ApiError(status=0, reason="unreachable", message=f"{self.endpoint.server}: {error}") from None
         if response.status >= 300:
