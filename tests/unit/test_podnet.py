@@ -156,10 +156,10 @@ def running_pod(ip: str = "198.19.1.5") -> dict:
 
 
 def remembered(tmp_path, namespace) -> NamespaceMemory:
-    memory = NamespaceMemory(path=str(tmp_path / "memory.json"))
+    memory = NamespaceMemory(folder=str(tmp_path / "memory"))
     memory.learn(ENDPOINT, UID, str(namespace))
     memory.keep()
-    return NamespaceMemory(path=memory.path)  # as the next pass reads it
+    return NamespaceMemory(folder=memory.folder)  # as the next pass reads it
 
 
 def test_a_remembered_namespace_serves_the_lookup_without_asking_the_runtime(tmp_path):
@@ -195,16 +195,28 @@ def test_the_memory_keeps_pinned_namespaces_still_there_and_no_process_namespace
     kept, gone = tmp_path / "cni-kept", tmp_path / "cni-gone"
     kept.touch()
     gone.touch()
-    first = NamespaceMemory(path=str(tmp_path / "run" / "memory.json"))
+    folder = tmp_path / "run" / "pod-namespaces"
+    first = NamespaceMemory(folder=str(folder))
     first.learn(ENDPOINT, UID, str(gone))
     first.learn(ENDPOINT, OTHER, "/proc/1/ns/net")  # a PID is reused: never remembered
+    first.learn("unix:///run/crio/crio.sock", OTHER, str(kept))
     first.keep()
     gone.unlink()
-    second = NamespaceMemory(path=first.path)
+    second = NamespaceMemory(folder=str(folder))
     second.learn(ENDPOINT, OTHER, str(kept))
     second.keep()
-    on_disk = json.loads((tmp_path / "run" / "memory.json").read_text())
-    assert on_disk == {ENDPOINT: {OTHER: [str(kept), kept.stat().st_dev, kept.stat().st_ino]}}
-    assert (tmp_path / "run" / "memory.json").stat().st_mode & 0o777 == 0o600
-    assert NamespaceMemory(path=first.path).recall(ENDPOINT, OTHER) == str(kept)
-    assert NamespaceMemory(path=first.path).recall(ENDPOINT, UID) is None
+    files = sorted(folder.iterdir())
+    assert len(files) == 2 and all(f.stat().st_mode & 0o777 == 0o600 for f in files)  # one per runtime
+    on_disk = [json.loads(f.read_text()) for f in files]
+    assert {"endpoint": ENDPOINT, "pods": {OTHER: [str(kept), kept.stat().st_dev, kept.stat().st_ino]}} in on_disk
+    third = NamespaceMemory(folder=str(folder))
+    assert third.recall(ENDPOINT, OTHER) == str(kept) and third.recall(ENDPOINT, UID) is None
+    assert third.recall("unix:///run/crio/crio.sock", OTHER) == str(kept)
+    # A runtime none of whose namespaces is left loses its file at the next write of another.
+    kept.unlink()
+    fresh = tmp_path / "cni-fresh"
+    fresh.touch()
+    fourth = NamespaceMemory(folder=str(folder))
+    fourth.learn(ENDPOINT, UID, str(fresh))
+    fourth.keep()
+    assert [json.loads(f.read_text())["endpoint"] for f in folder.iterdir()] == [ENDPOINT]

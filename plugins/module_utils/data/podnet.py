@@ -13,7 +13,7 @@ node's ``pod_lookup`` names:
   ``/proc/<pid>/ns/net``; needs no runtime socket, only this machine's /proc.
 
 A machine's passes remember the namespace the runtime named for each pod (``NamespaceMemory``,
-root's file under /run): a later pass uses it without asking the runtime again while it is
+root's files under /run): a later pass uses it without asking the runtime again while it is
 the same namespace (its device and inode) and holds the pod's IP, so a converged pass runs no
 ``crictl``. Only a pinned namespace is remembered, never a process's ``/proc/PID/ns/net``
 (PIDs are reused).
@@ -26,6 +26,7 @@ asks the kernel for a namespace's addresses (``netns.snapshot``); what their out
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -50,7 +51,7 @@ _TIMEOUT = 30
 # Runtimes listed at once by a pass (one per machine whose nodes it serves).
 PARALLEL_LISTINGS = 4
 # The machine's passes' memory of pods' namespaces: root's, on tmpfs, like the namespaces.
-MEMORY_FILE = "/run/dtservice/pod-namespaces.json"
+MEMORY_DIR = "/run/dtservice/pod-namespaces"
 
 
 class PodLookupError(RuntimeError):
@@ -67,30 +68,25 @@ class PodLookupError(RuntimeError):
 
 @dataclass
 class NamespaceMemory:
-    """Pod UID -> the network namespace the runtime named for it, by runtime endpoint, as
-    earlier passes on this machine proved it: its path and its identity (device and inode of
-    the namespace), which a new namespace at that path would not have. A lookup that recalls
-    one still proves it by the pod's IP, as it proves what the runtime names."""
+    """Pod UID -> the network namespace the runtime named for it, as earlier passes on this
+    machine proved it: its path and its identity (device and inode of the namespace), which a
+    new namespace at that path would not have. A lookup that recalls one still proves it by
+    the pod's IP, as it proves what the runtime names. One file per runtime endpoint in
+    ``folder``: the passes of a machine's several runtimes do not write over each other."""
 
-    path: str = MEMORY_FILE
-    _known: dict[str, dict[str, list]] | None = None
+    folder: str = MEMORY_DIR
+    _known: dict[str, dict[str, list]] = field(default_factory=dict)  # endpoint -> uid -> entry
     _learned: dict[str, dict[str, list]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def recall(self, endpoint: str, uid: str) -> str | None:
         """The remembered namespace of the pod, if the same namespace is still at its path."""
-        with self._lock:
-            if self._known is None:
-                self._known = self._read()
-            entry = self._known.get(endpoint, {}).get(uid)
+        entry = self._entries(endpoint).get(uid)
         return entry[0] if entry is not None and _identity(entry[0]) == tuple(entry[1:]) else None
 
     def holds(self, endpoint: str) -> bool:
         """True when earlier passes left namespaces of this runtime to recall."""
-        with self._lock:
-            if self._known is None:
-                self._known = self._read()
-            return bool(self._known.get(endpoint))
+        return bool(self._entries(endpoint))
 
     def learn(self, endpoint: str, uid: str, path: str) -> None:
         """Remember a namespace the runtime named and the pod's IP proved (kept by ``keep``)."""
@@ -100,42 +96,71 @@ class NamespaceMemory:
                 self._learned.setdefault(endpoint, {})[uid] = [path, *identity]
 
     def keep(self) -> None:
-        """Write what this call learned, with what the file held of namespaces still there."""
+        """Write what this call learned, with what the files held of namespaces still there."""
         with self._lock:
-            if not self._learned:
-                return
-            kept = self._read()
-            for endpoint, learned in self._learned.items():
-                kept.setdefault(endpoint, {}).update(learned)
-            kept = {endpoint: alive for endpoint, entries in kept.items()
-                    if (alive := {uid: entry for uid, entry in entries.items()
-                                  if _identity(entry[0]) == tuple(entry[1:])})}
-            self._known, self._learned = kept, {}
+            learned, self._learned = self._learned, {}
+        for endpoint, entries in learned.items():
+            kept = {**self._read(endpoint), **entries}
+            kept = {uid: entry for uid, entry in kept.items() if _identity(entry[0]) == tuple(entry[1:])}
+            with self._lock:
+                self._known[endpoint] = kept
             try:
-                self._write(kept)
+                self._write(endpoint, kept)
             except OSError:
                 pass  # a memory not written costs the next pass a listing of the runtime, no more
+        if learned:
+            self._sweep(keep=set(learned))
 
-    def _write(self, kept: dict[str, dict[str, list]]) -> None:
-        folder = os.path.dirname(self.path)
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+    def _sweep(self, *, keep: set[str]) -> None:
+        """Remove the files of runtimes (other than ``keep``) none of whose namespaces is left:
+        a runtime gone from the machine leaves nothing behind."""
+        try:
+            names = os.listdir(self.folder)
+        except OSError:
+            return
+        for name in names:
+            if name.startswith("."):
+                continue  # another pass's file being written
+            path = os.path.join(self.folder, name)
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    held = json.load(handle)
+                if held.get("endpoint") in keep or any(
+                        _identity(entry[0]) == tuple(entry[1:]) for entry in held.get("pods", {}).values()):
+                    continue
+                os.unlink(path)
+            except (OSError, ValueError, AttributeError, TypeError, IndexError):
+                continue  # not one of ours, or being replaced: left as it is
+
+    def _entries(self, endpoint: str) -> dict[str, list]:
+        with self._lock:
+            if endpoint not in self._known:
+                self._known[endpoint] = self._read(endpoint)
+            return self._known[endpoint]
+
+    def _path(self, endpoint: str) -> str:
+        return os.path.join(self.folder, hashlib.sha256(endpoint.encode()).hexdigest()[:32] + ".json")
+
+    def _write(self, endpoint: str, kept: dict[str, list]) -> None:
+        os.makedirs(self.folder, mode=0o700, exist_ok=True)
         # Whole or not at all, whichever pass of the machine writes last.
-        descriptor, scratch = tempfile.mkstemp(dir=folder, prefix=".pod-namespaces-")
+        descriptor, scratch = tempfile.mkstemp(dir=self.folder, prefix=".writing-")
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump(kept, handle)
-            os.replace(scratch, self.path)
+                json.dump({"endpoint": endpoint, "pods": kept}, handle)
+            os.replace(scratch, self._path(endpoint))
         except BaseException:
             os.unlink(scratch)
             raise
 
-    def _read(self) -> dict[str, dict[str, list]]:
+    def _read(self, endpoint: str) -> dict[str, list]:
         try:
-            with open(self.path, encoding="utf-8") as handle:
+            with open(self._path(endpoint), encoding="utf-8") as handle:
                 kept = json.load(handle)
         except (OSError, ValueError):
             return {}  # none yet, or unreadable: the runtime is asked, and the file written anew
-        return kept if isinstance(kept, dict) else {}
+        pods = kept.get("pods") if isinstance(kept, dict) and kept.get("endpoint") == endpoint else None
+        return pods if isinstance(pods, dict) else {}
 
 
 def _identity(path: str) -> tuple[int, int] | None:
