@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet
 from conftest import kubectl_json, recap, run_playbook, write_inventory
 
 pytestmark = pytest.mark.integration
@@ -171,9 +172,18 @@ def test_adding_five_peers_loses_no_packet_on_an_existing_tunnel(federation):
     assert ping(bed, "node7", "joiner7", "100.96.0.1") == 3
 
 
+def remembered_namespace(bed, node: str, pod: str) -> str | None:
+    """The name of the namespace the machine's passes remember for the pod (podnet.NamespaceMemory)."""
+    ref = bed.node(node)
+    uid = kubectl_json(bed, node, "get", "pod", pod, "-n", ref.namespace)["metadata"]["uid"]
+    path = podnet.NamespaceMemory().recall(ref.runtime_endpoint, uid)
+    return None if path is None else Path(path).name
+
+
 def test_a_restarted_pod_comes_back_with_the_same_address_and_key(federation):
     bed = federation["bed"]
     before = service(bed, "node2")
+    assert remembered_namespace(bed, "node2", "worker-pod") == bed.pod_netns("node2", "worker-pod")
     bed.restart_pod("node2", "worker-pod")
     assert interfaces_in(bed, "node2", "worker-pod") == []
     run_playbook(bed, "playbooks/deploy.yml", inventory=federation["inventory"])
@@ -181,6 +191,8 @@ def test_a_restarted_pod_comes_back_with_the_same_address_and_key(federation):
     assert after["peers"] == before["peers"]
     wait_connected(bed, ["node2"])
     assert ping(bed, "node2", "worker-pod", "100.96.0.1") == 3
+    # The old namespace is gone from its path: the pass asked the runtime and remembers the new one.
+    assert remembered_namespace(bed, "node2", "worker-pod") == bed.pod_netns("node2", "worker-pod")
 
 
 def test_deleting_one_member_leaves_the_others_connected_and_nothing_behind(federation):

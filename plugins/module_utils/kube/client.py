@@ -272,7 +272,8 @@ class ApiClient:
         """An idle lane for one request, this thread's alone until the block ends."""
         with self._idle_guard:
             lane = self._idle.pop() if self._idle else None
-        lane = lane or self._new_lane()
+        if lane is None:
+            lane = self._new_lane()
         try:
             yield lane
         finally:
