@@ -82,7 +82,7 @@ class NamespaceMemory:
     def recall(self, endpoint: str, uid: str) -> str | None:
         """The remembered namespace of the pod, if the same namespace is still at its path."""
         entry = self._entries(endpoint).get(uid)
-        return entry[0] if entry is not None and _identity(entry[0]) == tuple(entry[1:]) else None
+        return entry[0] if entry is not None and _still_there(entry) else None
 
     def holds(self, endpoint: str) -> bool:
         """True when earlier passes left namespaces of this runtime to recall."""
@@ -101,7 +101,7 @@ class NamespaceMemory:
             learned, self._learned = self._learned, {}
         for endpoint, entries in learned.items():
             kept = {**self._read(endpoint), **entries}
-            kept = {uid: entry for uid, entry in kept.items() if _identity(entry[0]) == tuple(entry[1:])}
+            kept = {uid: entry for uid, entry in kept.items() if _still_there(entry)}
             with self._lock:
                 self._known[endpoint] = kept
             try:
@@ -125,8 +125,7 @@ class NamespaceMemory:
             try:
                 with open(path, encoding="utf-8") as handle:
                     held = json.load(handle)
-                if held.get("endpoint") in keep or any(
-                        _identity(entry[0]) == tuple(entry[1:]) for entry in held.get("pods", {}).values()):
+                if held.get("endpoint") in keep or any(map(_still_there, held.get("pods", {}).values())):
                     continue
                 os.unlink(path)
             except (OSError, ValueError, AttributeError, TypeError, IndexError):
@@ -161,6 +160,11 @@ class NamespaceMemory:
             return {}  # none yet, or unreadable: the runtime is asked, and the file written anew
         pods = kept.get("pods") if isinstance(kept, dict) and kept.get("endpoint") == endpoint else None
         return pods if isinstance(pods, dict) else {}
+
+
+def _still_there(entry: list) -> bool:
+    """True when the namespace a memory entry ([path, device, inode]) names is at its path."""
+    return _identity(entry[0]) == tuple(entry[1:])
 
 
 def _identity(path: str) -> tuple[int, int] | None:
