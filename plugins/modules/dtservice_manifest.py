@@ -83,7 +83,6 @@ changed_objects:
   elements: list
 """
 
-import threading
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
@@ -101,7 +100,7 @@ try:
         delete_manifests,
         in_namespaces,
     )
-    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, load_endpoint
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClients
     IMPORT_ERROR = None
 except ImportError as error:
     IMPORT_ERROR = error
@@ -125,20 +124,12 @@ def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     require(module, IMPORT_ERROR)
 
-    clients: dict[tuple, ApiClient] = {}
-    clients_guard = threading.Lock()
-
-    def client(cluster) -> ApiClient:
-        """One client for the entries of one kubeconfig context: they share its connections."""
-        key = (cluster["kubeconfig"], cluster["context"])
-        with clients_guard:
-            if key not in clients:
-                clients[key] = ApiClient(load_endpoint(kubeconfig=cluster["kubeconfig"], context=cluster["context"]))
-            return clients[key]
+    # The entries of one kubeconfig context share a client and its connections.
+    clients = ApiClients()
 
     def apply(cluster):
         objects = in_namespaces(cluster["objects"], cluster["namespaces"])
-        api = client(cluster)
+        api = clients.get(cluster["kubeconfig"], cluster["context"])
         if module.params["state"] == "absent":
             return delete_manifests(api=api, objects=objects, dry_run=module.check_mode)
         return apply_manifests(api=api, objects=objects, dry_run=module.check_mode,

@@ -14,10 +14,15 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, ApiError, Endpoint
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import (
+    ApiClient,
+    ApiClients,
+    ApiError,
+    Endpoint,
+)
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import WatchRetry
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import WatchedNode
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.watches import Clients, Watch
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.watches import Watch
 
 PATH = "/apis/sid.sightlineinnovation.com/v1/namespaces/ns0/dtservices"
 
@@ -172,7 +177,7 @@ def exec_kubeconfig(tmp_path: Path, server: FakeApiServer) -> str:
 def run_watch(server: FakeApiServer, *, seconds: float, retry: WatchRetry, kubeconfig: str) -> Recorder:
     recorder, stopping = Recorder(), threading.Event()
     watch = Watch(node=WatchedNode(name="node0", namespace="ns0", kubeconfig=kubeconfig), kind="dtservices",
-                  clients=Clients(), listener=recorder, stopping=stopping, retry=retry)
+                  clients=ApiClients(), listener=recorder, stopping=stopping, retry=retry)
     thread = threading.Thread(target=watch.run, daemon=True)
     thread.start()
     time.sleep(seconds)

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import (
     ApiClient,
+    ApiClients,
     KubeconfigError,
     load_endpoint,
 )
@@ -82,6 +83,21 @@ def test_bearer_token_inline_and_from_file(tmp_path):
     (tmp_path / "token").write_text("from-file\n")
     assert load_endpoint(kubeconfig=kubeconfig(tmp_path, {"tokenFile": "token"})).headers == {
         "Authorization": "Bearer from-file"}
+
+
+def test_one_client_per_kubeconfig_context_until_forgotten_then_the_kubeconfig_is_read_again(tmp_path):
+    """ApiClients: the callers of one context share a client; after ``forget`` (the daemon's
+    answer to a 401) the next one reads the kubeconfig anew and sees the new credentials."""
+    (tmp_path / "token").write_text("first\n")
+    path = kubeconfig(tmp_path, {"tokenFile": "token"})
+    clients = ApiClients()
+    first = clients.get(path, None)
+    assert clients.get(path, None) is first and clients.get(path, "main") is not first
+    (tmp_path / "token").write_text("second\n")
+    assert clients.get(path, None) is first
+    clients.forget(path, None)
+    again = clients.get(path, None)
+    assert again is not first and again.endpoint.headers == {"Authorization": "Bearer second"}
 
 
 def test_basic_auth(tmp_path):

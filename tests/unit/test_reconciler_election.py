@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClients
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.controller import Controller
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.election import (
     CREATE,
@@ -24,7 +25,6 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.ele
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.lease import Elector
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.runner import RunResult
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import LeaseSettings, Settings
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.watches import Clients
 
 TIMING = LeaseTiming(duration=15, renew_deadline=10, retry_period=2)
 
@@ -216,7 +216,7 @@ def test_two_electors_through_one_lease(tmp_path: Path):
                                      "renew_deadline_seconds": 10, "retry_period_seconds": 2})
     clock = Clock()
     lock = threading.Condition()
-    a, b = (Elector(lease=lease, election=Election(name, timing=lease.timing), lock=lock, clients=Clients(),
+    a, b = (Elector(lease=lease, election=Election(name, timing=lease.timing), lock=lock, clients=ApiClients(),
                     stopping=threading.Event(), clock=clock) for name in ("a", "b"))
     try:
         assert a.step() == CREATE and a.election.leading(now=clock())

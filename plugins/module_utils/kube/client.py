@@ -393,6 +393,27 @@ class WatchStream:
         self._response.close()
 
 
+class ApiClients:
+    """One ApiClient per (kubeconfig, context), made on first use and shared by threads, so
+    that everything a process asks of one API server goes over one client's connections.
+    ``forget`` drops one: its next use reads the kubeconfig again (credentials from an exec
+    plugin or a token file expire, and the daemon outlives them)."""
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[str | None, str | None], ApiClient] = {}
+        self._guard = threading.Lock()
+
+    def get(self, kubeconfig: str | None, context: str | None) -> ApiClient:
+        with self._guard:
+            if (kubeconfig, context) not in self._clients:
+                self._clients[kubeconfig, context] = ApiClient(load_endpoint(kubeconfig=kubeconfig, context=context))
+            return self._clients[kubeconfig, context]
+
+    def forget(self, kubeconfig: str | None, context: str | None) -> None:
+        with self._guard:
+            self._clients.pop((kubeconfig, context), None)
+
+
 def _refusal(response: urllib3.BaseHTTPResponse) -> ApiError:
     message = ""
     try:

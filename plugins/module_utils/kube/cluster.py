@@ -33,7 +33,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
     Domain,
     NodeRef,
 )
-from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, ApiError, load_endpoint
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, ApiClients, ApiError
 
 
 class Conflict(Exception):
@@ -219,11 +219,10 @@ class Connections:
     """One API client per (kubeconfig, context), made on first use and shared by threads,
     and the listings of the call (``Listing``)."""
 
-    _clients: dict[tuple, ApiClient] = field(default_factory=dict)
+    _clients: ApiClients = field(default_factory=ApiClients)
     _shared: dict[tuple, SharedObject] = field(default_factory=dict)
     _shared_guard: threading.Lock = field(default_factory=threading.Lock)
     _listings: dict[tuple, Listing] = field(default_factory=dict)
-    _clients_guard: threading.Lock = field(default_factory=threading.Lock)
     # id of a dtDomain object -> the object (so that its id is not reused) and its Domain.
     _domains: dict[int, tuple[dict, Domain]] = field(default_factory=dict)
 
@@ -261,11 +260,7 @@ class Connections:
             listing.forget()
 
     def api(self, node: NodeRef) -> ApiClient:
-        key = (node.kubeconfig, node.context)
-        with self._clients_guard:
-            if key not in self._clients:
-                self._clients[key] = ApiClient(load_endpoint(kubeconfig=node.kubeconfig, context=node.context))
-            return self._clients[key]
+        return self._clients.get(node.kubeconfig, node.context)
 
 
 def _custom(node: NodeRef, plural: str, name: str | None = None, *, status: bool = False) -> str:

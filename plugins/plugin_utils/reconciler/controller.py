@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import SERVICES
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClients
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.election import Election
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.lease import Elector
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.runner import (
@@ -43,7 +44,7 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.sch
 )
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import Settings
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.telemetry import metrics, say
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.watches import KINDS, Clients, Watch
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.watches import KINDS, Watch
 
 RunFunction = Callable[..., RunResult]
 # While following, how often the loop looks at the election besides being woken by the elector.
@@ -94,8 +95,8 @@ class Controller:
             else:
                 metrics().echoes.labels(node=node, kind=kind).inc()
 
-    def start_watches(self, clients: Clients | None = None) -> None:
-        clients = clients or Clients()
+    def start_watches(self, clients: ApiClients | None = None) -> None:
+        clients = clients or ApiClients()
         if self.settings.lease and self.election:
             self.elector = Elector(lease=self.settings.lease, election=self.election, lock=self._wake,
                                    clients=clients, stopping=self.stopping, clock=self._clock)

@@ -17,7 +17,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError, KubeconfigError
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import (
+    ApiClients,
+    ApiError,
+    KubeconfigError,
+)
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.election import (
     CREATE,
     TAKE,
@@ -28,7 +32,6 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.ele
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import WatchRetry
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import LeaseSettings
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.telemetry import say
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.watches import Clients
 
 
 def _micro_time() -> str:
@@ -40,7 +43,7 @@ class Elector:
     """Keeps ``election`` in line with the Lease; ``lock`` is the controller's condition,
     notified whenever the leadership may have changed."""
 
-    def __init__(self, *, lease: LeaseSettings, election: Election, lock: threading.Condition, clients: Clients,
+    def __init__(self, *, lease: LeaseSettings, election: Election, lock: threading.Condition, clients: ApiClients,
                  stopping: threading.Event, clock: Callable[[], float] = time.monotonic) -> None:
         self.lease, self.election, self._lock = lease, election, lock
         self._clients, self._stopping, self._clock = clients, stopping, clock
@@ -56,7 +59,7 @@ class Elector:
                     say(logging.INFO, "lease reachable again", lease=self.lease.name, after_failures=failures)
             except (ApiError, KubeconfigError) as error:
                 if isinstance(error, ApiError) and error.status == 401:
-                    self._clients.forget(self.lease.node)
+                    self._clients.forget(self.lease.node.kubeconfig, self.lease.node.context)
                 retry = self._retry.failed(now=self._clock())
                 if retry.log:
                     say(logging.WARNING, "lease not renewed", lease=self.lease.name, error=str(error)[:300],
@@ -70,7 +73,7 @@ class Elector:
 
     def step(self) -> str:
         """One read and, when the election says so, one write; returns what it did."""
-        api = self._clients.get(self.lease.node)
+        api = self._clients.get(self.lease.node.kubeconfig, self.lease.node.context)
         try:
             current: dict[str, Any] | None = api.request("GET", f"{self.path}/{self.lease.name}")
         except ApiError as error:
@@ -117,7 +120,7 @@ class Elector:
                 return
             self.election.released()
         try:
-            api = self._clients.get(self.lease.node)
+            api = self._clients.get(self.lease.node.kubeconfig, self.lease.node.context)
             current = api.request("GET", f"{self.path}/{self.lease.name}")
             if (current.get("spec") or {}).get("holderIdentity") != self.election.identity:
                 return

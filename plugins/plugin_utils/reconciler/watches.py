@@ -19,9 +19,9 @@ from typing import Any, Protocol
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import API_VERSION, DOMAINS, SERVICES
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import (
     ApiClient,
+    ApiClients,
     ApiError,
     KubeconfigError,
-    load_endpoint,
 )
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.schedule import RetryStep, WatchRetry
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.settings import WatchedNode
@@ -45,31 +45,10 @@ class Listener(Protocol):
         """One ADDED, MODIFIED or DELETED event."""
 
 
-class Clients:
-    """One API client per (kubeconfig, context), made on first use, shared by the watches, and
-    made again after a 401: credentials from an exec plugin or a token file expire, and the
-    daemon outlives them."""
-
-    def __init__(self) -> None:
-        self._clients: dict[tuple[str | None, str | None], ApiClient] = {}
-        self._lock = threading.Lock()
-
-    def get(self, node: WatchedNode) -> ApiClient:
-        key = (node.kubeconfig, node.context)
-        with self._lock:
-            if key not in self._clients:
-                self._clients[key] = ApiClient(load_endpoint(kubeconfig=node.kubeconfig, context=node.context))
-            return self._clients[key]
-
-    def forget(self, node: WatchedNode) -> None:
-        with self._lock:
-            self._clients.pop((node.kubeconfig, node.context), None)
-
-
 class Watch:
     """The watch of one kind in one node's namespace."""
 
-    def __init__(self, *, node: WatchedNode, kind: str, clients: Clients, listener: Listener,
+    def __init__(self, *, node: WatchedNode, kind: str, clients: ApiClients, listener: Listener,
                  stopping: threading.Event, clock: Callable[[], float] = time.monotonic,
                  retry: WatchRetry | None = None) -> None:
         self.node, self.kind = node, kind
@@ -83,7 +62,7 @@ class Watch:
     def run(self) -> None:
         while not self._stopping.is_set():
             try:
-                api = self._clients.get(self.node)
+                api = self._clients.get(self.node.kubeconfig, self.node.context)
                 if self._version is None:
                     listing = api.request("GET", self.path)
                     self._listener.listed(self.node.name, self.kind, listing.get("items") or [])
@@ -94,7 +73,7 @@ class Watch:
                 if expired:
                     self._version = None
                 if error.status == 401:
-                    self._clients.forget(self.node)
+                    self._clients.forget(self.node.kubeconfig, self.node.context)
                 step = self._retry.failed(now=self._clock(), expired=expired)
                 self._say(step, "watch expired, listing again" if expired else "watch failed",
                           status=error.status, reason=error.reason, error=error.message[:200])
