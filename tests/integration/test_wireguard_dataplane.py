@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 
 from netns_fixture import SOCKET_DIR, Underlay, in_ns, wireguard_go_pids  # noqa: I001
 
-from ansible_collections.sightline.dtservice.plugins.module_utils.data import netns, wireguard
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import mangle, netns, wireguard
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import probe
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import generate_private_key, public_key_of
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.wireguard import Peer, WireGuardError
@@ -299,7 +299,7 @@ def test_one_reading_of_a_pod_serves_each_of_its_interfaces(fed):
     pod, name = fed.ul.pod_path(0), fed.names["hub"]
 
     def clamps_now() -> list[str]:
-        return sorted(rule for rule in wireguard.mangle_rules(pod).splitlines() if probe.is_clamp_of(rule, name))
+        return sorted(rule for rule in mangle.mangle_rules(pod).splitlines() if probe.is_clamp_of(rule, name))
 
     clamps = clamps_now()
     assert len(clamps) == len(probe.CLAMP_CHAINS), clamps
@@ -321,11 +321,45 @@ def test_one_reading_of_a_pod_serves_each_of_its_interfaces(fed):
         # A reading without the clamp, which is back by now: nothing is added twice.
         assert wireguard.ensure_interface(**fed.hub_args(), earlier=without_clamp)["changed"] is False
         assert clamps_now() == clamps
-        assert "dtother000000" in wireguard.mangle_rules(pod), "another interface's clamp was touched"
+        assert "dtother000000" in mangle.mangle_rules(pod), "another interface's clamp was touched"
         # A reading from before the link was made: it is looked for again, not made twice.
         before_the_link = wireguard.PodReading(netns=pod, _links=netns.Snapshot(links=[], forwarding={}))
         result = wireguard.ensure_interface(**fed.hub_args(), earlier=before_the_link)
         assert result["created"] is False and result["changed"] is False, result
+    finally:
+        in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-D", *foreign)
+
+
+def test_a_pods_mangle_table_is_read_by_a_process_again_only_after_its_rules_changed(fed, tmp_path, monkeypatch):
+    """The machine's memory of mangle tables (data/mangle.py): while the pod's nftables
+    generation is the one its table was read at, a pass takes the remembered table and runs
+    no iptables; any change to the pod's rules sends it to iptables again, so a clamp taken
+    away is put back by the next pass, and someone else's rule is seen."""
+    pod, name = fed.ul.pod_path(0), fed.names["hub"]
+    read_by_process: list[str] = []
+    process = mangle.mangle_rules
+    monkeypatch.setattr(mangle, "mangle_rules", lambda netns: read_by_process.append(netns) or process(netns))
+    memory = tmp_path / "run" / "mangle-tables.json"
+
+    first = mangle.TableMemory(path=str(memory))
+    table = first.rules(pod)
+    assert read_by_process == [pod]
+    clamps = sorted(rule for rule in table.splitlines() if probe.is_clamp_of(rule, name))
+    assert len(clamps) == len(probe.CLAMP_CHAINS), table
+    first.keep()
+    assert memory.stat().st_mode & 0o777 == 0o600
+    assert mangle.TableMemory(path=str(memory)).rules(pod) == table
+    assert read_by_process == [pod], "a remembered table of unchanged rules was read by a process"
+
+    foreign = ["POSTROUTING", "-o", "dtother000000", "-j", "ACCEPT"]
+    in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-A", *foreign)
+    try:
+        assert "dtother000000" in mangle.TableMemory(path=str(memory)).rules(pod)
+        assert read_by_process == [pod, pod]
+        in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-D", *clamps[0].split()[1:])
+        reading = wireguard.PodReading(netns=pod, tables=mangle.TableMemory(path=str(memory)))
+        assert wireguard.ensure_interface(**fed.hub_args(), earlier=reading)["changed"] is True
+        assert sorted(r for r in process(pod).splitlines() if probe.is_clamp_of(r, name)) == clamps
     finally:
         in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-D", *foreign)
 

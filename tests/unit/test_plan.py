@@ -8,7 +8,7 @@ import hashlib
 import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import peer_id, peer_label_key
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules import keys, plan
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, keys, plan
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -102,6 +102,25 @@ def test_a_claim_returns_to_the_recorded_address_and_leaves_no_second_entry():
     assert address == "100.96.0.5"
     assert sorted(claimed) == ["100.96.0.1", "100.96.0.5"], "its entry left from an earlier subnet is dropped"
     assert claimed["100.96.0.5"] == plan.peer_entry(uid="b", role=contract.CLIENT, public_key=key_of("b"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(clients=st.lists(st.sampled_from("abcdefghij"), min_size=1, max_size=10, unique=True),
+       preferred=st.integers(min_value=0, max_value=255))
+def test_a_claim_standing_in_the_table_is_kept_as_claim_address_rules(clients, preferred):
+    """Property: once every client has claimed, each one's next claim (whatever address it
+    prefers) leaves the table as it is and gets the address ``claim_address`` gives it."""
+    table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY)}
+    for uid in clients:
+        _address, table = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid=uid, public_key=key_of(uid))
+    for uid in clients:
+        wanted = f"100.96.0.{preferred}"
+        address, again = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid=uid, public_key=key_of(uid),
+                                             preferred=wanted)
+        assert again == table and again is not table
+        assert address == addressing.claim_address(subnet="100.96.0.0/24", peer_key=peer_id(uid=uid),
+                                                   peers={a: plan.id_of(e) for a, e in table.items()},
+                                                   preferred=wanted)
 
 
 def test_a_claim_never_takes_an_address_another_peer_holds():

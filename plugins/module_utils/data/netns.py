@@ -4,7 +4,9 @@ Owns running a command in a network namespace (or in this process's own), with a
 and with secrets scrubbed from the error it raises; running Python in one (``in_namespace``:
 a thread that enters it); whether a namespace still exists; and reading one's links,
 addresses and forwarding switches from the kernel without a process (``snapshot``, over
-rtnetlink), with the link of a name and the MTU of the link holding an address. Namespaces
+rtnetlink), with the link of a name and the MTU of the link holding an address; the
+generation of its nftables rules (``rules_generation``); and which namespace a path holds
+(``namespace_identity``: its device and inode, which a new namespace there would not have). Namespaces
 are given as a path (``/var/run/netns/x``, ``/proc/PID/ns/net``) or as an ``ip netns``
 name; ``None`` means the namespace this process runs in. Every failure is a ``WireGuardError``.
 """
@@ -24,7 +26,8 @@ from typing import Any, TypeVar
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import rtnetlink
 
 __all__ = ["NETNS_DIR", "TIMEOUT", "Snapshot", "WireGuardError", "argv_in", "find_link", "in_namespace",
-           "namespace_alive", "namespace_path", "run", "snapshot", "underlay_mtu"]
+           "namespace_alive", "namespace_identity", "namespace_path", "rules_generation", "run", "snapshot",
+           "underlay_mtu"]
 
 NETNS_DIR = "/var/run/netns"
 TIMEOUT = 60
@@ -45,6 +48,15 @@ def namespace_path(netns: str) -> str:
 
 def namespace_alive(netns: str) -> bool:
     return os.path.exists(namespace_path(netns))
+
+
+def namespace_identity(netns: str) -> tuple[int, int] | None:
+    """The device and inode of the namespace at ``netns`` (None if there is none)."""
+    try:
+        status = os.stat(namespace_path(netns))
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
 
 
 def argv_in(netns: str | None, argv: list[str]) -> list[str]:
@@ -172,6 +184,22 @@ def snapshot(netns: str | None) -> Snapshot:
         return in_namespace(netns, _read_here)
     except OSError as error:
         raise WireGuardError(f"reading the links of {netns or 'this namespace'}: {error}") from None
+
+
+def _generation_here() -> int:
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, rtnetlink.NETLINK_NETFILTER) as sock:
+        sock.settimeout(TIMEOUT)
+        sock.send(rtnetlink.generation_request(sequence=1))
+        return rtnetlink.generation(sock.recv(_RECEIVE_BYTES))
+
+
+def rules_generation(netns: str | None) -> int | None:
+    """The generation of ``netns``'s nftables rules (``rtnetlink.generation``); None where
+    it cannot be read (no namespace, no nf_tables in the kernel)."""
+    try:
+        return in_namespace(netns, _generation_here)
+    except OSError:
+        return None
 
 
 def find_link(name: str, netns: str | None) -> dict | None:

@@ -27,17 +27,25 @@ asks the kernel for a namespace's addresses (``netns.snapshot``); what their out
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
-from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns import Snapshot, WireGuardError, snapshot
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.memory import (
+    WRITING_PREFIX,
+    read_memory,
+    write_memory,
+)
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns import (
+    Snapshot,
+    WireGuardError,
+    namespace_identity,
+    snapshot,
+)
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.runtime import (
     cgroup_pod_uid,
@@ -90,7 +98,7 @@ class NamespaceMemory:
 
     def learn(self, endpoint: str, uid: str, path: str) -> None:
         """Remember a namespace the runtime named and the pod's IP proved (kept by ``keep``)."""
-        identity = None if path.startswith("/proc/") else _identity(path)
+        identity = None if path.startswith("/proc/") else namespace_identity(path)
         if identity is not None:
             with self._lock:
                 self._learned.setdefault(endpoint, {})[uid] = [path, *identity]
@@ -119,16 +127,15 @@ class NamespaceMemory:
         except OSError:
             return
         for name in names:
-            if name.startswith("."):
+            if name.startswith(WRITING_PREFIX):
                 continue  # another pass's file being written
             path = os.path.join(self.folder, name)
             try:
-                with open(path, encoding="utf-8") as handle:
-                    held = json.load(handle)
-                if held.get("endpoint") in keep or any(map(_still_there, held.get("pods", {}).values())):
+                held = read_memory(path)
+                if not held or held.get("endpoint") in keep or any(map(_still_there, held.get("pods", {}).values())):
                     continue
                 os.unlink(path)
-            except (OSError, ValueError, AttributeError, TypeError, IndexError):
+            except (OSError, AttributeError, TypeError, IndexError):
                 continue  # not one of ours, or being replaced: left as it is
 
     def _entries(self, endpoint: str) -> dict[str, list]:
@@ -141,38 +148,18 @@ class NamespaceMemory:
         return os.path.join(self.folder, hashlib.sha256(endpoint.encode()).hexdigest()[:32] + ".json")
 
     def _write(self, endpoint: str, kept: dict[str, list]) -> None:
-        os.makedirs(self.folder, mode=0o700, exist_ok=True)
-        # Whole or not at all, whichever pass of the machine writes last.
-        descriptor, scratch = tempfile.mkstemp(dir=self.folder, prefix=".writing-")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-                json.dump({"endpoint": endpoint, "pods": kept}, handle)
-            os.replace(scratch, self._path(endpoint))
-        except BaseException:
-            os.unlink(scratch)
-            raise
+        write_memory(self._path(endpoint), {"endpoint": endpoint, "pods": kept})
 
     def _read(self, endpoint: str) -> dict[str, list]:
-        try:
-            with open(self._path(endpoint), encoding="utf-8") as handle:
-                kept = json.load(handle)
-        except (OSError, ValueError):
-            return {}  # none yet, or unreadable: the runtime is asked, and the file written anew
-        pods = kept.get("pods") if isinstance(kept, dict) and kept.get("endpoint") == endpoint else None
+        # Unreadable, or another endpoint's (a hash collision): the runtime is asked.
+        kept = read_memory(self._path(endpoint))
+        pods = kept.get("pods") if kept.get("endpoint") == endpoint else None
         return pods if isinstance(pods, dict) else {}
 
 
 def _still_there(entry: list) -> bool:
     """True when the namespace a memory entry ([path, device, inode]) names is at its path."""
-    return _identity(entry[0]) == tuple(entry[1:])
-
-
-def _identity(path: str) -> tuple[int, int] | None:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return None
-    return status.st_dev, status.st_ino
+    return namespace_identity(entry[0]) == tuple(entry[1:])
 
 
 # ------------------------------------------------------------------ the machine's view

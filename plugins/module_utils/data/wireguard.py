@@ -11,7 +11,8 @@ and ``wg`` run as subprocesses (no extra Python dependency on the nodes), and re
 - ``restart_handshake`` configures one peer afresh so its first handshake goes out now;
 - ``remove_interface`` deletes it, its MSS clamp and anything ``wireguard-go`` left behind;
 - ``read_interface`` reads an interface's whole state, in this process but for its clamp
-  rules (``netns.snapshot``, ``wggo.configuration``); ``wireguard_state`` its WireGuard
+  rules (``netns.snapshot``, ``wggo.configuration``; the clamps from the pod's mangle table,
+  which ``mangle`` reads); ``wireguard_state`` its WireGuard
   side alone, all in this process; ``interface_exists``, ``interface_public_key`` and
   ``latest_handshakes`` read parts of it.
 
@@ -50,6 +51,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.mangle import TableMemory, mangle_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns import (
     Snapshot,
     WireGuardError,
@@ -130,19 +132,15 @@ def _apply_config(name: str, pod_netns: str, verb: str, text: str, secrets: Sequ
 # ------------------------------------------------------------------------- reading
 
 
-def mangle_rules(pod_netns: str) -> str:
-    """The pod's mangle table as ``iptables -S`` prints it ("" when it cannot be read)."""
-    rules = run([*probe.IPTABLES, "-S"], netns=pod_netns, check=False)
-    return rules.stdout if rules.returncode == 0 else ""
-
-
 @dataclasses.dataclass
 class PodReading:
     """One reading of a pod's links and of its mangle table, each made on first use, for all
     the interfaces of the pod in one pass (``ensure_interface``): a pod with many networks
-    would otherwise be read once for each of them."""
+    would otherwise be read once for each of them. ``tables``: the machine's memory of mangle
+    tables, which spares the process while the pod's rules are unchanged."""
 
     netns: str
+    tables: TableMemory | None = None
     _links: Snapshot | None = None
     _mangle: str | None = None
 
@@ -153,7 +151,7 @@ class PodReading:
 
     def mangle(self) -> str:
         if self._mangle is None:
-            self._mangle = mangle_rules(self.netns)
+            self._mangle = mangle_rules(self.netns) if self.tables is None else self.tables.rules(self.netns)
         return self._mangle
 
 

@@ -37,6 +37,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.control.status
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import netns as netns_tools
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet, wireguard
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.mangle import TableMemory
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import (
@@ -104,7 +105,8 @@ class NodeAgent:
 
     def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
                  handshake_timeout: float, check_mode: bool = False,
-                 runtimes: podnet.RuntimeViews | None = None, record_health: bool = False) -> None:
+                 runtimes: podnet.RuntimeViews | None = None, tables: TableMemory | None = None,
+                 record_health: bool = False) -> None:
         self.cluster = cluster
         runtimes = runtimes or podnet.RuntimeViews()
         self.runtime = runtimes.view(runtime_endpoint=node.runtime_endpoint, methods=node.pod_lookup,
@@ -124,6 +126,7 @@ class NodeAgent:
         # Pod netns -> one reading of it for the pass: its proof, its interfaces' first look
         # and the look for interfaces no dtService asks for (three readings each, before).
         self._pods_read: dict[str, wireguard.PodReading] = {}
+        self.tables = tables
         self._health_due: list[dict[str, Any]] = []  # write_health's arguments, for settle
         self._lock = threading.Lock()  # settle's waits queue health writes side by side
 
@@ -132,7 +135,7 @@ class NodeAgent:
         return self._pod_reading(netns).links()
 
     def _pod_reading(self, netns: str) -> wireguard.PodReading:
-        return self._pods_read.setdefault(netns, wireguard.PodReading(netns=netns))
+        return self._pods_read.setdefault(netns, wireguard.PodReading(netns=netns, tables=self.tables))
 
     def underlay_mtu(self) -> int | None:
         """The MTU of the node's link holding its address, read once a pass (the MSS clamp's)."""

@@ -32,6 +32,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.control import
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import NodeReconciler, Outcome
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import describe
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
+from ansible_collections.sightline.dtservice.plugins.module_utils.data.mangle import TableMemory
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.podnet import NamespaceMemory, RuntimeViews
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
 from ansible_collections.sightline.dtservice.plugins.module_utils.machine.agent import AgentOutcome, NodeAgent
@@ -104,14 +105,15 @@ class Attaching:
 
 
 def configure_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], handshake_timeout: float,
-                    check_mode: bool, runtimes: RuntimeViews | None = None, record_health: bool = False) -> Attaching:
+                    check_mode: bool, runtimes: RuntimeViews | None = None, tables: TableMemory | None = None,
+                    record_health: bool = False) -> Attaching:
     """The node's interfaces configured (and those of deleted dtServices removed)."""
     # One list for both steps: a dtService being deleted in it has its interface removed by
     # the agent before its deletion is finished. (Listed again afterwards, one deleted
     # meanwhile would be let go with its interface still in the pod.)
     services = cluster.list_services(node)
     agent = NodeAgent(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-                      check_mode=check_mode, runtimes=runtimes, record_health=record_health)
+                      check_mode=check_mode, runtimes=runtimes, tables=tables, record_health=record_health)
     interfaces, removed = agent.configure(services)
     return Attaching(cluster=cluster, node=node, agent=agent, services=services, interfaces=interfaces,
                      removed=removed)
@@ -194,8 +196,9 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
         return wggo.foreign_udp_ports(node.netns)
 
     # Nodes that share a machine share one listing of its runtime, and what its earlier
-    # passes proved: a converged pass asks the runtime nothing.
-    runtimes = RuntimeViews(memory=NamespaceMemory())
+    # passes proved: a converged pass asks the runtime nothing, and reads no pod's mangle
+    # table with a process.
+    runtimes, tables = RuntimeViews(memory=NamespaceMemory()), TableMemory()
     # Listing a machine's runtime takes two crictl runs: a thread makes the listings while
     # the nodes are reconciled (which waits on API servers), and the interfaces' pod lookups
     # find them made. (A thread per node, like the phases', slowed 100 nodes' reconcile.)
@@ -207,11 +210,12 @@ def machine_pass(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], *
 
     def configure(*, cluster: Cluster, node: NodeRef) -> Attaching:
         return configure_phase(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-                               check_mode=check_mode, runtimes=runtimes, record_health=record_health)
+                               check_mode=check_mode, runtimes=runtimes, tables=tables, record_health=record_health)
 
     configured = phase(configure)
     if not check_mode:
         runtimes.keep()
+        tables.keep()
     rotated = _rotated(configured)
     if any(rotated.values()):
         # Published only now that its owner uses it, the new key reaches the peers of this

@@ -1,4 +1,5 @@
-"""The kernel's answer about a namespace's links and addresses, read without a process.
+"""The kernel's answer about a namespace's links and addresses, and the generation of its
+nftables rules, read without a process.
 
 Owns, without touching the machine (standard library only):
 
@@ -7,7 +8,12 @@ Owns, without touching the machine (standard library only):
   on an error message);
 - ``links_view``: links and addresses in the shape ``ip -j addr show`` prints (``ifname``,
   ``mtu``, ``flags``, ``addr_info`` with ``family``, ``local``, ``prefixlen``, ``scope``), so
-  that what reads ``ip``'s answer reads this one unchanged.
+  that what reads ``ip``'s answer reads this one unchanged;
+- ``generation_request`` and ``generation``: nf_tables' ``NFT_MSG_GETGEN``, sent on a
+  NETLINK_NETFILTER socket, and the number it answers with. The kernel adds one to it at
+  every change committed to the namespace's nftables rules (what ``iptables`` of the
+  nf_tables variant writes), and listing them changes nothing: the same number means the
+  same rules.
 
 Only the fields the project reads are decoded. A pass reads the links of every pod and node
 namespace it touches; a process start for each costs more than all of this.
@@ -20,18 +26,25 @@ import ipaddress
 import struct
 from typing import Any
 
-__all__ = ["RTM_GETADDR", "RTM_GETLINK", "NetlinkError", "dump_request", "links_view", "messages"]
+__all__ = ["NETLINK_NETFILTER", "RTM_GETADDR", "RTM_GETLINK", "NetlinkError", "dump_request", "generation",
+           "generation_request", "links_view", "messages"]
 
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
 NLMSG_NOOP, NLMSG_ERROR, NLMSG_DONE = 1, 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 IFLA_IFNAME, IFLA_MTU = 3, 4
 IFA_ADDRESS, IFA_LOCAL = 1, 2
+_LINK_ATTRIBUTES, _ADDRESS_ATTRIBUTES = frozenset({IFLA_IFNAME, IFLA_MTU}), frozenset({IFA_ADDRESS, IFA_LOCAL})
+NETLINK_NETFILTER = 12
+_NFTABLES = 10 << 8  # NFNL_SUBSYS_NFTABLES, in a message type's high byte
+NFT_MSG_NEWGEN, NFT_MSG_GETGEN = _NFTABLES | 15, _NFTABLES | 16
+NFTA_GEN_ID = 1
 
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
 _LINK = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
 _ADDRESS = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefix length, flags, scope, index
 _ATTRIBUTE = struct.Struct("=HH")  # rtattr: length, type
+_NFGEN = struct.Struct("=BBH")  # nfgenmsg: family, version, resource id
 
 # The interface flags ``ip`` names, in its order; the project reads "UP".
 _FLAGS = (("LOOPBACK", 0x8), ("BROADCAST", 0x2), ("POINTOPOINT", 0x10), ("MULTICAST", 0x1000),
@@ -55,6 +68,22 @@ def dump_request(kind: int, *, sequence: int) -> bytes:
     return _HEADER.pack(_HEADER.size + len(body), kind, NLM_F_REQUEST | NLM_F_DUMP, sequence, 0) + body
 
 
+def generation_request(*, sequence: int) -> bytes:
+    """The request for the namespace's nftables generation (a NETLINK_NETFILTER socket's)."""
+    body = _NFGEN.pack(AF_UNSPEC, 0, 0)
+    return _HEADER.pack(_HEADER.size + len(body), NFT_MSG_GETGEN, NLM_F_REQUEST, sequence, 0) + body
+
+
+def generation(data: bytes) -> int:
+    """The generation in the answer to ``generation_request``."""
+    for kind, payload in messages(data)[0]:
+        if kind == NFT_MSG_NEWGEN:
+            raw = _attributes(payload, _NFGEN.size, frozenset({NFTA_GEN_ID})).get(NFTA_GEN_ID, b"")
+            if len(raw) == 4:
+                return struct.unpack(">I", raw)[0]
+    raise NetlinkError("no nftables generation in the kernel's answer")
+
+
 def messages(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:
     """The (type, payload) of each message in one read, and whether the dump ended there."""
     found: list[tuple[int, bytes]] = []
@@ -76,13 +105,17 @@ def messages(data: bytes) -> tuple[list[tuple[int, bytes]], bool]:
     return found, False
 
 
-def _attributes(data: bytes, offset: int) -> dict[int, bytes]:
+def _attributes(data: bytes, offset: int, wanted: frozenset[int]) -> dict[int, bytes]:
+    """The ``wanted`` attributes from ``offset`` on (the first of each type); the walk ends
+    once all are found: a link's message carries some fifty, its name and MTU come first."""
     found: dict[int, bytes] = {}
-    while offset + _ATTRIBUTE.size <= len(data):
+    while offset + _ATTRIBUTE.size <= len(data) and len(found) < len(wanted):
         length, kind = _ATTRIBUTE.unpack_from(data, offset)
         if length < _ATTRIBUTE.size:
             break
-        found.setdefault(kind & 0x3FFF, data[offset + _ATTRIBUTE.size:offset + length])
+        kind &= 0x3FFF
+        if kind in wanted and kind not in found:
+            found[kind] = data[offset + _ATTRIBUTE.size:offset + length]
         offset += _align(length)
     return found
 
@@ -95,7 +128,7 @@ def links_view(replies: list[tuple[int, bytes]]) -> list[dict[str, Any]]:
         if kind != RTM_NEWLINK:
             continue
         _family, _type, index, flags, _change = _LINK.unpack_from(payload)
-        attributes = _attributes(payload, _LINK.size)
+        attributes = _attributes(payload, _LINK.size, _LINK_ATTRIBUTES)
         name = attributes.get(IFLA_IFNAME, b"").split(b"\0", 1)[0].decode("utf-8", "replace")
         mtu = struct.unpack("=I", attributes[IFLA_MTU])[0] if len(attributes.get(IFLA_MTU, b"")) == 4 else 0
         links[index] = {"ifindex": index, "ifname": name, "mtu": mtu,
@@ -104,7 +137,7 @@ def links_view(replies: list[tuple[int, bytes]]) -> list[dict[str, Any]]:
         if kind != RTM_NEWADDR:
             continue
         family, prefixlen, _flags, scope, index = _ADDRESS.unpack_from(payload)
-        attributes = _attributes(payload, _ADDRESS.size)
+        attributes = _attributes(payload, _ADDRESS.size, _ADDRESS_ATTRIBUTES)
         raw = attributes.get(IFA_LOCAL) or attributes.get(IFA_ADDRESS)
         if index not in links or family not in _FAMILIES or raw is None:
             continue
