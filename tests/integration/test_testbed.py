@@ -94,6 +94,30 @@ def test_a_pod_applied_with_kubectl_runs_under_kubelet_with_a_cni_address_and_de
     assert gone.returncode != 0 and "NotFound" in gone.stderr
 
 
+def test_a_machines_containerd_started_anew_keeps_its_pods_and_takes_an_image(bed):
+    """What the bed does when containerd refuses an import (``Testbed.import_image``): the
+    machine's containerd is started again; its pods keep running, and images import."""
+    node = bed.node("node1")
+    netns = bed.create_pod("node1", "survivor")
+    machine = next(m for m in bed.machines if m.node_name == "node1")
+    sandboxes = bed.crictl(machine.runtime_endpoint, "pods", "-q", "--state", "ready").stdout.split()
+    bed.restart_containerd(machine)
+    deadline = time.monotonic() + 30
+    while bed.crictl(machine.runtime_endpoint, "pods", "-q", "--state", "ready", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "the runtime did not answer again"
+        time.sleep(0.2)
+    assert bed.crictl(machine.runtime_endpoint, "pods", "-q", "--state", "ready").stdout.split() == sandboxes
+    assert Path("/run/netns", netns).exists()
+    bed.import_image("docker.io/local/restarted:1", {"/bin/restarted": Path("/bin/true")})
+    images = subprocess.run(["ctr", "-a", machine.socket, "-n", "k8s.io", "images", "ls", "-q"],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert "docker.io/local/restarted:1" in images
+    pod = json.loads(bed.kubectl(node, "get", "pod", "survivor", "-n", node.namespace, "-o", "json",
+                                 admin=True).stdout)
+    assert pod["status"]["phase"] == "Running"
+    bed.delete_pod("node1", "survivor")
+
+
 def test_nodes_exchange_udp_on_the_underlay(bed):
     sender, receiver = bed.node("node0"), bed.node("node1")
     listener = subprocess.Popen(

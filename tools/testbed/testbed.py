@@ -72,6 +72,7 @@ POD_READY_SECONDS = 120
 # More kubelets than this on 2 cores starve the control plane; more nodes share them.
 MAX_MACHINES = 3
 START_ATTEMPTS = 2
+IMPORT_ATTEMPTS = 3
 
 
 def log(message: str) -> None:
@@ -437,8 +438,43 @@ class Testbed:
         file here) and import it into every machine's containerd, as a registry would serve it."""
         image = write_image(self.dir / "import.tar", name=name, extra_files=extra_files)
         for machine in self.machines:
-            import_into(machine, name, image)
+            for attempt in range(1, IMPORT_ATTEMPTS + 1):
+                try:
+                    import_into(machine, name, image)
+                    break
+                except RuntimeError as error:
+                    # containerd 1.6 now and then refuses every import into one instance
+                    # ("content digest ...: not found"); the bed's start makes a new bed then,
+                    # a running bed gets the machine's containerd started anew.
+                    if attempt == IMPORT_ATTEMPTS or "content digest" not in str(error):
+                        raise
+                    log(f"machine{machine.index}: {error}; starting its containerd again")
+                    self.restart_containerd(machine)
         image.unlink()
+
+    def restart_containerd(self, machine: Machine) -> None:
+        """Stop a machine's containerd and start it with the same flags (its state, the pods'
+        containers and their shims stay; kubelet reconnects); returns once it listens."""
+        log_path = str(Path(machine.dir) / "containerd.log")
+        record = next(p for p in self.state["pids"] if p["log"] == log_path)
+        os.killpg(record["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while process_alive(record["pid"], record["exe"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if process_alive(record["pid"], record["exe"]):
+            os.killpg(record["pid"], signal.SIGKILL)
+        self.state["pids"].remove(record)
+        Path(machine.socket).unlink(missing_ok=True)
+        with open(log_path, "ab") as out:
+            process = subprocess.Popen(record["argv"], stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        self.state["pids"].append({**record, "pid": process.pid})
+        self._save()
+        deadline = time.monotonic() + 30
+        while not Path(machine.socket).exists():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"containerd of machine{machine.index} did not open {machine.socket} again")
+            time.sleep(0.1)
 
     def _ssh_client_key(self) -> str:
         """The key Ansible logs in to the machines with (made once per bed)."""
