@@ -302,6 +302,15 @@ class Testbed:
         self.stop_apiserver(cluster)
         self.start_apiserver(cluster)
 
+    def _start_again(self, record: dict) -> None:
+        """The stopped process of ``record`` (one of ``state["pids"]``) started with the same argv and log."""
+        self.state["pids"].remove(record)
+        with open(record["log"], "ab") as out:
+            process = subprocess.Popen(record["argv"], stdout=out, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+        self.state["pids"].append({**record, "pid": process.pid})
+        self._save()
+
     def _apiserver_record(self, cluster: int) -> dict:
         cluster_dir = self.state["clusters"][cluster]["dir"]
         return next(p for p in self.state["pids"]
@@ -309,29 +318,14 @@ class Testbed:
 
     def stop_apiserver(self, cluster: int = 0) -> None:
         """Stop a cluster's kube-apiserver (its clients then find nothing listening) until ``start_apiserver``."""
-        record = self._apiserver_record(cluster)
-        os.killpg(record["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while process_alive(record["pid"], record["exe"]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        # A graceful shutdown that drags on (open watches) would leave start_apiserver nothing
-        # to start while the old one still holds the port: it is ended.
-        if process_alive(record["pid"], record["exe"]):
-            os.killpg(record["pid"], signal.SIGKILL)
-            while process_alive(record["pid"], record["exe"]):
-                time.sleep(0.1)
+        stop_process(self._apiserver_record(cluster))
 
     def start_apiserver(self, cluster: int = 0) -> None:
         """Start a stopped kube-apiserver again with the same flags; returns once it is ready."""
         record = self._apiserver_record(cluster)
         if process_alive(record["pid"], record["exe"]):
             return
-        self.state["pids"].remove(record)
-        with open(record["log"], "ab") as out:
-            process = subprocess.Popen(record["argv"], stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        self.state["pids"].append({**record, "pid": process.pid})
-        self._save()
+        self._start_again(record)
         pki = Path(self.state["clusters"][cluster]["dir"]) / "pki"
         wait_for(f"{self.state['clusters'][cluster]['server']}/readyz", what=f"cluster{cluster} kube-apiserver",
                  ca=str(pki / "ca.crt"), cert=(str(pki / "admin.crt"), str(pki / "admin.key")))
@@ -457,19 +451,9 @@ class Testbed:
         containers and their shims stay; kubelet reconnects); returns once it listens."""
         log_path = str(Path(machine.dir) / "containerd.log")
         record = next(p for p in self.state["pids"] if p["log"] == log_path)
-        os.killpg(record["pid"], signal.SIGTERM)
-        deadline = time.monotonic() + 30
-        while process_alive(record["pid"], record["exe"]) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if process_alive(record["pid"], record["exe"]):
-            os.killpg(record["pid"], signal.SIGKILL)
-        self.state["pids"].remove(record)
+        stop_process(record)
         Path(machine.socket).unlink(missing_ok=True)
-        with open(log_path, "ab") as out:
-            process = subprocess.Popen(record["argv"], stdout=out, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        self.state["pids"].append({**record, "pid": process.pid})
-        self._save()
+        self._start_again(record)
         deadline = time.monotonic() + 30
         while not Path(machine.socket).exists():
             if time.monotonic() > deadline:
@@ -787,6 +771,20 @@ def import_into(machine: Machine, name: str, image: Path) -> None:
     """``ctr images import`` into the machine's containerd (a failure fails the bed's start,
     which is tried once more: see ``Testbed.start``)."""
     run("ctr", "-a", machine.socket, "-n", "k8s.io", "images", "import", "--index-name", name, str(image), capture=True)
+
+
+def stop_process(record: dict) -> None:
+    """SIGTERM to the process group of ``record`` (one of ``state["pids"]``), SIGKILL after 30 s:
+    a graceful shutdown that drags on (an API server's open watches) would leave the one
+    started after it nothing to start while the old one still holds its port or socket."""
+    os.killpg(record["pid"], signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while process_alive(record["pid"], record["exe"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if process_alive(record["pid"], record["exe"]):
+        os.killpg(record["pid"], signal.SIGKILL)
+        while process_alive(record["pid"], record["exe"]):
+            time.sleep(0.1)
 
 
 def process_alive(pid: int, exe: str) -> bool:
