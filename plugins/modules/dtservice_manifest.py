@@ -83,7 +83,6 @@ changed_objects:
   elements: list
 """
 
-
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
 from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
