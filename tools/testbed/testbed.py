@@ -411,11 +411,7 @@ class Testbed:
         log(f"machine{index}: starting containerd and kubelet as Node {machine.node_name} at {machine.address}")
         self._spawn(Path(machine.dir) / "containerd.log", shutil.which("containerd") or "/usr/bin/containerd",
                     "--config", write_containerd_config(machine, sandbox_image=IMAGE_NAME), netns=machine.netns)
-        deadline = time.monotonic() + 30
-        while not Path(machine.socket).exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"containerd of machine{index} did not open {machine.socket}")
-            time.sleep(0.1)
+        wait_for_containerd(machine)
         import_into(machine, IMAGE_NAME, image)
         self._spawn(Path(machine.dir) / "sshd.log", "/usr/sbin/sshd", "-D", "-e",
                     "-f", write_sshd(machine, authorized_keys=self._ssh_client_key() + ".pub"), netns=machine.netns)
@@ -454,11 +450,7 @@ class Testbed:
         stop_process(record)
         Path(machine.socket).unlink(missing_ok=True)
         self._start_again(record)
-        deadline = time.monotonic() + 30
-        while not Path(machine.socket).exists():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"containerd of machine{machine.index} did not open {machine.socket} again")
-            time.sleep(0.1)
+        wait_for_containerd(machine)
 
     def _ssh_client_key(self) -> str:
         """The key Ansible logs in to the machines with (made once per bed)."""
@@ -765,6 +757,15 @@ class Testbed:
                 if listed.returncode != 0 or not listed.stdout.split():
                     break
                 time.sleep(0.3)
+
+
+def wait_for_containerd(machine: Machine) -> None:
+    """Return once the machine's containerd listens on its socket (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while not Path(machine.socket).exists():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"containerd of machine{machine.index} did not open {machine.socket}")
+        time.sleep(0.1)
 
 
 def import_into(machine: Machine, name: str, image: Path) -> None:
