@@ -18,6 +18,11 @@ description:
     ClusterRoleBinding, Role, RoleBinding, Namespace, dtDomain, dtService); any other kind
     fails before anything is written.
   - With O(state=absent), deletes those of the objects that are live, one DELETE each.
+  - One call may carry the kinds and rights and the dtDomains and dtServices that need them.
+    Every cluster's CustomResourceDefinitions, RBAC and Namespaces are applied first (and
+    Established), its dtDomains and dtServices after (deleting, the other way round). A read
+    of those that is refused (403) right after the call granted rights is tried again for up
+    to ten seconds, while the API server's authorizer learns of the new binding.
   - Check mode sends the writes as server-side dry runs. On a federation where nothing exists
     yet, a kind whose CRD is not installed or that the provisioner may not read yet (its
     RoleBinding is part of the same preview) holds nothing, and its objects are shown as
@@ -84,7 +89,6 @@ changed_objects:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
 from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import (
     PARALLEL_NODES,
     api_failures,
@@ -94,9 +98,8 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.module_args im
 try:
     from ansible_collections.sightline.dtservice.plugins.module_utils.control.manifest import (
         ManifestError,
-        apply_manifests,
+        bring_clusters,
         check_manifests,
-        delete_manifests,
         in_namespaces,
     )
     from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClients
@@ -125,15 +128,6 @@ def run(module) -> None:
 
     # The entries of one kubeconfig context share a client and its connections.
     clients = ApiClients()
-
-    def apply(cluster):
-        objects = in_namespaces(cluster["objects"], cluster["namespaces"])
-        api = clients.get(cluster["kubeconfig"], cluster["context"])
-        if module.params["state"] == "absent":
-            return delete_manifests(api=api, objects=objects, dry_run=module.check_mode)
-        return apply_manifests(api=api, objects=objects, dry_run=module.check_mode,
-                               wait_established=module.params["wait_established"])
-
     clusters = module.params["clusters"]
     try:
         for cluster in clusters:
@@ -141,7 +135,10 @@ def run(module) -> None:
     except ManifestError as error:
         module.fail_json(msg=str(error))
     with api_failures(module, refused="a manifest"):
-        done = side_by_side(clusters, apply, at_most=PARALLEL_NODES)
+        done = bring_clusters(clusters=clusters, deleting=module.params["state"] == "absent",
+                              api_for=lambda entry: clients.get(entry["kubeconfig"], entry["context"]),
+                              dry_run=module.check_mode, wait_established=module.params["wait_established"],
+                              at_most=PARALLEL_NODES)
     result = {"changed": any(a.changed for a in done), "changed_objects": [a.changed for a in done]}
     if module._diff:
         result["diff"] = [d for a in done for d in a.diffs]

@@ -202,7 +202,8 @@ def test_federation_plan_sends_a_domain_once_per_cluster_with_its_member_namespa
     services = planned["manifests"]["services"]
     assert sorted(o["metadata"]["namespace"] for c in services for o in c["objects"]) == sorted(
         f"dtaas-node{i}-dtaas" for i in range(5))
-    assert planned["agents"] == {"node0": planned["federation"]}
+    assert planned["agents"] == {"node0": list(planned["nodes"])}
+    assert list(planned["nodes"].values()) == planned["federation"]
 
 
 def test_federation_plan_grows_linearly_with_the_members():

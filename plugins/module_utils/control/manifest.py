@@ -13,6 +13,10 @@ finds ours among all of the cluster's; namespaced ones are listed whole in a nod
 and stay as the user wrote them (the seed's ``kubectl describe`` shows no labels). Deleting
 sends one DELETE per listed object that is still live.
 
+One call may carry both the kinds and rights and the project's objects that need them: it
+applies every cluster's CRDs, RBAC and Namespaces first, and dtDomains and dtServices only once
+those are done (deleting, the other way round).
+
 In check mode on a federation where nothing exists yet, a collection the API server does not
 serve (its CRD is not installed: 404) or does not let the provisioner read (its binding is
 not made yet: 403) holds nothing: each of its objects is shown as created, without a dry-run
@@ -22,7 +26,7 @@ write, which the server would refuse for the same reason.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +58,14 @@ KINDS = {
     DOMAIN_KIND: (f"/apis/{API_VERSION}", DOMAINS, True),
     SERVICE_KIND: (f"/apis/{API_VERSION}", SERVICES, True),
 }
+
+
+# The project's own kinds: applied after, and deleted before, what they need (their CRDs, the
+# provisioner's rights to them).
+OWN_KINDS = frozenset({DOMAIN_KIND, SERVICE_KIND})
+# Seconds a read of the project's objects may be refused after this call granted rights:
+# an API server's authorizer learns of a new binding through its own watch, a moment later.
+RIGHTS_SETTLE_SECONDS = 10.0
 
 
 class ManifestError(ValueError):
@@ -187,7 +199,7 @@ def _fields(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in body.items() if k not in ("apiVersion", "kind")}
 
 
-def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run: bool,
+def apply_manifests(*, api: ApiClient, objects: Sequence[Mapping[str, Any]], dry_run: bool,
                     wait_established: float = 0) -> Applied:
     """Bring ``objects`` to the cluster behind ``api``; with ``wait_established`` > 0, wait that
     many seconds at most for every CustomResourceDefinition among them to be Established."""
@@ -226,7 +238,7 @@ def apply_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run
     return applied
 
 
-def delete_manifests(*, api: ApiClient, objects: list[Mapping[str, Any]], dry_run: bool) -> Applied:
+def delete_manifests(*, api: ApiClient, objects: Sequence[Mapping[str, Any]], dry_run: bool) -> Applied:
     """Delete those of ``objects`` that are live on the cluster behind ``api`` (only the
     project's own cluster-wide objects, the labelled ones, are found)."""
     wanted = [(collection, labelled(obj, collection)) for obj in objects for collection in [Collection.of(obj)]]
@@ -271,3 +283,51 @@ def _wait_established(api: ApiClient, collection: Collection, crd: Mapping[str, 
                            message=f"CustomResourceDefinition {name} not Established after {timeout:.0f}s")
         time.sleep(0.5)
         crd = api.request("GET", collection.path(name))
+
+
+def in_stages(clusters: Sequence[Mapping[str, Any]], *, deleting: bool) -> list[list[tuple[int, dict[str, Any]]]]:
+    """``dtservice_manifest``'s cluster entries in the order one call works through them: first
+    each entry's kinds and rights, then its dtDomains and dtServices; deleting, the other way
+    round. A stage lists (the entry's index, the entry with that stage's objects only); an
+    entry with none of a stage's objects is not in it."""
+    first: list[tuple[int, dict[str, Any]]] = []
+    then: list[tuple[int, dict[str, Any]]] = []
+    for index, entry in enumerate(clusters):
+        for stage, objects in ((first, [o for o in entry["objects"] if o.get("kind") not in OWN_KINDS]),
+                               (then, [o for o in entry["objects"] if o.get("kind") in OWN_KINDS])):
+            if objects:
+                stage.append((index, {**entry, "objects": objects}))
+    return [then, first] if deleting else [first, then]
+
+
+def bring_clusters(*, clusters: Sequence[Mapping[str, Any]], api_for: Callable[[Mapping[str, Any]], ApiClient],
+                   deleting: bool, dry_run: bool, wait_established: float, at_most: int) -> list[Applied]:
+    """Apply (or delete) every entry's objects, stage by stage (``in_stages``), the entries of a
+    stage side by side; what each entry did, in the order given. A refused read of the
+    project's objects right after this call granted rights is tried again for up to
+    RIGHTS_SETTLE_SECONDS; with no new rights, a refusal is final."""
+    done = [Applied() for _entry in clusters]
+    granted = False
+
+    def bring(entry: Mapping[str, Any]) -> Applied:
+        objects = in_namespaces(entry["objects"], entry.get("namespaces"))
+        deadline = time.monotonic() + RIGHTS_SETTLE_SECONDS
+        while True:
+            try:
+                if deleting:
+                    return delete_manifests(api=api_for(entry), objects=objects, dry_run=dry_run)
+                return apply_manifests(api=api_for(entry), objects=objects, dry_run=dry_run,
+                                       wait_established=wait_established)
+            except ApiError as error:
+                # Safe to repeat: each attempt reads first and writes only what still differs.
+                if not (granted and error.status == 403 and time.monotonic() < deadline):
+                    raise
+                time.sleep(0.2)
+
+    for stage in in_stages(clusters, deleting=deleting):
+        applied = side_by_side([entry for _index, entry in stage], bring, at_most=at_most)
+        for (index, _entry), result in zip(stage, applied, strict=True):
+            done[index].changed.extend(result.changed)
+            done[index].diffs.extend(result.diffs)
+            granted = granted or (bool(result.changed) and not deleting)
+    return done

@@ -1,0 +1,79 @@
+"""The plan lookup inside Ansible: what it gives from an inventory whose declarations are
+templates, as users write them (members from a group, namespaces from the host's name)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
+
+ROOT = Path(__file__).resolve().parents[2]
+
+GROUP_VARS = """
+dtservice_node_namespace: "dtaas-{{ inventory_hostname }}-dtaas"
+dtservice_node_kubeconfig: "/k/{{ inventory_hostname[-1] | int % 2 }}.kubeconfig"
+dtservice_node_address: "198.18.0.{{ 10 + inventory_hostname[-1] | int }}"
+dtservice_domains:
+  - name: mydomain
+    members: "{{ groups.federation }}"
+  - name: firsttwo
+    members: "{{ groups.federation[:2] }}"
+dtservice_services:
+  - {name: net, domain: mydomain, pod: "p{{ inventory_hostname[-1] }}"}
+"""
+
+PLAYBOOK = """
+- name: Write the plan
+  hosts: federation
+  gather_facts: false
+  tasks:
+    - name: Compute the plan
+      ansible.builtin.set_fact:
+        dtservice_plan: "{{ lookup('sightline.dtservice.dtservice_plan', 'federation') }}"
+      run_once: true
+      delegate_to: localhost
+      delegate_facts: true
+
+- name: Write it out
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Write the plan as JSON
+      ansible.builtin.copy:
+        content: "{{ dtservice_plan | to_json }}"
+        dest: "{{ plan_file }}"
+        mode: "0600"
+"""
+
+
+def test_the_lookup_plans_templated_declarations_as_their_values(tmp_path):
+    hosts = [f"node{i}" for i in range(4)]
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "federation.yml").write_text(GROUP_VARS)
+    (tmp_path / "hosts.yml").write_text(json.dumps({"federation": {
+        "hosts": dict.fromkeys(hosts, {}),
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}))
+    (tmp_path / "plan.yml").write_text(PLAYBOOK)
+    written = tmp_path / "plan.json"
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    result = subprocess.run(
+        [Path(sys.executable).with_name("ansible-playbook"), "-i", tmp_path / "hosts.yml", tmp_path / "plan.yml",
+         "-e", f"plan_file={written}"], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    nodes = {h: {"name": h, "namespace": f"dtaas-{h}-dtaas", "address": f"198.18.0.{10 + i}",
+                 "kubeconfig": f"/k/{i % 2}.kubeconfig"} for i, h in enumerate(hosts)}
+    expected = plan.federation_plan(
+        hosts=hosts, machines=dict.fromkeys(hosts, "localhost"),
+        nodes={h: contract.node_params(host=h, host_vars={f"dtservice_node_{k}": v for k, v in node.items()})
+               for h, node in nodes.items()},
+        domains=[{"name": "mydomain", "members": hosts}, {"name": "firsttwo", "members": hosts[:2]}],
+        services={h: [{"name": "net", "domain": "mydomain", "pod": f"p{i}"}] for i, h in enumerate(hosts)})
+    assert json.loads(written.read_text()) == json.loads(json.dumps(expected))
+    # One machine: its first host runs the pass for every node, named by host.
+    assert expected["agents"] == {"node0": hosts}
