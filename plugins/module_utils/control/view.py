@@ -66,8 +66,11 @@ class PassView:
 
     # -- dtServices -----------------------------------------------------------------------
     def services_of(self, node: NodeRef) -> list[dict]:
+        """The dtServices on ``node``: the pass's own node's as copies, another node's as the
+        listing's own objects, which every write here replaces and never changes in place (the
+        hub of 100 clients was decoded again for each of them)."""
         if node.name not in self._services:
-            self._services[node.name] = self.cluster.list_services(node)
+            self._services[node.name] = self.cluster.list_services(node, shared=node.name != self.node.name)
         return self._services[node.name]
 
     def service_on(self, node: NodeRef, name: str) -> dict | None:

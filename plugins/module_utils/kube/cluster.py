@@ -102,6 +102,14 @@ def _applied(batch: list[_Change], current: dict) -> dict:
     return body
 
 
+def _text_of(entry: list) -> str:
+    """A kept object's JSON text, written on first need. The object is never changed in
+    place, so threads that both write it out store the same text."""
+    if entry[1] is None:
+        entry[1] = json.dumps(entry[0])
+    return entry[1]
+
+
 class Listing:
     """One collection of one cluster as a module call read it: listed on first use (the whole
     cluster at once when ``cluster_path`` is given and the provisioner may, else the namespace
@@ -123,10 +131,11 @@ class Listing:
         self._gates: dict[str | None, threading.Lock] = {}  # one LIST at a time per namespace (None: all)
         self._generation = 0
         self._whole = False
-        # namespace -> name -> the object and its JSON text: a caller gets its own copy from
-        # json.loads, five times faster than copy.deepcopy (deep copies were half of a pass's
-        # time at 100 nodes), or the object itself when it only reads.
-        self._by_namespace: dict[str, dict[str, tuple[dict, str]]] = {}
+        # namespace -> name -> [the object, its JSON text once a copy was asked for]: a caller
+        # gets its own copy from json.loads, five times faster than copy.deepcopy (deep copies
+        # were half of a pass's time at 100 nodes), or the object itself when it only reads
+        # (100 dtDomains of 20 kB each, never copied, are not written out as text).
+        self._by_namespace: dict[str, dict[str, list]] = {}
 
     def items(self, namespace: str, *, shared: bool = False) -> list[dict]:
         """The namespace's objects: copies, or (``shared``) the kept ones, only to be read."""
@@ -136,16 +145,16 @@ class Listing:
                 kept = self._kept(namespace)
                 if kept is None:
                     kept = self._listed(namespace)
-        return [obj for obj, _text in kept] if shared else [json.loads(text) for _obj, text in kept]
+        return [obj for obj, _text in kept] if shared else [json.loads(_text_of(entry)) for entry in kept]
 
-    def _kept(self, namespace: str) -> list[tuple[dict, str]] | None:
+    def _kept(self, namespace: str) -> list[list] | None:
         """The namespace's items as kept, when they are (a LIST of it has ended)."""
         with self._lock:
             if self._whole or namespace in self._by_namespace:
                 return list(self._by_namespace.get(namespace, {}).values())
             return None
 
-    def _listed(self, namespace: str) -> list[tuple[dict, str]]:
+    def _listed(self, namespace: str) -> list[list]:
         """The namespace's items from a LIST, kept unless a ``forget`` overtook it (its gate held)."""
         with self._lock:
             cluster_path, generation = self._cluster_path, self._generation
@@ -155,7 +164,7 @@ class Listing:
                 self._keep(namespace, answer, whole=whole)
                 return list(self._by_namespace.get(namespace, {}).values())
         # Forgotten while it was listed: an answer for this caller only.
-        return [(item, json.dumps(item)) for item in answer if item["metadata"]["namespace"] == namespace]
+        return [[item, None] for item in answer if item["metadata"]["namespace"] == namespace]
 
     def _gate(self, namespace: str) -> threading.Lock:
         with self._lock:
@@ -190,9 +199,9 @@ class Listing:
             self._whole = True
             for item in items:
                 meta = item["metadata"]
-                self._by_namespace.setdefault(meta["namespace"], {})[meta["name"]] = (item, json.dumps(item))
+                self._by_namespace.setdefault(meta["namespace"], {})[meta["name"]] = [item, None]
         else:
-            self._by_namespace[namespace] = {item["metadata"]["name"]: (item, json.dumps(item)) for item in items}
+            self._by_namespace[namespace] = {item["metadata"]["name"]: [item, None] for item in items}
 
     def put(self, obj: dict) -> None:
         """``obj`` as the API server answered a write of it."""
@@ -200,7 +209,7 @@ class Listing:
         with self._gate(meta["namespace"]), self._lock:
             if self._whole or meta["namespace"] in self._by_namespace:
                 text = json.dumps(obj)  # the writer goes on with obj: what is kept is a copy
-                self._by_namespace.setdefault(meta["namespace"], {})[meta["name"]] = (json.loads(text), text)
+                self._by_namespace.setdefault(meta["namespace"], {})[meta["name"]] = [json.loads(text), text]
 
     def drop(self, namespace: str, name: str) -> None:
         with self._gate(namespace), self._lock:
