@@ -93,6 +93,10 @@ def check_manifests(objects: Sequence[Mapping[str, Any]]) -> None:
 def contains(live: Any, wanted: Any) -> bool:
     """True when every field of ``wanted`` is in ``live`` with the same value; lists must
     match item by item (an applied list is owned whole)."""
+    if live == wanted:
+        # Most of a converged object (a domain's members, 100 copies of it): one comparison
+        # in C instead of a walk of every field.
+        return True
     if isinstance(wanted, Mapping):
         return isinstance(live, Mapping) and all(k in live and contains(live[k], v) for k, v in wanted.items())
     if isinstance(wanted, list):
