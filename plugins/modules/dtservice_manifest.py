@@ -20,9 +20,9 @@ description:
   - With O(state=absent), deletes those of the objects that are live, one DELETE each.
   - One call may carry the kinds and rights and the dtDomains and dtServices that need them.
     Every cluster's CustomResourceDefinitions, RBAC and Namespaces are applied first (and
-    Established), its dtDomains and dtServices after (deleting, the other way round). A read
-    of those that is refused (403) right after the call granted rights is tried again for up
-    to ten seconds, while the API server's authorizer learns of the new binding.
+    Established), its dtDomains and dtServices after (deleting, the other way round). Those
+    refused (403) right after the call granted rights are tried again for up to ten seconds,
+    while the API server's authorizer learns of the new bindings.
   - Check mode sends the writes as server-side dry runs. On a federation where nothing exists
     yet, a kind whose CRD is not installed or that the provisioner may not read yet (its
     RoleBinding is part of the same preview) holds nothing, and its objects are shown as

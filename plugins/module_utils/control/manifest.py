@@ -63,7 +63,7 @@ KINDS = {
 # The project's own kinds: applied after, and deleted before, what they need (their CRDs, the
 # provisioner's rights to them).
 OWN_KINDS = frozenset({DOMAIN_KIND, SERVICE_KIND})
-# Seconds a read of the project's objects may be refused after this call granted rights:
+# Seconds the project's objects may be refused after this call granted rights:
 # an API server's authorizer learns of a new binding through its own watch, a moment later.
 RIGHTS_SETTLE_SECONDS = 10.0
 
@@ -307,9 +307,9 @@ def in_stages(clusters: Sequence[Mapping[str, Any]], *, deleting: bool) -> list[
 def bring_clusters(*, clusters: Sequence[Mapping[str, Any]], api_for: Callable[[Mapping[str, Any]], ApiClient],
                    deleting: bool, dry_run: bool, wait_established: float, at_most: int) -> list[Applied]:
     """Apply (or delete) every entry's objects, stage by stage (``in_stages``), the entries of a
-    stage side by side; what each entry did, in the order given. A refused read of the
-    project's objects right after this call granted rights is tried again for up to
-    RIGHTS_SETTLE_SECONDS; with no new rights, a refusal is final."""
+    stage side by side; what each entry did, in the order given. An entry refused (403) right
+    after this call granted rights is tried again for up to RIGHTS_SETTLE_SECONDS; with no new
+    rights, a refusal is final."""
     done = [Applied() for _entry in clusters]
     granted = False
 
@@ -333,5 +333,6 @@ def bring_clusters(*, clusters: Sequence[Mapping[str, Any]], api_for: Callable[[
         for (index, _entry), result in zip(stage, applied, strict=True):
             done[index].changed.extend(result.changed)
             done[index].diffs.extend(result.diffs)
-            granted = granted or (bool(result.changed) and not deleting)
+            # A dry run grants nothing; deleting, the rights go last.
+            granted = granted or (bool(result.changed) and not deleting and not dry_run)
     return done
