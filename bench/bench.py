@@ -100,6 +100,32 @@ class LoadSampler:
                 "end": [round(x, 2) for x in os.getloadavg()]}
 
 
+def busy_share(seconds: float) -> float:
+    """The share of the machine's CPU time (all cores) that was not idle over ``seconds``."""
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # idle and iowait
+    total, idle = sample()
+    time.sleep(seconds)
+    total_after, idle_after = sample()
+    return 1 - (idle_after - idle) / max(1, total_after - total)
+
+
+def wait_quiet(*, below: float, window: float = 2.0, at_most: float = 120.0) -> dict:
+    """Wait until at most ``below`` of all cores' time is busy over ``window``, so that a timed
+    run measures itself and not the bed still settling (its kubelets were still at work, at a
+    load of 11 to 12, when the first deploy began). Returns how long it waited and how busy the
+    machine was when it stopped (after ``at_most`` it says so and measures anyway)."""
+    started = time.monotonic()
+    while True:
+        busy = busy_share(window)
+        waited = time.monotonic() - started
+        if busy > below and waited >= at_most:
+            say(f"the machine is still {busy:.0%} busy after {waited:.0f}s; measuring anyway")
+        if busy <= below or waited >= at_most:
+            return {"waited_s": round(waited, 1), "busy": round(busy, 2)}
+
+
 # -- the bed ------------------------------------------------------------------------------------
 class Bed:
     """A Testbed that is always stopped, plus the admin API access the benchmarks need."""
@@ -347,7 +373,7 @@ def scaling_run(cfg: dict, run: int, args, workdir: Path) -> dict:
         inventory = bed.inventory("deploy", services)
         expected = {(bed.testbed.node(node).namespace, name) for node, pairs in placements.items()
                     for name, _pod in pairs}
-        record: dict = {}
+        record: dict = {"quiet_before_deploy": wait_quiet(below=args.quiet_below)}
         with LoadSampler() as load:
             before = bed.api_requests()
             started = time.monotonic()
@@ -959,6 +985,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=10.0, help="seconds without a daemon run before RSS")
     parser.add_argument("--floor-runs", type=int, default=5, help="empty ansible-runner runs per daemon run")
     parser.add_argument("--connect-timeout", type=float, default=120.0)
+    parser.add_argument("--quiet-below", type=float, default=0.25,
+                        help="before the first deploy of a bed, wait (at most 120 s) until at most this share "
+                             "of all cores' time is busy")
     parser.add_argument("--deploy-passes", type=int, default=2,
                         help="deploy.yml runs allowed (and timed) until it succeeds, as a user re-runs a failed deploy")
     parser.add_argument("--retries", type=int, default=1,
