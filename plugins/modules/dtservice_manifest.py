@@ -99,8 +99,6 @@ try:
     from ansible_collections.sightline.dtservice.plugins.module_utils.control.manifest import (
         ManifestError,
         bring_clusters,
-        check_manifests,
-        in_namespaces,
     )
     from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClients
     IMPORT_ERROR = None
@@ -128,17 +126,14 @@ def run(module) -> None:
 
     # The entries of one kubeconfig context share a client and its connections.
     clients = ApiClients()
-    clusters = module.params["clusters"]
     try:
-        for cluster in clusters:
-            check_manifests(in_namespaces(cluster["objects"], cluster["namespaces"]))
-    except ManifestError as error:
+        with api_failures(module, refused="a manifest"):
+            done = bring_clusters(clusters=module.params["clusters"], deleting=module.params["state"] == "absent",
+                                  api_for=lambda entry: clients.get(entry["kubeconfig"], entry["context"]),
+                                  dry_run=module.check_mode, wait_established=module.params["wait_established"],
+                                  at_most=PARALLEL_NODES)
+    except ManifestError as error:  # before anything was written
         module.fail_json(msg=str(error))
-    with api_failures(module, refused="a manifest"):
-        done = bring_clusters(clusters=clusters, deleting=module.params["state"] == "absent",
-                              api_for=lambda entry: clients.get(entry["kubeconfig"], entry["context"]),
-                              dry_run=module.check_mode, wait_established=module.params["wait_established"],
-                              at_most=PARALLEL_NODES)
     result = {"changed": any(a.changed for a in done), "changed_objects": [a.changed for a in done]}
     if module._diff:
         result["diff"] = [d for a in done for d in a.diffs]

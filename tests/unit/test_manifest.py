@@ -6,6 +6,7 @@ import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.manifest import (
     Collection,
     ManifestError,
+    bring_clusters,
     check_manifests,
     contains,
     in_namespaces,
@@ -76,6 +77,23 @@ def test_collections_and_labels_follow_the_kind():
 def test_manifests_deploy_cannot_apply_are_refused_before_any_write(obj, message):
     with pytest.raises(ManifestError, match=message):
         check_manifests([{"kind": "Namespace", "metadata": {"name": "fine"}}, obj])
+
+
+def test_one_call_refuses_a_bad_manifest_of_any_entry_before_it_reaches_an_api_server():
+    good = {"kubeconfig": "a", "namespaces": None, "objects": [{"kind": "Namespace", "metadata": {"name": "fine"}}]}
+    placed_wrong = {"kubeconfig": "b", "namespaces": ["ns"],
+                    "objects": [{"kind": "dtDomain", "metadata": {"name": "d", "namespace": "x"}}]}
+    unknown = {"kubeconfig": "c", "namespaces": None, "objects": [{"kind": "Deployment", "metadata": {"name": "x"}}]}
+    asked: list[str] = []
+
+    def api_for(entry):
+        asked.append(entry["kubeconfig"])
+        raise AssertionError("no API server is asked before every manifest is checked")
+    for bad, message in ((placed_wrong, "has a metadata.namespace"), (unknown, "not one deploy applies")):
+        with pytest.raises(ManifestError, match=message):
+            bring_clusters(clusters=[good, bad], api_for=api_for, deleting=False, dry_run=False,
+                           wait_established=0, at_most=1)
+    assert asked == []
 
 
 def test_objects_given_with_namespaces_go_to_each_namespace_once():
