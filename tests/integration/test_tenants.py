@@ -388,6 +388,22 @@ def test_her_entry_with_a_victims_public_key_is_not_taken(fed):
     assert_unhurt(fed, before, own={NETWORK})
 
 
+@pytest.mark.parametrize("key", ["hers", "the victim's"])
+def test_a_second_entry_of_hers_at_a_victims_address_is_not_taken(fed, key):
+    """Her own entry stays and a copy of it sits at the victim's address (what a forgery sent
+    on a read the provisioner has since answered leaves behind)."""
+    honest = mallory_join(fed)
+    address, entry = own_entry(honest)
+    if key != "hers":
+        entry = {**entry, "publicKey": own_entry(get(fed.bed, "node1", NETWORK))[1]["publicKey"]}
+    before = snapshot(fed.bed)
+    forge(fed, {"peers": {fed.addresses["client1"]: entry}})
+    wait_restored(fed, honest, "second entry")
+    assert get(fed.bed, "node0", NETWORK)["peers"][fed.addresses["client1"]]["publicKey"] == \
+        own_entry(get(fed.bed, "node1", NETWORK))[1]["publicKey"]
+    assert_unhurt(fed, before, own={NETWORK})
+
+
 @pytest.mark.parametrize("outside", ["100.96.1.7", "198.19.1.2", "0.0.0.0"])
 def test_her_entry_outside_the_subnet_is_not_taken(fed, outside):
     honest = mallory_join(fed)
@@ -437,9 +453,16 @@ def test_a_forgery_right_after_connected_reaches_no_victim(fed):
                              what="her join Connected again")
         time.sleep(0.05)
     assert forged == 2, "the provisioner wrote her entry twice"
-    wait_for(lambda: (own_entry(mallory_join(fed))[0] != fed.addresses["client1"]
-                      and status_of(fed.bed, "node3", NETWORK) == "Connected"), timeout=90,
-             what="her own entry back and Connected")
+
+    def her_own_entry_back() -> bool:
+        # A forgery sent on a read the provisioner had already answered adds the stolen entry
+        # beside her restored one: two entries of hers, which the provisioner repairs in turn.
+        service = mallory_join(fed)
+        server_key = service["spec"]["server"]["publicKey"]
+        hers = [a for a, e in service["peers"].items() if e["publicKey"] != server_key]
+        return hers != [fed.addresses["client1"]] and len(hers) == 1 \
+            and status_of(fed.bed, "node3", NETWORK) == "Connected"
+    wait_for(her_own_entry_back, timeout=90, what="her own entry back alone and Connected")
     hub_peers = get(fed.bed, "node0", NETWORK)["peers"]
     assert hub_peers[fed.addresses["client1"]]["publicKey"] == victim["publicKey"]
     time.sleep(SETTLE)
