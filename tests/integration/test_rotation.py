@@ -80,12 +80,16 @@ def object_keys(bed) -> dict[str, set[str]]:
     return found
 
 
+def ping_routes(bed) -> list[tuple[str, str]]:
+    """(node, address): client to client through the hub, client to hub, hub to client."""
+    return [("node1", address_of(bed, "node2")), ("node2", address_of(bed, "node1")), ("node1", HUB),
+            ("node0", address_of(bed, "node2"))]
+
+
 def start_pings(bed, directory: Path) -> list[PingLoop]:
-    """Client to client through the hub, client to hub, hub to client, every 0.1 s."""
-    routes = [("node1", address_of(bed, "node2")), ("node2", address_of(bed, "node1")), ("node1", HUB),
-              ("node0", address_of(bed, "node2"))]
+    """A ping every 0.1 s on each of ``ping_routes``."""
     loops = []
-    for number, (node, address) in enumerate(routes):
+    for number, (node, address) in enumerate(ping_routes(bed)):
         log = directory / f"ping-{time.monotonic_ns()}-{number}.log"
         with open(log, "w") as out:
             process = subprocess.Popen(["ip", "netns", "exec", bed.pod_netns(node, PODS[node]), "ping", "-n", "-i",
@@ -112,8 +116,7 @@ def assert_none_lost(bed, results: dict[str, tuple[int, list[int]]]) -> None:
     held = {pod: in_pod(bed, node, pod, "wg", "show", "all", "dump").stdout for node, pod in PODS.items()}
     time.sleep(6)
     again = {f"{PODS[node]} -> {address}": ping(bed, node, PODS[node], address, count=3)
-             for node, address in [("node1", address_of(bed, "node2")), ("node2", address_of(bed, "node1")),
-                                   ("node1", HUB), ("node0", address_of(bed, "node2"))]}
+             for node, address in ping_routes(bed)}
     lines = [f"{what}: {len(lost)} of {sent} lost: {lost}" for what, (sent, lost) in failed.items()]
     lines += ["interfaces right after the loss:"] + [f"{pod}:\n{dump}" for pod, dump in held.items()]
     lines += [f"replies of 3 pings 6 s later: {again}"]

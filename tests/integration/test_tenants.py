@@ -240,9 +240,14 @@ def fed(bed_factory, tmp_path_factory):
                 loop.process.wait(timeout=10)
 
 
-def own_entry(service: dict) -> tuple[str, dict]:
+def client_entries(service: dict) -> list[tuple[str, dict]]:
+    """The (address, entry) pairs of a client's ``peers`` other than its server's."""
     server_key = service["spec"]["server"]["publicKey"]
-    ((address, entry),) = [(a, e) for a, e in service["peers"].items() if e["publicKey"] != server_key]
+    return [(a, e) for a, e in service["peers"].items() if e["publicKey"] != server_key]
+
+
+def own_entry(service: dict) -> tuple[str, dict]:
+    ((address, entry),) = client_entries(service)
     return address, entry
 
 
@@ -393,14 +398,14 @@ def test_a_second_entry_of_hers_at_a_victims_address_is_not_taken(fed, key):
     """Her own entry stays and a copy of it sits at the victim's address (what a forgery sent
     on a read the provisioner has since answered leaves behind)."""
     honest = mallory_join(fed)
-    address, entry = own_entry(honest)
+    _address, entry = own_entry(honest)
+    victim_key = own_entry(get(fed.bed, "node1", NETWORK))[1]["publicKey"]
     if key != "hers":
-        entry = {**entry, "publicKey": own_entry(get(fed.bed, "node1", NETWORK))[1]["publicKey"]}
+        entry = {**entry, "publicKey": victim_key}
     before = snapshot(fed.bed)
     forge(fed, {"peers": {fed.addresses["client1"]: entry}})
     wait_restored(fed, honest, "second entry")
-    assert get(fed.bed, "node0", NETWORK)["peers"][fed.addresses["client1"]]["publicKey"] == \
-        own_entry(get(fed.bed, "node1", NETWORK))[1]["publicKey"]
+    assert get(fed.bed, "node0", NETWORK)["peers"][fed.addresses["client1"]]["publicKey"] == victim_key
     assert_unhurt(fed, before, own={NETWORK})
 
 
@@ -457,9 +462,7 @@ def test_a_forgery_right_after_connected_reaches_no_victim(fed):
     def her_own_entry_back() -> bool:
         # A forgery sent on a read the provisioner had already answered adds the stolen entry
         # beside her restored one: two entries of hers, which the provisioner repairs in turn.
-        service = mallory_join(fed)
-        server_key = service["spec"]["server"]["publicKey"]
-        hers = [a for a, e in service["peers"].items() if e["publicKey"] != server_key]
+        hers = [address for address, _entry in client_entries(mallory_join(fed))]
         return hers != [fed.addresses["client1"]] and len(hers) == 1 \
             and status_of(fed.bed, "node3", NETWORK) == "Connected"
     wait_for(her_own_entry_back, timeout=90, what="her own entry back alone and Connected")
