@@ -375,7 +375,7 @@ def test_what_this_process_reads_is_what_ip_and_wg_print(fed):
     this process, say what `ip -j addr show` and `wg show dump` say of the same interfaces."""
     for i, role in enumerate(("hub", "c1", "c2")):
         name, pod = fed.names[role], fed.ul.pod(i)
-        seen = netns.snapshot(fed.ul.pod_path(i))
+        seen = netns.snapshot(fed.ul.pod_path(i), forwarding=True)
         assert links_seen(seen.links) == links_seen(json.loads(in_ns(pod, "ip", "-j", "addr", "show").stdout))
         assert seen.forwarding[4] is (in_ns(pod, "sysctl", "-n", "net.ipv4.ip_forward").stdout.strip() == "1")
         live = wireguard.read_interface(name=name, pod_netns=fed.ul.pod_path(i))
@@ -391,8 +391,9 @@ def test_what_this_process_reads_is_what_ip_and_wg_print(fed):
             live.public_key, live.listen_port, set(live.peers))
     assert wireguard.wireguard_state(name=fed.names["c1"], pod_netns=fed.ul.pod_path(0)) is None, "not in that pod"
     # The node's namespace, read from a thread that entered it; this process stays where it is.
-    assert links_seen(netns.snapshot(fed.ul.node(0)).links) == links_seen(
-        json.loads(in_ns(fed.ul.node(0), "ip", "-j", "addr", "show").stdout))
+    node = netns.snapshot(fed.ul.node(0))
+    assert links_seen(node.links) == links_seen(json.loads(in_ns(fed.ul.node(0), "ip", "-j", "addr", "show").stdout))
+    assert node.forwarding == {}, "the switches are read only when asked for"
     assert links_seen(netns.snapshot(None).links) == links_seen(
         json.loads(subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=True).stdout))
 

@@ -146,7 +146,7 @@ class PodReading:
 
     def links(self) -> Snapshot:
         if self._links is None:
-            self._links = snapshot(self.netns)
+            self._links = snapshot(self.netns, forwarding=True)
         return self._links
 
     def mangle(self) -> str:
