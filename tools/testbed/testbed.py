@@ -644,9 +644,19 @@ class Testbed:
         for sandbox in old:
             self.crictl(endpoint, "stopp", sandbox)
         deadline = time.monotonic() + POD_READY_SECONDS
-        while not any(s["id"] not in old for s in self._sandboxes(endpoint, uid)):
+        while not (new := [s["id"] for s in self._sandboxes(endpoint, uid) if s["id"] not in old]):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"kubelet made no new sandbox for {pod} of {node_name}")
+            time.sleep(0.2)
+        # The new sandbox may have a new IP, and the Pod's status names the old one for a
+        # moment after it runs: a pass then (rightly) refuses the namespace that does not
+        # hold the IP the API server gives for the pod.
+        address = json.loads(self.crictl(endpoint, "inspectp", "-o", "json", new[0]).stdout)["status"]["network"]["ip"]
+        node = self.node(node_name)
+        while json.loads(self.kubectl(node, "get", "pod", pod, "-n", node.namespace, "-o", "json",
+                                      admin=True).stdout)["status"].get("podIP") != address:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the status of {pod} of {node_name} never named its new sandbox's IP {address}")
             time.sleep(0.2)
         return self._running(node_name, pod)[1]
 
