@@ -110,9 +110,9 @@ def _redact(text: str, secrets: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class Snapshot:
-    """A namespace's links with their addresses (as ``ip -j addr show`` prints them) and its
-    IP forwarding switches (4 and 6 -> on; a version the namespace lacks is left out, and
-    both unless they were asked for)."""
+    """A namespace's links with their addresses (as ``ip -j addr show`` prints them) and, if
+    they were asked for, its IP forwarding switches (4 and 6 -> on; a version the namespace
+    lacks is left out)."""
 
     links: list[dict[str, Any]]
     forwarding: dict[int, bool]
