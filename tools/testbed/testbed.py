@@ -582,15 +582,18 @@ class Testbed:
         """The pod object, once it runs with an IP."""
         return self._running(node_name, pod, timeout=timeout)[0]
 
-    def _running(self, node_name: str, pod: str, *, timeout: float = POD_READY_SECONDS) -> tuple[dict, str]:
-        """The running pod and its netns name, which is recorded for stop (crash-safe)."""
+    def _running(self, node_name: str, pod: str, *, timeout: float = POD_READY_SECONDS,
+                 address: str | None = None) -> tuple[dict, str]:
+        """The running pod and its netns name, which is recorded for stop (crash-safe);
+        with ``address``, once its status names that IP."""
         node = self.node(node_name)
         deadline = time.monotonic() + timeout
         while True:
             found = self.kubectl(node, "get", "pod", pod, "-n", node.namespace, "-o", "json", admin=True, check=False)
             if found.returncode == 0:
                 obj = json.loads(found.stdout)
-                if obj["status"].get("phase") == "Running" and obj["status"].get("podIP") \
+                ip = obj["status"].get("podIP")
+                if obj["status"].get("phase") == "Running" and ip and address in (None, ip) \
                         and not obj["metadata"].get("deletionTimestamp"):
                     netns = self.pod_netns(node_name, pod)
                     self.state["pod_netns"] = sorted({*self.state.setdefault("pod_netns", []), netns})
@@ -623,9 +626,11 @@ class Testbed:
         return subprocess.run(["crictl", "--runtime-endpoint", endpoint, "--timeout", "10s", *args],
                               text=True, capture_output=True, check=check)
 
+    def _inspect_sandbox(self, endpoint: str, sandbox_id: str) -> dict:
+        return json.loads(self.crictl(endpoint, "inspectp", "-o", "json", sandbox_id).stdout)
+
     def sandbox_netns(self, endpoint: str, sandbox_id: str) -> str:
-        status = json.loads(self.crictl(endpoint, "inspectp", "-o", "json", sandbox_id).stdout)
-        namespaces = status["info"]["runtimeSpec"]["linux"]["namespaces"]
+        namespaces = self._inspect_sandbox(endpoint, sandbox_id)["info"]["runtimeSpec"]["linux"]["namespaces"]
         return next(n["path"] for n in namespaces if n["type"] == "network")
 
     def pod_netns(self, node_name: str, pod: str) -> str:
@@ -651,14 +656,8 @@ class Testbed:
         # The new sandbox may have a new IP, and the Pod's status names the old one for a
         # moment after it runs: a pass then (rightly) refuses the namespace that does not
         # hold the IP the API server gives for the pod.
-        address = json.loads(self.crictl(endpoint, "inspectp", "-o", "json", new[0]).stdout)["status"]["network"]["ip"]
-        node = self.node(node_name)
-        while json.loads(self.kubectl(node, "get", "pod", pod, "-n", node.namespace, "-o", "json",
-                                      admin=True).stdout)["status"].get("podIP") != address:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the status of {pod} of {node_name} never named its new sandbox's IP {address}")
-            time.sleep(0.2)
-        return self._running(node_name, pod)[1]
+        address = self._inspect_sandbox(endpoint, new[0])["status"]["network"]["ip"]
+        return self._running(node_name, pod, address=address)[1]
 
     def delete_pod(self, node_name: str, pod: str, *, wait: bool = True) -> None:
         node = self.node(node_name)
