@@ -10,7 +10,7 @@ a clean failure (never a traceback) for a missing library, a bad kubeconfig or a
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -77,10 +77,12 @@ def nodes_runner(module, *, import_error: ImportError | None = None) -> Callable
     from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Connections
 
     connections = Connections()
+    # Made once for every phase: a pass over 100 nodes made them again in each of its five.
+    nodes = [NodeRef.from_params(node) for node in module.params["nodes"]]
 
     def run(work: Callable[..., Any]) -> dict[str, Any]:
         with api_failures(module, refused="a request"):
-            return for_each_node(module.params, lambda node: work(
+            return for_each_node(nodes, lambda node: work(
                 cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node))
     return run
 
@@ -90,7 +92,6 @@ def run_on_nodes(module, work: Callable[..., Any], *, import_error: ImportError 
     return nodes_runner(module, import_error=import_error)(work)
 
 
-def for_each_node(params: Mapping[str, Any], work: Callable[[Any], Any]) -> dict[str, Any]:
-    """``work(node_ref)`` for every node of the call, side by side; node name -> result."""
-    nodes = [NodeRef.from_params(node) for node in params["nodes"]]
+def for_each_node(nodes: Sequence[NodeRef], work: Callable[[NodeRef], Any]) -> dict[str, Any]:
+    """``work(node)`` for every node of the call, side by side; node name -> result."""
     return dict(zip([n.name for n in nodes], side_by_side(nodes, work, at_most=PARALLEL_NODES), strict=True))

@@ -1,10 +1,10 @@
 """Commands in network namespaces, for the data plane.
 
 Owns running a command in a network namespace (or in this process's own), with a timeout
-and with secrets scrubbed from the error it raises; running Python in one (``in_namespace``:
-a thread that enters it); whether a namespace still exists; and reading one's links,
-addresses and forwarding switches from the kernel without a process (``snapshot``, over
-rtnetlink), with the link of a name and the MTU of the link holding an address; the
+and with secrets scrubbed from the error it raises; whether a namespace still exists; and
+reading one's links, addresses and forwarding switches from the kernel without a process
+(``snapshot``, over rtnetlink, from sockets and files the calling thread opens inside it and
+reads back home: ``_opened_in``), with the link of a name and the MTU of the link holding an address; the
 generation of its nftables rules (``rules_generation``); and which namespace a path holds
 (``namespace_identity``: its device and inode, which a new namespace there would not have). Namespaces
 are given as a path (``/var/run/netns/x``, ``/proc/PID/ns/net``) or as an ``ip netns``
@@ -18,14 +18,13 @@ import functools
 import os
 import socket
 import subprocess
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import rtnetlink
 
-__all__ = ["NETNS_DIR", "TIMEOUT", "Snapshot", "WireGuardError", "argv_in", "find_link", "in_namespace",
+__all__ = ["NETNS_DIR", "TIMEOUT", "Snapshot", "WireGuardError", "argv_in", "find_link",
            "namespace_alive", "namespace_identity", "namespace_path", "rules_generation", "run", "snapshot",
            "underlay_mtu"]
 
@@ -121,36 +120,37 @@ class Snapshot:
         return next((link for link in self.links if link["ifname"] == name), None)
 
 
-def in_namespace(netns: str | None, work: Callable[[], T]) -> T:
-    """``work()``, run in ``netns`` by a thread of its own.
+def _enter(netns: str) -> None:
+    fd = os.open(namespace_path(netns), os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if _libc().setns(fd, _CLONE_NEWNET) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, os.strerror(error))
+    finally:
+        os.close(fd)
 
-    A thread can enter another network namespace (``setns``) without the rest of the
-    process, and a socket it opens there stays there; the thread ends with ``work``, so no
-    other work ever runs in that namespace by mistake. Costs a tenth of a millisecond where
-    a process in the namespace costs several."""
+
+def _opened_in(netns: str | None, open_them: Callable[[], T]) -> T:
+    """``open_them()`` (sockets, files: nothing that waits) run by this thread from inside
+    ``netns``, then back in its own namespace before anything else runs.
+
+    What it opens stays bound to ``netns`` and is read from here. Starting a thread for each
+    reading, as ``in_namespace`` does, cost a hand-over of the interpreter lock each way
+    (several milliseconds while other threads of a pass are busy); this costs two system calls."""
     if netns is None:
-        return work()
-    outcome: dict[str, Any] = {}
-
-    def enter_and_work() -> None:
+        return open_them()
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _enter(netns)
         try:
-            fd = os.open(namespace_path(netns), os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc().setns(fd, _CLONE_NEWNET) != 0:
-                    error = ctypes.get_errno()
-                    raise OSError(error, os.strerror(error))
-            finally:
-                os.close(fd)
-            outcome["value"] = work()
-        except BaseException as problem:  # noqa: BLE001 - handed to the caller's thread
-            outcome["error"] = problem
-
-    thread = threading.Thread(target=enter_and_work, name=f"in-{os.path.basename(netns)}", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+            return open_them()
+        finally:
+            if _libc().setns(home, _CLONE_NEWNET) != 0:
+                # Never go on in another namespace: the next request of this thread would
+                # leave from the pod. Our own namespace, held open, cannot refuse us.
+                os.abort()
+    finally:
+        os.close(home)
 
 
 @functools.cache
@@ -158,9 +158,27 @@ def _libc() -> Any:
     return ctypes.CDLL(None, use_errno=True)
 
 
-def _read_here(*, forwarding: bool) -> Snapshot:
+def _route_socket() -> socket.socket:
+    return socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE)
+
+
+_SWITCHES = ((4, "/proc/sys/net/ipv4/ip_forward"), (6, "/proc/sys/net/ipv6/conf/all/forwarding"))
+
+
+def _open_switches() -> list[tuple[int, Any]]:
+    """The forwarding switches of the namespace this thread is in, opened (read later)."""
+    opened = []
+    for version, path in _SWITCHES:
+        try:
+            opened.append((version, open(path, encoding="ascii")))  # noqa: SIM115 - read and closed by the caller
+        except OSError:
+            continue
+    return opened
+
+
+def _read_links(sock: socket.socket) -> list[tuple[int, bytes]]:
     replies: list[tuple[int, bytes]] = []
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, _NETLINK_ROUTE) as sock:
+    with sock:
         sock.settimeout(TIMEOUT)
         for sequence, kind in enumerate((rtnetlink.RTM_GETLINK, rtnetlink.RTM_GETADDR), start=1):
             sock.send(rtnetlink.dump_request(kind, sequence=sequence))
@@ -168,15 +186,7 @@ def _read_here(*, forwarding: bool) -> Snapshot:
             while not done:
                 found, done = rtnetlink.messages(sock.recv(_RECEIVE_BYTES))
                 replies.extend(found)
-    switches = {}
-    paths = ((4, "/proc/sys/net/ipv4/ip_forward"), (6, "/proc/sys/net/ipv6/conf/all/forwarding")) if forwarding else ()
-    for version, path in paths:
-        try:
-            with open(path, encoding="ascii") as switch:
-                switches[version] = switch.read().strip() == "1"
-        except OSError:
-            continue
-    return Snapshot(links=rtnetlink.links_view(replies), forwarding=switches)
+    return replies
 
 
 def snapshot(netns: str | None, *, forwarding: bool = False) -> Snapshot:
@@ -185,23 +195,27 @@ def snapshot(netns: str | None, *, forwarding: bool = False) -> Snapshot:
     kernel from this process (no ``ip`` run). Raises ``WireGuardError`` if it cannot be
     entered or read."""
     try:
-        return in_namespace(netns, functools.partial(_read_here, forwarding=forwarding))
+        sock, switches = _opened_in(netns, lambda: (_route_socket(), _open_switches() if forwarding else []))
+        read = {}
+        for version, switch in switches:
+            with switch:
+                read[version] = switch.read().strip() == "1"
+        replies = _read_links(sock)
     except OSError as error:
         raise WireGuardError(f"reading the links of {netns or 'this namespace'}: {error}") from None
-
-
-def _generation_here() -> int:
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, rtnetlink.NETLINK_NETFILTER) as sock:
-        sock.settimeout(TIMEOUT)
-        sock.send(rtnetlink.generation_request(sequence=1))
-        return rtnetlink.generation(sock.recv(_RECEIVE_BYTES))
+    return Snapshot(links=rtnetlink.links_view(replies), forwarding=read)
 
 
 def rules_generation(netns: str | None) -> int | None:
     """The generation of ``netns``'s nftables rules (``rtnetlink.generation``); None where
     it cannot be read (no namespace, no nf_tables in the kernel)."""
     try:
-        return in_namespace(netns, _generation_here)
+        sock = _opened_in(netns, lambda: socket.socket(
+            socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, rtnetlink.NETLINK_NETFILTER))
+        with sock:
+            sock.settimeout(TIMEOUT)
+            sock.send(rtnetlink.generation_request(sequence=1))
+            return rtnetlink.generation(sock.recv(_RECEIVE_BYTES))
     except OSError:
         return None
 
