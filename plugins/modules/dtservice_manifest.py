@@ -29,11 +29,48 @@ description:
     created without a request. Diff mode returns, per changed object, the fields of the
     manifest before and after.
 options:
+  installation:
+    description:
+      - What role dtservice_cluster installs on every member cluster - the CRDs, the
+        provisioner's ClusterRoles, the tenants' roles, and in each node namespace the
+        RoleBinding that gives the provisioner its rights there (docs/security.md) - applied
+        before O(clusters).
+      - Made into entries of O(clusters) by the action plugin on the controller, from the CRD
+        files and each host's C(dtservice_node_namespace) and C(dtservice_crds_kubeconfig).
+    type: dict
+    suboptions:
+      crds:
+        description: File names of the CRDs, found as the C(file) lookup finds files (the role's C(files)).
+        type: list
+        elements: str
+        required: true
+      group:
+        description: The inventory group of the federation's nodes.
+        type: str
+        default: federation
+      admin_kubeconfigs:
+        description:
+          - Cluster-admin kubeconfig of each member cluster; null for every host's
+            C(dtservice_crds_kubeconfig).
+        type: list
+        elements: str
+      namespaces:
+        description: Node namespaces the provisioner gets its RoleBinding in; null for every host's.
+        type: list
+        elements: str
+      provisioner_user:
+        description: The user the provisioner's credentials carry.
+        type: str
+        default: dtservice-provisioner
+      lease_name:
+        description: The reconcilers' Lease, the one Lease the provisioner may read and update.
+        type: str
+        default: dtservice-reconciler
   clusters:
     description: One entry per API server.
     type: list
     elements: dict
-    required: true
+    default: []
     suboptions:
       kubeconfig:
         description: Kubeconfig of the cluster (default C($KUBECONFIG), then C(~/.kube/config)).
@@ -65,6 +102,11 @@ author: Sightline Innovation dtService maintainers (@sightlineinnovation)
 """
 
 EXAMPLES = r"""
+- name: Install the CRDs and the provisioner's rights on every member cluster
+  sightline.dtservice.dtservice_manifest:
+    installation:
+      crds: [dtservices.sid.sightlineinnovation.com.yaml, dtdomains.sid.sightlineinnovation.com.yaml]
+
 - name: Install the CRDs on every cluster
   sightline.dtservice.dtservice_manifest:
     clusters:
@@ -113,8 +155,18 @@ CLUSTER_OPTIONS = {
 }
 
 
+INSTALLATION_OPTIONS = {
+    "crds": {"type": "list", "elements": "str", "required": True},
+    "group": {"type": "str", "default": "federation"},
+    "admin_kubeconfigs": {"type": "list", "elements": "str"},
+    "namespaces": {"type": "list", "elements": "str"},
+    "provisioner_user": {"type": "str", "default": "dtservice-provisioner"},
+    "lease_name": {"type": "str", "default": "dtservice-reconciler"},
+}
+
 ARGUMENT_SPEC = {
-    "clusters": {"type": "list", "elements": "dict", "required": True, "options": CLUSTER_OPTIONS},
+    "installation": {"type": "dict", "options": INSTALLATION_OPTIONS},
+    "clusters": {"type": "list", "elements": "dict", "default": [], "options": CLUSTER_OPTIONS},
     "wait_established": {"type": "float", "default": 60},
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
 }
@@ -123,6 +175,9 @@ ARGUMENT_SPEC = {
 def run(module) -> None:
     """The module's work, given an AnsibleModule or the in-process stand-in of plugins/action."""
     require(module, IMPORT_ERROR)
+    if module.params["installation"] is not None:
+        # It needs the controller's inventory and files: only the action plugin has them.
+        module.fail_json(msg="installation is made into clusters by the module's action plugin, on the controller")
 
     # The entries of one kubeconfig context share a client and its connections.
     clients = ApiClients()

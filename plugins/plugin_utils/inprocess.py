@@ -113,17 +113,23 @@ def validated_params(*, name: str, argument_spec: dict[str, Any], args: dict[str
 class InProcessAction(ActionBase):
     TRANSFERS_FILES = False
 
+    def module_args(self, task_vars: dict[str, Any]) -> dict[str, Any]:
+        """The module's arguments from the task's: the same unless an action prepares some on
+        the controller."""
+        return self._task.args
+
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         # The module's fully qualified name: a module run on the target finds it by that.
         action = self._task.resolved_action or self._task.action
         name = action.rsplit(".", 1)[-1]
+        args = self.module_args(task_vars or {})
         # With become, the work must run as the other user: that takes a module run.
         if self._connection.transport != "local" or self._play_context.become:
-            result.update(self._execute_module(module_name=action, module_args=self._task.args, task_vars=task_vars))
+            result.update(self._execute_module(module_name=action, module_args=args, task_vars=task_vars))
             return result
         code = _module_code(name)
-        params = validated_params(name=name, argument_spec=code.ARGUMENT_SPEC, args=self._task.args)
+        params = validated_params(name=name, argument_spec=code.ARGUMENT_SPEC, args=args)
         module = InProcessModule(params=params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff))
         result.update(run_in_worker(code, module))
         result["invocation"] = {"module_args": params}
