@@ -173,6 +173,7 @@ def test_declared_plan_orders_servers_by_inventory():
      {"node0": [{"name": "n", "domain": "d", "pod": "p"}], "node1": [{"name": "n", "domain": "e", "pod": "p"}]},
      "NetworkNameTaken", "already belongs to dtDomain 'd'"),
     ([{"name": "d", "members": ["node0", "nodeX"]}], {}, "Failed", "not inventory hosts"),
+    ([{"name": "d", "members": ["node0", "node1", "node0"]}], {}, "Failed", "more than once: ['node0']"),
 ])
 def test_declared_plan_rejects_bad_declarations(domains, services, reason, words):
     with pytest.raises(plan.PlanError) as rejected:

@@ -10,6 +10,7 @@ registry entries from ``registry``; reading and writing the tables is ``control/
 from __future__ import annotations
 
 import ipaddress
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,6 +230,9 @@ def declared_plan(*, domains: Iterable[Mapping[str, Any]], nodes: Mapping[str, M
     for domain in domains:
         if domain["name"] in by_name:
             raise PlanError(Status.FAILED, f"dtDomain {domain['name']!r} is declared twice")
+        repeated = sorted(member for member, times in Counter(domain["members"]).items() if times > 1)
+        if repeated:
+            raise PlanError(Status.FAILED, f"dtDomain {domain['name']!r} lists members more than once: {repeated}")
         unknown = [m for m in domain["members"] if m not in nodes]
         if unknown:
             raise PlanError(Status.FAILED, f"dtDomain {domain['name']!r} lists members that are not "
