@@ -16,6 +16,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys imp
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import (
     Peer,
     render_setconf,
+    render_uapi_set,
     render_wg_quick,
 )
 from hypothesis import given, settings
@@ -171,6 +172,71 @@ def test_keepalive_zero_is_rendered():
         peers=[Peer(public_key=C1, allowed_ips=["100.96.250.2/32"], persistent_keepalive=0)],
     )
     assert "PersistentKeepalive = 0\n" in text
+
+
+def _no_names(host: str, port: int) -> list[str]:
+    raise AssertionError(f"{host} should not be looked up")
+
+
+def test_uapi_set_exact_text():
+    text = render_uapi_set(private_key=HUB_PRIV, listen_port=51820, resolve=_no_names, peers=[
+        Peer(public_key=C1, allowed_ips=["100.96.250.2/32"]),
+        Peer(public_key=C2, allowed_ips=["100.96.250.3/32", "10.1.0.0/16"], endpoint="198.18.1.12:51821",
+             persistent_keepalive=25),
+    ])
+    hex_of = lambda key: base64.b64decode(key).hex()  # noqa: E731
+    assert text == (
+        f"set=1\nprivate_key={hex_of(HUB_PRIV)}\nlisten_port=51820\nreplace_peers=true\n"
+        f"public_key={hex_of(C1)}\nreplace_allowed_ips=true\nallowed_ip=100.96.250.2/32\n"
+        f"public_key={hex_of(C2)}\nreplace_allowed_ips=true\nendpoint=198.18.1.12:51821\n"
+        "persistent_keepalive_interval=25\nallowed_ip=100.96.250.3/32\nallowed_ip=10.1.0.0/16\n\n"
+    )
+
+
+def test_uapi_set_without_port_or_peers_keeps_neither():
+    text = render_uapi_set(private_key=HUB_PRIV, listen_port=None, peers=[], resolve=_no_names)
+    assert text == f"set=1\nprivate_key={base64.b64decode(HUB_PRIV).hex()}\nreplace_peers=true\n\n"
+
+
+def test_uapi_set_resolves_a_name_to_its_first_address_as_wg_does():
+    asked = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        asked.append((host, port))
+        return ["fd00::7%eth0", "198.18.0.9"]
+
+    text = render_uapi_set(private_key=HUB_PRIV, listen_port=None, resolve=resolve,
+                           peers=[Peer(public_key=C1, allowed_ips=["100.96.0.0/24"], endpoint="hub.example:51820")])
+    assert asked == [("hub.example", 51820)]
+    assert "\nendpoint=[fd00::7]:51820\n" in text
+    bracketed = render_uapi_set(private_key=HUB_PRIV, listen_port=None, resolve=_no_names,
+                                peers=[Peer(public_key=C1, allowed_ips=[], endpoint="[fd00::1]:51820")])
+    assert "\nendpoint=[fd00::1]:51820\n" in bracketed
+
+
+def test_uapi_set_refuses_an_endpoint_that_does_not_resolve_and_a_bad_key():
+    with pytest.raises(ValueError, match="does not resolve"):
+        render_uapi_set(private_key=HUB_PRIV, listen_port=None, resolve=lambda host, port: [],
+                        peers=[Peer(public_key=C1, allowed_ips=[], endpoint="nowhere.invalid:51820")])
+    with pytest.raises(ValueError, match="not a WireGuard key") as refused:
+        render_uapi_set(private_key="c2VjcmV0", listen_port=None, peers=[], resolve=_no_names)
+    assert "c2VjcmV0" not in str(refused.value)
+
+
+@settings(max_examples=50)
+@given(private=b64_keys, port=st.one_of(st.none(), st.integers(1, 65535)),
+       peers=st.lists(st.tuples(b64_keys, st.lists(st.integers(0, 255), max_size=3), st.integers(1, 65535)),
+                      max_size=4, unique_by=lambda peer: peer[0]))
+def test_uapi_set_reads_back_as_the_interface_it_configures(private, port, peers):
+    """What wireguard-go would hold after the request, read by the project's own UAPI reader."""
+    from ansible_collections.sightline.dtservice.plugins.module_utils.rules.probe import parse_uapi
+    wanted = [Peer(public_key=key, allowed_ips=[f"100.96.0.{octet}/32" for octet in octets],
+                   endpoint=f"198.18.0.1:{endpoint_port}") for key, octets, endpoint_port in peers]
+    state = parse_uapi(render_uapi_set(private_key=private, listen_port=port, peers=wanted, resolve=_no_names))
+    assert state.public_key == public_key_of(private)
+    assert state.listen_port == (port or 0)
+    assert {key: (live.allowed_ips, live.endpoint) for key, live in state.peers.items()} == {
+        peer.public_key: (peer.allowed_ips, peer.endpoint) for peer in wanted}
 
 
 def test_wg_quick_has_no_secret_and_names_key_file():

@@ -3,11 +3,11 @@
 Owns creating the link in the *node's* network namespace, so its UDP socket is bound
 there (kernel WireGuard keeps the socket in the namespace the link was created in;
 ``wireguard-go`` keeps it in the namespace of its process), and moving it into the pod's;
-waiting for wireguard-go's control socket, and reading an interface's configuration from
-it (``configuration``); finding the wireguard-go processes of an
-interface name, stopping the orphaned ones and removing their stale sockets; clearing
-what a half-finished run left before a new link is made, and deleting a link wherever it
-may be. Also tells which UDP ports of a node's namespace are held by something else than
+waiting for wireguard-go's control socket, reading an interface's configuration from it
+(``configuration``) and giving a new one its configuration (``set_configuration``); finding
+the wireguard-go processes of an interface name, stopping the orphaned ones and removing
+their stale sockets; clearing what a half-finished run left before a new link is made, and
+deleting a link wherever it may be. Also tells which UDP ports of a node's namespace are held by something else than
 the project's links, so that a hub is never given (or kept on) a port it cannot listen on.
 
 ``wireguard-go`` specifics: it refuses to start on a kernel it believes has WireGuard
@@ -190,17 +190,16 @@ def remove_stale_socket(name: str) -> bool:
         probe.close()
 
 
-def configuration(name: str) -> str | None:
-    """What wireguard-go serving ``name`` answers a UAPI ``get``, read from its control
-    socket in this process (no ``wg`` run); None if nothing answers there (kernel WireGuard,
-    or no such interface). The answer holds the private key: parse it, never quote it."""
-    path = _socket_path(name)
+def _exchange(name: str, request: bytes, *, doing: str) -> str | None:
+    """wireguard-go's answer (up to its empty line) to one UAPI ``request`` on the control
+    socket of ``name``, in this process; None if nothing answers there (kernel WireGuard, or
+    no such interface). Requests and answers may hold the private key: never quote them."""
     answer = b""
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as control:
             control.settimeout(TIMEOUT)
-            control.connect(path)
-            control.sendall(b"get=1\n\n")
+            control.connect(_socket_path(name))
+            control.sendall(request)
             # The connection stays open for more operations: an answer ends with an empty line.
             while not answer.endswith(b"\n\n"):
                 chunk = control.recv(1 << 16)
@@ -210,22 +209,40 @@ def configuration(name: str) -> str | None:
     except (FileNotFoundError, ConnectionRefusedError):
         return None
     except OSError as error:
-        raise WireGuardError(f"reading {name} from wireguard-go's control socket: {error.strerror or error}") from None
+        raise WireGuardError(f"{doing} {name} on wireguard-go's control socket: {error.strerror or error}") from None
     if not answer.endswith(b"\n\n"):
         raise WireGuardError(f"wireguard-go's control socket of {name} closed before its answer ended")
     return answer.decode("ascii", errors="replace")
 
 
+def configuration(name: str) -> str | None:
+    """What wireguard-go serving ``name`` answers a UAPI ``get``, read from its control
+    socket in this process (no ``wg`` run); None if nothing answers there (kernel WireGuard,
+    or no such interface). The answer holds the private key: parse it, never quote it."""
+    return _exchange(name, b"get=1\n\n", doing="reading")
+
+
+def set_configuration(name: str, request: str) -> bool:
+    """Send a UAPI ``set`` request (``wgconfig.render_uapi_set``) to wireguard-go serving
+    ``name``: what ``wg setconf`` would send, without a key file and two processes. False
+    if nothing answers there (kernel WireGuard: ``wg`` configures it)."""
+    answer = _exchange(name, request.encode("ascii"), doing="configuring")
+    if answer is None:
+        return False
+    if answer != "errno=0\n\n":
+        raise WireGuardError(f"wireguard-go refused the configuration of {name}: {answer.strip()}")
+    return True
+
+
 # ------------------------------------------------------------------------- the link
 
 
-def _wait_for_control_socket(name: str, netns: str | None, log, seconds: float = 15) -> None:
-    """wireguard-go answers on its control socket a moment after it returns; on a busy
-    machine `wg` could come first, find no socket and fall back to the kernel's netlink
-    ("Protocol not supported"). Its daemonised child can also fail after the parent
-    returned 0: then its errors, in ``log``, say why."""
+def _wait_for_control_socket(name: str, log, seconds: float = 15) -> None:
+    """wireguard-go answers on its control socket a moment after it returns, and the
+    interface cannot be configured before. Its daemonised child can also fail after the
+    parent returned 0: then its errors, in ``log``, say why."""
     deadline = time.monotonic() + seconds
-    while run(["wg", "show", name, "listen-port"], netns=netns, check=False).returncode != 0:
+    while configuration(name) is None:
         if not wireguard_go_pids(name):
             log.seek(0)
             errors = [line.strip() for line in log.read().decode(errors="replace").splitlines() if "ERROR" in line]
@@ -258,7 +275,7 @@ def _start_wireguard_go(name: str, node_netns: str | None) -> None:
             log.seek(0)
             raise WireGuardError(f"wireguard-go {name} failed (exit {proc.returncode}): "
                                  f"{log.read().decode(errors='replace').strip()[-500:]}")
-        _wait_for_control_socket(name, node_netns, log)
+        _wait_for_control_socket(name, log)
 
 
 def create_link(name: str, node_netns: str | None, pod_netns: str, mtu: int) -> None:

@@ -4,7 +4,8 @@ This module owns every change made to a live interface's configuration, through 
 and ``wg`` run as subprocesses (no extra Python dependency on the nodes), and reading one:
 
 - ``ensure_interface`` has the link made where the node's address lives (``wggo``),
-  moved into the pod's namespace and configured (``wg setconf``); on later runs it
+  moved into the pod's namespace and configured (a UAPI ``set`` on wireguard-go's control
+  socket, ``wg setconf`` for kernel WireGuard); on later runs it
   changes only what differs (``rules.probe`` says what), never by recreating the
   interface, so live tunnels are not disturbed: new or changed peers through ``wg
   addconf``, departed ones through ``wg set ... remove``;
@@ -25,10 +26,10 @@ a smaller MTU than the interface's plus WireGuard's headers, WireGuard's packets
 Changes to one interface name are serialised machine-wide by a lock file. Namespaces are
 given as in ``netns``; ``None`` for the node means the namespace this process runs in.
 
-Secrets: the private key only travels in a 0600 file in a private temporary directory
-(removed right after ``wg`` reads it, also when anything fails); it is never in a
-process's argv, a return value or an exception message (``wg``'s stderr is scrubbed
-before it is quoted).
+Secrets: the private key only travels over wireguard-go's control socket (root's alone), or
+in a 0600 file in a private temporary directory (removed right after ``wg`` reads it, also
+when anything fails); it is never in a process's argv, a return value or an exception
+message (``wg``'s stderr is scrubbed before it is quoted).
 
 Why live changes do not use ``wg syncconf``: wireguard-go closes and reopens its UDP
 socket whenever ``listen_port`` is set, even to the same port, dropping what arrives
@@ -62,7 +63,11 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns imp
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import probe
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key, public_key_of
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer, render_setconf
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import (
+    Peer,
+    render_setconf,
+    render_uapi_set,
+)
 
 __all__ = [
     "Peer",
@@ -252,12 +257,6 @@ def _validate(*, name, pod_netns, address, mtu, listen_port, private_key, peers)
 
 # A new link in the pod: its configuration, address, up, and a hub's forwarding, in one
 # process. $2 is the private 0600 file holding the key.
-_SET_UP = (
-    'wg setconf "$1" "$2" && ip addr add "$3" dev "$1" && ip link set dev "$1" up'
-    ' && { [ -z "$4" ] || sysctl -q -w "$4=1"; }'
-)
-
-
 def _one_at_a_time(change: Callable) -> Callable:
     """Two agents on one machine never change the same interface at once: a run that a killed
     daemon left behind goes on beside the next one, and each would take the other's half-made
@@ -352,10 +351,14 @@ def ensure_interface(
         wggo.clear_leftovers(name, node_netns, pod_netns)
         try:
             wggo.create_link(name, node_netns, pod_netns, mtu)
-            config = render_setconf(private_key=private_key, listen_port=listen_port, peers=peers)
-            sysctl = probe.forwarding_sysctl(address) if forward else ""
-            _with_key_file(config, lambda path: run(
-                ["sh", "-c", _SET_UP, "dtwg-setup", name, path, address, sysctl], netns=pod_netns, secrets=secrets))
+            request = render_uapi_set(private_key=private_key, listen_port=listen_port, peers=peers, resolve=_resolve)
+            if not wggo.set_configuration(name, request):
+                _apply_config(name, pod_netns, "setconf", render_setconf(
+                    private_key=private_key, listen_port=listen_port, peers=peers), secrets)
+            run(["ip", "-batch", "-"], netns=pod_netns,
+                input=f"address add {address} dev {name}\nlink set dev {name} up\n")
+            if forward:
+                run(["sysctl", "-q", "-w", f"{probe.forwarding_sysctl(address)}=1"], netns=pod_netns)
             clamps = probe.clamp_changes(_live_clamps(name, pod_netns), name=name, mss=mss)
             if clamps:
                 # One process for every rule: a new link's two clamps were two iptables runs.

@@ -8,6 +8,9 @@ This module owns the two text forms of an interface's configuration:
   "unchanged" to ``wg addconf``: ``setconf``/``syncconf`` reset an absent PrivateKey to
   none and an absent ListenPort to a random port. It may contain the private key: callers
   write it to a 0600 file and delete it after use.
+- ``render_uapi_set``: the same configuration as a UAPI ``set`` request, what ``wg setconf``
+  would send to wireguard-go's control socket (keys in hex, endpoints resolved), so that a
+  new wireguard-go interface is configured without a key file and two processes.
 - ``render_wg_quick``: a ``wg-quick(8)`` file a person can read and reuse (adds Address and
   MTU). The private key is never in it; a comment and a ``PostUp`` line name the file the
   key is read from, so the text is safe to show in logs, reports and diffs.
@@ -21,10 +24,11 @@ validated before rendering, so a malformed endpoint or address cannot inject ext
 
 from __future__ import annotations
 
+import base64
 import functools
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key
@@ -45,6 +49,7 @@ __all__ = [
     "Peer",
     "compile_templates",
     "render_setconf",
+    "render_uapi_set",
     "render_wg_quick",
 ]
 
@@ -184,6 +189,50 @@ def render_setconf(*, private_key: str | None, listen_port: int | None, peers: S
     _check_peers(peers)
     return _environment().get_template("setconf").render(private_key=private_key, listen_port=listen_port,
                                                          peers=list(peers))
+
+
+def _hex(key: str) -> str:
+    return base64.b64decode(key, validate=True).hex()
+
+
+def uapi_endpoint(endpoint: str, *, resolve: Callable[[str, int], list[str]]) -> str:
+    """A peer's ``host:port`` as UAPI takes it: an address, ``[v6]`` bracketed. A name is
+    resolved with ``resolve(host, port)`` and its first address used, as ``wg`` does;
+    ValueError when it resolves to none."""
+    host, _sep, port = endpoint.rpartition(":")
+    host = host.strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        found = resolve(host, int(port))
+        if not found:
+            raise ValueError(f"endpoint {endpoint!r}: {host!r} does not resolve here") from None
+        address = ipaddress.ip_address(found[0].split("%")[0])
+    return f"[{address}]:{port}" if address.version == 6 else f"{address}:{port}"
+
+
+def render_uapi_set(*, private_key: str, listen_port: int | None, peers: Sequence[Peer],
+                    resolve: Callable[[str, int], list[str]]) -> str:
+    """The UAPI ``set`` request (ending in its empty line) that gives an interface what
+    ``wg setconf`` of ``render_setconf``'s text would: the private key, the listen port when
+    given, and exactly ``peers``, each with exactly its allowed IPs. Contains the private key:
+    send it to the control socket only, never log it."""
+    if not is_valid_key(private_key):
+        raise ValueError("private_key is not a WireGuard key")
+    _check_port(listen_port, "listen_port", allow_zero=False)
+    _check_peers(peers)
+    lines = ["set=1", f"private_key={_hex(private_key)}"]
+    if listen_port is not None:
+        lines.append(f"listen_port={listen_port}")
+    lines.append("replace_peers=true")
+    for peer in peers:
+        lines += [f"public_key={_hex(peer.public_key)}", "replace_allowed_ips=true"]
+        if peer.endpoint is not None:
+            lines.append(f"endpoint={uapi_endpoint(peer.endpoint, resolve=resolve)}")
+        if peer.persistent_keepalive is not None:
+            lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive}")
+        lines += [f"allowed_ip={ipaddress.ip_network(net, strict=False)}" for net in peer.allowed_ips]
+    return "\n".join(lines) + "\n\n"
 
 
 def render_wg_quick(
