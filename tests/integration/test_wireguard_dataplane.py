@@ -14,6 +14,7 @@ share the topology; each one states what it proves.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -30,7 +31,7 @@ sys.path.insert(0, str(HERE))
 
 from netns_fixture import SOCKET_DIR, Underlay, in_ns, wireguard_go_pids  # noqa: I001
 
-from ansible_collections.sightline.dtservice.plugins.module_utils.data import mangle, netns, wireguard
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import mangle, netns, wggo, wireguard
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import probe
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import generate_private_key, public_key_of
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.wireguard import Peer, WireGuardError
@@ -482,6 +483,18 @@ def test_errors_name_no_secret(fed):
     assert "x" * 44 not in str(info.value)
     with pytest.raises(WireGuardError):
         wireguard.ensure_interface(**{**args, "name": "much-too-long-name"})
+
+
+def test_a_refused_configuration_is_an_error_naming_no_secret(fed):
+    """wireguard-go's answer to a UAPI set is checked: a refusal is an error, quoting only the
+    errno, never the request (which holds the private key)."""
+    name = fed.names["c1"]
+    request = f"set=1\nprivate_key={base64.b64decode(fed.keys['c1']).hex()}\nlisten_port=notaport\n\n"
+    with pytest.raises(WireGuardError, match=r"refused the configuration of .*errno=") as info:
+        wggo.set_configuration(name, request)
+    assert base64.b64decode(fed.keys["c1"]).hex() not in str(info.value)
+    assert wireguard.interface_public_key(name=name, pod_netns=fed.ul.pod_path(1)) == fed.pub("c1")
+    assert wggo.set_configuration("dtnosuchlink0", request) is False  # nothing answers: `wg` would configure it
 
 
 def _assert_gone(name: str, pod_netns: str | None) -> None:

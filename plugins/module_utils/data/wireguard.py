@@ -348,10 +348,11 @@ def ensure_interface(
         result.update(changed=True, created=True, peers_added=[p.public_key for p in peers])
         if check_mode:
             return result
+        # Rendered first: an endpoint that does not resolve fails before anything is made.
+        request = render_uapi_set(private_key=private_key, listen_port=listen_port, peers=peers, resolve=_resolve)
         wggo.clear_leftovers(name, node_netns, pod_netns)
         try:
             wggo.create_link(name, node_netns, pod_netns, mtu)
-            request = render_uapi_set(private_key=private_key, listen_port=listen_port, peers=peers, resolve=_resolve)
             if not wggo.set_configuration(name, request):
                 _apply_config(name, pod_netns, "setconf", render_setconf(
                     private_key=private_key, listen_port=listen_port, peers=peers), secrets)
