@@ -174,6 +174,10 @@ def test_keepalive_zero_is_rendered():
     assert "PersistentKeepalive = 0\n" in text
 
 
+def hex_of(key: str) -> str:
+    return base64.b64decode(key).hex()
+
+
 def _no_names(host: str, port: int) -> list[str]:
     raise AssertionError(f"{host} should not be looked up")
 
@@ -184,7 +188,6 @@ def test_uapi_set_exact_text():
         Peer(public_key=C2, allowed_ips=["100.96.250.3/32", "10.1.0.0/16"], endpoint="198.18.1.12:51821",
              persistent_keepalive=25),
     ])
-    hex_of = lambda key: base64.b64decode(key).hex()  # noqa: E731
     assert text == (
         f"set=1\nprivate_key={hex_of(HUB_PRIV)}\nlisten_port=51820\nreplace_peers=true\n"
         f"public_key={hex_of(C1)}\nreplace_allowed_ips=true\nallowed_ip=100.96.250.2/32\n"
@@ -195,7 +198,7 @@ def test_uapi_set_exact_text():
 
 def test_uapi_set_without_port_or_peers_keeps_neither():
     text = render_uapi_set(private_key=HUB_PRIV, listen_port=None, peers=[], resolve=_no_names)
-    assert text == f"set=1\nprivate_key={base64.b64decode(HUB_PRIV).hex()}\nreplace_peers=true\n\n"
+    assert text == f"set=1\nprivate_key={hex_of(HUB_PRIV)}\nreplace_peers=true\n\n"
 
 
 def test_uapi_set_resolves_a_name_to_its_first_address_as_wg_does():
