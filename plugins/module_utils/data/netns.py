@@ -134,9 +134,9 @@ def _opened_in(netns: str | None, open_them: Callable[[], T]) -> T:
     """``open_them()`` (sockets, files: nothing that waits) run by this thread from inside
     ``netns``, then back in its own namespace before anything else runs.
 
-    What it opens stays bound to ``netns`` and is read from here. Starting a thread for each
-    reading, as ``in_namespace`` does, cost a hand-over of the interpreter lock each way
-    (several milliseconds while other threads of a pass are busy); this costs two system calls."""
+    What it opens stays bound to ``netns`` and is read from here. A thread started for each
+    reading would cost a hand-over of the interpreter lock each way (several milliseconds
+    while other threads of a pass are busy); this costs two system calls."""
     if netns is None:
         return open_them()
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)

@@ -255,8 +255,6 @@ def _validate(*, name, pod_netns, address, mtu, listen_port, private_key, peers)
         raise WireGuardError("peers must be distinct Peer objects (one per public key)")
 
 
-# A new link in the pod: its configuration, address, up, and a hub's forwarding, in one
-# process. $2 is the private 0600 file holding the key.
 def _one_at_a_time(change: Callable) -> Callable:
     """Two agents on one machine never change the same interface at once: a run that a killed
     daemon left behind goes on beside the next one, and each would take the other's half-made

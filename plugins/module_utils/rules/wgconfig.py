@@ -1,6 +1,6 @@
 """WireGuard configuration text for dtService interfaces, rendered from Jinja2 templates.
 
-This module owns the two text forms of an interface's configuration:
+This module owns the three text forms of an interface's configuration:
 
 - ``render_setconf``: the form ``wg setconf`` / ``wg syncconf`` / ``wg addconf`` read
   ([Interface] PrivateKey and ListenPort; [Peer] PublicKey, AllowedIPs, optional Endpoint
@@ -195,7 +195,7 @@ def _hex(key: str) -> str:
     return base64.b64decode(key, validate=True).hex()
 
 
-def uapi_endpoint(endpoint: str, *, resolve: Callable[[str, int], list[str]]) -> str:
+def _uapi_endpoint(endpoint: str, *, resolve: Callable[[str, int], list[str]]) -> str:
     """A peer's ``host:port`` as UAPI takes it: an address, ``[v6]`` bracketed. A name is
     resolved with ``resolve(host, port)`` and its first address used, as ``wg`` does;
     ValueError when it resolves to none."""
@@ -228,7 +228,7 @@ def render_uapi_set(*, private_key: str, listen_port: int | None, peers: Sequenc
     for peer in peers:
         lines += [f"public_key={_hex(peer.public_key)}", "replace_allowed_ips=true"]
         if peer.endpoint is not None:
-            lines.append(f"endpoint={uapi_endpoint(peer.endpoint, resolve=resolve)}")
+            lines.append(f"endpoint={_uapi_endpoint(peer.endpoint, resolve=resolve)}")
         if peer.persistent_keepalive is not None:
             lines.append(f"persistent_keepalive_interval={peer.persistent_keepalive}")
         lines += [f"allowed_ip={ipaddress.ip_network(net, strict=False)}" for net in peer.allowed_ips]
