@@ -150,7 +150,11 @@ def faulty(bed_factory, tmp_path_factory):
 def test_a_run_sigkilled_mid_run_leaves_no_key_file_or_worker_and_the_next_run_converges(faulty):
     bed = faulty["bed"]
     names = [f"kill{index}" for index in range(6)]
+    # The hubs first, in a run of their own: the killed run then adds the clients to their
+    # interfaces (`wg addconf`, from a key file). A new interface gets its key over
+    # wireguard-go's control socket, with no file to catch the run by.
     apply_all(bed, "node0", "hub-pod", names)
+    run_playbook(bed, "playbooks/reconcile.yml", inventory=faulty["plain"])
     apply_all(bed, "node2", "c2-pod", names)
     mark = f"faults-{os.getpid()}-killed"
     command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", faulty["plain"],
@@ -158,8 +162,8 @@ def test_a_run_sigkilled_mid_run_leaves_no_key_file_or_worker_and_the_next_run_c
     environment = {**os.environ, "DTSERVICE_TESTBED_DIR": str(bed.dir), "DTSERVICE_RUN_ID": mark}
     playbook = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
-    # Caught while a worker of the run holds a key file, i.e. while it configures an interface:
-    # the worker is frozen, so its directory is surely there when it is killed.
+    # Caught while a worker of the run holds a key file, i.e. while it changes a hub's
+    # interface: the worker is frozen, so its directory is surely there when it is killed.
     holder = None
     deadline = time.monotonic() + 120
     while holder is None and playbook.poll() is None and time.monotonic() < deadline:
