@@ -7,8 +7,9 @@ waiting for wireguard-go's control socket, reading an interface's configuration 
 (``configuration``) and giving a new one its configuration (``set_configuration``); finding
 the wireguard-go processes of an interface name, stopping the orphaned ones and removing
 their stale sockets; clearing what a half-finished run left before a new link is made, and
-deleting a link wherever it may be. Also tells which UDP ports of a node's namespace are held by something else than
-the project's links, so that a hub is never given (or kept on) a port it cannot listen on.
+deleting a link wherever it may be. Also tells which UDP ports of a node's namespace are
+held by something else than the project's links, so that a hub is never given (or kept on)
+a port it cannot listen on.
 
 ``wireguard-go`` specifics: it refuses to start on a kernel it believes has WireGuard
 unless ``WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD=1``; its control sockets live in

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key, public_key_of
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig import Peer, split_endpoint
 
 __all__ = [
     "Changes",
@@ -173,17 +173,12 @@ def _networks(nets: Sequence[str]) -> set[str]:
     return {str(ipaddress.ip_network(n, strict=False)) for n in nets}
 
 
-def _split_endpoint(endpoint: str) -> tuple[str, int]:
-    host, _sep, port = endpoint.rpartition(":")
-    return host.strip("[]"), int(port)
-
-
 def endpoint_matches(wanted: str, live: str | None, *, resolve: Resolve) -> bool:
     """True if the endpoint ``wg`` reports (``live``) is the ``wanted`` one."""
     if live is None:
         return False
-    host, port = _split_endpoint(wanted)
-    live_host, live_port = _split_endpoint(live)
+    host, port = split_endpoint(wanted)
+    live_host, live_port = split_endpoint(live)
     if port != live_port:
         return False
     try:

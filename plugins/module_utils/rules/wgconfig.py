@@ -28,7 +28,7 @@ import base64
 import functools
 import ipaddress
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import is_valid_key
@@ -51,6 +51,7 @@ __all__ = [
     "render_setconf",
     "render_uapi_set",
     "render_wg_quick",
+    "split_endpoint",
 ]
 
 PEERS_TEMPLATE = """\
@@ -195,16 +196,21 @@ def _hex(key: str) -> str:
     return base64.b64decode(key, validate=True).hex()
 
 
-def _uapi_endpoint(endpoint: str, *, resolve: Callable[[str, int], list[str]]) -> str:
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """A peer's ``host:port`` (``[v6]:port``) as its host, unbracketed, and its port."""
+    host, _sep, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _uapi_endpoint(endpoint: str, *, resolve: Callable[[str, int], Iterable[str]]) -> str:
     """A peer's ``host:port`` as UAPI takes it: an address, ``[v6]`` bracketed. A name is
     resolved with ``resolve(host, port)`` and its first address used, as ``wg`` does;
     ValueError when it resolves to none."""
-    host, _sep, port = endpoint.rpartition(":")
-    host = host.strip("[]")
+    host, port = split_endpoint(endpoint)
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        found = resolve(host, int(port))
+        found = list(resolve(host, port))
         if not found:
             raise ValueError(f"endpoint {endpoint!r}: {host!r} does not resolve here") from None
         address = ipaddress.ip_address(found[0].split("%")[0])
@@ -212,7 +218,7 @@ def _uapi_endpoint(endpoint: str, *, resolve: Callable[[str, int], list[str]]) -
 
 
 def render_uapi_set(*, private_key: str, listen_port: int | None, peers: Sequence[Peer],
-                    resolve: Callable[[str, int], list[str]]) -> str:
+                    resolve: Callable[[str, int], Iterable[str]]) -> str:
     """The UAPI ``set`` request (ending in its empty line) that gives an interface what
     ``wg setconf`` of ``render_setconf``'s text would: the private key, the listen port when
     given, and exactly ``peers``, each with exactly its allowed IPs. Contains the private key:
