@@ -310,6 +310,17 @@ def test_the_attacker_cannot_create_or_patch_a_dtdomain(fed):
     assert_unhurt(fed, before)
 
 
+def test_her_copy_of_the_domain_names_home_and_her_node_only(fed):
+    """Her namespace's dtDomain tells her where home is and what her node is, not where the
+    other members' nodes listen (the home copy, in alice's namespace, lists them all)."""
+    result = fed.mallory("get", "dtdomain", "mydomain", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    members = [(m["name"], m["address"]) for m in json.loads(result.stdout)["spec"]["members"]]
+    assert members == [("node0", fed.bed.node("node0").address), ("node3", fed.node3.address)]
+    home = kubectl_json(fed.bed, "node0", "get", "dtdomain", "mydomain", "-n", fed.bed.node("node0").namespace)
+    assert [m["name"] for m in home["spec"]["members"]] == ["node0", "node1", "node2", "node3"]
+
+
 def test_a_dtservice_naming_a_domain_she_is_not_in_gets_a_status_only(fed, leftovers):
     leftovers.append("dtservice/privnet")
     before = snapshot(fed.bed)

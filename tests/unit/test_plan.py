@@ -193,13 +193,17 @@ def federation_of(size: int, clusters: int = 2) -> dict:
         services={h: [{"name": "net", "domain": "mydomain", "pod": f"p{i}"}] for i, h in enumerate(hosts)})
 
 
-def test_federation_plan_sends_a_domain_once_per_cluster_with_its_member_namespaces():
+def test_federation_plan_gives_home_every_member_and_each_other_member_home_and_itself():
     planned = federation_of(5)
     domains = planned["manifests"]["domains"]
-    assert [(d["kubeconfig"], len(d["objects"]), d["namespaces"]) for d in domains] == [
-        ("/k/cluster0", 1, ["dtaas-node0-dtaas", "dtaas-node2-dtaas", "dtaas-node4-dtaas"]),
-        ("/k/cluster1", 1, ["dtaas-node1-dtaas", "dtaas-node3-dtaas"])]
-    assert domains[0]["objects"][0]["spec"] == planned["domains"]["mydomain"]
+    assert [(d["kubeconfig"], [o["metadata"]["namespace"] for o in d["objects"]]) for d in domains] == [
+        ("/k/cluster0", ["dtaas-node0-dtaas", "dtaas-node2-dtaas", "dtaas-node4-dtaas"]),
+        ("/k/cluster1", ["dtaas-node1-dtaas", "dtaas-node3-dtaas"])]
+    spec = planned["domains"]["mydomain"]
+    copies = {o["metadata"]["namespace"]: o["spec"] for d in domains for o in d["objects"]}
+    assert copies["dtaas-node0-dtaas"] == spec
+    for i in range(1, 5):
+        assert copies[f"dtaas-node{i}-dtaas"] == {**spec, "members": [spec["members"][0], spec["members"][i]]}
     services = planned["manifests"]["services"]
     assert sorted(o["metadata"]["namespace"] for c in services for o in c["objects"]) == sorted(
         f"dtaas-node{i}-dtaas" for i in range(5))

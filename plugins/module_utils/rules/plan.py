@@ -291,6 +291,15 @@ def domain_object(*, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
             "metadata": {"name": name}, "spec": dict(spec)}
 
 
+def member_copy(spec: Mapping[str, Any], *, member: str) -> dict[str, Any]:
+    """The spec of ``member``'s copy of a dtDomain: home's copy whole; any other member's
+    with home and that member as its only members (settings as home's)."""
+    home, *others = spec["members"]
+    if home["name"] == member:
+        return dict(spec)
+    return {**spec, "members": [home, *(m for m in others if m["name"] == member)]}
+
+
 def service_object(*, name: str, domain: str, pod: str) -> dict[str, Any]:
     """A dtService as a user writes it (the seed's YAML): only the user's fields."""
     return {"apiVersion": contract.API_VERSION, "kind": contract.SERVICE_KIND,
@@ -320,9 +329,11 @@ def federation_plan(*, hosts: list[str], nodes: Mapping[str, Mapping[str, Any]],
                                       address=nodes[m]["address"], port_range=nodes[m]["port_range"])
                       for m in d["members"]),
         **{key: d[key] for key in contract.DOMAIN_SPEC_FIELDS if d.get(key) is not None}).to_spec() for d in domains}
-    # A dtDomain is the same object in each member's namespace: it is carried once per
-    # cluster with the namespaces it goes to, so the plan grows with the members, not with
-    # their square.
+    # Each member's namespace holds a copy of its dtDomain. The home copy lists every member
+    # (it is the authority: control/reconciler.py); every other copy lists home and its own
+    # member only, so the copies grow with the members, not with their square (100 copies of
+    # a 100-member domain were 1.08 MB in each LIST), a new member adds two writes, not one
+    # per member, and a tenant's namespace shows no other member's address.
     domain_manifests: dict[tuple, dict[str, Any]] = {}
     service_manifests: dict[tuple, dict[str, Any]] = {}
     for host in hosts:
@@ -330,10 +341,10 @@ def federation_plan(*, hosts: list[str], nodes: Mapping[str, Mapping[str, Any]],
         cluster = (node["kubeconfig"], node["context"])
         for domain in domains:
             if host in domain["members"]:
-                domain_manifests.setdefault((*cluster, domain["name"]), {
-                    "kubeconfig": node["kubeconfig"], "context": node["context"],
-                    "objects": [domain_object(name=domain["name"], spec=specs[domain["name"]])],
-                    "namespaces": []})["namespaces"].append(node["namespace"])
+                obj = domain_object(name=domain["name"], spec=member_copy(specs[domain["name"]], member=node["name"]))
+                obj["metadata"]["namespace"] = node["namespace"]
+                domain_manifests.setdefault(cluster, {
+                    "kubeconfig": node["kubeconfig"], "context": node["context"], "objects": []})["objects"].append(obj)
         for service in services[host]:
             obj = service_object(name=service["name"], domain=service["domain"], pod=service["pod"])
             obj["metadata"]["namespace"] = node["namespace"]
