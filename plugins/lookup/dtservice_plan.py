@@ -12,8 +12,9 @@ description:
     server. Bad declarations fail here, before anything changes.
   - Returns one dict with C(nodes) (host -> node), C(federation) (the node list modules
     take), C(domains) (name -> dtDomain spec), C(manifests) (C(domains) and C(services), as
-    dtservice_manifest's C(clusters), each dtDomain once per API server with the
-    C(namespaces) of its members there, the user-side dtServices per API server),
+    dtservice_manifest's C(clusters), per API server each member's copy of its dtDomains in
+    its namespace (home's lists every member, another member's home and itself) and the
+    user-side dtServices),
     C(agents) (the host that runs the node agent for each machine -> the hosts of the nodes it
     serves, keys of C(nodes)), C(networks) (name -> domain, server node, attachments, interface
     names) and C(serves) (node -> networks it is the planned server of).
