@@ -291,12 +291,12 @@ def domain_object(*, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
             "metadata": {"name": name}, "spec": dict(spec)}
 
 
-def member_copy(spec: Mapping[str, Any], *, member: str) -> dict[str, Any]:
+def member_copy(spec: Mapping[str, Any], *, member: str) -> Mapping[str, Any]:
     """The spec of ``member``'s copy of a dtDomain: home's copy whole; any other member's
     with home and that member as its only members (settings as home's)."""
     home, *others = spec["members"]
     if home["name"] == member:
-        return dict(spec)
+        return spec
     return {**spec, "members": [home, *(m for m in others if m["name"] == member)]}
 
 
@@ -313,6 +313,14 @@ def pods_labels(outcomes: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, st
         if outcome.get("pod") and outcome.get("pod_labels"):
             labels.setdefault(outcome["pod"], {}).update(outcome["pod_labels"])
     return labels
+
+
+def _place(manifests: dict[tuple, dict[str, Any]], node: Mapping[str, Any], obj: dict[str, Any]) -> None:
+    """``obj`` in the node's namespace, in its cluster's entry of ``manifests`` (one
+    dtservice_manifest ``clusters`` entry per API server)."""
+    obj["metadata"]["namespace"] = node["namespace"]
+    manifests.setdefault((node["kubeconfig"], node["context"]), {
+        "kubeconfig": node["kubeconfig"], "context": node["context"], "objects": []})["objects"].append(obj)
 
 
 def federation_plan(*, hosts: list[str], nodes: Mapping[str, Mapping[str, Any]],
@@ -338,18 +346,13 @@ def federation_plan(*, hosts: list[str], nodes: Mapping[str, Mapping[str, Any]],
     service_manifests: dict[tuple, dict[str, Any]] = {}
     for host in hosts:
         node = nodes[host]
-        cluster = (node["kubeconfig"], node["context"])
         for domain in domains:
             if host in domain["members"]:
-                obj = domain_object(name=domain["name"], spec=member_copy(specs[domain["name"]], member=node["name"]))
-                obj["metadata"]["namespace"] = node["namespace"]
-                domain_manifests.setdefault(cluster, {
-                    "kubeconfig": node["kubeconfig"], "context": node["context"], "objects": []})["objects"].append(obj)
+                _place(domain_manifests, node, domain_object(
+                    name=domain["name"], spec=member_copy(specs[domain["name"]], member=node["name"])))
         for service in services[host]:
-            obj = service_object(name=service["name"], domain=service["domain"], pod=service["pod"])
-            obj["metadata"]["namespace"] = node["namespace"]
-            service_manifests.setdefault(cluster, {
-                "kubeconfig": node["kubeconfig"], "context": node["context"], "objects": []})["objects"].append(obj)
+            _place(service_manifests, node,
+                   service_object(name=service["name"], domain=service["domain"], pod=service["pod"]))
     # Hosts, not nodes: every node is in ``nodes`` once, and Ansible walks the whole plan at
     # each task that takes it (7,000 values at 100 nodes, a fifth of them these).
     agents: dict[str, list[str]] = {}
