@@ -80,10 +80,10 @@ def nodes_runner(module, *, import_error: ImportError | None = None) -> Callable
     # Made once for every phase: a pass over 100 nodes made them again in each of its five.
     nodes = [NodeRef.from_params(node) for node in module.params["nodes"]]
 
-    def run(work: Callable[..., Any]) -> dict[str, Any]:
+    def run(work: Callable[..., Any], *, at_most: int = PARALLEL_NODES) -> dict[str, Any]:
         with api_failures(module, refused="a request"):
             return for_each_node(nodes, lambda node: work(
-                cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node))
+                cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node), at_most=at_most)
     return run
 
 
@@ -92,6 +92,7 @@ def run_on_nodes(module, work: Callable[..., Any], *, import_error: ImportError 
     return nodes_runner(module, import_error=import_error)(work)
 
 
-def for_each_node(nodes: Sequence[NodeRef], work: Callable[[NodeRef], Any]) -> dict[str, Any]:
-    """``work(node)`` for every node of the call, side by side; node name -> result."""
-    return dict(zip([n.name for n in nodes], side_by_side(nodes, work, at_most=PARALLEL_NODES), strict=True))
+def for_each_node(nodes: Sequence[NodeRef], work: Callable[[NodeRef], Any], *,
+                  at_most: int = PARALLEL_NODES) -> dict[str, Any]:
+    """``work(node)`` for every node of the call, at most ``at_most`` side by side; node name -> result."""
+    return dict(zip([n.name for n in nodes], side_by_side(nodes, work, at_most=at_most), strict=True))

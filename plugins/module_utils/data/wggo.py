@@ -43,6 +43,7 @@ __all__ = [
     "WIREGUARD_GO_ENV",
     "clear_leftovers",
     "configuration",
+    "control_socket_exists",
     "create_link",
     "delete_everywhere",
     "foreign_udp_ports",
@@ -173,6 +174,12 @@ def reap_orphans(name: str) -> bool:
 
 def _socket_path(name: str) -> str:
     return os.path.join(SOCKET_DIR, f"{name}.sock")
+
+
+def control_socket_exists(name: str) -> bool:
+    """True if a wireguard-go control socket for ``name`` is on this machine (one look at the
+    directory: no connection, no namespace entered)."""
+    return os.path.exists(_socket_path(name))
 
 
 def remove_stale_socket(name: str) -> bool:

@@ -1,0 +1,71 @@
+"""machine_pass.only_examines: whether configuring a node can only read and compare its
+interfaces, so the pass configures the nodes one at a time rather than side by side (threads
+help only while wireguard-go processes are started, stopped and waited on). A wrong True
+would slow a first deploy down; a wrong False only costs the converged pass its speed
+(bench/run measures both on real interfaces; the integration tests run both kinds of pass)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
+from ansible_collections.sightline.dtservice.plugins.module_utils.machine.machine_pass import only_examines
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.plan import LABEL_PREFIX
+
+NODE = NodeRef(name="node1", namespace="tenant-a", address="198.18.0.11", netns="bed-node1")
+
+
+class Listed:
+    """The one read only_examines makes of a cluster: the node's dtServices as listed."""
+
+    def __init__(self, services: list[dict]) -> None:
+        self.services = services
+
+    def list_services(self, node: NodeRef, *, shared: bool = False) -> list[dict]:
+        assert node is NODE and shared
+        return self.services
+
+
+def service(name: str, *, provisioned: bool = True, deleting: bool = False) -> dict:
+    uid = f"uid-{name}"
+    metadata: dict = {"name": name, "uid": uid}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-12-05T10:00:00Z"
+    peers = {"100.96.0.2": {"labels": {f"{LABEL_PREFIX}{contract.peer_id(uid=uid)}": "client"}}} if provisioned else {}
+    return {"metadata": metadata, "peers": peers}
+
+
+def interface_of(name: str) -> str:
+    return contract.interface_name(namespace=NODE.namespace, network=name, node_netns=NODE.netns)
+
+
+@pytest.fixture
+def sockets(tmp_path, monkeypatch) -> Path:
+    """The machine's wireguard-go control socket directory, empty."""
+    monkeypatch.setattr(wggo, "SOCKET_DIR", str(tmp_path))
+    return tmp_path
+
+
+def test_every_provisioned_interface_in_place_only_examines(sockets):
+    for name in ("net-a", "net-b"):
+        (sockets / f"{interface_of(name)}.sock").touch()
+    assert only_examines(cluster=Listed([service("net-a"), service("net-b")]), node=NODE) is True
+
+
+def test_an_interface_still_to_be_made_needs_the_threads(sockets):
+    (sockets / f"{interface_of('net-a')}.sock").touch()
+    assert only_examines(cluster=Listed([service("net-a"), service("net-b")]), node=NODE) is False
+
+
+def test_a_dtservice_being_deleted_needs_the_threads(sockets):
+    (sockets / f"{interface_of('net-a')}.sock").touch()
+    assert only_examines(cluster=Listed([service("net-a", deleting=True)]), node=NODE) is False
+
+
+def test_a_dtservice_not_provisioned_yet_has_no_interface_to_make_in_this_pass(sockets):
+    (sockets / f"{interface_of('net-a')}.sock").touch()
+    listed = Listed([service("net-a"), service("net-b", provisioned=False)])
+    assert only_examines(cluster=listed, node=NODE) is True
