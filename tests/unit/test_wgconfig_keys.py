@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules import wgconfig
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import keys, wgconfig
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import (
     generate_private_key,
     is_valid_key,
@@ -19,6 +19,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules.wgconfig
     render_uapi_set,
     render_wg_quick,
 )
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -92,6 +93,27 @@ def test_is_valid_key_never_raises(value):
 )
 def test_invalid_keys(text):
     assert not is_valid_key(text)
+
+
+def test_a_public_key_is_derived_once_and_remembered_by_digest_never_by_the_private_key(monkeypatch):
+    private = generate_private_key()
+    raw = base64.b64decode(private)
+    public = keys.X25519PrivateKey.from_private_bytes(raw).public_key()
+    expected = base64.b64encode(public.public_bytes(serialization.Encoding.Raw,
+                                                    serialization.PublicFormat.Raw)).decode()
+    derived = []
+    real = keys.X25519PrivateKey
+
+    class Counting:
+        @staticmethod
+        def from_private_bytes(data):
+            derived.append(data)
+            return real.from_private_bytes(data)
+
+    monkeypatch.setattr(keys, "X25519PrivateKey", Counting)
+    assert [public_key_of(private) for _pass in range(3)] == [expected] * 3
+    assert derived == [raw]
+    assert all(k not in (raw, private) and v != private for k, v in keys._PUBLIC_KEYS.items())
 
 
 def test_public_key_of_rejects_bad_input_without_echoing_it():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 
 try:
     from cryptography.hazmat.primitives import serialization
@@ -29,6 +30,9 @@ else:
 __all__ = ["KEY_LENGTH", "generate_private_key", "is_valid_key", "public_key_of"]
 
 KEY_LENGTH = 32
+# Digest of a private key -> its public key, for public_key_of (a pass's keys, bounded).
+_PUBLIC_KEYS: dict[bytes, str] = {}
+_REMEMBERED_KEYS = 4096
 
 
 def _decode(text: str) -> bytes | None:
@@ -65,10 +69,20 @@ def public_key_of(private_key: str) -> str:
     """The public key (base64) of a WireGuard private key (base64).
 
     Raises ``ValueError`` (without echoing the input) if ``private_key`` is not a key.
+    Remembered by a digest of the private key, never the key itself: a pass derives each
+    interface's public key four to six times (the Secret's check, the published key, the key
+    put to use, the live interface's), 50 microseconds each.
     """
     raw = _decode(private_key)
     if raw is None:
         raise ValueError("not a WireGuard private key (expected base64 of 32 bytes)")
+    digest = hashlib.blake2b(raw, digest_size=32).digest()
+    known = _PUBLIC_KEYS.get(digest)
+    if known is not None:
+        return known
     public = X25519PrivateKey.from_private_bytes(raw).public_key()
     raw_public = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return base64.b64encode(raw_public).decode("ascii")
+    if len(_PUBLIC_KEYS) >= _REMEMBERED_KEYS:
+        _PUBLIC_KEYS.clear()
+    _PUBLIC_KEYS[digest] = base64.b64encode(raw_public).decode("ascii")
+    return _PUBLIC_KEYS[digest]
