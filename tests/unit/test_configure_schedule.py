@@ -19,14 +19,19 @@ NODE = NodeRef(name="node1", namespace="tenant-a", address="198.18.0.11", netns=
 
 
 class Listed:
-    """The one read only_examines makes of a cluster: the node's dtServices as listed."""
+    """The reads only_examines makes of a cluster: the node's dtServices and key Secrets as listed."""
 
-    def __init__(self, services: list[dict]) -> None:
+    def __init__(self, services: list[dict], secrets: dict[str, dict] | None = None) -> None:
         self.services = services
+        self.secrets = secrets or {}
 
     def list_services(self, node: NodeRef, *, shared: bool = False) -> list[dict]:
         assert node is NODE and shared
         return self.services
+
+    def key_secrets(self, node: NodeRef) -> dict[str, dict]:
+        assert node is NODE
+        return self.secrets
 
 
 def service(name: str, *, provisioned: bool = True, deleting: bool = False) -> dict:
@@ -69,3 +74,12 @@ def test_a_dtservice_not_provisioned_yet_has_no_interface_to_make_in_this_pass(s
     (sockets / f"{interface_of('net-a')}.sock").touch()
     listed = Listed([service("net-a"), service("net-b", provisioned=False)])
     assert only_examines(cluster=listed, node=NODE) is True
+
+
+def test_a_key_rotation_under_way_needs_the_threads(sockets):
+    (sockets / f"{interface_of('net-a')}.sock").touch()
+    staged = {contract.key_secret_name("net-a"): {"data": {contract.PRIVATE_KEY_FIELD: "a2V5",
+                                                           contract.NEXT_PRIVATE_KEY_FIELD: "bmV4dA=="}}}
+    settled = {contract.key_secret_name("net-a"): {"data": {contract.PRIVATE_KEY_FIELD: "a2V5"}}}
+    assert only_examines(cluster=Listed([service("net-a")], settled), node=NODE) is True
+    assert only_examines(cluster=Listed([service("net-a")], staged), node=NODE) is False

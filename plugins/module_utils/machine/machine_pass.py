@@ -58,8 +58,13 @@ def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str,
 
 def only_examines(*, cluster: Cluster, node: NodeRef) -> bool:
     """True when configuring the node can only examine interfaces: no dtService of it is being
-    deleted, and each one provisioned has its interface's wireguard-go control socket on this
-    machine. (Under kernel WireGuard there is none: False, and the pass works as before.)"""
+    deleted, none has a next key staged (putting it to use writes, and its peers hold back
+    traffic until they have it), and each one provisioned has its interface's wireguard-go
+    control socket on this machine. (Under kernel WireGuard there is none: False, and the
+    pass works as before.)"""
+    secrets = cluster.key_secrets(node).values()
+    if any(contract.NEXT_PRIVATE_KEY_FIELD in (secret.get("data") or {}) for secret in secrets):
+        return False
     for service in cluster.list_services(node, shared=True):
         if service["metadata"].get("deletionTimestamp"):
             return False
