@@ -82,7 +82,9 @@ def public_key_of(private_key: str) -> str:
         return known
     public = X25519PrivateKey.from_private_bytes(raw).public_key()
     raw_public = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    public_key = base64.b64encode(raw_public).decode("ascii")
+    # Threads of a pass share the memory: what one clears, another is not reading back.
     if len(_PUBLIC_KEYS) >= _REMEMBERED_KEYS:
         _PUBLIC_KEYS.clear()
-    _PUBLIC_KEYS[digest] = base64.b64encode(raw_public).decode("ascii")
-    return _PUBLIC_KEYS[digest]
+    _PUBLIC_KEYS[digest] = public_key
+    return public_key
