@@ -198,6 +198,10 @@ class NodeRef:
     def served_nodes(self) -> tuple[str, ...]:
         return self.kubelet_nodes or (self.name,)
 
+    def interface_of(self, network: str) -> str:
+        """The interface of this node's dtService ``network`` (``interface_name``)."""
+        return interface_name(namespace=self.namespace, network=network, node_netns=self.netns)
+
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> NodeRef:
         """A node from module parameters or a plan's node dict; absent or empty values take

@@ -213,7 +213,7 @@ class NodeReconciler:
             address = claims.join_network(self.view, service=service, domain=domain, entry=entry,
                                           public_key=public_key)
         pod = pod_rules.select(pods, spec["podSelector"])
-        interface = contract.interface_name(namespace=self.node.namespace, network=name, node_netns=self.node.netns)
+        interface = self.node.interface_of(name)
         outcome = Outcome(name=name, status=Status.PENDING, role=role, address=address, subnet=entry["subnet"],
                           interface=interface,
                           pod=pod["metadata"]["name"] if pod else spec["podSelector"],

@@ -171,8 +171,7 @@ class NodeAgent:
         # Only a deleted dtService's interface, or one its pod has moved away from, is removed:
         # one whose dtService failed or is not attachable in this pass (a stale read, a claim
         # not in the hub's table yet) is left as it is, so a running tunnel is not torn down.
-        untouched = {contract.interface_name(namespace=self.node.namespace, network=s["metadata"]["name"],
-                                             node_netns=self.node.netns) for s in live}
+        untouched = {self.node.interface_of(s["metadata"]["name"]) for s in live}
         untouched -= {interface for _netns, interface in expected}
         removed = self._remove_unwanted(pods, expected, untouched=untouched)
         return outcomes, removed
@@ -275,8 +274,7 @@ class NodeAgent:
         if home is None or network is None:
             return None  # not provisioned yet: the reconciler says so
         domain, subnet = home[0], network["subnet"]
-        interface = contract.interface_name(namespace=self.node.namespace, network=name,
-                                            node_netns=self.node.netns)
+        interface = self.node.interface_of(name)
         outcome = AgentOutcome(name=name, status=Status.PENDING, interface=interface)
         try:
             secret = secrets.get(contract.key_secret_name(name))

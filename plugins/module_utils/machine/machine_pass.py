@@ -68,8 +68,8 @@ def only_examines(*, cluster: Cluster, node: NodeRef) -> bool:
     for service in cluster.list_services(node, shared=True):
         if service["metadata"].get("deletionTimestamp"):
             return False
-        if plan.self_entry(service) is not None and not wggo.control_socket_exists(contract.interface_name(
-                namespace=node.namespace, network=service["metadata"]["name"], node_netns=node.netns)):
+        if plan.self_entry(service) is not None and not wggo.control_socket_exists(
+                node.interface_of(service["metadata"]["name"])):
             return False
     return True
 
