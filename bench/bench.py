@@ -6,6 +6,9 @@ Cases (``--cases``, default all):
               API requests every API server counted (its own /metrics, ``apiserver_request_total``).
   noop        deploy.yml again on each converged federation of ``deploy``: wall time, API requests
               by verb, changed=0 from the PLAY RECAP, against bench/empty.yml on the same inventory.
+              Also two parts of its floor: bench/skeleton.yml (deploy.yml's plays and tasks, with
+              nothing to plan or move), and as many API requests as the no-op read, alone (GETs
+              of a missing dtService in the node namespaces, 16 at a time as the pass reads ahead).
   daemon      the reconciler daemon: 20 networks served on node0 (kubectl apply), then 20 joins from
               node1, each timed from kubectl apply to Connected; against an empty ansible-runner run.
   disruption  ping -i 0.05 over an existing tunnel while 20 peers join (deploy.yml) and leave
@@ -24,6 +27,7 @@ Run as root, from bench/run (which sources .dtservice.env).
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import datetime
 import json
 import math
@@ -52,6 +56,7 @@ from testbed import Testbed, list_netns  # noqa: E402  (tools/testbed is not a p
 
 GROUP, VERSION = "sid.sightlineinnovation.com", "v1"
 EMPTY_PLAYBOOK = BENCH / "empty.yml"
+SKELETON_PLAYBOOK = BENCH / "skeleton.yml"
 READ_VERBS = {"GET", "LIST", "WATCH"}
 # Requests that are not the provisioner's: the controller manager's leader lease, the /metrics and health probes.
 # benchmark's own /metrics and health probes, the API server's own endpoints reconciler.
@@ -415,8 +420,10 @@ def scaling_run(cfg: dict, run: int, args, workdir: Path) -> dict:
                 after = bed.api_requests()
                 floor_s, _floor_result = ansible_playbook(bed, EMPTY_PLAYBOOK, inventory)
                 after_floor = bed.api_requests()
+                skeleton_s, _skeleton_result = ansible_playbook(bed, SKELETON_PLAYBOOK, inventory)
             counts = recap(result.stdout)
             api = request_delta(before, after)
+            reads = sum(n for v, n in api["by_verb"].items() if v in READ_VERBS)
             record["noop"] = {
                 "wall_s": round(noop_s, 2), "floor_s": round(floor_s, 2), "ratio": round(noop_s / floor_s, 2),
                 "changed": sum(c.get("changed", 0) for c in counts.values()),
@@ -425,12 +432,42 @@ def scaling_run(cfg: dict, run: int, args, workdir: Path) -> dict:
                 "writes": sum(n for v, n in api["by_verb"].items() if v not in READ_VERBS),
                 "reads_per_node": round(sum(n for v, n in api["by_verb"].items() if v in READ_VERBS) / nodes, 1),
                 "floor_api": request_delta(after, after_floor)["total"],
+                "skeleton_s": round(skeleton_s, 2), "requests_alone_s": round(requests_alone(bed, reads), 2),
                 "load": load.summary()}
             if record["noop"]["changed"]:
                 record["noop"]["changed_tasks"] = changed_tasks(result.stdout)
             say(f"{cfg['label']} run {run}: no-op {noop_s:.1f}s (floor {floor_s:.1f}s), "
                 f"changed={record['noop']['changed']}, API {api['by_verb']}")
         return record
+
+
+def requests_alone(bed: Bed, count: int) -> float:
+    """Seconds for ``count`` API requests that find nothing (GETs of a missing dtService, round the
+    node namespaces), with the provisioner's credentials and the project's client, 16 at a time
+    as the pass reads ahead: what the no-op's reads cost without any work on their answers. A
+    GET that finds nothing costs the API server about what a namespace's LIST does."""
+    sys.path.insert(0, str(ROOT / ".collections"))
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClients, ApiError
+    from ansible_collections.sightline.dtservice.plugins.module_utils.module_args import PARALLEL_NODES
+
+    nodes = bed.testbed.nodes
+    clients = ApiClients()
+
+    def one(index: int) -> None:
+        node = nodes[index % len(nodes)]
+        try:
+            clients.get(node.kubeconfig, None).request(
+                "GET", f"/apis/{GROUP}/{VERSION}/namespaces/{node.namespace}/dtservices/dtbench-missing")
+        except ApiError as error:
+            if error.status != 404:
+                raise
+
+    for index in range(len(nodes)):  # each client's connections open before the clock starts
+        one(index)
+    with concurrent.futures.ThreadPoolExecutor(PARALLEL_NODES) as pool:
+        started = time.monotonic()
+        list(pool.map(one, range(count)))
+        return time.monotonic() - started
 
 
 def changed_tasks(output: str) -> list[str]:
@@ -818,6 +855,14 @@ def summarize(results: dict, args) -> tuple[list[list[str]], list[dict]]:
             row(f"no-op {cfg['label']}", "s / floor s", f"{fmt(wall)} / {fmt(floor)} = {ratio:.2f}x", f"<= {bound}x",
                 ratio <= bound, load=load_of(runs), runs=ok(runs, "deploy", cfg["label"]))
             row(f"no-op {cfg['label']}", "changed (max over runs)", str(changed), "0", changed == 0)
+            floors = [r for r in runs if "skeleton_s" in r]  # results of before the floor's parts lack them
+            if floors:
+                skeleton = median([r["skeleton_s"] for r in floors])
+                alone = median([r["requests_alone_s"] for r in floors])
+                results["cases"]["deploy"][cfg["label"]]["noop_median"].update(
+                    skeleton_s=skeleton, requests_alone_s=alone)
+                row(f"no-op {cfg['label']}", "floor's parts: skeleton s; its reads alone s",
+                    f"{fmt(skeleton)} ({skeleton / floor:.2f}x); {fmt(alone)}")
             row(f"no-op {cfg['label']}", "API [by verb]; reads/node",
                 f"[{verbs_text}]; {fmt(reads)}/node", "reads only", writes == 0)
             targets.append({"target": f"no-op {cfg['label']} <= {bound}x floor", "value": round(ratio, 2),
