@@ -168,10 +168,12 @@ class NodeAgent:
                 if netns and outcome.interface and outcome.status != Status.FAILED:
                     expected.add((netns, outcome.interface))
                 outcomes.append(outcome)
-        # Only a deleted dtService's interface, or one its pod has moved away from, is removed:
-        # one whose dtService failed or is not attachable in this pass (a stale read, a claim
-        # not in the hub's table yet) is left as it is, so a running tunnel is not torn down.
-        untouched = {self.node.interface_of(s["metadata"]["name"]) for s in live}
+        # Only the interface of a deleted dtService, of one its pod has moved away from, or of
+        # one whose domain has taken this node out of its members is removed: one whose
+        # dtService failed or is not attachable in this pass (a stale read, a claim not in the
+        # hub's table yet) is left as it is, so a running tunnel is not torn down.
+        untouched = {self.node.interface_of(s["metadata"]["name"]) for s in live
+                     if not self._taken_out(s, domains=domains)}
         untouched -= {interface for _netns, interface in expected}
         removed = self._remove_unwanted(pods, expected, untouched=untouched)
         return outcomes, removed
@@ -402,6 +404,18 @@ class NodeAgent:
             self._homes[local.name] = None if home_obj is None else (
                 self.cluster.domain(home_obj), registry_rules.networks_of(home_obj))
         return self._homes[local.name]
+
+    def _taken_out(self, service: dict, *, domains: Mapping[str, dict]) -> bool:
+        """Whether the home copy of the dtService's domain, the authority on its members, leaves
+        this node out. The hubs serve members only and have dropped the node's dtServices from
+        their tables, so its interfaces reach nobody. A domain whose home copy cannot be read
+        says nothing."""
+        domain_obj = domains.get(service["spec"]["domainSelector"])
+        try:
+            home = None if domain_obj is None else self._home(self.cluster.domain(domain_obj))
+        except Exception:  # noqa: BLE001 - an API server that does not answer, a malformed copy
+            return False
+        return home is not None and home[0].member(name=self.node.name, namespace=self.node.namespace) is None
 
     def _hub_table(self, network: Mapping[str, Any], name: str) -> dict:
         """The ``peers`` of the network's hub, as its dtService holds them, once a pass."""
