@@ -356,9 +356,16 @@ def test_a_pods_mangle_table_is_read_by_a_process_again_only_after_its_rules_cha
         assert "dtother000000" in mangle.TableMemory(path=str(memory)).rules(pod)
         assert read_by_process == [pod, pod]
         in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-D", *clamps[0].split()[1:])
-        reading = wireguard.PodReading(netns=pod, tables=mangle.TableMemory(path=str(memory)))
+        tables = mangle.TableMemory(path=str(memory))
+        reading = wireguard.PodReading(netns=pod, tables=tables)
         assert wireguard.ensure_interface(**fed.hub_args(), earlier=reading)["changed"] is True
         assert sorted(r for r in process(pod).splitlines() if probe.is_clamp_of(r, name)) == clamps
+        # The pass that put the clamp back remembers the table as it left it: the next pass
+        # takes it from the memory, with no process.
+        tables.keep()
+        processes = len(read_by_process)
+        assert mangle.TableMemory(path=str(memory)).rules(pod) == process(pod)
+        assert len(read_by_process) == processes, "the table this pass changed was read again by the next"
     finally:
         in_ns(fed.ul.pod(0), "iptables", "-w", "5", "-t", "mangle", "-D", *foreign)
 

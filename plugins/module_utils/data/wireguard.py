@@ -362,6 +362,7 @@ def ensure_interface(
             if clamps:
                 # One process for every rule: a new link's two clamps were two iptables runs.
                 run(probe.IPTABLES_RESTORE, netns=pod_netns, input=probe.mangle_restore(clamps))
+                _remember_mangle(earlier)
         except Exception:
             # A half-made interface would make the next run think it exists; start clean.
             wggo.delete_everywhere(name, node_netns, pod_netns)
@@ -399,6 +400,8 @@ def ensure_interface(
             )
         for argv in changes.link_commands:
             run(argv, netns=pod_netns)
+        if any(argv[:len(probe.IPTABLES)] == probe.IPTABLES for argv in changes.link_commands):
+            _remember_mangle(earlier)
 
     live_key = interface_public_key(name=name, pod_netns=pod_netns)
     if live_key != public_key:
@@ -407,6 +410,15 @@ def ensure_interface(
             f"but the configured private key's public key is {public_key}"
         )
     return result
+
+
+def _remember_mangle(earlier: PodReading | None) -> None:
+    """Read the pod's mangle table once more after changing it, so that the machine remembers
+    it as this pass left it (``TableMemory``): the next pass, a converged one, then runs no
+    ``iptables`` for the pod. (The first re-run after a deploy of 100 nodes read every table
+    with a process: 0.35 to 0.55 s of it.)"""
+    if earlier is not None and earlier.tables is not None:
+        earlier.tables.rules(earlier.netns)
 
 
 # The keepalive a peer taking over from another is added with when it should have none: a
