@@ -414,9 +414,8 @@ def scaling_run(cfg: dict, run: int, args, workdir: Path) -> dict:
         say(f"{cfg['label']} run {run}: deploy {wall:.1f}s (playbook {playbook_s:.1f}s, {passes} pass(es)), "
             f"{record['deploy']['api']['total']} API requests")
         if "noop" in args.cases:
-            # After a deploy of 100 nodes the machine is busy for a while (100 wireguard-go
-            # handshaking, the kubelets' status updates, the last bed's network namespaces
-            # being freed by the kernel): a no-op timed then measured that, not itself.
+            # As before the deploy: the no-op measures itself, not a machine still busy with
+            # the deploy's bed (100 wireguard-go handshaking, the kubelets' status updates).
             record["quiet_before_noop"] = wait_quiet(below=args.quiet_below)
             with LoadSampler() as load:
                 before = bed.api_requests()

@@ -362,11 +362,12 @@ def ensure_interface(
             if clamps:
                 # One process for every rule: a new link's two clamps were two iptables runs.
                 run(probe.IPTABLES_RESTORE, netns=pod_netns, input=probe.mangle_restore(clamps))
-                _remember_mangle(earlier)
         except Exception:
             # A half-made interface would make the next run think it exists; start clean.
             wggo.delete_everywhere(name, node_netns, pod_netns)
             raise
+        if clamps:
+            _remember_mangle(earlier)
     else:
         def diff(live: probe.LiveInterface) -> probe.Changes:
             return probe.diff_interface(live, name=name, address=address, mtu=mtu, listen_port=listen_port,
