@@ -6,13 +6,14 @@ node2 first) is handed to a remaining member. Put back, node2 joins again."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 
 import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import interface_name
 from conftest import kubectl_json, recap, run_playbook, write_inventory
+from test_control_plane import apply, dtservice
 from test_dataplane_e2e import in_pod, interfaces_in, ping, service, wait_connected
+from test_failover import own_address, registry_entry
 
 pytestmark = pytest.mark.integration
 
@@ -23,27 +24,16 @@ HUBNET = "hubnet"
 
 
 def apply_hubnet(bed, node: str) -> None:
-    target = bed.node(node)
-    obj = {"apiVersion": "sid.sightlineinnovation.com/v1", "kind": "dtService",
-           "metadata": {"name": HUBNET, "namespace": target.namespace},
-           "spec": {"domainSelector": "mydomain", "podSelector": PODS[node]}}
-    bed.kubectl(target, "apply", "-f", "-", admin=True, stdin=json.dumps(obj))
+    apply(bed, node, dtservice(HUBNET, "mydomain", PODS[node]))
 
 
 def hub_of(bed, name: str) -> str:
-    node0 = bed.node("node0")
-    domain = kubectl_json(bed, "node0", "get", "dtdomain", "mydomain", "-n", node0.namespace)
-    return domain["status"]["networks"][name]["server"]["node"]
+    return registry_entry(bed, name)["server"]["node"]
 
 
 def interface_of(bed, node: str, name: str) -> str:
     target = bed.node(node)
     return interface_name(namespace=target.namespace, network=name, node_netns=target.netns)
-
-
-def own_address(obj: dict) -> str:
-    hub_key = obj["spec"]["server"]["publicKey"]
-    return next(a for a, p in obj["peers"].items() if p["publicKey"] != hub_key)
 
 
 def declared(nodes: list[str]) -> dict[str, list[dict]]:
