@@ -48,6 +48,15 @@ options:
             a pod scheduled on any other gets the status C(PodElsewhere).
         type: list
         elements: str
+      kubelet_kubeconfig:
+        description:
+          - The kubeconfig of the kubelet of those Kubernetes nodes, on the machine the pass
+            runs on (kubeadm's is C(/etc/kubernetes/kubelet.conf)). With it, a pass lists the
+            pods of each of those Kubernetes nodes once, as their kubelet (the one LIST of pods
+            the Node authorizer allows it), instead of the pods of each node namespace; it is
+            used for nothing else. Where those pods lack one for a dtService of the node, or
+            the kubelet may not list them, the namespace's pods are listed as without it.
+        type: path
       runtime_endpoint:
         description:
           - The CRI socket of those Kubernetes nodes' container runtime, for the C(cri) lookup

@@ -190,6 +190,9 @@ class NodeRef:
     # The Kubernetes nodes whose pods this federation node's agent serves (default: its name),
     # and how the agent asks their container runtime for a pod's network namespace.
     kubelet_nodes: tuple[str, ...] = ()
+    # That kubelet's own kubeconfig on the machine: with it, a pass lists the pods of those
+    # Kubernetes nodes as their kubelet, one LIST per Kubernetes node for every namespace.
+    kubelet_kubeconfig: str | None = None
     runtime_endpoint: str = DEFAULT_RUNTIME_ENDPOINT
     pod_lookup: tuple[str, ...] = POD_LOOKUP_METHODS
     crictl: str = DEFAULT_CRICTL
@@ -224,7 +227,7 @@ _REQUIRED_FIELDS = ("name", "namespace", "address")
 # The argument spec of a node, derived from NodeRef: the modules' ``nodes`` and ``federation``.
 NODE_OPTIONS: dict[str, dict[str, Any]] = {}
 for _field in fields(NodeRef):
-    _option: dict[str, Any] = {"type": "path" if _field.name == "kubeconfig" else "str"}
+    _option: dict[str, Any] = {"type": "path" if _field.name in ("kubeconfig", "kubelet_kubeconfig") else "str"}
     if _field.name in _REQUIRED_FIELDS:
         _option["required"] = True
     elif _field.name in _LIST_FIELDS:

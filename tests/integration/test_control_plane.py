@@ -547,6 +547,40 @@ def test_a_converged_pass_lists_the_projects_kinds_once_per_cluster(rerun):
     assert lists.get("dtservices cluster", 0) <= 5 and lists.get("dtdomains cluster", 0) <= 5, lists
 
 
+def test_a_converged_pass_lists_pods_once_per_kubernetes_node_as_its_kubelet(rerun):
+    """With each node's kubelet kubeconfig (inventories/local), the no-op deploy reads pods
+    with one field-selected LIST per Kubernetes node, at the cluster's scope (the Node
+    authorizer allows a kubelet that LIST and no wider one), never namespace by namespace."""
+    lists = rerun.lists
+    assert "pods namespace" not in lists, lists
+    assert 1 <= lists.get("pods cluster", 0) <= len(rerun.bed.nodes), lists
+
+
+def test_a_kubelet_credential_that_may_not_list_the_pods_leaves_them_to_the_namespace_list(seeded):
+    """Given another Kubernetes node's kubelet kubeconfig, a pass's pod listing is refused by
+    the API server and falls back to the provisioner's LIST of the namespace, once per call
+    (the refusal is remembered): the same pods as with the node's own kubelet, and as kubectl
+    lists them."""
+    from dataclasses import replace
+
+    from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
+
+    bed = seeded
+    node, other = bed.node("node1"), bed.node("node0")
+    own = NodeRef(name=node.name, namespace=node.namespace, address=node.address, kubeconfig=node.kubeconfig,
+                  kubelet_nodes=(node.kubelet_node,), kubelet_kubeconfig=node.kubelet_kubeconfig)
+    expected = {p["metadata"]["name"] for p in get_json(bed, "node1", "pods")["items"]}
+    assert "service-pod" in expected
+    as_own_kubelet = Cluster()
+    assert set(as_own_kubelet.list_pods(own)) == expected
+    assert as_own_kubelet.connections.kubelet_listing(node.kubelet_kubeconfig, node.kubelet_node) is not None
+    borrowed = replace(own, kubelet_kubeconfig=other.kubelet_kubeconfig)
+    refused = Cluster()
+    assert set(refused.list_pods(borrowed)) == expected
+    assert refused.connections.kubelet_listing(other.kubelet_kubeconfig, node.kubelet_node) is None
+
+
 def test_private_keys_never_leave_their_secrets(rerun):
     """No private key (raw, base64'd as in the Secret, or a 40-character piece of either) shows
     in the -vvvv output, the log, the fact cache, the CRs, the Events or the control-plane logs;

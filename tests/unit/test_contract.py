@@ -64,7 +64,8 @@ def test_a_node_from_host_variables_takes_every_default_and_keeps_what_is_given(
         "dtservice_node_kubelet_nodes": ["k1"], "dtservice_node_port_range": ""})
     assert params == {"name": "node0", "namespace": "tenant", "address": "198.18.0.10", "kubeconfig": None,
                       "context": None, "port_range": contract.DEFAULT_PORT_RANGE, "netns": None,
-                      "kubelet_nodes": ["k1"], "runtime_endpoint": contract.DEFAULT_RUNTIME_ENDPOINT,
+                      "kubelet_nodes": ["k1"], "kubelet_kubeconfig": None,
+                      "runtime_endpoint": contract.DEFAULT_RUNTIME_ENDPOINT,
                       "pod_lookup": list(contract.POD_LOOKUP_METHODS), "crictl": contract.DEFAULT_CRICTL}
     node = contract.NodeRef.from_params(params)
     assert node.served_nodes == ("k1",) and node.to_params() == params

@@ -111,9 +111,16 @@ class Node:
     address: str
     kubeconfig: str
     admin_kubeconfig: str
-    # The Kubernetes Node whose kubelet runs this node's pods, and that kubelet's containerd.
+    # The Kubernetes Node whose kubelet runs this node's pods, that kubelet's kubeconfig and
+    # its containerd.
     kubelet_node: str = ""
+    kubelet_kubeconfig: str = ""
     runtime_endpoint: str = ""
+
+
+def kubelet_kubeconfig_name(machine: int) -> str:
+    """The kubeconfig of machine ``machine``'s kubelet, in its cluster's directory (pki.py writes it)."""
+    return f"system-node-node{machine}.kubeconfig"
 
 
 INOTIFY_INSTANCES = Path("/proc/sys/fs/inotify/max_user_instances")
@@ -374,6 +381,7 @@ class Testbed:
                     kubeconfig=str(Path(cluster["dir"]) / f"{PROVISIONER_USER}.kubeconfig"),
                     admin_kubeconfig=str(Path(cluster["dir"]) / "admin.kubeconfig"),
                     kubelet_node=f"node{machine}",
+                    kubelet_kubeconfig=str(Path(cluster["dir"]) / kubelet_kubeconfig_name(machine)),
                     runtime_endpoint=self._machine(machine).runtime_endpoint)
         self._remember_netns(netns)
         run("ip", "netns", "add", netns)
@@ -419,7 +427,7 @@ class Testbed:
             known.write(host_key_line(machine) + "\n")
         self._spawn(Path(machine.dir) / "kubelet.log", str(bin_dir / "kubelet"),
                     "--config", write_kubelet_config(machine, client_ca=str(cluster_dir / "pki" / "ca.crt")),
-                    "--kubeconfig", str(cluster_dir / f"system-node-node{index}.kubeconfig"),
+                    "--kubeconfig", str(cluster_dir / kubelet_kubeconfig_name(index)),
                     "--hostname-override", machine.node_name, "--node-ip", machine.address,
                     "--root-dir", f"{machine.dir}/kubelet", "--v", "1", netns=machine.netns)
 
@@ -504,6 +512,7 @@ class Testbed:
         return {"dtservice_node_namespace": node.namespace, "dtservice_node_kubeconfig": node.kubeconfig,
                 "dtservice_node_address": node.address, "dtservice_node_netns": node.netns,
                 "dtservice_node_kubelet_nodes": [node.kubelet_node],
+                "dtservice_node_kubelet_kubeconfig": node.kubelet_kubeconfig,
                 "dtservice_node_runtime_endpoint": node.runtime_endpoint,
                 # An agent reached over SSH has the login's PATH, not the bed's.
                 "dtservice_node_crictl": shutil.which("crictl") or "crictl"}

@@ -9,9 +9,11 @@ Also owns one module call's reads (``Listing``): the threads of a call share its
 ``Connections``, and with them one LIST of each collection. dtServices and dtDomains, the
 project's own kinds, are listed once per cluster (the provisioner's ClusterRole
 ``dtservice-provisioner-reader`` lets it read them in every namespace; without it, once per
-namespace); Pods and key Secrets once per namespace. The call's own writes keep the listings
-current, so its later steps see them without reading again; a read that must see other
-writers' changes (after a Conflict, a port checked again) lists again.
+namespace); Pods once per Kubernetes node as its kubelet where a node names the kubelet's
+kubeconfig (``Cluster.list_pods``), else once per namespace; key Secrets once per namespace.
+The call's own writes keep the listings current, so its later steps see them without reading
+again; a read that must see other writers' changes (after a Conflict, a port checked again)
+lists again.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
     NodeRef,
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, ApiClients, ApiError
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
 
 
 class Conflict(Exception):
@@ -113,14 +116,16 @@ def _text_of(entry: list) -> str:
 class Listing:
     """One collection of one cluster as a module call read it: listed on first use (the whole
     cluster at once when ``cluster_path`` is given and the provisioner may, else the namespace
-    asked for), then kept current with the call's own writes. Callers get copies, or with
+    asked for; without a ``namespace_path``, a refused ``cluster_path`` is the caller's), then
+    kept current with the call's own writes. Callers get copies, or with
     ``shared`` the kept objects themselves, which nobody may change in place.
 
     Namespaces are listed side by side: a pass over many nodes would otherwise wait for their
     LISTs one after another. A write waits for a LIST of its namespace in flight, whose answer
     may predate it; a LIST that a ``forget`` overtook answers its caller but is not kept."""
 
-    def __init__(self, *, api: ApiClient, namespace_path: Callable[[str], str], cluster_path: str | None = None,
+    def __init__(self, *, api: ApiClient, namespace_path: Callable[[str], str] | None,
+                 cluster_path: str | None = None,
                  query: dict[str, str] | None = None, dry_run: bool = False) -> None:
         self._api = api
         self._namespace_path = namespace_path
@@ -188,10 +193,12 @@ class Listing:
             try:
                 return self._list(cluster_path), True
             except ApiError as error:
-                if error.status != 403:
+                if error.status != 403 or self._namespace_path is None:
                     raise
                 with self._lock:
                     self._cluster_path = None  # not granted cluster-wide: one namespace at a time
+        if self._namespace_path is None:
+            raise TypeError("a Listing needs a cluster_path or a namespace_path")
         return self._list(self._namespace_path(namespace)), False
 
     def _keep(self, namespace: str, items: list[dict], *, whole: bool) -> None:
@@ -234,6 +241,8 @@ class Connections:
     _listings: dict[tuple, Listing] = field(default_factory=dict)
     # id of a dtDomain object -> the object (so that its id is not reused) and its Domain.
     _domains: dict[int, tuple[dict, Domain]] = field(default_factory=dict)
+    # (kubelet kubeconfig, Kubernetes node) whose pods that kubelet was not allowed to list.
+    _kubelets_refused: set[tuple[str, str]] = field(default_factory=set)
 
     def domain(self, obj: dict) -> Domain:
         """``obj`` read as a Domain, once per object for the threads sharing these connections:
@@ -260,6 +269,24 @@ class Connections:
             if key not in self._listings:
                 self._listings[key] = make(self.api(node))
             return self._listings[key]
+
+    def kubelet_listing(self, kubeconfig: str, kubelet: str) -> Listing | None:
+        """The call's Listing of the pods on Kubernetes node ``kubelet``, in every namespace,
+        read as that node's kubelet (``kubeconfig``): the one LIST of pods the Node authorizer
+        allows it. None once the API server refused it in this call."""
+        key = (kubeconfig, None, f"pods on {kubelet}")
+        with self._shared_guard:
+            if (kubeconfig, kubelet) in self._kubelets_refused:
+                return None
+            if key not in self._listings:
+                self._listings[key] = Listing(api=self._clients.get(kubeconfig, None), namespace_path=None,
+                                              cluster_path="/api/v1/pods",
+                                              query={"fieldSelector": f"spec.nodeName={kubelet}"})
+            return self._listings[key]
+
+    def kubelet_refused(self, kubeconfig: str, kubelet: str) -> None:
+        with self._shared_guard:
+            self._kubelets_refused.add((kubeconfig, kubelet))
 
     def forget(self, kind: str) -> None:
         """Every cluster's listing of ``kind`` is listed again on next use."""
@@ -347,8 +374,44 @@ class Cluster:
 
     def list_pods(self, node: NodeRef) -> dict[str, dict]:
         """The pods of the node's namespace, by name: the listing's own objects, only to be read
-        (a pass reads them three times for each node: reconcile, labels, interfaces)."""
+        (a pass reads them three times for each node: reconcile, labels, interfaces).
+
+        Where the node names its kubelet's kubeconfig, those on the Kubernetes nodes it serves,
+        as their kubelet listed them (``Connections.kubelet_listing``: a converged pass's pod
+        reads then grow with the Kubernetes nodes, not the namespaces), as long as they hold a
+        pod for each of the node's dtServices. Otherwise, or when the kubelet may not list them,
+        all of the namespace's, from the provisioner's LIST of it: a pod on another Kubernetes
+        node, or none, is judged as it is (``PodElsewhere``, ``WaitingForPod``)."""
+        served = self._served_pods(node)
+        if served is not None and all(pod_rules.select(served, selector) is not None
+                                      for selector in self._pod_selectors(node)):
+            return served
         return {pod["metadata"]["name"]: pod for pod in self._listing(node, "pods").items(node.namespace, shared=True)}
+
+    def _pod_selectors(self, node: NodeRef) -> set[str]:
+        return {selector for service in self.list_services(node, shared=True)
+                if (selector := (service.get("spec") or {}).get("podSelector"))}
+
+    def _served_pods(self, node: NodeRef) -> dict[str, dict] | None:
+        """The namespace's pods on the node's Kubernetes nodes, as their kubelet lists them;
+        None without the kubelet's kubeconfig, or when it may not list the pods of one of them
+        (it is another Kubernetes node's)."""
+        if not node.kubelet_kubeconfig:
+            return None
+        pods: dict[str, dict] = {}
+        for kubelet in node.served_nodes:
+            listing = self.connections.kubelet_listing(node.kubelet_kubeconfig, kubelet)
+            if listing is None:
+                return None
+            try:
+                items = listing.items(node.namespace, shared=True)
+            except ApiError as error:
+                if error.status not in (401, 403):
+                    raise
+                self.connections.kubelet_refused(node.kubelet_kubeconfig, kubelet)
+                return None
+            pods.update((pod["metadata"]["name"], pod) for pod in items)
+        return pods
 
     def key_secrets(self, node: NodeRef) -> dict[str, dict]:
         """The key Secrets (labelled ``KEY_SECRET_LABEL``) of the node's namespace: the
@@ -421,8 +484,14 @@ class Cluster:
         self._write(node, "DELETE", _core(node, "secrets", name), kind="secrets", missing_ok=True)
 
     def patch_pod_labels(self, node: NodeRef, pod: str, labels: dict[str, str | None]) -> None:
-        self._write(node, "PATCH", _core(node, "pods", pod), {"metadata": {"labels": labels}}, kind="pods",
-                    content_type="application/merge-patch+json")
+        patched = self._write(node, "PATCH", _core(node, "pods", pod), {"metadata": {"labels": labels}},
+                              kind="pods", content_type="application/merge-patch+json")
+        # The kubelet's listing of the pod's Kubernetes node follows too (the namespace's did).
+        kubelet = (patched.get("spec") or {}).get("nodeName")
+        if node.kubelet_kubeconfig and kubelet and not self.dry_run:
+            listing = self.connections.kubelet_listing(node.kubelet_kubeconfig, kubelet)
+            if listing is not None:
+                listing.put(patched)
 
     def record_event(self, node: NodeRef, *, service: dict, reason: str, message: str,
                      warning: bool) -> None:
