@@ -80,7 +80,8 @@ options:
   federation:
     description:
       - Every federation node (C(dtservice_plan.federation)), so that other members' objects
-        (the domain's home, a network's server) can be read and written.
+        (the domain's home, a network's server) can be read and written. The nodes of
+        O(nodes) belong to it without being listed here again.
     type: list
     elements: dict
     required: true

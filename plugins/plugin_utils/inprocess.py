@@ -22,6 +22,7 @@ from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.module_utils.errors import UnsupportedError
 from ansible.plugins.action import ActionBase
 from ansible.plugins.loader import filter_loader, test_loader
+from ansible.utils.display import Display
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import wgconfig
 
 
@@ -50,6 +51,14 @@ class InProcessModule:
 
 
 COLLECTION = "ansible_collections.sightline.dtservice.plugins"
+
+# The module's arguments go back with its result (``invocation``, as a module run on the
+# target returns them) where someone reads them: the stdout callback shows them from -vvv on,
+# and the dtservice_status callback takes the nodes of a call that changed or failed from
+# them. A converged run's results leave them out: the pass's nodes and the declared objects
+# were a third of the data its results carried through the callbacks, 0.07 s of CPU at 100
+# nodes.
+SHOWN_AT_VERBOSITY = 3
 
 
 MODULES = ("dtservice_daemon_process", "dtservice_manifest", "dtservice_node", "dtservice_reconcile",
@@ -132,5 +141,6 @@ class InProcessAction(ActionBase):
         params = validated_params(name=name, argument_spec=code.ARGUMENT_SPEC, args=args)
         module = InProcessModule(params=params, check_mode=bool(self._task.check_mode), diff=bool(self._task.diff))
         result.update(run_in_worker(code, module))
-        result["invocation"] = {"module_args": params}
+        if result.get("changed") or result.get("failed") or Display().verbosity >= SHOWN_AT_VERBOSITY:
+            result["invocation"] = {"module_args": params}
         return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 
+import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiError
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Connections, Listing
 
@@ -128,6 +129,27 @@ def test_a_refused_cluster_wide_list_falls_back_to_namespaces():
     assert shared.items("a") == [item("a", "x")]
     assert shared.items("b") == [item("b", "y")]
     assert api.lists == ["/all", "/ns/a", "/ns/b"]
+
+
+def test_a_refused_whole_cluster_listing_without_namespace_path_is_the_callers():
+    """A kubelet's listing of its Kubernetes node's pods has no namespace to fall back to: the
+    refusal goes to the caller (who lists the namespace as the provisioner) and no namespace
+    LIST is sent with the kubelet's credential."""
+    api = HeldApi({"a": [item("a", "x")]}, refuse_whole=True)
+    kubelets = Listing(api=api, namespace_path=None, cluster_path="/all")
+    api.release["/all"].set()
+    with pytest.raises(ApiError) as refused:
+        kubelets.items("a")
+    assert refused.value.status == 403
+    assert api.lists == ["/all"]
+
+
+def test_a_whole_cluster_listing_knows_a_namespace_without_objects_there():
+    api = HeldApi({"a": [item("a", "x")]})
+    kubelets = Listing(api=api, namespace_path=None, cluster_path="/all")
+    api.release["/all"].set()
+    assert kubelets.items("b") == [] and kubelets.items("a") == [item("a", "x")]
+    assert api.lists == ["/all"]
 
 
 def test_callers_get_copies():

@@ -75,12 +75,14 @@ def only_examines(*, cluster: Cluster, node: NodeRef) -> bool:
 
 
 def read_ahead(*, cluster: Cluster, node: NodeRef) -> None:
-    """List what reconciling the node reads: its pods and key Secrets, its cluster's dtServices
-    and dtDomains. The listings are the call's, so the phases after find them made."""
-    cluster.list_pods(node)
+    """List what reconciling the node reads: its key Secrets and pods, its cluster's dtServices
+    and dtDomains. The listings are the call's, so the phases after find them made. The
+    namespace's own LIST goes first: the others are one per cluster or Kubernetes node, which
+    every other thread waits for, while the namespaces' LISTs go side by side."""
     cluster.key_secrets(node)
     cluster.list_services(node, shared=True)
     cluster.list_domains(node)
+    cluster.list_pods(node)
 
 
 def reconcile_nodes(phase: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
