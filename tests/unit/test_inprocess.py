@@ -5,6 +5,11 @@ collector's way."""
 from __future__ import annotations
 
 import gc
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from ansible._internal._datatag._tags import Origin
@@ -81,3 +86,78 @@ def test_preloading_leaves_the_templates_compiled_the_filters_loaded_and_the_hea
     assert len(wgconfig._environment().cache) == 3
     assert filter_loader._cached_non_collection_wrappers
     assert gc.get_freeze_count() > 0
+
+
+
+
+ROOT = Path(__file__).resolve().parents[2]
+UNCHANGED = """
+- name: Run an in-process module that changes nothing
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Apply no objects
+      sightline.dtservice.dtservice_manifest:
+        clusters: []
+"""
+FAILED = """
+- name: Run the pass of a node whose kubeconfig does not exist
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Run the pass
+      sightline.dtservice.dtservice_node:
+        nodes: [{name: lost, namespace: tenant, address: 198.18.0.99, kubeconfig: /nonexistent/kubeconfig}]
+        federation: []
+        serves: {}
+"""
+# A callback beside the playbook (loaded without being enabled) that notes, per task, the
+# keys of the result the callbacks get.
+NOTING_CALLBACK = """
+import json, os
+from ansible.plugins.callback import CallbackBase
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "notification"
+    CALLBACK_NAME = "note_keys"
+
+    def _note(self, result):
+        with open(os.environ["NOTED_KEYS"], "a") as noted:
+            noted.write(json.dumps(sorted(result._result)) + "\\n")
+
+    v2_runner_on_ok = v2_runner_on_failed = lambda self, result, *args, **kwargs: self._note(result)
+"""
+
+
+def keys_seen(tmp_path: Path, text: str, *args: str, env: dict[str, str] | None = None) -> tuple[int, set[str]]:
+    """The playbook's return code and the keys of its one task's result, as callbacks get it."""
+    (tmp_path / "play.yml").write_text(text)
+    (tmp_path / "callback_plugins").mkdir(exist_ok=True)
+    (tmp_path / "callback_plugins" / "note_keys.py").write_text(NOTING_CALLBACK)
+    noted = tmp_path / "keys.jsonl"
+    noted.unlink(missing_ok=True)
+    result = subprocess.run(
+        [Path(sys.executable).with_name("ansible-playbook"), "-i", "localhost,", "-c", "local", *args,
+         "-e", f"ansible_python_interpreter={sys.executable}", tmp_path / "play.yml"],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NOTED_KEYS": str(noted), **(env or {})})
+    (keys,) = [json.loads(line) for line in noted.read_text().splitlines()]
+    return result.returncode, set(keys)
+
+
+def test_a_result_carries_its_arguments_only_where_someone_reads_them(tmp_path):
+    """A converged result leaves ``invocation`` out (at 100 nodes it was a third of what the
+    results carried through the callbacks), and from -vvv on, where the stdout callback prints
+    it, keeps it. A failed one keeps it too: the status callback takes the call's nodes from it
+    and reports them failed to the daemon (its results file)."""
+    returncode, quiet = keys_seen(tmp_path, UNCHANGED)
+    assert returncode == 0 and "changed_objects" in quiet and "invocation" not in quiet
+    returncode, verbose = keys_seen(tmp_path, UNCHANGED, "-vvv")
+    assert returncode == 0 and "invocation" in verbose
+    results = tmp_path / "results.json"
+    returncode, failed = keys_seen(tmp_path, FAILED, env={"DTSERVICE_RESULTS_FILE": str(results)})
+    assert returncode != 0 and {"node_errors", "invocation"} <= failed
+    reported = json.loads(results.read_text())
+    assert reported["lost"]["failed"] is True, reported
+    assert "cannot read kubeconfig /nonexistent/kubeconfig" in reported["lost"]["errors"][0]
