@@ -119,7 +119,7 @@ class Node:
 
 
 def kubelet_kubeconfig_name(machine: int) -> str:
-    """The kubeconfig of machine ``machine``'s kubelet, in its cluster's directory (pki.py writes it)."""
+    """The kubeconfig of machine ``machine``'s kubelet, in its cluster's directory (``_start_cluster`` writes it)."""
     return f"system-node-node{machine}.kubeconfig"
 
 
