@@ -88,8 +88,6 @@ def test_preloading_leaves_the_templates_compiled_the_filters_loaded_and_the_hea
     assert gc.get_freeze_count() > 0
 
 
-
-
 ROOT = Path(__file__).resolve().parents[2]
 UNCHANGED = """
 - name: Run an in-process module that changes nothing
