@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,6 +100,15 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 def kubectl_json(bed, node_name: str, *args: str) -> dict:
     node = bed.node(node_name)
     return json.loads(bed.kubectl(node, *args, "-o", "json", admin=True).stdout)
+
+
+def key_secret(bed, node_name: str, service: str = "myservice", *, check: bool = True) -> dict | None:
+    """The key Secret of the node's dtService ``service``, from its cluster's keys namespace
+    (None when there is none and not ``check``)."""
+    node = bed.node(node_name)
+    done = bed.kubectl(node, "get", "secret", contract.key_secret_name(node.namespace, service),
+                       "-n", contract.KEYS_NAMESPACE, "-o", "json", admin=True, check=check)
+    return json.loads(done.stdout) if done.returncode == 0 else None
 
 
 def free_port() -> int:

@@ -38,7 +38,15 @@ EVENT_SOURCE = PROVISIONER
 MANAGED_BY = {"app.kubernetes.io/managed-by": PROVISIONER}
 # Holds a dtService until the next pass has taken its peer out of the network.
 FINALIZER = f"{GROUP}/teardown"
+# A dtService's key Secret lives in KEYS_NAMESPACE, one namespace per member cluster that no
+# tenant role reaches: a pass lists every key of the cluster at once, and a tenant can neither
+# read nor rewrite a private key. Labelled with the dtService's name and namespace; its
+# owner's uid is an annotation (an owner reference across namespaces counts as absent, and
+# the garbage collector would delete the Secret).
+KEYS_NAMESPACE = "dtservice-keys"
 KEY_SECRET_LABEL = f"{GROUP}/dtservice"
+KEY_NAMESPACE_LABEL = f"{GROUP}/namespace"
+OWNER_UID_ANNOTATION = f"{GROUP}/owner-uid"
 PUBLIC_KEY_ANNOTATION = f"{GROUP}/public-key"
 # A dtService's tunnel health, as `kubectl get dtservices` prints it (rules/health.py): the
 # number of peers on its interface and the time of the newest handshake with any of them.
@@ -69,8 +77,15 @@ CLIENT = "client"
 RUN_MARK = "DTSERVICE_RUN_ID"
 
 
-def key_secret_name(service: str) -> str:
-    """The Secret holding a dtService's private key, in the dtService's namespace."""
+def key_secret_name(namespace: str, service: str) -> str:
+    """The Secret in KEYS_NAMESPACE holding the private key of dtService ``service`` of
+    ``namespace`` (a namespace's name has no dot, so no two dtServices share one)."""
+    return f"{namespace}.{service}"
+
+
+def legacy_key_secret_name(service: str) -> str:
+    """Where releases before 0.5.0 kept a dtService's key: a Secret in its own namespace, moved
+    to KEYS_NAMESPACE by the first pass that finds none there (control/secrets.py)."""
     return f"dtservice-{service}-wg"
 
 

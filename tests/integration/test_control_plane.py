@@ -20,9 +20,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import peer_id
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import generate_private_key, public_key_of
-from conftest import ROOT, recap, run_playbook, write_inventory
+from conftest import ROOT, key_secret, recap, run_playbook, write_inventory
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -97,7 +98,7 @@ def role(entry: dict) -> str:
 
 
 def private_key(bed, node: str, name: str = "myservice") -> str:
-    secret = get_json(bed, node, "secret", f"dtservice-{name}-wg")
+    secret = key_secret(bed, node, name)
     return base64.b64decode(secret["data"]["privatekey"]).decode()
 
 
@@ -584,13 +585,15 @@ def test_a_kubelet_credential_that_may_not_list_the_pods_leaves_them_to_the_name
 def test_private_keys_never_leave_their_secrets(rerun):
     """No private key (raw, base64'd as in the Secret, or a 40-character piece of either) shows
     in the -vvvv output, the log, the fact cache, the CRs, the Events or the control-plane logs;
-    each key Secret is owned by its dtService."""
+    each key Secret, in the cluster's keys namespace, names its dtService's uid and none is left
+    in a node namespace."""
     bed = rerun.bed
     for node, _pod in SEED_PODS:
-        secret = get_json(bed, node, "secret", "dtservice-myservice-wg")
+        secret = key_secret(bed, node)
         obj = service(bed, node)
-        refs = secret["metadata"].get("ownerReferences") or []
-        assert [(r["kind"], r["name"], r["uid"]) for r in refs] == [("dtService", "myservice", obj["metadata"]["uid"])]
+        assert secret["metadata"]["annotations"][contract.OWNER_UID_ANNOTATION] == obj["metadata"]["uid"]
+        assert "ownerReferences" not in secret["metadata"]
+        assert get_json(bed, node, "secrets")["items"] == [], node
     privates = list(rerun.privates.values())
     assert all(KEY_RE.match(p) for p in privates) and len(set(privates)) == 3
     needles = set()
@@ -613,7 +616,7 @@ def test_private_keys_never_leave_their_secrets(rerun):
     leaks = [(where, n[:6]) for where, text in places.items() for n in needles if n in text]
     assert leaks == [], f"private key material found in: {sorted({w for w, _needle in leaks})}"
     # The needles do find a key where one is: the Secret itself.
-    secret = json.dumps(get_json(bed, "node0", "secret", "dtservice-myservice-wg"))
+    secret = json.dumps(key_secret(bed, "node0"))
     assert any(n in secret for n in needles)
 
 
@@ -900,13 +903,44 @@ def test_waiting_client_attaches_when_its_pod_appears(repaired):
     check_network(bed, "waitnet", ["node0", "node1"])
 
 
+def test_a_key_an_earlier_release_kept_in_the_node_namespace_moves_and_stays_the_same(repaired):
+    """Releases before 0.5.0 kept each key Secret in its dtService's namespace, owned by it. The
+    next deploy moves the key to the cluster's keys namespace, with its creation time, deletes
+    the old Secret, and the network goes on with the same keys."""
+    bed = repaired.bed
+    node = "node2"
+    namespace = bed.node(node).namespace
+    current, obj = key_secret(bed, node), service(bed, node)
+    annotations = {k: v for k, v in current["metadata"]["annotations"].items() if k != contract.OWNER_UID_ANNOTATION}
+    old_style = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "data": current["data"],
+                 "metadata": {"name": contract.legacy_key_secret_name("myservice"), "namespace": namespace,
+                              "labels": {contract.KEY_SECRET_LABEL: "myservice", **contract.MANAGED_BY},
+                              "annotations": annotations,
+                              "ownerReferences": [{"apiVersion": contract.API_VERSION, "kind": contract.SERVICE_KIND,
+                                                   "name": "myservice", "uid": obj["metadata"]["uid"]}]}}
+    admin(bed, node, "apply", "-f", "-", stdin=json.dumps(old_style))
+    admin(bed, node, "delete", "secret", current["metadata"]["name"], "-n", contract.KEYS_NAMESPACE)
+    deploy(bed, inventory=repaired.inventory)
+    moved = key_secret(bed, node)
+    assert moved["data"] == current["data"] and moved["metadata"]["uid"] != current["metadata"]["uid"]
+    assert moved["metadata"]["annotations"][contract.KEY_CREATED_ANNOTATION] == \
+        annotations[contract.KEY_CREATED_ANNOTATION]
+    assert moved["metadata"]["annotations"][contract.OWNER_UID_ANNOTATION] == obj["metadata"]["uid"]
+    assert admin(bed, node, "get", "secret", contract.legacy_key_secret_name("myservice"), "-n", namespace,
+                 check=False).returncode != 0
+    addresses = check_network(bed, "myservice", ["node0", "node1", "node2"])
+    public = public_key_of(base64.b64decode(current["data"]["privatekey"]).decode())
+    assert service(bed, "node0")["peers"][addresses[node]]["publicKey"] == public
+
+
 def test_deleted_key_secret_gets_a_new_key_everywhere(repaired):
     """Deleting the server's and a client's key Secret: the next run makes new keys, owned by
     their dtServices, and the server's table, the clients' spec.server and peers carry them."""
     bed = repaired.bed
     old = {node: public_key_of(private_key(bed, node)) for node, _pod in SEED_PODS}
     for node in ("node0", "node2"):
-        admin(bed, node, "delete", "secret", "dtservice-myservice-wg", "-n", bed.node(node).namespace)
+        admin(bed, node, "delete", "secret", contract.key_secret_name(bed.node(node).namespace, "myservice"),
+              "-n", contract.KEYS_NAMESPACE)
     deploy(bed, inventory=repaired.inventory)
     new = {node: public_key_of(private_key(bed, node)) for node, _pod in SEED_PODS}
     assert new["node0"] != old["node0"] and new["node2"] != old["node2"] and new["node1"] == old["node1"]
@@ -916,8 +950,8 @@ def test_deleted_key_secret_gets_a_new_key_everywhere(repaired):
         obj = service(bed, node)
         assert table[addresses[node]]["publicKey"] == new[node], node
         assert obj["peers"][addresses[node]]["publicKey"] == new[node], node
-        secret = get_json(bed, node, "secret", "dtservice-myservice-wg")
-        assert [r["uid"] for r in secret["metadata"]["ownerReferences"]] == [obj["metadata"]["uid"]]
+        assert key_secret(bed, node)["metadata"]["annotations"][contract.OWNER_UID_ANNOTATION] == \
+            obj["metadata"]["uid"]
         if node != "node0":
             assert obj["spec"]["server"]["publicKey"] == new["node0"]
             assert obj["peers"]["100.96.0.1"]["publicKey"] == new["node0"]
@@ -1054,7 +1088,6 @@ def test_a_successor_deleted_while_it_takes_over_is_passed_over(six):
     client that another thread deletes meanwhile. The hand-over passes the gone client over
     for the next one (here made certain: the client goes after the hand-over read it), the
     clients that stay keep their addresses, and nothing fails."""
-    from ansible_collections.sightline.dtservice.plugins.module_utils import contract
     from ansible_collections.sightline.dtservice.plugins.module_utils.control import registry
     from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import PassView
     from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
@@ -1095,7 +1128,6 @@ def test_a_teardown_of_a_whole_network_hands_it_to_nobody_and_leaves_the_others(
     teardown gave up after 20 attempts); the clients' leaving writes go through the hub's
     table together. Afterwards the network, its objects and key Secrets are gone, and the
     other network of the same nodes is as it was."""
-    from ansible_collections.sightline.dtservice.plugins.module_utils import contract
     from ansible_collections.sightline.dtservice.plugins.module_utils.control import claims, teardown
     from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, Connections
     from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_side import side_by_side
@@ -1131,8 +1163,7 @@ def test_a_teardown_of_a_whole_network_hands_it_to_nobody_and_leaves_the_others(
     for node in six.nodes:
         assert admin(bed, node, "get", "dtservice", name, "-n", bed.node(node).namespace,
                      check=False).returncode != 0, node
-        assert admin(bed, node, "get", "secret", contract.key_secret_name(name), "-n", bed.node(node).namespace,
-                     check=False).returncode != 0, node
+        assert key_secret(bed, node, name, check=False) is None, node
         assert service(bed, node)["peers"] == staying[node], node
     assert name not in get_json(bed, "node0", "dtdomain", "mydomain")["status"]["networks"]
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import kubectl_json, run_playbook, write_inventory
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from conftest import key_secret, kubectl_json, run_playbook, write_inventory
 from test_dataplane_e2e import interfaces_in, ping
 
 pytestmark = pytest.mark.integration
@@ -124,8 +125,7 @@ def test_kubectl_delete_of_a_joiner_cleans_up_everywhere(seeded):
     assert get(bed, "node2") is None
     wait_for(lambda: address not in get(bed, "node0")["peers"], timeout=60, what="the server to drop the peer")
     assert interfaces_in(bed, "node2", "late-pod") == []
-    secrets = kubectl_json(bed, "node2", "get", "secrets", "-n", node2.namespace)["items"]
-    assert not [s for s in secrets if s["metadata"]["name"].startswith("dtservice-")]
+    assert key_secret(bed, "node2", check=False) is None
     assert ping(bed, "node1", "service-pod", "100.96.0.1") == 3
 
 
@@ -146,8 +146,9 @@ def test_sigkill_mid_run_then_restart_converges_without_duplicates(seeded):
     assert len(set(hub["peers"])) == len(set(keys)) == 3
     for node in ("node0", "node1", "node3"):
         namespace = bed.node(node).namespace
-        secrets = [s["metadata"]["name"] for s in kubectl_json(bed, node, "get", "secrets", "-n", namespace)["items"]]
-        assert [s for s in secrets if s.startswith("dtservice-")] == ["dtservice-myservice-wg"], node
+        keys = kubectl_json(bed, node, "get", "secrets", "-n", contract.KEYS_NAMESPACE,
+                            "-l", f"{contract.KEY_NAMESPACE_LABEL}={namespace}")["items"]
+        assert [s["metadata"]["name"] for s in keys] == [contract.key_secret_name(namespace, "myservice")], node
     assert len(interfaces_in(bed, "node3", "crash-pod")) == 1
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import podnet
-from conftest import kubectl_json, recap, run_playbook, write_inventory
+from conftest import key_secret, kubectl_json, recap, run_playbook, write_inventory
 
 pytestmark = pytest.mark.integration
 
@@ -83,7 +83,7 @@ def test_every_member_is_connected_with_a_handshake(federation):
     hub = service(bed, "node0")
     assert sorted(hub["peers"]) == ["100.96.0.1", "100.96.0.2", "100.96.0.3"]
     # Each interface can be read as a wg-quick file, without its private key.
-    secret = kubectl_json(bed, "node0", "get", "secret", "dtservice-myservice-wg", "-n", bed.node("node0").namespace)
+    secret = key_secret(bed, "node0")
     private_key = base64.b64decode(secret["data"]["privatekey"]).decode()
     readable = Path(f"/run/dtservice/wireguard/{interfaces_in(bed, 'node0', 'my-pod')[0]}.conf").read_text()
     assert "Address = 100.96.0.1/24" in readable and "ListenPort = 51820" in readable
@@ -206,8 +206,7 @@ def test_deleting_one_member_leaves_the_others_connected_and_nothing_behind(fede
     node2 = bed.node("node2")
     assert bed.kubectl(node2, "get", "dtservice", "myservice", "-n", node2.namespace, admin=True,
                        check=False).returncode != 0
-    secrets = kubectl_json(bed, "node2", "get", "secrets", "-n", node2.namespace)["items"]
-    assert [s["metadata"]["name"] for s in secrets if s["metadata"]["name"].startswith("dtservice-myservice")] == []
+    assert key_secret(bed, "node2", check=False) is None
     assert interfaces_in(bed, "node2", "worker-pod") == []
     assert not Path(f"/run/dtservice/wireguard/{interface}.conf").exists()
     assert subprocess.run(["pgrep", "-f", f"wireguard-go {interface}"], capture_output=True,

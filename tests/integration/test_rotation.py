@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import public_key_of
-from conftest import free_port, kubectl_json, run_playbook, write_inventory
+from conftest import free_port, key_secret, kubectl_json, run_playbook, write_inventory
 from test_daemon_e2e import wait_for
 from test_dataplane_e2e import in_pod, interfaces_in, ping, service
 from test_tenants import PingLoop
@@ -50,7 +51,7 @@ def address_of(bed, node: str) -> str:
 
 
 def secret_of(bed, node: str) -> dict:
-    return kubectl_json(bed, node, "get", "secret", f"dtservice-{NETWORK}-wg", "-n", bed.node(node).namespace)
+    return key_secret(bed, node, NETWORK)
 
 
 def key_of(bed, node: str) -> str:
@@ -271,7 +272,8 @@ def test_the_daemon_rotates_a_key_older_than_the_maximum_age(daemon):
     bed = daemon["bed"]
     node2 = bed.node("node2")
     old = key_of(bed, "node2")
-    bed.kubectl(node2, "annotate", "secret", f"dtservice-{NETWORK}-wg", "-n", node2.namespace, "--overwrite",
+    bed.kubectl(node2, "annotate", "secret", contract.key_secret_name(node2.namespace, NETWORK),
+                "-n", contract.KEYS_NAMESPACE, "--overwrite",
                 "sid.sightlineinnovation.com/key-created=2020-01-01T00:00:00Z", admin=True)
     # Any change of the node's objects starts its run; the key's age is checked in every run.
     bed.kubectl(node2, "annotate", "dtservice", NETWORK, "-n", node2.namespace, "example.com/touched=1", admin=True)

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import kubectl_json, run_playbook
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import generate_private_key
+from conftest import key_secret, kubectl_json, run_playbook
 from test_daemon_e2e import wait_for
 from test_dataplane_e2e import in_pod, interfaces_in, ping
 
@@ -342,10 +344,11 @@ def test_the_victims_namespaces_are_out_of_reach(fed):
                          f"patch in {node}")
         assert_forbidden(fed.mallory("apply", "-f", "-", stdin=service_manifest("intruder", pod=ATTACKER_POD),
                                      namespace=ns), f"create in {node}")
-        assert_forbidden(fed.mallory("get", "secret", f"dtservice-{NETWORK}-wg", namespace=ns),
-                         f"read the key in {node}")
-        assert_forbidden(fed.mallory("delete", "secret", f"dtservice-{NETWORK}-wg", namespace=ns),
-                         f"delete the key in {node}")
+        key = contract.key_secret_name(ns, NETWORK)
+        assert_forbidden(fed.mallory("get", "secret", key, namespace=contract.KEYS_NAMESPACE),
+                         f"read the key of {node}")
+        assert_forbidden(fed.mallory("delete", "secret", key, namespace=contract.KEYS_NAMESPACE),
+                         f"delete the key of {node}")
         assert_forbidden(fed.mallory("label", "pod", pod, "sid.sightline.dtservice.x=client", namespace=ns),
                          f"label a pod in {node}")
     assert_unhurt(fed, before)
@@ -493,20 +496,31 @@ def test_a_forgery_right_after_connected_reaches_no_victim(fed):
 # ------------------------------------------------------------------ key Secrets
 
 
-def secret_manifest(name: str, private: bytes, *, labelled: bool) -> str:
-    metadata = {"name": f"dtservice-{name}-wg"}
+def secret_manifest(name: str, private: bytes, *, labelled: bool, owner: str | None = None) -> str:
+    """A key Secret as releases before 0.5.0 kept it in her namespace (which a pass moves to
+    the keys namespace when it is her dtService's: labelled, a key, ``owner`` its uid)."""
+    metadata: dict = {"name": contract.legacy_key_secret_name(name)}
     if labelled:
-        metadata["labels"] = {"sid.sightlineinnovation.com/dtservice": name,
-                              "app.kubernetes.io/managed-by": "dtservice-provisioner"}
+        metadata["labels"] = {contract.KEY_SECRET_LABEL: name, **contract.MANAGED_BY}
+    if owner:
+        metadata["ownerReferences"] = [{"apiVersion": contract.API_VERSION, "kind": contract.SERVICE_KIND,
+                                        "name": name, "uid": owner}]
     return json.dumps({"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": metadata,
                        "data": {"privatekey": base64.b64encode(private).decode()}})
+
+
+def her_key(fed: Federation, name: str) -> str:
+    """The private key of her dtService ``name``, as the admin reads it from the keys namespace."""
+    return base64.b64decode(key_secret(fed.bed, "node3", name)["data"]["privatekey"]).decode()
 
 
 @pytest.mark.parametrize("labelled, private", [(False, b"not a key"), (True, b"\xff\xfe\x00garbage"),
                                                (True, b"YGrNT3Hc0+fIhBhVh6yn9QRVsYBuUv2qgjCrtFzPLH4=")])
 def test_a_key_secret_she_made_first_touches_only_her_object(fed, leftovers, labelled, private):
+    """An old-style key Secret she makes in her namespace before her dtService: not owned by it,
+    so a pass leaves it alone and her dtService gets a key of its own."""
     name = f"keyed{int(labelled)}{len(private)}"
-    leftovers += [f"secret/dtservice-{name}-wg", f"dtservice/{name}"]
+    leftovers += ["secret/" + contract.legacy_key_secret_name(name), f"dtservice/{name}"]
     before = snapshot(fed.bed)
     made = fed.mallory("apply", "-f", "-", stdin=secret_manifest(name, private, labelled=labelled))
     assert made.returncode == 0, made.stderr
@@ -514,41 +528,43 @@ def test_a_key_secret_she_made_first_touches_only_her_object(fed, leftovers, lab
     assert made.returncode == 0, made.stderr
     wait_for(lambda: status_of(fed.bed, "node3", name) is not None, timeout=90, what=f"a status on {name}")
     assert_unhurt(fed, before, own={name})
+    wait_for(lambda: key_secret(fed.bed, "node3", name, check=False) is not None, timeout=60,
+             what=f"a key of {name}'s own")
+    assert her_key(fed, name) != private.decode(errors="replace")
 
 
-def test_her_key_secret_rewritten_with_a_non_utf8_key_touches_only_her_object(fed, leftovers):
-    """A network of hers (she is its hub) whose key Secret she rewrites (edit may update
-    Secrets) with bytes that are no key."""
-    leftovers += ["secret/dtservice-rekeyed-wg", "dtservice/rekeyed"]
+def test_her_own_keys_are_out_of_her_reach(fed):
+    """Her dtServices' key Secrets are in the keys namespace, where edit gives her nothing: she
+    can neither read, list, rewrite nor delete them (before, she could copy her join's key
+    into her hub's Secret)."""
+    key = contract.key_secret_name(fed.node3.namespace, NETWORK)
+    ns = contract.KEYS_NAMESPACE
+    assert_forbidden(fed.mallory("get", "secret", key, namespace=ns), "read her own key")
+    assert_forbidden(fed.mallory("get", "secrets", namespace=ns), "list the keys")
+    assert_forbidden(fed.mallory("patch", "secret", key, "--type=merge", "-p", json.dumps({"data": {}}),
+                                 namespace=ns), "rewrite her own key")
+    assert_forbidden(fed.mallory("delete", "secret", key, namespace=ns), "delete her own key")
+
+
+def test_an_old_style_key_secret_she_writes_later_changes_no_key(fed, leftovers):
+    """A network of hers (she is its hub) provisioned, then an old-style key Secret she writes
+    for it in her namespace, owned by it and holding another key (her join's would do, had she
+    been able to read it): the key in the keys namespace stays, and nothing else changes."""
+    leftovers += ["secret/" + contract.legacy_key_secret_name("rekeyed"), "dtservice/rekeyed"]
     made = fed.mallory("apply", "-f", "-", stdin=service_manifest("rekeyed", pod=ATTACKER_POD))
     assert made.returncode == 0, made.stderr
     wait_for(lambda: status_of(fed.bed, "node3", "rekeyed") == "Connected", timeout=90, what="her network")
+    kept = her_key(fed, "rekeyed")
     before = snapshot(fed.bed)
-    patched = fed.mallory("patch", "secret", "dtservice-rekeyed-wg", "--type=merge", "-p",
-                          json.dumps({"data": {"privatekey": base64.b64encode(b"\xff\xfe\xfd").decode()}}))
-    assert patched.returncode == 0, patched.stderr
+    uid = get(fed.bed, "node3", "rekeyed")["metadata"]["uid"]
+    old_style = secret_manifest("rekeyed", generate_private_key().encode(), labelled=True, owner=uid)
+    made = fed.mallory("apply", "-f", "-", stdin=old_style)
+    assert made.returncode == 0, made.stderr
     fed.mallory("annotate", "dtservice", "rekeyed", f"poke={time.time()}", "--overwrite")  # a pass for node3
     time.sleep(SETTLE)
+    assert her_key(fed, "rekeyed") == kept
     assert_unhurt(fed, before, own={"rekeyed"})
-    assert status_of(fed.bed, "node3", NETWORK) == "Connected", "her other network is not hers to lose either"
-
-
-def test_her_key_secret_given_the_key_of_her_other_peer_touches_only_her_objects(fed, leftovers):
-    """A second network of hers (she is its hub) whose key Secret gets her join's private key:
-    one key on two of her peers."""
-    leftovers.append("dtservice/twin")
-    made = fed.mallory("apply", "-f", "-", stdin=service_manifest("twin", pod=ATTACKER_POD))
-    assert made.returncode == 0, made.stderr
-    wait_for(lambda: status_of(fed.bed, "node3", "twin") == "Connected", timeout=90, what="her twin network")
-    before = snapshot(fed.bed)
-    # She reads her own join's key (edit may read Secrets in her namespace) and copies it.
-    theirs = json.loads(fed.mallory("get", "secret", f"dtservice-{NETWORK}-wg", "-o", "json").stdout)
-    patched = fed.mallory("patch", "secret", "dtservice-twin-wg", "--type=merge", "-p",
-                          json.dumps({"data": {"privatekey": theirs["data"]["privatekey"]}}))
-    assert patched.returncode == 0, patched.stderr
-    fed.mallory("annotate", "dtservice", "twin", f"poke={time.time()}", "--overwrite")
-    wait_for(lambda: status_of(fed.bed, "node3", "twin") is not None, timeout=90, what="a status on twin")
-    assert_unhurt(fed, before, own={"twin", NETWORK})
+    assert status_of(fed.bed, "node3", "rekeyed") == "Connected"
 
 
 # ------------------------------------------------------------------ pods

@@ -78,8 +78,7 @@ def test_a_dtservice_not_provisioned_yet_has_no_interface_to_make_in_this_pass(s
 
 def test_a_key_rotation_under_way_needs_the_threads(sockets):
     (sockets / f"{interface_of('net-a')}.sock").touch()
-    staged = {contract.key_secret_name("net-a"): {"data": {contract.PRIVATE_KEY_FIELD: "a2V5",
-                                                           contract.NEXT_PRIVATE_KEY_FIELD: "bmV4dA=="}}}
-    settled = {contract.key_secret_name("net-a"): {"data": {contract.PRIVATE_KEY_FIELD: "a2V5"}}}
+    staged = {"net-a": {"data": {contract.PRIVATE_KEY_FIELD: "a2V5", contract.NEXT_PRIVATE_KEY_FIELD: "bmV4dA=="}}}
+    settled = {"net-a": {"data": {contract.PRIVATE_KEY_FIELD: "a2V5"}}}
     assert only_examines(cluster=Listed([service("net-a")], settled), node=NODE) is True
     assert only_examines(cluster=Listed([service("net-a")], staged), node=NODE) is False

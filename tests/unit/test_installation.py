@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import installation
 
 CRD_FILES = sorted((Path(__file__).resolve().parents[2] / "roles/dtservice_cluster/files").glob("*.yaml"))
@@ -35,12 +36,12 @@ def test_namespaces_are_grouped_by_their_own_cluster_in_order_and_only_the_wante
 
 def test_each_cluster_gets_the_crds_and_roles_once_and_binds_only_its_own_namespaces():
     clusters = manifests()
-    assert [c["kubeconfig"] for c in clusters] == ["a.kubeconfig"] * 2 + ["b.kubeconfig"] * 2
+    assert [c["kubeconfig"] for c in clusters] == ["a.kubeconfig"] * 3 + ["b.kubeconfig"] * 3
     cluster_wide, bindings = clusters[0], clusters[1]
     assert "namespaces" not in cluster_wide
     # The CRDs first: the roles name kinds that must exist by the time they are used.
     assert [o["kind"] for o in cluster_wide["objects"][:2]] == ["CustomResourceDefinition"] * 2
-    assert bindings["namespaces"] == ["ns0", "ns2"] and clusters[3]["namespaces"] == ["ns1"]
+    assert bindings["namespaces"] == ["ns0", "ns2"] and clusters[4]["namespaces"] == ["ns1"]
     (binding,) = bindings["objects"]
     assert binding["kind"] == "RoleBinding" and binding["roleRef"]["name"] == "dtservice-provisioner"
     assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "provisioner"}]
@@ -48,7 +49,27 @@ def test_each_cluster_gets_the_crds_and_roles_once_and_binds_only_its_own_namesp
 
 def test_a_cluster_without_node_namespaces_gets_no_binding_anywhere():
     clusters = manifests(namespaces=installation.namespaces_by_cluster([("ns0", "a.kubeconfig")]))
-    assert clusters[3] == {"kubeconfig": "b.kubeconfig", "namespaces": [], "objects": clusters[1]["objects"]}
+    assert clusters[4] == {"kubeconfig": "b.kubeconfig", "namespaces": [], "objects": clusters[1]["objects"]}
+
+
+def test_key_secrets_are_the_provisioners_alone_in_a_namespace_of_their_own_on_every_cluster():
+    clusters = manifests()
+    for cluster_wide, keys in ((clusters[0], clusters[2]), (clusters[3], clusters[5])):
+        assert {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": contract.KEYS_NAMESPACE}} \
+            in cluster_wide["objects"]
+        assert keys["namespaces"] == [contract.KEYS_NAMESPACE]
+        role, binding = keys["objects"]
+        assert role["kind"] == "Role" and role["rules"] == [
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "create", "update", "delete"]}]
+        assert binding["kind"] == "RoleBinding" and binding["roleRef"]["kind"] == "Role"
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+        assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                                        "name": "provisioner"}]
+    # In node namespaces, only an earlier release's key Secret: read once, deleted when moved.
+    rules = roles_of(clusters[0])["dtservice-provisioner"]["rules"]
+    assert [r["verbs"] for r in rules if r["resources"] == ["secrets"]] == [["get", "delete"]]
+    for name, role in roles_of(clusters[0]).items():
+        assert not any("secrets" in rule["resources"] for rule in role["rules"] if name != "dtservice-provisioner")
 
 
 def test_cluster_wide_rights_only_read_the_projects_own_kinds_and_tenants_never_write_domains_or_status():

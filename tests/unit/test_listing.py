@@ -152,6 +152,21 @@ def test_a_whole_cluster_listing_knows_a_namespace_without_objects_there():
     assert api.lists == ["/all"]
 
 
+def test_a_grouped_listing_files_each_object_under_its_group_and_so_do_writes():
+    """Key Secrets: one LIST of one namespace, each filed under the namespace its name begins
+    with; a write, a deletion and a second read go to the same group, and nothing is listed again."""
+    keys = [item("keys", "a.net"), item("keys", "b.net"), item("keys", "b.other")]
+    api = HeldApi({"keys": keys})
+    grouped = Listing(api=api, namespace_path=None, cluster_path="/all",
+                      group=lambda obj: obj["metadata"]["name"].split(".", 1)[0])
+    api.release["/all"].set()
+    assert grouped.items("a") == [keys[0]] and grouped.items("b") == keys[1:] and grouped.items("c") == []
+    grouped.put(item("keys", "c.net", "2"))
+    grouped.drop("b", "b.other")
+    assert grouped.items("c") == [item("keys", "c.net", "2")] and grouped.items("b") == [keys[1]]
+    assert api.lists == ["/all"]
+
+
 def test_callers_get_copies():
     api = HeldApi({"a": [item("a", "x")]})
     shared = listing(api)

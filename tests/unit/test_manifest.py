@@ -112,19 +112,23 @@ def test_an_object_with_its_own_namespace_cannot_be_spread_over_namespaces():
         in_namespaces([{"kind": "dtDomain", "metadata": {"name": "d", "namespace": "x"}}], ["y"])
 
 
-def test_one_call_applies_the_kinds_and_rights_first_and_deletes_them_last():
+def test_one_call_applies_namespaces_then_kinds_and_rights_first_and_deletes_them_last():
     crd = {"kind": "CustomResourceDefinition", "metadata": {"name": "a.b"}}
+    namespace = {"kind": "Namespace", "metadata": {"name": "keys"}}
     binding = {"kind": "RoleBinding", "metadata": {"name": "p"}}
     domain = {"kind": "dtDomain", "metadata": {"name": "d"}}
     service = {"kind": "dtService", "metadata": {"name": "s", "namespace": "ns"}}
-    clusters = [{"kubeconfig": "/admin", "objects": [crd, binding], "namespaces": None},
+    clusters = [{"kubeconfig": "/admin", "objects": [crd, binding, namespace], "namespaces": None},
                 {"kubeconfig": "/prov", "objects": [domain], "namespaces": ["ns", "ns2"]},
                 {"kubeconfig": "/prov", "objects": [service, crd], "namespaces": None}]
-    first, then = in_stages(clusters, deleting=False)
-    assert first == [(0, clusters[0]), (2, {"kubeconfig": "/prov", "objects": [crd], "namespaces": None})]
+    spaces, first, then = in_stages(clusters, deleting=False)
+    assert spaces == [(0, {"kubeconfig": "/admin", "objects": [namespace], "namespaces": None})]
+    assert first == [(0, {"kubeconfig": "/admin", "objects": [crd, binding], "namespaces": None}),
+                     (2, {"kubeconfig": "/prov", "objects": [crd], "namespaces": None})]
     assert then == [(1, clusters[1]), (2, {"kubeconfig": "/prov", "objects": [service], "namespaces": None})]
-    assert in_stages(clusters, deleting=True) == [then, first]
+    assert in_stages(clusters, deleting=True) == [then, first, spaces]
     # Every object is in exactly one stage, with its entry's other fields.
-    assert sorted((i, o["metadata"]["name"]) for stage in (first, then) for i, e in stage for o in e["objects"]) == \
-        sorted((i, o["metadata"]["name"]) for i, e in enumerate(clusters) for o in e["objects"])
-    assert in_stages([{"objects": []}], deleting=False) == [[], []]
+    assert sorted((i, o["metadata"]["name"]) for stage in (spaces, first, then) for i, e in stage
+                  for o in e["objects"]) == sorted((i, o["metadata"]["name"]) for i, e in enumerate(clusters)
+                                                   for o in e["objects"])
+    assert in_stages([{"objects": []}], deleting=False) == [[], [], []]

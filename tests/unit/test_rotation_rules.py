@@ -80,10 +80,21 @@ def test_a_new_key_with_the_allowed_ips_of_a_removed_one_replaces_it():
 
 
 class Secrets:
-    """The API server's Secret writes, kept in memory: PUT replaces, a stale version conflicts."""
+    """The API server's Secret writes, kept in memory: PUT replaces, a stale version conflicts;
+    ``legacy``: the key Secret an earlier release left in the node's namespace."""
 
-    def __init__(self) -> None:
+    dry_run = False
+
+    def __init__(self, legacy: dict | None = None) -> None:
         self.stored: dict | None = None
+        self.legacy = legacy
+
+    def legacy_key_secret(self, node, service: str) -> dict | None:
+        assert self.legacy is None or self.legacy["metadata"]["name"] == contract.legacy_key_secret_name(service)
+        return self.legacy
+
+    def delete_legacy_key_secret(self, node, service: str) -> None:
+        self.legacy = None
 
     def create_secret(self, node, body: dict) -> dict:
         self.stored = {**body, "metadata": {**body["metadata"], "resourceVersion": "1"}}
@@ -129,3 +140,42 @@ def test_a_staged_next_key_that_is_no_key_is_not_put_to_use():
     secret = {"metadata": {}, "data": data}
     assert secrets.next_private_key(secret) is None
     assert secrets.next_private_key(None) is None
+
+
+def legacy_secret(*, owner: str = "uid-1", labelled: bool = True, **data: str) -> dict:
+    """A key Secret as releases before 0.5.0 made it, in the dtService's namespace."""
+    labels = {contract.KEY_SECRET_LABEL: "net"} if labelled else {}
+    return {"metadata": {"name": contract.legacy_key_secret_name("net"), "namespace": NODE.namespace,
+                         "labels": labels, "annotations": {contract.KEY_CREATED_ANNOTATION: "2026-11-01T00:00:00Z",
+                                                           contract.NEXT_KEY_REASON_ANNOTATION: "age"},
+                         "ownerReferences": [{"kind": contract.SERVICE_KIND, "name": "net", "uid": owner}]},
+            "data": {field: base64.b64encode(key.encode()).decode() for field, key in data.items()}}
+
+
+def test_an_earlier_releases_key_moves_to_the_keys_namespace_with_its_age_and_staged_key():
+    current, following = generate_private_key(), generate_private_key()
+    api = Secrets(legacy=legacy_secret(privatekey=current, nextprivatekey=following))
+    public = secrets.ensure_key_secret(cluster=api, node=NODE, service=SERVICE, secret=None)
+    moved = api.stored
+    assert public == public_key_of(current) and api.legacy is None
+    assert moved["metadata"]["namespace"] == contract.KEYS_NAMESPACE
+    assert moved["metadata"]["name"] == contract.key_secret_name(NODE.namespace, "net")
+    assert "ownerReferences" not in moved["metadata"]
+    assert moved["metadata"]["annotations"][contract.OWNER_UID_ANNOTATION] == "uid-1"
+    assert rotation.key_created(moved) == datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC)
+    assert secrets.read_private_key(moved) == current and secrets.next_private_key(moved) == following
+    assert secrets.next_key_reason(moved) == "age"
+
+
+@pytest.mark.parametrize("legacy", [legacy_secret(owner="uid-0", privatekey=generate_private_key()),
+                                    legacy_secret(labelled=False, privatekey=generate_private_key()),
+                                    legacy_secret(privatekey="not a key")],
+                         ids=["an earlier object's", "unlabelled", "no key"])
+def test_an_old_secret_the_dtservice_does_not_own_is_left_alone_and_a_new_key_made(legacy):
+    api = Secrets(legacy=legacy)
+    public = secrets.ensure_key_secret(cluster=api, node=NODE, service=SERVICE, secret=None)
+    made = secrets.read_private_key(api.stored)
+    assert api.legacy is legacy and public == public_key_of(made)
+    assert made != base64.b64decode(legacy["data"][contract.PRIVATE_KEY_FIELD]).decode()
+    age = datetime.datetime.now(datetime.UTC) - rotation.key_created(api.stored)
+    assert age < datetime.timedelta(minutes=1)

@@ -12,7 +12,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules import k
 
 def test_the_private_key_is_read_from_the_secrets_data():
     private = keys.generate_private_key()
-    secret = {"metadata": {"name": contract.key_secret_name("net")},
+    secret = {"metadata": {"name": contract.key_secret_name("ns0", "net")},
               "data": {contract.PRIVATE_KEY_FIELD: base64.b64encode(private.encode()).decode()}}
     assert read_private_key(secret) == private
 
@@ -25,7 +25,7 @@ def test_a_missing_secret_is_named_not_guessed():
 @pytest.mark.parametrize("data", [base64.b64encode(b"\xff\xfe\x80secret").decode(), "not base64 at all!",
                                   base64.b64encode(b"too short").decode()])
 def test_a_secret_a_tenant_filled_with_garbage_is_refused_without_quoting_it(data):
-    secret = {"metadata": {"name": contract.key_secret_name("net")}, "data": {contract.PRIVATE_KEY_FIELD: data}}
+    secret = {"metadata": {"name": contract.key_secret_name("ns0", "net")}, "data": {contract.PRIVATE_KEY_FIELD: data}}
     with pytest.raises(ValueError) as refused:
         read_private_key(secret)
     assert "secret" not in str(refused.value).replace("Secret", "") and "\\x" not in str(refused.value)

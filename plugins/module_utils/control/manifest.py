@@ -14,13 +14,15 @@ and stay as the user wrote them (the seed's ``kubectl describe`` shows no labels
 sends one DELETE per listed object that is still live.
 
 One call may carry both the kinds and rights and the project's objects that need them: it
-applies every cluster's CRDs, RBAC and Namespaces first, and dtDomains and dtServices only once
-those are done (deleting, the other way round).
+applies every cluster's Namespaces first, then CRDs and RBAC (a Role may live in one of those
+namespaces), and dtDomains and dtServices only once those are done (deleting, the other way
+round).
 
 In check mode on a federation where nothing exists yet, a collection the API server does not
 serve (its CRD is not installed: 404) or does not let the provisioner read (its binding is
 not made yet: 403) holds nothing: each of its objects is shown as created, without a dry-run
-write, which the server would refuse for the same reason.
+write, which the server would refuse for the same reason; and so is an object whose namespace
+the call would make first (the dry run's write finds no such namespace: 404).
 """
 
 from __future__ import annotations
@@ -220,8 +222,15 @@ def apply_manifests(*, api: ApiClient, objects: Sequence[Mapping[str, Any]], dry
         collection, body, _current = entry
         if live[collection] is None:
             return body  # a dry run on a kind not served or readable yet: shown as it would be made
-        return api.request("PATCH", collection.path(body["metadata"]["name"]), body=body, query=query,
-                           content_type="application/apply-patch+yaml")
+        try:
+            return api.request("PATCH", collection.path(body["metadata"]["name"]), body=body, query=query,
+                               content_type="application/apply-patch+yaml")
+        except ApiError as error:
+            # An apply makes what is missing, so a 404 is its namespace's: in a dry run, one
+            # the call's first stage would make.
+            if dry_run and error.status == 404 and collection.namespace:
+                return body
+            raise
 
     applied = Applied()
     written = side_by_side(differing, apply, at_most=PARALLEL_WRITES)
@@ -289,19 +298,23 @@ def _wait_established(api: ApiClient, collection: Collection, crd: Mapping[str, 
         crd = api.request("GET", collection.path(name))
 
 
+def _stage_of(obj: Mapping[str, Any]) -> int:
+    """0: a Namespace; 1: the other kinds and rights; 2: the project's own kinds."""
+    return 0 if obj.get("kind") == "Namespace" else 2 if obj.get("kind") in OWN_KINDS else 1
+
+
 def in_stages(clusters: Sequence[Mapping[str, Any]], *, deleting: bool) -> list[list[tuple[int, dict[str, Any]]]]:
     """``dtservice_manifest``'s cluster entries in the order one call works through them: first
-    each entry's kinds and rights, then its dtDomains and dtServices; deleting, the other way
-    round. A stage lists (the entry's index, the entry with that stage's objects only); an
-    entry with none of a stage's objects is not in it."""
-    first: list[tuple[int, dict[str, Any]]] = []
-    then: list[tuple[int, dict[str, Any]]] = []
+    each entry's Namespaces, then its other kinds and rights, then its dtDomains and
+    dtServices; deleting, the other way round. A stage lists (the entry's index, the entry with
+    that stage's objects only); an entry with none of a stage's objects is not in it."""
+    stages: list[list[tuple[int, dict[str, Any]]]] = [[], [], []]
     for index, entry in enumerate(clusters):
-        for stage, objects in ((first, [o for o in entry["objects"] if o.get("kind") not in OWN_KINDS]),
-                               (then, [o for o in entry["objects"] if o.get("kind") in OWN_KINDS])):
+        for number, stage in enumerate(stages):
+            objects = [o for o in entry["objects"] if _stage_of(o) == number]
             if objects:
                 stage.append((index, {**entry, "objects": objects}))
-    return [then, first] if deleting else [first, then]
+    return stages[::-1] if deleting else stages
 
 
 def bring_clusters(*, clusters: Sequence[Mapping[str, Any]], api_for: Callable[[Mapping[str, Any]], ApiClient],

@@ -201,8 +201,8 @@ class NodeReconciler:
             raise plan.PlanError(Status.NOT_A_MEMBER, f"node {self.node.name} ({self.node.namespace}) is not a member "
                                  f"of dtDomain {domain.name}; members: {[m.name for m in domain.members]}")
         public_key = ensure_key_secret(cluster=self.cluster, node=self.node, service=service,
-                                       secret=secrets.get(contract.key_secret_name(name)))
-        self._stage_rotation(service, secret=secrets.get(contract.key_secret_name(name)))
+                                       secret=secrets.get(name))
+        self._stage_rotation(service, secret=secrets.get(name))
         entry = registry.register_network(self.view, service=service, domain=domain, me=me)
         uid = service["metadata"]["uid"]
         if entry["server"]["id"] == contract.peer_id(uid=uid):

@@ -1,8 +1,11 @@
-"""A dtService's key Secret (``dtservice-<name>-wg``): its WireGuard key pair.
+"""A dtService's key Secret (``<namespace>.<name>`` in ``contract.KEYS_NAMESPACE``): its
+WireGuard key pair.
 
-Owns making the Secret (the private key in its data, the public key and the key's creation
-time in annotations, the dtService as its owner), replacing one that is unreadable or left by
-an earlier object of the same name, and reading the private key back for the node agent.
+Owns making the Secret (the private key in its data; the public key, the key's creation time
+and the owning dtService's uid in annotations), replacing one that is unreadable or left by
+an earlier object of the same name, moving the key an earlier release kept in the dtService's
+own namespace (``dtservice-<name>-wg``) into it, and reading the private key back for the
+node agent.
 Also the Secret's part of a key rotation: staging the next private key beside the current
 one (with the reason), and committing it, which leaves the Secret holding only the new key.
 A private key leaves this module only to the agent, which hands it to ``wg`` through a 0600
@@ -25,9 +28,13 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules import k
 
 def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, Any],
                       secret: Mapping[str, Any] | None) -> str:
-    """Return the public key of the dtService's key Secret, making the Secret when it is
-    missing, unreadable or owned by an earlier object of the same name."""
+    """Return the public key of the dtService's key Secret (``secret``, as listed), making the
+    Secret when it is missing, unreadable or owned by an earlier object of the same name. A key
+    an earlier release kept in the dtService's namespace is moved, not made anew: the tunnels
+    of an upgraded federation keep their keys."""
     meta = service["metadata"]
+    if secret is None:
+        secret = _moved_here(cluster=cluster, node=node, service=service)
     if secret is not None:
         try:
             private: str | None = _private_key_of(secret)
@@ -35,30 +42,64 @@ def ensure_key_secret(*, cluster: Cluster, node: NodeRef, service: Mapping[str, 
             private = None
         if private is not None and usable(secret, uid=meta["uid"]):
             return keys.public_key_of(private)
-        cluster.delete_secret(node, secret["metadata"]["name"])
+        cluster.delete_secret(node, meta["name"])
     private = keys.generate_private_key()
     public = keys.public_key_of(private)
-    body = {
-        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-        "metadata": {
-            "name": contract.key_secret_name(meta["name"]), "namespace": node.namespace,
-            "labels": {**contract.MANAGED_BY, contract.KEY_SECRET_LABEL: meta["name"]},
-            "annotations": {contract.PUBLIC_KEY_ANNOTATION: public, contract.KEY_CREATED_ANNOTATION: _now()},
-            "ownerReferences": [{"apiVersion": contract.API_VERSION, "kind": contract.SERVICE_KIND,
-                                 "name": meta["name"], "uid": meta["uid"]}],
-        },
-        "data": {contract.PRIVATE_KEY_FIELD: _encoded(private)},
-    }
+    body = _key_secret(node=node, service=service, data={contract.PRIVATE_KEY_FIELD: _encoded(private)},
+                       annotations={contract.PUBLIC_KEY_ANNOTATION: public, contract.KEY_CREATED_ANNOTATION: _now()})
     try:
         cluster.create_secret(node, body)
     except Conflict:
-        # Another provisioner (the daemon beside a deploy) made it a moment ago: keep theirs.
-        theirs = cluster.list_secrets(node, label_selector=f"{contract.KEY_SECRET_LABEL}={meta['name']}").get(
-            contract.key_secret_name(meta["name"]))
-        if theirs is None or meta["uid"] not in _owners(theirs):
-            raise
-        return ensure_key_secret(cluster=cluster, node=node, service=service, secret=theirs)
+        return _theirs(cluster=cluster, node=node, service=service)
     return public
+
+
+def _theirs(*, cluster: Cluster, node: NodeRef, service: Mapping[str, Any]) -> str:
+    """The public key of the key Secret another provisioner (the daemon beside a deploy) made a
+    moment ago, kept; the Conflict when it is not this dtService's."""
+    theirs = cluster.get_key_secret(node, service["metadata"]["name"])
+    if theirs is None or service["metadata"]["uid"] not in _owners(theirs):
+        raise Conflict(f"the key Secret of dtService {service['metadata']['name']} was made by another writer")
+    return ensure_key_secret(cluster=cluster, node=node, service=service, secret=theirs)
+
+
+def _key_secret(*, node: NodeRef, service: Mapping[str, Any], data: Mapping[str, str],
+                annotations: Mapping[str, str]) -> dict[str, Any]:
+    meta = service["metadata"]
+    return {
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {
+            "name": contract.key_secret_name(node.namespace, meta["name"]), "namespace": contract.KEYS_NAMESPACE,
+            "labels": {**contract.MANAGED_BY, contract.KEY_SECRET_LABEL: meta["name"],
+                       contract.KEY_NAMESPACE_LABEL: node.namespace},
+            "annotations": {**annotations, contract.OWNER_UID_ANNOTATION: meta["uid"]},
+        },
+        "data": dict(data),
+    }
+
+
+def _moved_here(*, cluster: Cluster, node: NodeRef, service: Mapping[str, Any]) -> dict | None:
+    """The key Secret made from the one an earlier release kept in the dtService's namespace,
+    which is then deleted; None when there is none this dtService owns (labelled, a
+    WireGuard key, the dtService's uid among its owners), which is then left alone. The key's
+    creation time and a rotation's staged next key come along."""
+    name = service["metadata"]["name"]
+    old = cluster.legacy_key_secret(node, name)
+    if old is None or (old["metadata"].get("labels") or {}).get(contract.KEY_SECRET_LABEL) != name \
+            or not usable(old, uid=service["metadata"]["uid"]):
+        return None
+    fields = (contract.PRIVATE_KEY_FIELD, contract.NEXT_PRIVATE_KEY_FIELD)
+    notes = (contract.PUBLIC_KEY_ANNOTATION, contract.KEY_CREATED_ANNOTATION, contract.NEXT_KEY_REASON_ANNOTATION)
+    old_annotations = old["metadata"].get("annotations") or {}
+    body = _key_secret(node=node, service=service,
+                       data={k: v for k, v in (old.get("data") or {}).items() if k in fields},
+                       annotations={k: v for k, v in old_annotations.items() if k in notes})
+    try:
+        moved: dict | None = cluster.create_secret(node, body)
+    except Conflict:  # another provisioner moved it a moment ago
+        moved = cluster.get_key_secret(node, name)
+    cluster.delete_legacy_key_secret(node, name)
+    return moved
 
 
 def usable(secret: Mapping[str, Any], *, uid: str) -> bool:
@@ -139,4 +180,7 @@ def _private_key_of(secret: Mapping[str, Any], *, field: str = contract.PRIVATE_
 
 
 def _owners(secret: Mapping[str, Any]) -> list[str | None]:
-    return [ref.get("uid") for ref in secret["metadata"].get("ownerReferences") or []]
+    """The uids of the dtServices a key Secret is for: its annotation's, or an earlier
+    release's owner references."""
+    annotated = (secret["metadata"].get("annotations") or {}).get(contract.OWNER_UID_ANNOTATION)
+    return [annotated, *(ref.get("uid") for ref in secret["metadata"].get("ownerReferences") or [])]

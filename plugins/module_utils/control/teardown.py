@@ -91,7 +91,7 @@ def remove_chosen(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], 
         for name in deleted[node.name]:
             service = cluster.get_service(node, name)
             if service is None:  # it did not carry our finalizer, so the DELETE removed it
-                cluster.delete_secret(node, contract.key_secret_name(name))
+                cluster.delete_secret(node, name)
             else:
                 remove_service(cluster=cluster, node=node, federation=federation, service=service)
         return deleted[node.name]
@@ -102,7 +102,7 @@ def remove_chosen(run_on_nodes: Callable[[Callable[..., Any]], dict[str, Any]], 
 def remove_service(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], service: dict) -> None:
     """Leave the network, delete the key Secret, release our finalizer, delete the object."""
     leave_network(cluster=cluster, node=node, federation=federation, service=service)
-    cluster.delete_secret(node, contract.key_secret_name(service["metadata"]["name"]))
+    cluster.delete_secret(node, service["metadata"]["name"])
     release_finalizer(cluster=cluster, node=node, service=service)
     if not service["metadata"].get("deletionTimestamp"):
         cluster.delete_service(node, service["metadata"]["name"])

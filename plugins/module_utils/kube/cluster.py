@@ -10,10 +10,10 @@ Also owns one module call's reads (``Listing``): the threads of a call share its
 project's own kinds, are listed once per cluster (the provisioner's ClusterRole
 ``dtservice-provisioner-reader`` lets it read them in every namespace; without it, once per
 namespace); Pods once per Kubernetes node as its kubelet where a node names the kubelet's
-kubeconfig (``Cluster.list_pods``), else once per namespace; key Secrets once per namespace.
-The call's own writes keep the listings current, so its later steps see them without reading
-again; a read that must see other writers' changes (after a Conflict, a port checked again)
-lists again.
+kubeconfig (``Cluster.list_pods``), else once per namespace; key Secrets, all in the
+cluster's ``KEYS_NAMESPACE``, once per cluster. The call's own writes keep the listings
+current, so its later steps see them without reading again; a read that must see other
+writers' changes (after a Conflict, a port checked again) lists again.
 """
 
 from __future__ import annotations
@@ -30,10 +30,13 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
     DOMAINS,
     EVENT_SOURCE,
     KEY_SECRET_LABEL,
+    KEYS_NAMESPACE,
     SERVICE_KIND,
     SERVICES,
     Domain,
     NodeRef,
+    key_secret_name,
+    legacy_key_secret_name,
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, ApiClients, ApiError
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
@@ -118,7 +121,8 @@ class Listing:
     cluster at once when ``cluster_path`` is given and the provisioner may, else the namespace
     asked for; without a ``namespace_path``, a refused ``cluster_path`` is the caller's), then
     kept current with the call's own writes. Callers get copies, or with
-    ``shared`` the kept objects themselves, which nobody may change in place.
+    ``shared`` the kept objects themselves, which nobody may change in place. ``group`` files
+    an object under the namespace it is asked for by (by default its own).
 
     Namespaces are listed side by side: a pass over many nodes would otherwise wait for their
     LISTs one after another. A write waits for a LIST of its namespace in flight, whose answer
@@ -126,8 +130,10 @@ class Listing:
 
     def __init__(self, *, api: ApiClient, namespace_path: Callable[[str], str] | None,
                  cluster_path: str | None = None,
-                 query: dict[str, str] | None = None, dry_run: bool = False) -> None:
+                 query: dict[str, str] | None = None, dry_run: bool = False,
+                 group: Callable[[dict], str] = lambda obj: obj["metadata"]["namespace"]) -> None:
         self._api = api
+        self._group = group
         self._namespace_path = namespace_path
         self._cluster_path = cluster_path
         self._query = query
@@ -169,7 +175,7 @@ class Listing:
                 self._keep(namespace, answer, whole=whole)
                 return list(self._by_namespace.get(namespace, {}).values())
         # Forgotten while it was listed: an answer for this caller only.
-        return [[item, None] for item in answer if item["metadata"]["namespace"] == namespace]
+        return [[item, None] for item in answer if not whole or self._group(item) == namespace]
 
     def _gate(self, namespace: str) -> threading.Lock:
         with self._lock:
@@ -205,18 +211,17 @@ class Listing:
         if whole:
             self._whole = True
             for item in items:
-                meta = item["metadata"]
-                self._by_namespace.setdefault(meta["namespace"], {})[meta["name"]] = [item, None]
+                self._by_namespace.setdefault(self._group(item), {})[item["metadata"]["name"]] = [item, None]
         else:
             self._by_namespace[namespace] = {item["metadata"]["name"]: [item, None] for item in items}
 
     def put(self, obj: dict) -> None:
         """``obj`` as the API server answered a write of it."""
-        meta = obj["metadata"]
-        with self._gate(meta["namespace"]), self._lock:
-            if self._whole or meta["namespace"] in self._by_namespace:
+        namespace = self._group(obj)
+        with self._gate(namespace), self._lock:
+            if self._whole or namespace in self._by_namespace:
                 text = json.dumps(obj)  # the writer goes on with obj: what is kept is a copy
-                self._by_namespace.setdefault(meta["namespace"], {})[meta["name"]] = [json.loads(text), text]
+                self._by_namespace.setdefault(namespace, {})[obj["metadata"]["name"]] = [json.loads(text), text]
 
     def drop(self, namespace: str, name: str) -> None:
         with self._gate(namespace), self._lock:
@@ -308,6 +313,10 @@ def _core(node: NodeRef, kind: str, name: str | None = None) -> str:
     return f"/api/v1/namespaces/{node.namespace}/{kind}" + (f"/{name}" if name else "")
 
 
+def _keys(name: str | None = None) -> str:
+    return f"/api/v1/namespaces/{KEYS_NAMESPACE}/secrets" + (f"/{name}" if name else "")
+
+
 class Cluster:
     """The provisioner's view of the federation's API servers."""
 
@@ -341,8 +350,14 @@ class Cluster:
             if kind in (SERVICES, DOMAINS):
                 return Listing(api=api, namespace_path=lambda ns: f"/apis/{API_VERSION}/namespaces/{ns}/{kind}",
                                cluster_path=f"/apis/{API_VERSION}/{kind}", dry_run=self.dry_run)
-            return Listing(api=api, namespace_path=lambda ns: f"/api/v1/namespaces/{ns}/{kind}", dry_run=self.dry_run,
-                           query={"labelSelector": KEY_SECRET_LABEL} if kind == "secrets" else None)
+            if kind == "secrets":
+                # Every key Secret of the cluster in one LIST, filed under its dtService's
+                # namespace (the first part of its name). Where the provisioner may not list
+                # them (a dry run before the Role is made) each asks the same LIST, and none.
+                return Listing(api=api, namespace_path=lambda _namespace: _keys(), cluster_path=_keys(),
+                               dry_run=self.dry_run, query={"labelSelector": KEY_SECRET_LABEL},
+                               group=lambda secret: secret["metadata"]["name"].split(".", 1)[0])
+            return Listing(api=api, namespace_path=lambda ns: f"/api/v1/namespaces/{ns}/{kind}", dry_run=self.dry_run)
         return self.connections.listing(node, kind, make)
 
     def list_services(self, node: NodeRef, *, shared: bool = False) -> list[dict]:
@@ -414,34 +429,46 @@ class Cluster:
         return pods
 
     def key_secrets(self, node: NodeRef) -> dict[str, dict]:
-        """The key Secrets (labelled ``KEY_SECRET_LABEL``) of the node's namespace: the
-        listing's own objects, only to be read (a write starts from a copy, ``control/secrets.py``)."""
-        return {secret["metadata"]["name"]: secret
+        """The key Secrets of the node's dtServices, by dtService name, from the call's one
+        LIST of its cluster's ``KEYS_NAMESPACE`` (labelled ``KEY_SECRET_LABEL``): the listing's
+        own objects, only to be read (a write starts from a copy, ``control/secrets.py``)."""
+        prefix = len(key_secret_name(node.namespace, ""))
+        return {secret["metadata"]["name"][prefix:]: secret
                 for secret in self._listing(node, "secrets").items(node.namespace, shared=True)}
 
-    def list_secrets(self, node: NodeRef, *, label_selector: str) -> dict[str, dict]:
-        """Secrets as the API server holds them now (not the call's listing)."""
-        secrets = self._get(node, _core(node, "secrets"), labelSelector=label_selector)["items"]
-        return {secret["metadata"]["name"]: secret for secret in secrets}
+    def get_key_secret(self, node: NodeRef, service: str) -> dict | None:
+        """The key Secret of the node's dtService ``service`` as the API server holds it now."""
+        return self._get_or_none(node, _keys(key_secret_name(node.namespace, service)))
+
+    def legacy_key_secret(self, node: NodeRef, service: str) -> dict | None:
+        """The key Secret an earlier release kept in the node's namespace, if it is still there
+        (in a dry run also None where the provisioner may not read it yet: a new federation)."""
+        try:
+            return self._get_or_none(node, _core(node, "secrets", legacy_key_secret_name(service)))
+        except ApiError as error:
+            if self.dry_run and error.status == 403:
+                return None
+            raise
 
     # -- writes ---------------------------------------------------------------------------
-    def _write(self, node: NodeRef, method: str, path: str, body: Any = None, *, kind: str,
+    def _write(self, node: NodeRef, method: str, path: str, body: Any = None, *, kind: str | None,
                content_type: str = "application/json", missing_ok: bool = False) -> dict:
-        """One write; the call's listing of ``kind`` follows it (a dry run stores nothing)."""
+        """One write; the call's listing of ``kind`` (None: none) follows it (a dry run stores nothing)."""
         query = {"dryRun": "All"} if self.dry_run else None
         try:
             result = self.connections.api(node).request(method, path, body=body, query=query,
                                                         content_type=content_type)
         except ApiError as error:
             if error.status == 409:
-                self.connections.forget(kind)
+                if kind is not None:
+                    self.connections.forget(kind)
                 raise Conflict(error.reason) from None
             if not (missing_ok and error.status == 404):
                 raise
             result = {}
         else:
             self.writes += 1
-        if not self.dry_run and kind != "events":
+        if not self.dry_run and kind is not None:
             if method == "DELETE":
                 self._listing(node, kind).drop(node.namespace, path.rsplit("/", 1)[1])
             else:
@@ -469,19 +496,26 @@ class Cluster:
                            kind=DOMAINS)
 
     def create_secret(self, node: NodeRef, body: dict) -> dict:
-        return self._write(node, "POST", _core(node, "secrets"), body, kind="secrets")
+        """A key Secret (its body placed in ``KEYS_NAMESPACE``)."""
+        return self._write(node, "POST", _keys(), body, kind="secrets")
 
     def replace_secret(self, node: NodeRef, body: dict) -> dict:
-        """PUT with the body's resourceVersion: a Conflict when the Secret moved on."""
-        return self._write(node, "PUT", _core(node, "secrets", body["metadata"]["name"]), body, kind="secrets")
+        """PUT of a key Secret with the body's resourceVersion: a Conflict when it moved on."""
+        return self._write(node, "PUT", _keys(body["metadata"]["name"]), body, kind="secrets")
 
     def annotate_service(self, node: NodeRef, name: str, annotations: dict[str, str | None]) -> dict:
         """Merge the annotations (None removes one) into a dtService's metadata."""
         return self._write(node, "PATCH", _custom(node, SERVICES, name), {"metadata": {"annotations": annotations}},
                            kind=SERVICES, content_type="application/merge-patch+json")
 
-    def delete_secret(self, node: NodeRef, name: str) -> None:
-        self._write(node, "DELETE", _core(node, "secrets", name), kind="secrets", missing_ok=True)
+    def delete_secret(self, node: NodeRef, service: str) -> None:
+        """The key Secret of the node's dtService ``service``."""
+        self._write(node, "DELETE", _keys(key_secret_name(node.namespace, service)), kind="secrets",
+                    missing_ok=True)
+
+    def delete_legacy_key_secret(self, node: NodeRef, service: str) -> None:
+        self._write(node, "DELETE", _core(node, "secrets", legacy_key_secret_name(service)), kind=None,
+                    missing_ok=True)
 
     def patch_pod_labels(self, node: NodeRef, pod: str, labels: dict[str, str | None]) -> None:
         patched = self._write(node, "PATCH", _core(node, "pods", pod), {"metadata": {"labels": labels}},
@@ -507,4 +541,4 @@ class Cluster:
             "source": {"component": EVENT_SOURCE}, "reportingComponent": EVENT_SOURCE,
             "firstTimestamp": now, "lastTimestamp": now, "count": 1,
         }
-        self._write(node, "POST", _core(node, "events"), body, kind="events")
+        self._write(node, "POST", _core(node, "events"), body, kind=None)

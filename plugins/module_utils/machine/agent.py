@@ -279,7 +279,7 @@ class NodeAgent:
         interface = self.node.interface_of(name)
         outcome = AgentOutcome(name=name, status=Status.PENDING, interface=interface)
         try:
-            secret = secrets.get(contract.key_secret_name(name))
+            secret = secrets.get(name)
             # The published key is the current one; a staged next key is put to use first and
             # published once it is (see docs/day2.md, "Key rotation").
             published = keys.public_key_of(read_private_key(secret))

@@ -1,7 +1,8 @@
 """What role dtservice_cluster installs on each member cluster, as dtservice_manifest's
 ``clusters``: the two CRDs, the provisioner's ClusterRoles (its rights in node namespaces,
-reading the project's own kinds everywhere), the tenants' roles, and in every node namespace
-the RoleBinding that gives the provisioner its rights there.
+reading the project's own kinds everywhere), the tenants' roles, the namespace of the key
+Secrets with the provisioner's Role there, and in every node namespace the RoleBinding that
+gives the provisioner its rights there.
 
 Owns which objects and which rules (docs/security.md says why each right is needed); the
 CRDs come in as objects (the files under ``roles/dtservice_cluster/files``). Each node
@@ -19,6 +20,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils import contrac
 RBAC = "rbac.authorization.k8s.io"
 PROVISIONER = "dtservice-provisioner"
 READER = "dtservice-provisioner-reader"
+KEYS = "dtservice-provisioner-keys"
 OWN_KINDS = ["dtservices", "dtdomains"]
 
 
@@ -44,26 +46,28 @@ def _cluster_role(name: str, rules: list[dict[str, Any]], labels: Mapping[str, s
     return {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRole", "metadata": metadata, "rules": rules}
 
 
-def _binding(kind: str, name: str, *, user: str) -> dict[str, Any]:
+def _binding(kind: str, name: str, *, user: str, role: str = "ClusterRole") -> dict[str, Any]:
     return {"apiVersion": f"{RBAC}/v1", "kind": kind, "metadata": {"name": name},
-            "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": name},
+            "roleRef": {"apiGroup": RBAC, "kind": role, "name": name},
             "subjects": [{"apiGroup": RBAC, "kind": "User", "name": user}]}
 
 
 def cluster_objects(*, crds: Sequence[Mapping[str, Any]], provisioner_user: str,
                     lease_name: str) -> list[dict[str, Any]]:
-    """The cluster-wide objects of one member cluster: the CRDs, then the roles."""
+    """The cluster-wide objects of one member cluster: the CRDs, the roles, the namespace of
+    the key Secrets."""
     group = contract.GROUP
     aggregate = "rbac.authorization.k8s.io/aggregate-to-"
     return [
         *(dict(crd) for crd in crds),
         # In node namespaces, through the RoleBindings: its own kinds, the pods it attaches
-        # and labels, the key Secrets it owns, the Events it reports, the daemon's Lease.
+        # and labels, the Events it reports, the daemon's Lease; and the key Secret an
+        # earlier release kept there, read once and deleted when moved to KEYS_NAMESPACE.
         _cluster_role(PROVISIONER, [
             _rule([group], OWN_KINDS, ["get", "list", "watch", "create", "update", "patch", "delete"]),
             _rule([group], [f"{kind}/status" for kind in OWN_KINDS], ["get", "update", "patch"]),
             _rule([""], ["pods"], ["get", "list", "watch", "patch"]),
-            _rule([""], ["secrets"], ["list", "create", "update", "delete"]),
+            _rule([""], ["secrets"], ["get", "delete"]),
             _rule([""], ["events"], ["create"]),
             _rule(["coordination.k8s.io"], ["leases"], ["create"]),
             _rule(["coordination.k8s.io"], ["leases"], ["get", "update"], resourceNames=[lease_name]),
@@ -86,6 +90,18 @@ def cluster_objects(*, crds: Sequence[Mapping[str, Any]], provisioner_user: str,
                       labels={f"{aggregate}edit": "true", f"{aggregate}admin": "true"}),
         _cluster_role("dtservice-tenant-view", [_rule([group], OWN_KINDS, ["get", "list", "watch"])],
                       labels={f"{aggregate}view": "true", f"{aggregate}edit": "true", f"{aggregate}admin": "true"}),
+        # The key Secrets of every node of the cluster, where no tenant role reaches.
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": contract.KEYS_NAMESPACE}},
+    ]
+
+
+def keys_objects(*, provisioner_user: str) -> list[dict[str, Any]]:
+    """In KEYS_NAMESPACE: the provisioner's rights on the key Secrets, which it lists once per
+    cluster and pass, makes, rewrites in a key rotation and deletes with their dtService."""
+    return [
+        {"apiVersion": f"{RBAC}/v1", "kind": "Role", "metadata": {"name": KEYS},
+         "rules": [_rule([""], ["secrets"], ["get", "list", "create", "update", "delete"])]},
+        _binding("RoleBinding", KEYS, user=provisioner_user, role="Role"),
     ]
 
 
@@ -93,8 +109,8 @@ def cluster_manifests(*, crds: Sequence[Mapping[str, Any]], admin_kubeconfigs: S
                       namespaces: Mapping[str, Sequence[str]], provisioner_user: str,
                       lease_name: str) -> list[dict[str, Any]]:
     """dtservice_manifest's ``clusters``: per admin kubeconfig (each once) the cluster-wide
-    objects, and the provisioner's RoleBinding in that cluster's node namespaces
-    (``namespaces``, as ``namespaces_by_cluster`` gives them)."""
+    objects, the provisioner's RoleBinding in that cluster's node namespaces (``namespaces``,
+    as ``namespaces_by_cluster`` gives them), and its Role and RoleBinding in KEYS_NAMESPACE."""
     clusters = []
     for kubeconfig in dict.fromkeys(admin_kubeconfigs):
         clusters.append({"kubeconfig": kubeconfig,
@@ -102,4 +118,6 @@ def cluster_manifests(*, crds: Sequence[Mapping[str, Any]], admin_kubeconfigs: S
                                                     lease_name=lease_name)})
         clusters.append({"kubeconfig": kubeconfig, "namespaces": list(namespaces.get(kubeconfig, [])),
                          "objects": [_binding("RoleBinding", PROVISIONER, user=provisioner_user)]})
+        clusters.append({"kubeconfig": kubeconfig, "namespaces": [contract.KEYS_NAMESPACE],
+                         "objects": keys_objects(provisioner_user=provisioner_user)})
     return clusters
