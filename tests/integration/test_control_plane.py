@@ -108,10 +108,15 @@ def events_for(bed, node: str, name: str) -> list[dict]:
 
 
 def versions(bed, nodes=None, kinds: str = WORKING_KINDS) -> dict[str, str]:
-    """resourceVersion of every object of these kinds in the node namespaces."""
+    """resourceVersion of every object of these kinds in the node namespaces, and with secrets
+    the nodes' key Secrets in the keys namespace."""
     found = {}
     for node in nodes or [n.name for n in bed.nodes]:
-        for item in get_json(bed, node, kinds)["items"]:
+        items = get_json(bed, node, kinds)["items"]
+        if "secrets" in kinds.split(","):
+            items += json.loads(admin(bed, node, "get", "secrets", "-n", contract.KEYS_NAMESPACE, "-o", "json", "-l",
+                                      f"{contract.KEY_NAMESPACE_LABEL}={bed.node(node).namespace}").stdout)["items"]
+        for item in items:
             found[f"{node}/{item['kind']}/{item['metadata']['name']}"] = item["metadata"]["resourceVersion"]
     return found
 
@@ -458,8 +463,8 @@ def test_describe_prints_the_seeds_shape(seeded):
 
 def test_provisioner_has_only_its_node_namespace_rights(seeded):
     """The deploy's node kubeconfig is the provisioner (CN dtservice-provisioner, no groups); it
-    can do its job in node namespaces, read its own kinds cluster-wide, and nothing else
-    cluster-wide or elsewhere."""
+    can do its job in node namespaces, read its own kinds cluster-wide, keep the key Secrets in
+    the keys namespace, and nothing else cluster-wide or elsewhere."""
     bed = seeded
     node = bed.node("node0")
     shown = subprocess.run(
@@ -480,13 +485,21 @@ def test_provisioner_has_only_its_node_namespace_rights(seeded):
     for ns in (n.namespace for n in bed.nodes):
         assert can("update", f"dtservices.{GROUP}", "--subresource=status", "-n", ns)
         assert can("update", f"dtdomains.{GROUP}", "--subresource=status", "-n", ns)
-        assert can("create", "secrets", "-n", ns)
-        assert can("update", "secrets", "-n", ns)  # a key rotation's commit is one write
+        # Of Secrets only an earlier release's key, read and deleted when it is moved.
+        assert can("get", "secrets", "-n", ns) and can("delete", "secrets", "-n", ns)
         assert can("patch", "pods", "-n", ns)
         assert can("create", "events", "-n", ns)
+    keys = ("-n", contract.KEYS_NAMESPACE)
+    assert can("list", "secrets", *keys) and can("create", "secrets", *keys)
+    assert can("update", "secrets", *keys)  # a key rotation's commit is one write
     assert can("list", f"dtservices.{GROUP}", "--all-namespaces")
     assert can("list", f"dtdomains.{GROUP}", "--all-namespaces")
     denied = [
+        ("list", "secrets", "-n", node.namespace),
+        ("create", "secrets", "-n", node.namespace),
+        ("update", "secrets", "-n", node.namespace),
+        ("patch", "secrets", *keys),
+        ("create", "pods", *keys),
         ("list", "pods", "--all-namespaces"),
         ("get", f"dtservices.{GROUP}", "--subresource=status", "-n", "default"),
         ("delete", f"dtdomains.{GROUP}", "-n", "default"),
@@ -580,6 +593,32 @@ def test_a_kubelet_credential_that_may_not_list_the_pods_leaves_them_to_the_name
     refused = Cluster()
     assert set(refused.list_pods(borrowed)) == expected
     assert refused.connections.kubelet_listing(other.kubelet_kubeconfig, node.kubelet_node) is None
+
+
+def test_a_pass_reads_the_key_secrets_of_a_cluster_with_one_list(seeded):
+    """Item 2 of issue 15 for key Secrets: every node's keys come from one LIST of its
+    cluster's keys namespace per module call, and each node gets its own dtServices' only."""
+    from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster
+
+    bed = seeded
+    refs = [contract.NodeRef(name=n.name, namespace=n.namespace, address=n.address, kubeconfig=n.kubeconfig)
+            for n in bed.nodes]
+    assert len({ref.kubeconfig for ref in refs}) == 1, "one provisioner kubeconfig for the bed's one cluster"
+    cluster = Cluster()
+    api = cluster.connections.api(refs[0])
+    sent, request = [], api.request
+
+    def counted(method: str, path: str, **options):
+        sent.append((method, path))
+        return request(method, path, **options)
+
+    api.request = counted
+    found = {ref.name: cluster.key_secrets(ref) for ref in refs}
+    assert sent == [("GET", f"/api/v1/namespaces/{contract.KEYS_NAMESPACE}/secrets")]
+    for ref in refs:
+        assert list(found[ref.name]) == ["myservice"], ref.name
+        owner = found[ref.name]["myservice"]["metadata"]["annotations"][contract.OWNER_UID_ANNOTATION]
+        assert owner == service(bed, ref.name)["metadata"]["uid"], ref.name
 
 
 def test_private_keys_never_leave_their_secrets(rerun):

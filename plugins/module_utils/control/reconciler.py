@@ -34,7 +34,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.control.status
     write_status,
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.view import PassView
-from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, NodeRef
+from ansible_collections.sightline.dtservice.plugins.module_utils.kube.cluster import Cluster, NodeRef, RightsRefused
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import addressing, plan, rotation
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import pods as pod_rules
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import registry as registry_rules
@@ -109,6 +109,8 @@ class NodeReconciler:
                     current = self._with_request(current, rotate_key)
                 outcomes.append(self.provision_service(current, pods=pods, secrets=secrets))
             except Exception as problem:  # noqa: BLE001 - contained: it stays with this dtService
+                if self._refused_here(problem):
+                    raise
                 outcome = Outcome(name=service["metadata"]["name"], status=Status.FAILED, message=describe(problem))
                 try_write_status(cluster=self.cluster, node=self.node, service=service, status=outcome.status,
                                  message=outcome.message)
@@ -155,6 +157,8 @@ class NodeReconciler:
             status = problem.reason if problem.reason in contract.STATES else Status.FAILED
             outcome = Outcome(name=name, status=status, message=str(problem))
         except Exception as problem:  # noqa: BLE001 - contained: it stays with this dtService
+            if self._refused_here(problem):
+                raise
             # Another member's API server refused or is down, or this object holds what no rule
             # foresaw: this dtService waits for the next pass, the others of the node go on.
             outcome = Outcome(name=name, status=Status.FAILED, message=describe(problem))
@@ -167,6 +171,12 @@ class NodeReconciler:
         outcome.after = owned_fields(self.view.service_on(self.node, name) or current)
         outcome.changed = self.cluster.writes > writes_before
         return outcome
+
+    def _refused_here(self, problem: Exception) -> bool:
+        """The node's own namespace refused a write for want of rights: the whole node fails
+        (reported in node_errors, retried by the daemon), not one dtService (whose status could
+        not be written either)."""
+        return isinstance(problem, RightsRefused) and problem.namespace == self.node.namespace
 
     def _home_domain(self, local: contract.Domain) -> contract.Domain:
         """The domain as its home copy says: the authority on members and settings. The copy

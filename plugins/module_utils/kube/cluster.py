@@ -46,6 +46,17 @@ class Conflict(Exception):
     """Somebody else wrote the object since it was read (HTTP 409): re-read and retry."""
 
 
+class RightsRefused(ApiError):
+    """A write into a node's namespace refused for want of rights (401, 403: its RoleBinding
+    gone, the credentials expired), with that ``namespace``: for a pass of that node, the
+    node's failure rather than one object's. Every read a pass needs is of the whole cluster,
+    so a write is where a node's lost rights show."""
+
+    def __init__(self, error: ApiError, *, namespace: str) -> None:
+        super().__init__(status=error.status, reason=error.reason, message=error.message)
+        self.namespace = namespace
+
+
 @dataclass
 class _Change:
     """One thread's change to a SharedObject, waiting to be written with others."""
@@ -463,6 +474,8 @@ class Cluster:
                 if kind is not None:
                     self.connections.forget(kind)
                 raise Conflict(error.reason) from None
+            if error.status in (401, 403) and f"/namespaces/{node.namespace}/" in path:
+                raise RightsRefused(error, namespace=node.namespace) from None
             if not (missing_ok and error.status == 404):
                 raise
             result = {}
