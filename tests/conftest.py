@@ -64,6 +64,14 @@ def bed(bed_factory):
     return bed_factory()
 
 
+def ansible_playbook(*args: str | Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """ansible-playbook of this Python's environment, from the project root with its
+    ansible.cfg, without a bed (the unit tests' own small playbooks and inventories)."""
+    return subprocess.run([Path(sys.executable).with_name("ansible-playbook"), *args], check=False, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), **(env or {})})
+
+
 def run_playbook(bed, playbook: str, *extra: str, inventory: str | None = None,
                  check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """ansible-playbook from the project root against the bed's inventory."""

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from ansible_collections.sightline.dtservice.plugins.plugin_utils.inprocess impo
     run_in_worker,
     validated_params,
 )
+from conftest import ansible_playbook
 
 SPEC = {"nodes": {"type": "list", "elements": "dict", "required": True},
         "handshake_timeout": {"type": "float", "default": 45}}
@@ -88,7 +87,6 @@ def test_preloading_leaves_the_templates_compiled_the_filters_loaded_and_the_hea
     assert gc.get_freeze_count() > 0
 
 
-ROOT = Path(__file__).resolve().parents[2]
 UNCHANGED = """
 - name: Run an in-process module that changes nothing
   hosts: localhost
@@ -135,11 +133,9 @@ def keys_seen(tmp_path: Path, text: str, *args: str, env: dict[str, str] | None 
     (tmp_path / "callback_plugins" / "note_keys.py").write_text(NOTING_CALLBACK)
     noted = tmp_path / "keys.jsonl"
     noted.unlink(missing_ok=True)
-    result = subprocess.run(
-        [Path(sys.executable).with_name("ansible-playbook"), "-i", "localhost,", "-c", "local", *args,
-         "-e", f"ansible_python_interpreter={sys.executable}", tmp_path / "play.yml"],
-        check=False, cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "NOTED_KEYS": str(noted), **(env or {})})
+    result = ansible_playbook("-i", "localhost,", "-c", "local", *args, "-e",
+                              f"ansible_python_interpreter={sys.executable}", tmp_path / "play.yml",
+                              env={"NOTED_KEYS": str(noted), **(env or {})})
     (keys,) = [json.loads(line) for line in noted.read_text().splitlines()]
     return result.returncode, set(keys)
 

@@ -4,15 +4,11 @@ templates, as users write them (members from a group, namespaces from the host's
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
-
-ROOT = Path(__file__).resolve().parents[2]
+from conftest import ansible_playbook
 
 GROUP_VARS = """
 dtservice_node_namespace: "dtaas-{{ inventory_hostname }}-dtaas"
@@ -60,10 +56,7 @@ def test_the_lookup_plans_templated_declarations_as_their_values(tmp_path):
         "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}))
     (tmp_path / "plan.yml").write_text(PLAYBOOK)
     written = tmp_path / "plan.json"
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    result = subprocess.run(
-        [Path(sys.executable).with_name("ansible-playbook"), "-i", tmp_path / "hosts.yml", tmp_path / "plan.yml",
-         "-e", f"plan_file={written}"], check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    result = ansible_playbook("-i", tmp_path / "hosts.yml", tmp_path / "plan.yml", "-e", f"plan_file={written}")
     assert result.returncode == 0, result.stdout + result.stderr
 
     nodes = {h: {"name": h, "namespace": f"dtaas-{h}-dtaas", "address": f"198.18.0.{10 + i}",
