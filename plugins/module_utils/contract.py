@@ -83,6 +83,12 @@ def key_secret_name(namespace: str, service: str) -> str:
     return f"{namespace}.{service}"
 
 
+def key_secret_owner(name: str) -> tuple[str, str]:
+    """The (namespace, dtService) whose key the Secret ``name`` holds: ``key_secret_name`` read back."""
+    namespace, _dot, service = name.partition(".")
+    return namespace, service
+
+
 def legacy_key_secret_name(service: str) -> str:
     """Where releases before 0.5.0 kept a dtService's key: a Secret in its own namespace, moved
     to KEYS_NAMESPACE by the first pass that finds none there (control/secrets.py)."""

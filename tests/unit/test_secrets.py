@@ -29,3 +29,9 @@ def test_a_secret_a_tenant_filled_with_garbage_is_refused_without_quoting_it(dat
     with pytest.raises(ValueError) as refused:
         read_private_key(secret)
     assert "secret" not in str(refused.value).replace("Secret", "") and "\\x" not in str(refused.value)
+
+
+@pytest.mark.parametrize("service", ["net", "net.with.dots", "n"])
+def test_a_key_secrets_name_gives_back_its_namespace_and_dtservice(service):
+    assert contract.key_secret_owner(contract.key_secret_name("dtaas-node0-dtaas", service)) == \
+        ("dtaas-node0-dtaas", service)

@@ -36,6 +36,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.contract impor
     Domain,
     NodeRef,
     key_secret_name,
+    key_secret_owner,
     legacy_key_secret_name,
 )
 from ansible_collections.sightline.dtservice.plugins.module_utils.kube.client import ApiClient, ApiClients, ApiError
@@ -367,7 +368,7 @@ class Cluster:
                 # them (a dry run before the Role is made) each asks the same LIST, and none.
                 return Listing(api=api, namespace_path=lambda _namespace: _keys(), cluster_path=_keys(),
                                dry_run=self.dry_run, query={"labelSelector": KEY_SECRET_LABEL},
-                               group=lambda secret: secret["metadata"]["name"].split(".", 1)[0])
+                               group=lambda secret: key_secret_owner(secret["metadata"]["name"])[0])
             return Listing(api=api, namespace_path=lambda ns: f"/api/v1/namespaces/{ns}/{kind}", dry_run=self.dry_run)
         return self.connections.listing(node, kind, make)
 
@@ -443,8 +444,7 @@ class Cluster:
         """The key Secrets of the node's dtServices, by dtService name, from the call's one
         LIST of its cluster's ``KEYS_NAMESPACE`` (labelled ``KEY_SECRET_LABEL``): the listing's
         own objects, only to be read (a write starts from a copy, ``control/secrets.py``)."""
-        prefix = len(key_secret_name(node.namespace, ""))
-        return {secret["metadata"]["name"][prefix:]: secret
+        return {key_secret_owner(secret["metadata"]["name"])[1]: secret
                 for secret in self._listing(node, "secrets").items(node.namespace, shared=True)}
 
     def get_key_secret(self, node: NodeRef, service: str) -> dict | None:
