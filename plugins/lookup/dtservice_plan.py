@@ -44,53 +44,18 @@ _raw:
   elements: dict
 """
 
-import json
-from collections.abc import Mapping
-from typing import Any
-
 from ansible.errors import AnsibleLookupError
 from ansible.plugins.lookup import LookupBase
-from ansible_collections.sightline.dtservice.plugins.module_utils import contract
-from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as plain dicts and lists. Ansible hands a variable over in containers that
-    template an item again at every access, and the plan looks up each node in every
-    domain's members: 10,000 renderings at 100 nodes, a third of the lookup."""
-    if isinstance(value, Mapping):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(item) for item in value]
-    return value
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.inventory_plan import (
+    InventoryPlanError,
+    inventory_plan,
+)
 
 
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
-        group = terms[0] if terms else "federation"
-        variables = variables or {}
-        hosts = variables.get("groups", {}).get(group)
-        if not hosts:
-            raise AnsibleLookupError(f"dtservice_plan: inventory group {group!r} has no hosts")
-        hostvars = variables["hostvars"]
-        nodes, services, machines = {}, {}, {}
-        domains = []
-        for host in hosts:
-            # One reading of each host: hostvars builds a host's variables anew at every access.
-            facts = hostvars[host]
-            try:
-                nodes[host] = contract.node_params(host=host, host_vars=facts)
-            except ValueError as error:
-                raise AnsibleLookupError(f"dtservice_plan: {error}") from None
-            services[host] = _plain(facts.get("dtservice_services") or [])
-            if host == hosts[0]:
-                domains = _plain(facts.get("dtservice_domains") or [])
-            # Nodes driven through a local connection share this machine: one agent run serves them.
-            machines[host] = ("localhost" if facts.get("ansible_connection") == "local"
-                              else facts.get("ansible_host") or host)
         try:
-            computed = plan.federation_plan(hosts=list(hosts), nodes=nodes, services=services, domains=domains,
-                                            machines=machines, limit=kwargs.get("limit"))
-        except (plan.PlanError, KeyError) as error:
-            raise AnsibleLookupError(f"dtservice_plan: {error}") from None
-        return [json.loads(json.dumps(computed))]
+            return [inventory_plan(variables=variables or {}, group=terms[0] if terms else "federation",
+                                   limit=kwargs.get("limit"))]
+        except InventoryPlanError as error:
+            raise AnsibleLookupError(str(error)) from None

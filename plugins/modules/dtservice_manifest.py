@@ -66,6 +66,18 @@ options:
         description: The reconcilers' Lease, the one Lease the provisioner may read and update.
         type: str
         default: dtservice-reconciler
+  plan_manifests:
+    description:
+      - Parts of the plan's C(manifests) (the dtservice_plan fact the controller keeps, see
+        M(sightline.dtservice.dtservice_plan)) to apply after O(installation) and before
+        O(clusters) - C(domains) the dtDomains, C(services) the declared dtServices.
+      - Made into entries of O(clusters) by the action plugin on the controller, which reads
+        the plan as it was stored rather than templated into the task (which walked each of
+        its values again).
+    type: list
+    elements: str
+    choices: [domains, services]
+    default: []
   clusters:
     description: One entry per API server.
     type: list
@@ -166,6 +178,7 @@ INSTALLATION_OPTIONS = {
 
 ARGUMENT_SPEC = {
     "installation": {"type": "dict", "options": INSTALLATION_OPTIONS},
+    "plan_manifests": {"type": "list", "elements": "str", "choices": ["domains", "services"], "default": []},
     "clusters": {"type": "list", "elements": "dict", "default": [], "options": CLUSTER_OPTIONS},
     "wait_established": {"type": "float", "default": 60},
     "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
@@ -178,6 +191,8 @@ def run(module) -> None:
     if module.params["installation"] is not None:
         # It needs the controller's inventory and files: only the action plugin has them.
         module.fail_json(msg="installation is made into clusters by the module's action plugin, on the controller")
+    if module.params["plan_manifests"]:
+        module.fail_json(msg="plan_manifests are made into clusters by the module's action plugin, on the controller")
 
     # The entries of one kubeconfig context share a client and its connections.
     clients = ApiClients()

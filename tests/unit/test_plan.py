@@ -211,6 +211,27 @@ def test_federation_plan_gives_home_every_member_and_each_other_member_home_and_
     assert list(planned["nodes"].values()) == planned["federation"]
 
 
+def test_a_machines_arguments_are_its_nodes_with_the_federation_only_when_they_are_not_all_of_it():
+    hosts = [f"node{i}" for i in range(4)]
+    nodes = {h: {"name": h, "namespace": f"dtaas-{h}-dtaas", "address": f"198.18.0.{10 + i}", "kubeconfig": "/k",
+                 "context": None, "port_range": "51820-51919", "netns": None} for i, h in enumerate(hosts)}
+    services = {h: [{"name": "net", "domain": "mydomain", "pod": f"p{i}"}] for i, h in enumerate(hosts)}
+
+    def planned(machines: dict) -> dict:
+        return plan.federation_plan(hosts=hosts, nodes=nodes, machines=machines, services=services,
+                                    domains=[{"name": "mydomain", "members": hosts}])
+
+    alone = planned(dict.fromkeys(hosts, "localhost"))
+    assert plan.machine_arguments(alone, agent="node0") == {
+        "nodes": [nodes[h] for h in hosts], "federation": [], "serves": {"node0": ["net"]}}
+    two = planned({h: f"m{i % 2}" for i, h in enumerate(hosts)})
+    assert two["agents"] == {"node0": ["node0", "node2"], "node1": ["node1", "node3"]}
+    assert plan.machine_arguments(two, agent="node1") == {
+        "nodes": [nodes["node1"], nodes["node3"]], "federation": two["federation"], "serves": {"node0": ["net"]}}
+    with pytest.raises(KeyError):
+        plan.machine_arguments(two, agent="node2")
+
+
 def test_federation_plan_grows_linearly_with_the_members():
     import json
 

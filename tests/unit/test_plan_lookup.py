@@ -70,3 +70,77 @@ def test_the_lookup_plans_templated_declarations_as_their_values(tmp_path):
     assert json.loads(written.read_text()) == json.loads(json.dumps(expected))
     # One machine: its first host runs the pass for every node, named by host.
     assert expected["agents"] == {"node0": hosts}
+
+
+ACTION_PLAYBOOK = """
+- name: Keep the plan with the action, and compute it with the lookup too
+  hosts: federation
+  gather_facts: false
+  tasks:
+    - name: Keep the plan on the controller
+      sightline.dtservice.dtservice_plan:
+      run_once: true
+      delegate_to: localhost
+      delegate_facts: true
+
+    - name: Write both as JSON
+      ansible.builtin.copy:
+        content: "{{ {'kept': hostvars.localhost.ansible_facts.dtservice_plan,
+                      'looked_up': lookup('sightline.dtservice.dtservice_plan', 'federation')} | to_json }}"
+        dest: "{{ plan_file }}"
+        mode: "0600"
+      run_once: true
+      delegate_to: localhost
+"""
+
+UNPLANNED_PLAYBOOK = """
+- name: Run a pass without a plan on the controller
+  hosts: node0
+  gather_facts: false
+  tasks:
+    - name: Pass over this machine
+      sightline.dtservice.dtservice_node:
+        plan_machine: node0
+"""
+
+EMPTY_GROUP_PLAYBOOK = """
+- name: Plan a group without hosts
+  hosts: node0
+  gather_facts: false
+  tasks:
+    - name: Keep the plan
+      sightline.dtservice.dtservice_plan:
+        group: nobody
+"""
+
+
+def federation_inventory(tmp_path) -> str:
+    hosts = [f"node{i}" for i in range(4)]
+    (tmp_path / "group_vars").mkdir(exist_ok=True)
+    (tmp_path / "group_vars" / "federation.yml").write_text(GROUP_VARS)
+    (tmp_path / "hosts.yml").write_text(json.dumps({"federation": {
+        "hosts": dict.fromkeys(hosts, {}),
+        "vars": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}))
+    return str(tmp_path / "hosts.yml")
+
+
+def test_the_action_keeps_the_plan_the_lookup_returns(tmp_path):
+    (tmp_path / "plan.yml").write_text(ACTION_PLAYBOOK)
+    written = tmp_path / "plan.json"
+    result = ansible_playbook("-i", federation_inventory(tmp_path), tmp_path / "plan.yml",
+                              "-e", f"plan_file={written}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    both = json.loads(written.read_text())
+    assert both["kept"] == both["looked_up"]
+    assert sorted(both["kept"]["nodes"]) == [f"node{i}" for i in range(4)]
+    # Kept without its values in the output: the plan of a hundred nodes is not printed.
+    assert "dtaas-node0-dtaas" not in result.stdout
+
+
+def test_without_a_kept_plan_or_hosts_the_tasks_fail_saying_so(tmp_path):
+    inventory = federation_inventory(tmp_path)
+    for playbook, words in ((UNPLANNED_PLAYBOOK, "no federation plan on the controller"),
+                            (EMPTY_GROUP_PLAYBOOK, "inventory group 'nobody' has no hosts")):
+        (tmp_path / "play.yml").write_text(playbook)
+        result = ansible_playbook("-i", inventory, tmp_path / "play.yml")
+        assert result.returncode != 0 and words in result.stdout, result.stdout + result.stderr

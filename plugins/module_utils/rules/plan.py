@@ -364,3 +364,15 @@ def federation_plan(*, hosts: list[str], nodes: Mapping[str, Mapping[str, Any]],
             "manifests": {"domains": list(domain_manifests.values()), "services": list(service_manifests.values())},
             "agents": agents, "networks": declared["networks"],
             "serves": {nodes[h]["name"]: declared["serves"][h] for h in hosts if declared["serves"][h]}}
+
+
+def machine_arguments(computed: Mapping[str, Any], *, agent: str) -> dict[str, Any]:
+    """The ``nodes``, ``federation`` and ``serves`` of the pass (dtservice_node) of the machine
+    whose agent host is ``agent``, from a ``federation_plan``. Its nodes are part of the
+    federation as given; when they are all of it (one machine), ``federation`` is left empty,
+    so the hundred node entries are not checked a second time. Raises ``KeyError`` for a host
+    that runs no machine's pass."""
+    hosts = computed["agents"][agent]
+    nodes = [computed["nodes"][host] for host in hosts]
+    return {"nodes": nodes, "federation": [] if len(nodes) == len(computed["nodes"]) else computed["federation"],
+            "serves": computed["serves"]}
