@@ -30,15 +30,9 @@ options:
         nodes alone C(agents) then covers.
     type: list
     elements: str
-attributes:
-  check_mode:
-    support: full
-  diff_mode:
-    support: none
-  facts:
-    support: full
 notes:
-  - Runs on the controller; no connection to the host is made.
+  - Runs on the controller; no connection to the host is made. Supports check mode (it only
+    computes); no diff.
 seealso:
   - plugin: sightline.dtservice.dtservice_plan
     plugin_type: lookup
