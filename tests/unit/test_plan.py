@@ -123,6 +123,43 @@ def test_a_claim_standing_in_the_table_is_kept_as_claim_address_rules(clients, p
                                                    preferred=wanted)
 
 
+def reference_claim(*, table: dict, uid: str, public_key: str) -> str | None:
+    """What a claim must see, read entry by entry: the one address of the claimant's own
+    entry, "refused" when another peer's entry holds its key, else None."""
+    owned = [at for at, entry in table.items() if plan.id_of(entry) == peer_id(uid=uid)]
+    if any(entry.get("publicKey") == public_key and plan.id_of(entry) != peer_id(uid=uid)
+           for entry in table.values()):
+        return "refused"
+    return owned[0] if len(owned) == 1 else None
+
+
+@settings(max_examples=80, deadline=None)
+@given(entries=st.lists(st.tuples(st.integers(min_value=2, max_value=20), st.sampled_from("abcde"),
+                                  st.sampled_from("abcde")), max_size=12),
+       claimant=st.sampled_from("abcde"))
+def test_a_claim_with_the_tables_index_answers_as_one_that_reads_every_entry(entries, claimant):
+    """Property: a claim given the table's index (made once for all the clients of a pass) is
+    refused, keeps its standing entry or takes a new address exactly as reading the table
+    entry by entry says, however the table's ids and keys repeat."""
+    table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY)}
+    for host, uid, key_owner in entries:
+        table[f"100.96.0.{host}"] = plan.peer_entry(uid=uid, role=contract.CLIENT, public_key=key_of(key_owner))
+    index = plan.table_index(table)
+    expected = reference_claim(table=table, uid=claimant, public_key=key_of(claimant))
+    for given_index in (index, index, None):  # kept for many claims, or made by the claim
+        if expected == "refused":
+            with pytest.raises(plan.PlanError, match="already used by another peer"):
+                plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid=claimant, public_key=key_of(claimant),
+                                    index=given_index)
+            continue
+        address, claimed = plan.claim_in_table(table=table, subnet="100.96.0.0/24", uid=claimant,
+                                               public_key=key_of(claimant), index=given_index)
+        assert [at for at, entry in claimed.items() if plan.id_of(entry) == peer_id(uid=claimant)] == [address]
+        if expected is not None and table[expected] == plan.peer_entry(uid=claimant, role=contract.CLIENT,
+                                                                       public_key=key_of(claimant)):
+            assert (address, claimed) == (expected, table), "a standing claim is kept as it is"
+
+
 def test_a_claim_never_takes_an_address_another_peer_holds():
     table = {"100.96.0.1": plan.peer_entry(uid="hub", role=contract.SERVER, public_key=KEY),
              "100.96.0.5": plan.peer_entry(uid="a", role=contract.CLIENT, public_key=key_of("a"))}

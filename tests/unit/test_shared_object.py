@@ -120,3 +120,19 @@ def test_one_thread_alone_writes_its_change_at_once() -> None:
     assert written == {"claims": ["client0"]}
     with pytest.raises(ValueError, match="bad1 cannot be claimed"):
         shared.write_together(claim("bad1"), write=lambda desired: desired({"claims": []}))
+
+
+def test_what_is_derived_from_one_copy_is_made_once_and_again_for_the_next_copy():
+    shared, made = SharedObject(), []
+
+    def index(table: dict) -> list:
+        made.append(table)
+        return sorted(table)
+
+    first, second = {"b": 1, "a": 2}, {"c": 3}
+    assert shared.derived(first, index) == ["a", "b"]
+    assert shared.derived(first, index) == ["a", "b"]
+    assert made == [first], "the same copy is not derived from twice"
+    assert shared.derived(second, index) == ["c"]
+    assert shared.derived(dict(first), index) == ["a", "b"], "an equal but other copy is derived from anew"
+    assert len(made) == 3

@@ -39,15 +39,14 @@ def install_table(view: PassView, *, node: contract.NodeRef, name: str, domain: 
     from ``base`` (a table to keep the clients' places from, when a failover hands the
     network on) or else from what it holds; drop its ``spec.server``. Returns it as written."""
     def desired(current: dict) -> dict:
-        body = copy.deepcopy(current)
         clients, everyone_answered = _live_clients(view, name, domain, hub_node=node.name)
-        body["peers"] = plan.server_table(subnet=entry["subnet"], server_uid=current["metadata"]["uid"],
-                                          server_key=public_key,
-                                          current=base if base is not None else current.get("peers") or {},
-                                          live_clients=clients, keep_unseen=not everyone_answered,
-                                          hub_address=registry_rules.hub_address(entry))
-        body["spec"].pop("server", None)
-        return body
+        peers = plan.server_table(subnet=entry["subnet"], server_uid=current["metadata"]["uid"],
+                                  server_key=public_key,
+                                  current=base if base is not None else current.get("peers") or {},
+                                  live_clients=clients, keep_unseen=not everyone_answered,
+                                  hub_address=registry_rules.hub_address(entry))
+        spec = {key: value for key, value in current["spec"].items() if key != "server"}
+        return {**current, "peers": peers, "spec": spec}
     shared = view.cluster.shared_service(node, name)
     with shared.lock:
         return view.update_service(node, name, desired, shared=shared)
@@ -137,7 +136,8 @@ def join_network(view: PassView, *, service: dict, domain: contract.Domain, entr
         # copy (a hub of 100 clients was copied once for each of them).
         claimed["address"], table = plan.claim_in_table(
             table=hub["peers"], subnet=entry["subnet"], uid=uid, public_key=public_key,
-            preferred=recorded[0] if recorded else None)
+            preferred=recorded[0] if recorded else None,
+            index=view.cluster.shared_service(hub_node, name).derived(hub["peers"], plan.table_index))
         return {**hub, "peers": table}
     hub = view.update_shared_service(hub_node, name, claim)
     address = claimed["address"]
@@ -151,9 +151,10 @@ def record_client(view: PassView, *, node: contract.NodeRef, name: str, entry: d
     """Record the hub (as ``entry`` and its ``table`` name it) and the client's ``address`` in
     the ``peers`` and ``spec.server`` of the client on ``node``."""
     def record(current: dict) -> dict:
-        body = copy.deepcopy(current)
-        body["peers"], body["spec"]["server"] = plan.client_fields(
+        # A new object around the current one's parts, which stay as they are: a deep copy
+        # of each client's dtService (managedFields and all) was a tenth of a converged pass.
+        peers, server = plan.client_fields(
             hub_table=table, subnet=entry["subnet"], endpoint=entry["endpoint"], own_address=address,
             hub_address=registry_rules.hub_address(entry))
-        return body
+        return {**current, "peers": peers, "spec": {**current["spec"], "server": server}}
     view.update_service(node, name, record)

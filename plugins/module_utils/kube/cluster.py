@@ -23,7 +23,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import (
     API_VERSION,
@@ -58,6 +58,9 @@ class RightsRefused(ApiError):
         self.namespace = namespace
 
 
+T = TypeVar("T")
+
+
 @dataclass
 class _Change:
     """One thread's change to a SharedObject, waiting to be written with others."""
@@ -76,6 +79,17 @@ class SharedObject:
     latest: dict | None = None
     _waiting: list[_Change] = field(default_factory=list)
     _waiting_lock: threading.Lock = field(default_factory=threading.Lock)
+    _derived: tuple[object, Any] | None = None
+
+    def derived(self, source: object, make: Callable[[Any], T]) -> T:
+        """``make(source)``, made again only for another ``source`` object: what the threads
+        writing this object in turn each derive from the same copy of it (a hub's table
+        indexed once for the claims of its 100 clients, not once for each). ``source`` is
+        kept with it, so that no other object takes its place at the same identity."""
+        kept = self._derived
+        if kept is None or kept[0] is not source:
+            kept = self._derived = (source, make(source))
+        return kept[1]
 
     def write_together(self, change: Callable[[dict], dict], *,
                        write: Callable[[Callable[[dict], dict]], dict]) -> dict:
