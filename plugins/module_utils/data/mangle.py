@@ -74,10 +74,21 @@ class TableMemory:
                 self._learned[path] = [*identity, generation, table]
         return table
 
-    def keep(self) -> None:
-        """Write what this call read, and what the file held of namespaces still there."""
+    def take_learned(self) -> dict[str, list]:
+        """What this call read and did not keep yet, handed over (a second process's, which its
+        parent ``absorb``s)."""
         with self._lock:
             learned, self._learned = self._learned, {}
+        return learned
+
+    def absorb(self, learned: dict[str, list]) -> None:
+        """What another process of this call read (``take_learned``), kept with this one's."""
+        with self._lock:
+            self._learned.update(learned)
+
+    def keep(self) -> None:
+        """Write what this call read, and what the file held of namespaces still there."""
+        learned = self.take_learned()
         if not learned:
             return
         kept = {**self._entries(), **learned}

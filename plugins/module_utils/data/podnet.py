@@ -103,10 +103,22 @@ class NamespaceMemory:
             with self._lock:
                 self._learned.setdefault(endpoint, {})[uid] = [path, *identity]
 
-    def keep(self) -> None:
-        """Write what this call learned, with what the files held of namespaces still there."""
+    def take_learned(self) -> dict[str, dict[str, list]]:
+        """What this call learned and did not keep yet, handed over (a second process's, which
+        its parent ``absorb``s): endpoint -> uid -> entry."""
         with self._lock:
             learned, self._learned = self._learned, {}
+        return learned
+
+    def absorb(self, learned: dict[str, dict[str, list]]) -> None:
+        """What another process of this call learned (``take_learned``), kept with this one's."""
+        with self._lock:
+            for endpoint, entries in learned.items():
+                self._learned.setdefault(endpoint, {}).update(entries)
+
+    def keep(self) -> None:
+        """Write what this call learned, with what the files held of namespaces still there."""
+        learned = self.take_learned()
         for endpoint, entries in learned.items():
             kept = {**self._read(endpoint), **entries}
             kept = {uid: entry for uid, entry in kept.items() if _still_there(entry)}
@@ -320,6 +332,14 @@ class RuntimeViews:
                 self._views[key] = RuntimeView(runtime_endpoint=runtime_endpoint, methods=key[1], crictl=crictl,
                                                memory=self.memory)
             return self._views[key]
+
+    def take_learned(self) -> dict[str, dict[str, list]]:
+        """``NamespaceMemory.take_learned`` of the memory, if any."""
+        return {} if self.memory is None else self.memory.take_learned()
+
+    def absorb(self, learned: dict[str, dict[str, list]]) -> None:
+        if self.memory is not None:
+            self.memory.absorb(learned)
 
     def keep(self) -> None:
         """The namespaces proven in this call, remembered for the machine's next passes."""

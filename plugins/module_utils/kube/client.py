@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -244,6 +245,19 @@ def _in_cluster() -> Endpoint:
                     headers={"Authorization": f"Bearer {token}"})
 
 
+# Every client of this process: a forked child (a pass's second process) must not share a
+# TLS connection with its parent, whose next request would then be out of step with the server.
+_CLIENTS: weakref.WeakSet[ApiClient] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for client in list(_CLIENTS):
+        client._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class ApiClient:
     """JSON requests to one API server; thread-safe. Its connections are kept in lanes, each a
     urllib3 pool of keep-alive connections with an SSL context of its own (``Endpoint``); a
@@ -260,6 +274,14 @@ class ApiClient:
         self._https = urlsplit(endpoint.server).scheme == "https"
         self._idle: list[urllib3.PoolManager] = []
         self._idle_guard = threading.Lock()
+        self._parents: list[urllib3.PoolManager] = []
+        _CLIENTS.add(self)
+
+    def _forked(self) -> None:
+        """In a forked child: the lanes inherited are the parent's, whose connections go on
+        there. Kept as they are, neither used nor closed here; this process makes its own."""
+        self._parents.extend(self._idle)
+        self._idle, self._idle_guard = [], threading.Lock()
 
     def _new_lane(self) -> urllib3.PoolManager:
         options: dict[str, Any] = {"maxsize": 1, "timeout": urllib3.Timeout(**TIMEOUT), "retries": False}
