@@ -18,7 +18,11 @@ from ansible_collections.sightline.dtservice.plugins.modules.dtservice_manifest 
     INSTALLATION_OPTIONS,
 )
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.inprocess import InProcessAction, validated_params
-from ansible_collections.sightline.dtservice.plugins.plugin_utils.inventory_plan import InventoryPlanError, kept_plan
+from ansible_collections.sightline.dtservice.plugins.plugin_utils.inventory_plan import (
+    HostVariables,
+    InventoryPlanError,
+    kept_plan,
+)
 
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PLAN_MANIFESTS = ARGUMENT_SPEC["plan_manifests"]
@@ -51,8 +55,7 @@ class ActionModule(InProcessAction):
             raise AnsibleActionFail(f"installation: inventory group {options['group']!r} has no hosts")
         nodes = []
         for host in hosts:
-            # One reading of each host's variables: hostvars builds them anew at every access.
-            host_vars = task_vars["hostvars"][host]
+            host_vars = HostVariables(task_vars["hostvars"], host)
             namespace = host_vars.get("dtservice_node_namespace")
             kubeconfig = host_vars.get("dtservice_crds_kubeconfig")
             if not namespace or not kubeconfig:

@@ -7,7 +7,7 @@ connection); the plan itself is ``rules/plan.py``'s."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
@@ -29,6 +29,49 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# What makes Jinja read a string as a template: its default delimiters, or a first line
+# that sets others.
+_TEMPLATE_MARKS = ("{{", "{%", "{#")
+_TEMPLATE_HEADER = "#jinja2:"
+
+
+def _may_template(value: Any) -> bool:
+    """Whether ``value`` holds a string that templating could change."""
+    if isinstance(value, str):
+        return value.startswith(_TEMPLATE_HEADER) or any(mark in value for mark in _TEMPLATE_MARKS)
+    if isinstance(value, Mapping):
+        return any(_may_template(key) or _may_template(item) for key, item in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_may_template(item) for item in value)
+    return False
+
+
+class HostVariables(Mapping):
+    """An inventory host's variables as a task reads them through ``hostvars``, each templated
+    only where it holds a template: ``hostvars[host]`` templates every value asked of it, which
+    was most of reading the plan (sixteen variables of 100 hosts: 40 ms), though inventories
+    seldom hold templates. Read once: ``hostvars`` builds a host's variables anew at each access."""
+
+    def __init__(self, hostvars: Any, host: str) -> None:
+        self._hostvars, self._host = hostvars, host
+        self._raw = hostvars.raw_get(host)
+        self._templating: Mapping[str, Any] | None = None
+
+    def __getitem__(self, key: str) -> Any:
+        value = self._raw[key]
+        if not _may_template(value):
+            return value
+        if self._templating is None:
+            self._templating = self._hostvars[self._host]
+        return self._templating[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
 def inventory_plan(*, variables: Mapping[str, Any], group: str = "federation",
                    limit: Sequence[str] | None = None) -> dict[str, Any]:
     """The plan of ``group``'s hosts, from a task's ``variables`` (``groups`` and ``hostvars``),
@@ -41,8 +84,7 @@ def inventory_plan(*, variables: Mapping[str, Any], group: str = "federation",
     nodes, services, machines = {}, {}, {}
     domains: list[Any] = []
     for host in hosts:
-        # One reading of each host: hostvars builds a host's variables anew at every access.
-        facts = hostvars[host]
+        facts = HostVariables(hostvars, host)
         try:
             nodes[host] = contract.node_params(host=host, host_vars=facts)
         except ValueError as error:

@@ -8,6 +8,7 @@ import sys
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import plan
+from ansible_collections.sightline.dtservice.plugins.plugin_utils import inventory_plan
 from conftest import ansible_playbook
 
 GROUP_VARS = """
@@ -144,3 +145,14 @@ def test_without_a_kept_plan_or_hosts_the_tasks_fail_saying_so(tmp_path):
         (tmp_path / "play.yml").write_text(playbook)
         result = ansible_playbook("-i", inventory, tmp_path / "play.yml")
         assert result.returncode != 0 and words in result.stdout, result.stdout + result.stderr
+
+
+def test_only_values_holding_a_template_are_templated():
+    may_template = inventory_plan._may_template
+    assert not may_template("dtaas-node0-dtaas")
+    assert not may_template({"name": "net", "pods": ["p0", 3, None], "port": 51820})
+    assert may_template("dtaas-{{ inventory_hostname }}")
+    assert may_template("{% if x %}a{% endif %}")
+    assert may_template([{"name": "net", "members": ["a", "{{ groups.federation }}"]}])
+    assert may_template({"{# a key #}": "value"})
+    assert may_template("#jinja2:variable_start_string:'[%'\n[% x %]")
