@@ -10,7 +10,7 @@ a clean failure (never a traceback) for a missing library, a bad kubeconfig or a
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -80,9 +80,11 @@ def nodes_runner(module, *, import_error: ImportError | None = None) -> Callable
     # Made once for every phase: a pass over 100 nodes made them again in each of its five.
     nodes = [NodeRef.from_params(node) for node in module.params["nodes"]]
 
-    def run(work: Callable[..., Any], *, at_most: int = PARALLEL_NODES) -> dict[str, Any]:
+    def run(work: Callable[..., Any], *, at_most: int = PARALLEL_NODES,
+            only: Collection[str] | None = None) -> dict[str, Any]:
+        """``work`` for every node of the call (``only``: those named), at most ``at_most`` side by side."""
         with api_failures(module, refused="a request"):
-            return for_each_node(nodes, lambda node: work(
+            return for_each_node([node for node in nodes if only is None or node.name in only], lambda node: work(
                 cluster=Cluster(connections=connections, dry_run=module.check_mode), node=node), at_most=at_most)
     return run
 

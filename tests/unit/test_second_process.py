@@ -139,8 +139,8 @@ def pass_nodes(count: int) -> list[NodeRef]:
 
 def run_phase(nodes: list[NodeRef]):
     """machine_pass's ``phase`` for a call without API servers: the work of every node, in turn."""
-    def phase(work, *, one_at_a_time: bool = False):
-        return {node.name: work(cluster=None, node=node) for node in nodes}
+    def phase(work, *, one_at_a_time: bool = False, only=None):
+        return {node.name: work(cluster=None, node=node) for node in nodes if only is None or node.name in only}
     return phase
 
 

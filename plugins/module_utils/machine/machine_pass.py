@@ -24,6 +24,7 @@ nodes of the call go on."""
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -89,20 +90,23 @@ def only_examines(*, cluster: Cluster, node: NodeRef) -> bool:
 
 def read_ahead(*, cluster: Cluster, node: NodeRef) -> None:
     """List what reconciling the node reads: its key Secrets and pods, its cluster's dtServices
-    and dtDomains. The listings are the call's, so the phases after find them made. The
-    namespace's own LIST goes first: the others are one per cluster or Kubernetes node, which
-    every other thread waits for, while the namespaces' LISTs go side by side."""
-    cluster.key_secrets(node)
-    cluster.list_services(node, shared=True)
-    cluster.list_domains(node)
-    cluster.list_pods(node)
+    and dtDomains. The listings are the call's, so the phases after find them made. Each is one
+    LIST per cluster or Kubernetes node, which every thread wanting it waits for: the nodes
+    start at different ones (by their names), so that the first threads of the phase send them
+    side by side rather than each LIST after the one before."""
+    reads = (cluster.key_secrets, lambda node: cluster.list_services(node, shared=True), cluster.list_domains,
+             cluster.list_pods)
+    first = zlib.crc32(node.name.encode()) % len(reads)
+    for read in reads[first:] + reads[:first]:
+        read(node)
 
 
-def reconcile_nodes(phase: Callable[[Callable[..., Any]], dict[str, Any]], *, federation: Mapping[str, NodeRef],
+def reconcile_nodes(phase: Callable[..., dict[str, Any]], *, federation: Mapping[str, NodeRef],
                     serves: Mapping[str, Collection[str]],
                     ports_of: Callable[[NodeRef], Collection[int]] | None = None, key_max_age: float | None = None,
                     rotate_key: str | None = None, rotate_only: Collection[str] | None = None) -> dict[str, Any]:
-    """The reconcile phase over the nodes ``phase(work)`` runs ``work`` on: first the networks
+    """The reconcile phase over the nodes ``phase(work, only=names)`` runs ``work`` on (those
+    named; every one without ``only``): first the networks
     each node is the planned hub of (``serves``, node name -> dtService names), on every node,
     so that no joiner of the call registers a network the inventory gives to another node;
     then every dtService. ``ports_of(node)``, where the call runs on the nodes' machine, tells
@@ -113,13 +117,13 @@ def reconcile_nodes(phase: Callable[[Callable[..., Any]], dict[str, Any]], *, fe
     # Every node's reads side by side first: the hubs' step would otherwise list its
     # collections one after another while every other node waits for it.
     phase(read_ahead)
-    if any(serves.values()):
+    hubs = {name for name, networks in serves.items() if networks}
+    if hubs:
         def serve_first(*, cluster: Cluster, node: NodeRef) -> None:
-            if serves.get(node.name):
-                NodeReconciler(cluster=cluster, node=node, federation=federation, ports_in_use=ports(node),
-                               key_max_age=key_max_age).provision(only=set(serves[node.name]), rotate_key=rotate_key,
-                                                                  rotate_only=rotate_only)
-        phase(serve_first)
+            NodeReconciler(cluster=cluster, node=node, federation=federation, ports_in_use=ports(node),
+                           key_max_age=key_max_age).provision(only=set(serves[node.name]), rotate_key=rotate_key,
+                                                              rotate_only=rotate_only)
+        phase(serve_first, only=hubs)
     return phase(lambda *, cluster, node: reconcile_phase(
         cluster=cluster, node=node, federation=federation, ports_in_use=ports(node), key_max_age=key_max_age,
         rotate_key=rotate_key, rotate_only=rotate_only))
@@ -223,13 +227,9 @@ def examined_in_two(phase: Callable[..., dict[str, Any]], *, nodes: Sequence[Nod
     ours = {node.name for node in nodes} - theirs
 
     def both_steps(names: set[str], *, between: Callable[[], None] = lambda: None) -> dict[str, Any]:
-        def only(work: Callable[..., Any]) -> Callable[..., Any]:
-            return lambda *, cluster, node: work(cluster=cluster, node=node) if node.name in names else None
-
-        configured = phase(only(configure), one_at_a_time=True)
+        configured = phase(configure, one_at_a_time=True, only=names)
         between()
-        settled = phase(only(lambda *, cluster, node: settle(configured[node.name])))
-        return {name: settled[name] for name in names}
+        return phase(lambda *, cluster, node: settle(configured[node.name]), only=names)
 
     second = SecondProcess(lambda meet: (both_steps(theirs, between=meet), runtimes.take_learned(),
                                          tables.take_learned()), timeout=timeout)
@@ -247,14 +247,16 @@ def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence
                  federation: Mapping[str, NodeRef], serves: Mapping[str, Collection[str]], handshake_timeout: float,
                  check_mode: bool, record_health: bool = False,
                  key_max_age: float | None = None) -> dict[str, dict[str, Any]]:
-    """The phases over ``nodes``, which ``run_on_nodes(work, at_most=n)`` runs ``work`` on; node ->
-    result (with ``error`` set for a node that failed as a whole). Every node's interfaces are
-    configured before any client is waited on; ``record_health``: see ``NodeAgent``."""
+    """The phases over ``nodes``, which ``run_on_nodes(work, at_most=n, only=names)`` runs
+    ``work`` on; node -> result (with ``error`` set for a node that failed as a whole). Every
+    node's interfaces are configured before any client is waited on; ``record_health``: see
+    ``NodeAgent``."""
     failed: dict[str, NodeFailed] = {}
 
-    def phase(work: Callable[..., Any], *, one_at_a_time: bool = False) -> dict[str, Any]:
-        results = (run_on_nodes(contained(work, failed=failed), at_most=1) if one_at_a_time
-                   else run_on_nodes(contained(work, failed=failed)))
+    def phase(work: Callable[..., Any], *, one_at_a_time: bool = False,
+              only: Collection[str] | None = None) -> dict[str, Any]:
+        results = (run_on_nodes(contained(work, failed=failed), at_most=1, only=only) if one_at_a_time
+                   else run_on_nodes(contained(work, failed=failed), only=only))
         failed.update({name: result for name, result in results.items() if isinstance(result, NodeFailed)})
         return results
 
