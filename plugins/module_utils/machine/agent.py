@@ -82,6 +82,12 @@ class AgentOutcome:
     # The interface took the key Secret's next key into use and the Secret was committed.
     key_rotated: bool = False
 
+    def as_dict(self) -> dict[str, Any]:
+        """The outcome as a result's entry. Its lists are the outcome's own, which the pass has
+        finished with (dataclasses.asdict copied every tunnel's figures: 7 ms of each pass at 100
+        nodes)."""
+        return dict(self.__dict__)
+
 
 @dataclass
 class _Waiting:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
@@ -171,7 +171,7 @@ def settle_phase(attaching: Attaching, *, federation: Mapping[str, NodeRef]) -> 
                 continue
             finished.append(service["metadata"]["name"])
     interfaces, removed = attaching.interfaces, attaching.removed
-    return {"interfaces": [asdict(i) for i in interfaces], "removed_interfaces": removed, "deleted": finished,
+    return {"interfaces": [i.as_dict() for i in interfaces], "removed_interfaces": removed, "deleted": finished,
             "deletions_held": held, "changed": bool(removed or finished) or any(i.changed for i in interfaces)}
 
 
