@@ -197,8 +197,8 @@ class Testbed:
                 self._start_once(bin_dir, nodes=nodes, clusters=clusters, machines=machines)
                 break
             except RuntimeError as error:
-                # containerd 1.6 now and then refuses every import into one fresh instance
-                # ("content digest ...: not found"), even when tried again: a new bed does not.
+                # The last resort, should a machine's containerd refuse the image after every
+                # restart (``_import``): a new bed.
                 log(f"start failed; cleaning up what was made: {error}")
                 self.stop()
                 if attempt == START_ATTEMPTS:
@@ -420,7 +420,7 @@ class Testbed:
         self._spawn(Path(machine.dir) / "containerd.log", shutil.which("containerd") or "/usr/bin/containerd",
                     "--config", write_containerd_config(machine, sandbox_image=IMAGE_NAME), netns=machine.netns)
         wait_for_containerd(machine)
-        import_into(machine, IMAGE_NAME, image)
+        self._import(machine, IMAGE_NAME, image)
         self._spawn(Path(machine.dir) / "sshd.log", "/usr/sbin/sshd", "-D", "-e",
                     "-f", write_sshd(machine, authorized_keys=self._ssh_client_key() + ".pub"), netns=machine.netns)
         with open(self.dir / "ssh" / "known_hosts", "a") as known:
@@ -436,19 +436,23 @@ class Testbed:
         file here) and import it into every machine's containerd, as a registry would serve it."""
         image = write_image(self.dir / "import.tar", name=name, extra_files=extra_files)
         for machine in self.machines:
-            for attempt in range(1, IMPORT_ATTEMPTS + 1):
-                try:
-                    import_into(machine, name, image)
-                    break
-                except RuntimeError as error:
-                    # containerd 1.6 now and then refuses every import into one instance
-                    # ("content digest ...: not found"); the bed's start makes a new bed then,
-                    # a running bed gets the machine's containerd started anew.
-                    if attempt == IMPORT_ATTEMPTS or "content digest" not in str(error):
-                        raise
-                    log(f"machine{machine.index}: {error}; starting its containerd again")
-                    self.restart_containerd(machine)
+            self._import(machine, name, image)
         image.unlink()
+
+    def _import(self, machine: Machine, name: str, image: Path) -> None:
+        """``import_into``, tried again with the machine's containerd started anew when it refuses
+        the import with "content digest ...: not found": containerd 1.6 now and then refuses every
+        import into one instance, just after its start or later. (At the bed's start, a new bed
+        was the only remedy, and twice in a row failed a CI rehearsal's test.)"""
+        for attempt in range(1, IMPORT_ATTEMPTS + 1):
+            try:
+                import_into(machine, name, image)
+                return
+            except RuntimeError as error:
+                if attempt == IMPORT_ATTEMPTS or "content digest" not in str(error):
+                    raise
+                log(f"machine{machine.index}: {error}; starting its containerd again")
+                self.restart_containerd(machine)
 
     def restart_containerd(self, machine: Machine) -> None:
         """Stop a machine's containerd and start it with the same flags (its state, the pods'
