@@ -72,6 +72,8 @@ POD_READY_SECONDS = 120
 # More kubelets than this on 2 cores starve the control plane; more nodes share them.
 MAX_MACHINES = 3
 START_ATTEMPTS = 2
+# Seconds what runs in a namespace being deleted has to end on SIGTERM.
+NETNS_GRACE_SECONDS = 2.0
 IMPORT_ATTEMPTS = 3
 
 
@@ -745,15 +747,14 @@ class Testbed:
             kill_cgroup_processes(machine.cgroup)
             unmount_under(machine.dir)
             remove_cgroup_root(machine.cgroup)
+        delete_netns(self.state.get("pod_netns", []))
         for netns in self.state.get("pod_netns", []):
-            delete_netns(netns)
             Path("/run/netns", netns).unlink(missing_ok=True)
         # The kernel frees a deleted namespace's devices later: the host end goes now, so
         # that a bed started right after with this prefix can make it again.
         run("ip", "link", "del", self.host_link_name, check=False, capture=True)
         # Any namespace of ours, also ones a crashed run made but did not record.
-        for netns in sorted(set(self.state["netns"]) | {n for n in list_netns() if n.startswith(self.prefix)}):
-            delete_netns(netns)
+        delete_netns(sorted(set(self.state["netns"]) | {n for n in list_netns() if n.startswith(self.prefix)}))
         unmount_under(str(self.dir))
         shutil.rmtree(self.dir, ignore_errors=True)
         self.state = self._load()
@@ -853,17 +854,28 @@ def list_netns() -> list[str]:
     return sorted(p.name for p in netns_dir.iterdir()) if netns_dir.exists() else []
 
 
-def delete_netns(name: str) -> None:
-    """Kill what still runs inside a namespace (wireguard-go of the provisioner), then delete it."""
-    if name not in list_netns():
-        return
-    pids = run("ip", "netns", "pids", name, check=False, capture=True).stdout.split()
-    for pid in pids:
-        try:
-            os.kill(int(pid), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    run("ip", "netns", "delete", name, check=False)
+def delete_netns(names: list[str]) -> None:
+    """End what still runs inside the namespaces (wireguard-go of the provisioner), then delete
+    them. SIGTERM first, SIGKILL after a grace, for all of them at once: a wireguard-go killed
+    outright leaves its control socket behind in /var/run/wireguard (three after each CI run),
+    and one takes up to two seconds to end on SIGTERM."""
+    existing = set(list_netns())
+    present = [name for name in names if name in existing]
+    pids = [int(pid) for name in present
+            for pid in run("ip", "netns", "pids", name, check=False, capture=True).stdout.split()]
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + NETNS_GRACE_SECONDS
+        while (pids := [pid for pid in pids if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not pids:
+            break
+    for name in present:
+        run("ip", "netns", "delete", name, check=False)
 
 
 def write_kubeconfig(path: Path, *, server: str, ca: str, cert: str, key: str, user: str) -> None:
