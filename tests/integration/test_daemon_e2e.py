@@ -214,9 +214,10 @@ def test_one_apply_is_one_run_of_a_converged_node(seeded):
              what="solo Connected")
     time.sleep(8)  # time for any echo to start a run (the debounce is 0.05 s)
     # A resync (every 15 s) may be going as the apply comes and serve solo itself; the apply,
-    # held until that run ends, then makes one run that finds nothing to do. Either way one
-    # run is started by the apply, and none by an echo of a run's writes (it would name a
-    # MODIFIED event of the object written).
+    # held until that run ends, then makes one run that finds nothing to do. A resync falling
+    # due while the apply waits (its debounce, or a run) does not rename the apply's run.
+    # Either way one run is started by the apply, and none by an echo of a run's writes (it
+    # would name a MODIFIED event of the object written).
     started = [r for r in runs_of(bed, "node0", since=applied) if r.get("cause") != "resync"]
     assert len(started) == 1, started
     assert re.fullmatch(r"dtservices/solo@\d+ ADDED", started[0].get("because") or ""), started

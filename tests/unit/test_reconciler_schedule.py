@@ -352,6 +352,29 @@ def test_a_resync_waits_for_a_busy_node(clock):
     assert s.take(now=start + 61) == [Run("node0")]
 
 
+def test_a_resync_serves_a_pending_change_under_its_own_cause(clock):
+    start = clock.now
+    s = schedule(clock, resync=60, debounce=0.2)
+    s.changed("node0", now=start + 59.9, what="dtservices/solo@7 ADDED")
+    runs = {r.node: r for r in s.take(now=start + 60)}
+    assert set(runs) == {"node0", "node1", "node2"}
+    assert (runs["node0"].cause, runs["node0"].because) == ("change", "dtservices/solo@7 ADDED")
+    assert {runs["node1"].cause, runs["node2"].cause} == {"resync"}
+
+
+def test_a_change_during_a_run_names_the_run_a_resync_made_due_meanwhile(clock):
+    start = clock.now
+    s = schedule(clock, resync=60)
+    s.changed("node0", now=start)
+    (run,) = s.take(now=start + 1)
+    for other in s.take(now=start + 60):
+        finish(s, other, clock)
+    s.changed("node0", now=start + 61, what="dtservices/solo@8 ADDED")
+    finish(s, run, clock)
+    (run,) = s.take(now=start + 62)
+    assert (run.node, run.cause, run.because) == ("node0", "change", "dtservices/solo@8 ADDED")
+
+
 # -- which node serves a network -----------------------------------------------------------------
 def server_object(name: str) -> dict:
     return {"metadata": {"name": name}, "spec": {"domainSelector": "d", "podSelector": "p"},

@@ -282,8 +282,12 @@ class Schedule:
 
     def _due(self, node: str, at: float, *, cause: str = "change", because: str | None = None) -> None:
         state = self._nodes[node]
+        # The log names what the run serves: a resync only when nothing more particular is due
+        # (it makes a pending change's run sooner; a change after it names the run).
+        if state.due is None or (cause != "resync" and (state.cause == "resync" or at < state.due)):
+            state.cause, state.because = cause, because
         if state.due is None or at < state.due:
-            state.due, state.cause, state.because = at, cause, because
+            state.due = at
 
 
 class Servers:
