@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
+from ansible_collections.sightline.dtservice.plugins.module_utils.rules import rotation
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.keys import public_key_of
 from conftest import free_port, key_secret, kubectl_json, run_playbook, write_inventory
 from test_daemon_e2e import wait_for
@@ -67,6 +68,15 @@ def live_keys(bed) -> dict[str, set[str]]:
         dump = in_pod(bed, node, pod, "wg", "show", interface, "dump", check=True).stdout.splitlines()
         found[pod] = {dump[0].split("\t")[1]} | {line.split("\t")[0] for line in dump[1:]}
     return found
+
+
+def hub_handshake(bed, node: str) -> int:
+    """The newest handshake (Unix seconds) the node's interface has made with the hub."""
+    pod = PODS[node]
+    interface = interfaces_in(bed, node, pod)[0]
+    lines = in_pod(bed, node, pod, "wg", "show", interface, "latest-handshakes", check=True).stdout.splitlines()
+    handshakes = dict(line.split("\t") for line in lines)
+    return int(handshakes.get(key_of(bed, "node0"), 0))
 
 
 def object_keys(bed) -> dict[str, set[str]]:
@@ -171,6 +181,11 @@ def test_a_client_key_is_rotated_by_its_annotation_and_no_packet_is_lost(federat
     node1 = bed.node("node1")
     bed.kubectl(node1, "annotate", "dtservice", NETWORK, "-n", node1.namespace, f"{ANNOTATION}=client-1", admin=True)
     run_playbook(bed, "playbooks/reconcile.yml", inventory=federation["inventory"])
+    # The pass called the client Connected on a handshake made with its new key, not on the
+    # session of the old one, which WireGuard goes on counting after the switch.
+    made = rotation.key_created(secret_of(bed, "node1"))
+    assert made is not None
+    assert hub_handshake(bed, "node1") >= int(made.timestamp())
     assert_none_lost(bed, stop_pings(loops))
     assert_rotated(bed, node="node1", old=old, value="client-1")
     assert key_of(bed, "node0") == hub_key, "only the client's key changed"

@@ -13,6 +13,7 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules.health i
     REKEY_AFTER,
     annotation_changes,
     fresh,
+    proven,
     recorded_handshake,
     stamp,
     tunnel_figures,
@@ -21,6 +22,16 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules.probe im
 from ansible_collections.sightline.dtservice.plugins.plugin_utils.reconciler.telemetry import Tunnels
 
 NOW = 1_800_000_000
+
+
+def test_after_a_new_key_only_a_handshake_made_since_proves_the_tunnel():
+    switched = NOW - 10.3  # in the second NOW - 11
+    assert proven(NOW - 5, key_since=switched, now=NOW)
+    assert proven(NOW - 11, key_since=switched, now=NOW), "the second of the switch counts"
+    assert not proven(NOW - 12, key_since=switched, now=NOW), "the old key's session proves nothing"
+    assert proven(NOW - 12, key_since=None, now=NOW), "without a new key a fresh one does"
+    assert not proven(NOW - REJECT_AFTER, key_since=None, now=NOW)
+    assert not proven(0, key_since=None, now=NOW)
 
 
 def test_a_handshake_is_fresh_until_wireguard_refuses_its_keys():

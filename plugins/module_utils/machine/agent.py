@@ -56,6 +56,10 @@ STALE_REASON = "HandshakeStale"
 # long the first one may take before that (one round trip, a few milliseconds, when the
 # server knows the client).
 HANDSHAKE_NUDGE_SECONDS = 1.0
+# How long a client that took a new key waits for its first handshake with it, while its old
+# session goes on: WireGuard retries an initiation after 5 s and up to a third of a second,
+# and one retry is enough where the server took the key in the same pass.
+KEY_SWITCH_WAIT_SECONDS = 6.0
 FIRST_NUDGE_SECONDS = 0.1
 # Clients of one pass waited on at once (their waits are mostly sleeping).
 PARALLEL_WAITS = 64
@@ -100,10 +104,18 @@ class _Waiting:
     server: Peer
     addresses: dict[str, str]
     configured_at: float  # time.monotonic() when configure left it: its first initiation went then
+    # When the interface took a new key in this pass (time.time()), its old session still
+    # live: only a handshake since proves the tunnel, and WireGuard's own retries make it (see
+    # NodeAgent.key_switched).
+    key_since: float | None = None
 
 
 def fresh(latest_handshake: int) -> bool:
     return health.fresh(latest_handshake, now=time.time())
+
+
+def proven(latest_handshake: int, *, key_since: float | None) -> bool:
+    return health.proven(latest_handshake, key_since=key_since, now=time.time())
 
 
 class NodeAgent:
@@ -112,7 +124,7 @@ class NodeAgent:
     def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
                  handshake_timeout: float, check_mode: bool = False,
                  runtimes: podnet.RuntimeViews | None = None, tables: TableMemory | None = None,
-                 record_health: bool = False) -> None:
+                 record_health: bool = False, key_switched: Mapping[str, float] | None = None) -> None:
         self.cluster = cluster
         runtimes = runtimes or podnet.RuntimeViews()
         self.runtime = runtimes.view(runtime_endpoint=node.runtime_endpoint, methods=node.pod_lookup,
@@ -135,6 +147,12 @@ class NodeAgent:
         self.tables = tables
         self._health_due: list[dict[str, Any]] = []  # write_health's arguments, for settle
         self._lock = threading.Lock()  # settle's waits queue health writes side by side
+        # dtService -> when its interface took a new key in this pass (time.time()), given by an
+        # earlier configure of the pass or recorded by this one. The newest handshake a client's
+        # interface shows may have been made with the key before, whose session WireGuard keeps
+        # counting after the switch (CI once saw a client Connected on it while its handshakes
+        # with the new key crossed the hub's and were both dropped; WireGuard retried 5 s later).
+        self.key_switched: dict[str, float] = dict(key_switched or {})
 
     def _pod_links(self, netns: str) -> netns_tools.Snapshot:
         """The pod's links as this pass first read them (``PodReading``)."""
@@ -227,7 +245,8 @@ class NodeAgent:
         outcome = waiting.outcome
         try:
             outcome.status, outcome.message, live = self._client_state(waiting.interface, waiting.netns,
-                                                                       waiting.server, since=waiting.configured_at)
+                                                                       waiting.server, since=waiting.configured_at,
+                                                                       key_since=waiting.key_since)
             # What configure saw comes before any fresh start of the handshake here.
             known = {figure["public_key"]: figure["latest_handshake"] for figure in outcome.tunnels}
             outcome.tunnels = health.tunnel_figures(live, addresses=waiting.addresses, known=known)
@@ -314,6 +333,8 @@ class NodeAgent:
                               persistent_keepalive=domain.persistent_keepalive or None)]
                 addresses = {hub_entry["publicKey"]: registry_rules.hub_address(network)}
             prefix = ipaddress.ip_network(subnet).prefixlen
+            switched_now = time.time() if public_key != published and secret is not None else None
+            switched_at = switched_now if switched_now is not None else self.key_switched.get(name)
             result = wireguard.ensure_interface(
                 name=interface, node_netns=self.node.netns, pod_netns=netns, address=f"{address}/{prefix}",
                 mtu=domain.mtu, listen_port=listen_port, private_key=private_key, peers=peers,
@@ -333,18 +354,21 @@ class NodeAgent:
             outcome.tunnels = health.tunnel_figures(result["peers"], addresses=addresses, known=known)
             if self.check_mode:
                 return outcome
-            if public_key != published and secret is not None:
+            if switched_now is not None and secret is not None:
                 self._commit_rotation(service, secret)
+                self.key_switched[name] = switched_now
                 outcome.key_rotated = outcome.changed = True
             latest = 0 if role == contract.SERVER else result["latest_handshakes"].get(peers[0].public_key, 0)
-            if role == contract.SERVER or fresh(latest):
+            if role == contract.SERVER or proven(latest, key_since=switched_at):
                 outcome.status = Status.CONNECTED
             else:
-                if latest:
+                if latest and not fresh(latest):
                     self._report_stale(service, server=peers[0], latest=latest)
                 self._waiting.append(_Waiting(outcome=outcome, service=service, netns=netns, interface=interface,
                                               server=peers[0], addresses=addresses,
-                                              configured_at=time.monotonic()))
+                                              configured_at=time.monotonic(),
+                                              # With no live session, any fresh handshake is with this key.
+                                              key_since=switched_at if fresh(latest) else None))
                 return outcome
         except (wireguard.WireGuardError, ValueError) as problem:
             outcome.status, outcome.message = Status.FAILED, f"interface {interface}: {problem}"
@@ -369,15 +393,21 @@ class NodeAgent:
                                           "its peers learn the public key from the network's table",
                                   warning=False)
 
-    def _client_state(self, interface: str, netns: str, server: Peer, *, since: float) -> tuple[str, str, dict]:
-        """Connected once the client has a fresh handshake with its server; with the peers as
-        last read. Without one soon after ``since`` (when configure left the client, and its
-        first initiation went out), a new initiation goes out: the server may have learnt of
-        this client only after the client's first (its node configured side by side with this
+    def _client_state(self, interface: str, netns: str, server: Peer, *, since: float,
+                      key_since: float | None = None) -> tuple[str, str, dict]:
+        """Connected once the client has a fresh handshake with its server (made since
+        ``key_since``, when its interface took a new key); with the peers as last read.
+        Without one soon after ``since`` (when configure left the client, and its first
+        initiation went out), a new initiation goes out: the server may have learnt of this
+        client only after the client's first (its node configured side by side with this
         one), or the tunnel went quiet past the reject window, where there is no session left
         to lose (a handshake under way is left to finish: restarting it would throw away a
-        session that is a moment from being made)."""
-        deadline = time.monotonic() + self.handshake_timeout
+        session that is a moment from being made). Not after a new key while the old session
+        lives (``key_since``): configuring the server peer afresh would drop the packets
+        WireGuard holds for the handshake, which its own retries make; Pending after
+        ``KEY_SWITCH_WAIT_SECONDS``."""
+        waiting = self.handshake_timeout if key_since is None else min(self.handshake_timeout, KEY_SWITCH_WAIT_SECONDS)
+        deadline = time.monotonic() + waiting
         next_nudge = since + FIRST_NUDGE_SECONDS
         pause = 0.02
         while True:
@@ -385,13 +415,17 @@ class NodeAgent:
             if live is None:
                 raise wireguard.WireGuardError(f"no interface {interface} in {netns}")
             latest = live.peers[server.public_key].latest_handshake if server.public_key in live.peers else 0
-            if fresh(latest):
+            if proven(latest, key_since=key_since):
                 return Status.CONNECTED, "", live.peers
-            if time.monotonic() >= next_nudge:
+            if key_since is None and time.monotonic() >= next_nudge:
                 # The server's side is usually being configured by its own node's run right now.
                 wireguard.restart_handshake(name=interface, pod_netns=netns, peer=server)
                 next_nudge = time.monotonic() + HANDSHAKE_NUDGE_SECONDS
                 pause = 0.02  # its answer comes in milliseconds too
+            if time.monotonic() >= deadline and key_since is not None:
+                # Its server takes the new key in its own node's run (the table's write starts
+                # it in the daemon), which this one does not hold up: the next run looks again.
+                return Status.PENDING, "the server has not made a handshake with the new key yet", live.peers
             if time.monotonic() >= deadline:
                 return Status.SERVER_UNREACHABLE, (
                     f"no WireGuard handshake with the server at {server.endpoint} within "

@@ -143,14 +143,16 @@ class Attaching:
 
 def configure_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], handshake_timeout: float,
                     check_mode: bool, runtimes: RuntimeViews | None = None, tables: TableMemory | None = None,
-                    record_health: bool = False) -> Attaching:
-    """The node's interfaces configured (and those of deleted dtServices removed)."""
+                    record_health: bool = False, key_switched: Mapping[str, float] | None = None) -> Attaching:
+    """The node's interfaces configured (and those of deleted dtServices removed);
+    ``key_switched``: see ``NodeAgent``."""
     # One list for both steps: a dtService being deleted in it has its interface removed by
     # the agent before its deletion is finished. (Listed again afterwards, one deleted
     # meanwhile would be let go with its interface still in the pod.)
     services = cluster.list_services(node)
     agent = NodeAgent(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-                      check_mode=check_mode, runtimes=runtimes, tables=tables, record_health=record_health)
+                      check_mode=check_mode, runtimes=runtimes, tables=tables, record_health=record_health,
+                      key_switched=key_switched)
     interfaces, removed = agent.configure(services)
     return Attaching(cluster=cluster, node=node, agent=agent, services=services, interfaces=interfaces,
                      removed=removed)
@@ -194,9 +196,9 @@ def contained(work: Callable[..., Any], *, failed: Mapping[str, NodeFailed]) -> 
     return run
 
 
-def _rotated(configured: Mapping[str, Any]) -> dict[str, set[str]]:
-    """Node -> its dtServices whose interfaces put a rotated key to use."""
-    return {name: {i.name for i in attaching.interfaces if i.key_rotated}
+def _rotated(configured: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """Node -> its dtServices whose interfaces put a rotated key to use, and when."""
+    return {name: dict(attaching.agent.key_switched)
             for name, attaching in configured.items() if isinstance(attaching, Attaching)}
 
 
@@ -277,9 +279,10 @@ def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence
                                  key_max_age=key_max_age)
     listing_ahead.join()
 
-    def configure(*, cluster: Cluster, node: NodeRef) -> Attaching:
+    def configure(*, cluster: Cluster, node: NodeRef, key_switched: Mapping[str, float] | None = None) -> Attaching:
         return configure_phase(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
-                               check_mode=check_mode, runtimes=runtimes, tables=tables, record_health=record_health)
+                               check_mode=check_mode, runtimes=runtimes, tables=tables, record_health=record_health,
+                               key_switched=key_switched)
 
     # Threads pay off while interfaces are made or removed (wireguard-go starts and stops);
     # where every interface is in place, configuring only reads and compares, CPU work that
@@ -302,10 +305,13 @@ def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence
             # machine in this pass; until they take it on, both ends hold back what they send.
             reconciled = _merged(reconciled, phase(lambda *, cluster, node: reconcile_phase(
                 cluster=cluster, node=node, federation=federation, ports_in_use=lambda: ports_of(node))))
-            configured = phase(configure, one_at_a_time=examining)
+            # A client that took a new key is Connected once it has a handshake made with it.
+            configured = phase(lambda *, cluster, node: configure(cluster=cluster, node=node,
+                                                                  key_switched=rotated.get(node.name)),
+                               one_at_a_time=examining)
             for name, attaching in configured.items():
                 for interface in getattr(attaching, "interfaces", []):
-                    if interface.name in rotated.get(name, set()):
+                    if interface.name in rotated.get(name, {}):
                         interface.key_rotated = interface.changed = True
         settled = phase(lambda *, cluster, node: settle_phase(configured[node.name], federation=federation))
     if not check_mode:

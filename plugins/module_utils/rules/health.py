@@ -39,6 +39,13 @@ def fresh(latest_handshake: int, *, now: float) -> bool:
     return bool(latest_handshake) and now - latest_handshake < REJECT_AFTER
 
 
+def proven(latest_handshake: int, *, key_since: float | None, now: float) -> bool:
+    """Whether a client's newest handshake with its server proves its tunnel: fresh, and not
+    older than the key its interface took at ``key_since`` (None: none in this pass). Whole
+    seconds, as WireGuard tells them: one in the second of the switch counts."""
+    return fresh(latest_handshake, now=now) and (key_since is None or latest_handshake >= int(key_since))
+
+
 def stamp(epoch: int) -> str:
     """An epoch second as the RFC 3339 time Kubernetes prints (and a ``date`` column ages)."""
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
