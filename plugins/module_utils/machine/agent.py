@@ -56,11 +56,11 @@ STALE_REASON = "HandshakeStale"
 # long the first one may take before that (one round trip, a few milliseconds, when the
 # server knows the client).
 HANDSHAKE_NUDGE_SECONDS = 1.0
+FIRST_NUDGE_SECONDS = 0.1
 # How long a client that took a new key waits for its first handshake with it, while its old
 # session goes on: WireGuard retries an initiation after 5 s and up to a third of a second,
 # and one retry is enough where the server took the key in the same pass.
 KEY_SWITCH_WAIT_SECONDS = 6.0
-FIRST_NUDGE_SECONDS = 0.1
 # Clients of one pass waited on at once (their waits are mostly sleeping).
 PARALLEL_WAITS = 64
 # Health annotations written at once by one node's settle: independent PATCHes.
