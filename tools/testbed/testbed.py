@@ -816,10 +816,18 @@ def process_alive(pid: int, exe: str) -> bool:
     executable is compared, not argv[0])."""
     try:
         running = os.readlink(f"/proc/{pid}/exe")
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return False
-    return running == os.path.realpath(exe) and state != "Z"
+    return running == os.path.realpath(exe) and not_exited(pid)
+
+
+def not_exited(pid: int) -> bool:
+    """The pid is a process that has not exited (a zombie has: it holds nothing any more)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def ancestors() -> set[int]:
@@ -870,7 +878,7 @@ def delete_netns(names: list[str]) -> None:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + NETNS_GRACE_SECONDS
-        while (pids := [pid for pid in pids if Path(f"/proc/{pid}").exists()]) and time.monotonic() < deadline:
+        while (pids := [pid for pid in pids if not_exited(pid)]) and time.monotonic() < deadline:
             time.sleep(0.05)
         if not pids:
             break
