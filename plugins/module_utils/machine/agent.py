@@ -422,11 +422,12 @@ class NodeAgent:
                 wireguard.restart_handshake(name=interface, pod_netns=netns, peer=server)
                 next_nudge = time.monotonic() + HANDSHAKE_NUDGE_SECONDS
                 pause = 0.02  # its answer comes in milliseconds too
-            if time.monotonic() >= deadline and key_since is not None:
-                # Its server takes the new key in its own node's run (the table's write starts
-                # it in the daemon), which this one does not hold up: the next run looks again.
-                return Status.PENDING, "the server has not made a handshake with the new key yet", live.peers
             if time.monotonic() >= deadline:
+                if key_since is not None:
+                    # Its server takes the new key in its own node's run (the table's write
+                    # starts it in the daemon), which this one does not hold up: the next run
+                    # looks again.
+                    return Status.PENDING, "the server has not made a handshake with the new key yet", live.peers
                 return Status.SERVER_UNREACHABLE, (
                     f"no WireGuard handshake with the server at {server.endpoint} within "
                     f"{self.handshake_timeout:.0f}s: its pod may not be running yet, or UDP from "
