@@ -52,6 +52,18 @@ def apply_all(bed, node: str, pod: str, names: list[str], *, domain: str = "mydo
     bed.kubectl(bed.node(node), "apply", "-n", bed.node(node).namespace, "-f", "-", admin=True, stdin=documents)
 
 
+def objects_in(stream: str) -> list[dict]:
+    """The JSON objects of ``kubectl get --watch -o json``'s output, one after another."""
+    decoder, found, at = json.JSONDecoder(), [], 0
+    while True:
+        while at < len(stream) and stream[at].isspace():
+            at += 1
+        if at == len(stream):
+            return found
+        obj, at = decoder.raw_decode(stream, at)
+        found.append(obj)
+
+
 def status(bed, node: str, name: str) -> str | None:
     return (get(bed, node, name) or {}).get("status")
 
@@ -196,6 +208,54 @@ def test_a_run_sigkilled_mid_run_leaves_no_key_file_or_worker_and_the_next_run_c
         assert status(bed, "node2", name) == "Connected", name
     assert ping(bed, "node2", "c2-pod", hub_address(bed, "kill0")) == 3
     assert took < PASS + 6 * HANDSHAKE_TIMEOUT
+
+
+def test_a_joiner_whose_hub_does_not_answer_shows_pending_while_it_waits(faulty):
+    """The pass's reconcile leaves a new client's Pending to the pass's agent, which writes
+    Connected straight away when the first handshake comes at once: one that has waited a
+    second shows Pending, and ServerUnreachable once the handshake wait is over. Here node2
+    drops what the hub's port sends it."""
+    bed = faulty["bed"]
+    hub = bed.node("node0")
+    # Every version of the hub's object, from before it exists: a hub waits for no handshake,
+    # so its first status is its last.
+    watch = subprocess.Popen(["kubectl", "--kubeconfig", hub.admin_kubeconfig, "get", "dtservices", "-n",
+                              hub.namespace, "--watch", "-o", "json"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.0)  # the watch is open before the object is made
+        apply_all(bed, "node0", "hub-pod", ["quiet"])
+        run_playbook(bed, "playbooks/reconcile.yml", inventory=faulty["plain"])
+        time.sleep(1.0)  # the last event reaches the watch
+    finally:
+        watch.terminate()
+    versions = objects_in(watch.communicate(timeout=30)[0])
+    hub_statuses = [obj.get("status") for obj in versions if obj["metadata"]["name"] == "quiet"]
+    assert hub_statuses and hub_statuses[-1] == "Connected" and "Pending" not in hub_statuses, hub_statuses
+    domain = json.loads(bed.kubectl(bed.node("node0"), "get", "dtdomain", "mydomain", "-n",
+                                    bed.node("node0").namespace, "-o", "json", admin=True).stdout)
+    host, port = domain["status"]["networks"]["quiet"]["endpoint"].rsplit(":", 1)
+    drop = ["INPUT", "-p", "udp", "-s", host, "--sport", port, "-j", "DROP"]
+    node_netns = bed.node("node2").netns
+    subprocess.run(["ip", "netns", "exec", node_netns, "iptables", "-I", *drop], check=True)
+    seen: list[str | None] = []
+    try:
+        apply_all(bed, "node2", "c2-pod", ["quiet"])
+        command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", faulty["plain"],
+                   str(ROOT / "playbooks/reconcile.yml")]
+        playbook = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "DTSERVICE_TESTBED_DIR": str(bed.dir)},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while playbook.poll() is None:
+            now = status(bed, "node2", "quiet")
+            if not seen or seen[-1] != now:
+                seen.append(now)
+            time.sleep(0.1)
+        seen.append(status(bed, "node2", "quiet"))
+    finally:
+        subprocess.run(["ip", "netns", "exec", node_netns, "iptables", "-D", *drop], check=True)
+    assert "Pending" in seen and seen[-1] == "ServerUnreachable", seen
+    assert seen.index("Pending") < seen.index("ServerUnreachable"), seen
+    run_playbook(bed, "playbooks/reconcile.yml", inventory=faulty["plain"])
+    assert status(bed, "node2", "quiet") == "Connected"
 
 
 @pytest.fixture(scope="module")

@@ -81,11 +81,15 @@ class NodeReconciler:
 
     def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
                  ports_in_use: Callable[[], Collection[int]] | None = None,
-                 key_max_age: float | None = None) -> None:
+                 key_max_age: float | None = None, interfaces_follow: bool = False) -> None:
         self.cluster = cluster
         self.node = node
         self.federation = federation
         self.key_max_age = key_max_age
+        # The same pass configures the node's interfaces next (machine_pass): a Pending status
+        # is left to it, which writes what comes of it instead (Connected, as a rule), so a
+        # new dtService costs one status write, not two (99 fewer at a first deploy of 100).
+        self.interfaces_follow = interfaces_follow
         self.view = PassView(cluster=cluster, node=node, federation=federation, ports_in_use=ports_in_use)
 
     def provision(self, *, only: set[str] | None = None, rotate_key: str | None = None,
@@ -163,8 +167,8 @@ class NodeReconciler:
             # foresaw: this dtService waits for the next pass, the others of the node go on.
             outcome = Outcome(name=name, status=Status.FAILED, message=describe(problem))
         current = self.view.service_on(self.node, name) or service
-        written = write_status(cluster=self.cluster, node=self.node, service=current,
-                               status=outcome.status, message=outcome.message)
+        written = None if self.interfaces_follow and outcome.status == Status.PENDING else write_status(
+            cluster=self.cluster, node=self.node, service=current, status=outcome.status, message=outcome.message)
         if written is not None:
             self.view.remember(self.node, written)
         outcome.before = before

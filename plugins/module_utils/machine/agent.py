@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +61,9 @@ FIRST_NUDGE_SECONDS = 0.1
 # session goes on: WireGuard retries an initiation after 5 s and up to a third of a second,
 # and one retry is enough where the server took the key in the same pass.
 KEY_SWITCH_WAIT_SECONDS = 6.0
+# A client the reconcile left Pending (``left_pending``) shows it once it has waited this long
+# for its first handshake: one that makes it in milliseconds goes straight to Connected.
+PENDING_AFTER_SECONDS = 1.0
 # Clients of one pass waited on at once (their waits are mostly sleeping).
 PARALLEL_WAITS = 64
 # Health annotations written at once by one node's settle: independent PATCHes.
@@ -124,7 +127,8 @@ class NodeAgent:
     def __init__(self, *, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
                  handshake_timeout: float, check_mode: bool = False,
                  runtimes: podnet.RuntimeViews | None = None, tables: TableMemory | None = None,
-                 record_health: bool = False, key_switched: Mapping[str, float] | None = None) -> None:
+                 record_health: bool = False, key_switched: Mapping[str, float] | None = None,
+                 left_pending: Collection[str] = ()) -> None:
         self.cluster = cluster
         runtimes = runtimes or podnet.RuntimeViews()
         self.runtime = runtimes.view(runtime_endpoint=node.runtime_endpoint, methods=node.pod_lookup,
@@ -153,6 +157,11 @@ class NodeAgent:
         # counting after the switch (CI once saw a client Connected on it while its handshakes
         # with the new key crossed the hub's and were both dropped; WireGuard retried 5 s later).
         self.key_switched: dict[str, float] = dict(key_switched or {})
+        # The dtServices whose Pending status the pass's reconcile left to this agent
+        # (``NodeReconciler.interfaces_follow``): configure writes it for those it decides
+        # nothing about, settle for a client still waiting after PENDING_AFTER_SECONDS.
+        self.left_pending = frozenset(left_pending)
+        self._decided: set[str] = set()  # dtServices whose status this agent wrote, or found as it should be
 
     def _pod_links(self, netns: str) -> netns_tools.Snapshot:
         """The pod's links as this pass first read them (``PodReading``)."""
@@ -192,6 +201,11 @@ class NodeAgent:
                 if netns and outcome.interface and outcome.status != Status.FAILED:
                     expected.add((netns, outcome.interface))
                 outcomes.append(outcome)
+        self._decided.update(outcome.name for outcome in outcomes)
+        for service in live:
+            if service["metadata"]["name"] in self.left_pending - self._decided:
+                try_write_status(cluster=self.cluster, node=self.node, service=service, status=Status.PENDING,
+                                 message="")
         # Only the interface of a deleted dtService, of one its pod has moved away from, or of
         # one whose domain has taken this node out of its members is removed: one whose
         # dtService failed or is not attachable in this pass (a stale read, a claim not in the
@@ -244,9 +258,10 @@ class NodeAgent:
     def _settle_one(self, waiting: _Waiting) -> None:
         outcome = waiting.outcome
         try:
-            outcome.status, outcome.message, live = self._client_state(waiting.interface, waiting.netns,
-                                                                       waiting.server, since=waiting.configured_at,
-                                                                       key_since=waiting.key_since)
+            outcome.status, outcome.message, live = self._client_state(
+                waiting.interface, waiting.netns, waiting.server, since=waiting.configured_at,
+                key_since=waiting.key_since,
+                still_waiting=(lambda: self._show_pending(waiting)) if outcome.name in self.left_pending else None)
             # What configure saw comes before any fresh start of the handshake here.
             known = {figure["public_key"]: figure["latest_handshake"] for figure in outcome.tunnels}
             outcome.tunnels = health.tunnel_figures(live, addresses=waiting.addresses, known=known)
@@ -265,6 +280,15 @@ class NodeAgent:
         written = write_status(cluster=self.cluster, node=self.node, service=service,
                                status=outcome.status, message=outcome.message)
         outcome.changed = outcome.changed or written is not None
+        self._decided.add(outcome.name)
+
+    def _show_pending(self, waiting: _Waiting) -> None:
+        """The Pending status the reconcile left to this pass, for a client still waiting; its
+        final status is written over the object this write made."""
+        written = try_write_status(cluster=self.cluster, node=self.node, service=waiting.service,
+                                   status=Status.PENDING, message="")
+        if written is not None:
+            waiting.service = written
 
     def _queue_health(self, service: dict, outcome: AgentOutcome) -> None:
         """The number of peers and the newest handshake, for the annotations the printer columns
@@ -394,7 +418,8 @@ class NodeAgent:
                                   warning=False)
 
     def _client_state(self, interface: str, netns: str, server: Peer, *, since: float,
-                      key_since: float | None = None) -> tuple[str, str, dict]:
+                      key_since: float | None = None,
+                      still_waiting: Callable[[], None] | None = None) -> tuple[str, str, dict]:
         """Connected once the client has a fresh handshake with its server (made since
         ``key_since``, when its interface took a new key); with the peers as last read.
         Without one soon after ``since`` (when configure left the client, and its first
@@ -405,7 +430,8 @@ class NodeAgent:
         session that is a moment from being made). Not after a new key while the old session
         lives (``key_since``): configuring the server peer afresh would drop the packets
         WireGuard holds for the handshake, which its own retries make; Pending after
-        ``KEY_SWITCH_WAIT_SECONDS``."""
+        ``KEY_SWITCH_WAIT_SECONDS``. ``still_waiting`` is called once the wait has lasted
+        ``PENDING_AFTER_SECONDS``."""
         waiting = self.handshake_timeout if key_since is None else min(self.handshake_timeout, KEY_SWITCH_WAIT_SECONDS)
         deadline = time.monotonic() + waiting
         next_nudge = since + FIRST_NUDGE_SECONDS
@@ -422,6 +448,9 @@ class NodeAgent:
                 wireguard.restart_handshake(name=interface, pod_netns=netns, peer=server)
                 next_nudge = time.monotonic() + HANDSHAKE_NUDGE_SECONDS
                 pause = 0.02  # its answer comes in milliseconds too
+            if still_waiting is not None and time.monotonic() >= since + PENDING_AFTER_SECONDS:
+                still_waiting()
+                still_waiting = None
             if time.monotonic() >= deadline:
                 if key_since is not None:
                     # Its server takes the new key in its own node's run (the table's write

@@ -55,14 +55,17 @@ SECOND_PROCESS_GRACE_SECONDS = 60
 
 def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef],
                     ports_in_use: Callable[[], Collection[int]] | None = None, key_max_age: float | None = None,
-                    rotate_key: str | None = None,
-                    rotate_only: Collection[str] | None = None) -> tuple[list[Outcome], dict[str, Any]]:
+                    rotate_key: str | None = None, rotate_only: Collection[str] | None = None,
+                    interfaces_follow: bool = False) -> tuple[list[Outcome], dict[str, Any]]:
     """Reconcile the node's dtServices and label its pods with their dtService roles; returns
     the outcomes and the label patches. ``ports_in_use`` tells the UDP ports other processes
     hold on the node's address (known on its machine); ``key_max_age`` (seconds) rotates older
-    keys; ``rotate_key`` asks for new keys (of the dtServices in ``rotate_only``, else all)."""
+    keys; ``rotate_key`` asks for new keys (of the dtServices in ``rotate_only``, else all);
+    ``interfaces_follow``: the pass configures the node next and writes a Pending status (see
+    ``NodeReconciler``)."""
     outcomes = NodeReconciler(cluster=cluster, node=node, federation=federation, ports_in_use=ports_in_use,
-                              key_max_age=key_max_age).provision(rotate_key=rotate_key, rotate_only=rotate_only)
+                              key_max_age=key_max_age, interfaces_follow=interfaces_follow).provision(
+        rotate_key=rotate_key, rotate_only=rotate_only)
     label_patches = plan.label_changes(pods=cluster.list_pods(node),
                                        wanted=plan.pods_labels(o.as_dict() for o in outcomes))
     for pod, labels in label_patches.items():
@@ -104,13 +107,15 @@ def read_ahead(*, cluster: Cluster, node: NodeRef) -> None:
 def reconcile_nodes(phase: Callable[..., dict[str, Any]], *, federation: Mapping[str, NodeRef],
                     serves: Mapping[str, Collection[str]],
                     ports_of: Callable[[NodeRef], Collection[int]] | None = None, key_max_age: float | None = None,
-                    rotate_key: str | None = None, rotate_only: Collection[str] | None = None) -> dict[str, Any]:
+                    rotate_key: str | None = None, rotate_only: Collection[str] | None = None,
+                    interfaces_follow: bool = False) -> dict[str, Any]:
     """The reconcile phase over the nodes ``phase(work, only=names)`` runs ``work`` on (those
     named; every one without ``only``): first the networks
     each node is the planned hub of (``serves``, node name -> dtService names), on every node,
     so that no joiner of the call registers a network the inventory gives to another node;
     then every dtService. ``ports_of(node)``, where the call runs on the nodes' machine, tells
-    the UDP ports other processes hold there. Node name -> ``reconcile_phase``'s answer."""
+    the UDP ports other processes hold there; ``interfaces_follow``: see ``reconcile_phase``.
+    Node name -> ``reconcile_phase``'s answer."""
     def ports(node: NodeRef) -> Callable[[], Collection[int]] | None:
         return None if ports_of is None else lambda: ports_of(node)
 
@@ -121,12 +126,12 @@ def reconcile_nodes(phase: Callable[..., dict[str, Any]], *, federation: Mapping
     if hubs:
         def serve_first(*, cluster: Cluster, node: NodeRef) -> None:
             NodeReconciler(cluster=cluster, node=node, federation=federation, ports_in_use=ports(node),
-                           key_max_age=key_max_age).provision(only=set(serves[node.name]), rotate_key=rotate_key,
-                                                              rotate_only=rotate_only)
+                           key_max_age=key_max_age, interfaces_follow=interfaces_follow).provision(
+                only=set(serves[node.name]), rotate_key=rotate_key, rotate_only=rotate_only)
         phase(serve_first, only=hubs)
     return phase(lambda *, cluster, node: reconcile_phase(
         cluster=cluster, node=node, federation=federation, ports_in_use=ports(node), key_max_age=key_max_age,
-        rotate_key=rotate_key, rotate_only=rotate_only))
+        rotate_key=rotate_key, rotate_only=rotate_only, interfaces_follow=interfaces_follow))
 
 
 @dataclass
@@ -143,16 +148,18 @@ class Attaching:
 
 def configure_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str, NodeRef], handshake_timeout: float,
                     check_mode: bool, runtimes: RuntimeViews | None = None, tables: TableMemory | None = None,
-                    record_health: bool = False, key_switched: Mapping[str, float] | None = None) -> Attaching:
+                    record_health: bool = False, key_switched: Mapping[str, float] | None = None,
+                    left_pending: Collection[str] = ()) -> Attaching:
     """The node's interfaces configured (and those of deleted dtServices removed);
-    ``key_switched``: see ``NodeAgent``."""
+    ``key_switched``: see ``NodeAgent``; ``left_pending``, the dtServices whose Pending status
+    the reconcile left to this step: written for those that get no interface in it."""
     # One list for both steps: a dtService being deleted in it has its interface removed by
     # the agent before its deletion is finished. (Listed again afterwards, one deleted
     # meanwhile would be let go with its interface still in the pod.)
     services = cluster.list_services(node)
     agent = NodeAgent(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
                       check_mode=check_mode, runtimes=runtimes, tables=tables, record_health=record_health,
-                      key_switched=key_switched)
+                      key_switched=key_switched, left_pending=left_pending)
     interfaces, removed = agent.configure(services)
     return Attaching(cluster=cluster, node=node, agent=agent, services=services, interfaces=interfaces,
                      removed=removed)
@@ -200,6 +207,14 @@ def _rotated(configured: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     """Node -> its dtServices whose interfaces put a rotated key to use, and when."""
     return {name: dict(attaching.agent.key_switched)
             for name, attaching in configured.items() if isinstance(attaching, Attaching)}
+
+
+def _left_pending(reconciled: Any) -> set[str]:
+    """The dtServices of a node's reconcile (``reconcile_phase``'s answer, or ``NodeFailed``)
+    whose Pending status it left to the pass's configure (``interfaces_follow``)."""
+    if not isinstance(reconciled, tuple):
+        return set()
+    return {outcome.name for outcome in reconciled[0] if outcome.status == contract.Status.PENDING}
 
 
 def _merged(first: Mapping[str, Any], again: Mapping[str, Any]) -> dict[str, Any]:
@@ -276,13 +291,13 @@ def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence
     listing_ahead = threading.Thread(target=runtimes.list_ahead, args=(nodes,), daemon=True)
     listing_ahead.start()
     reconciled = reconcile_nodes(phase, federation=federation, serves=serves, ports_of=ports_of,
-                                 key_max_age=key_max_age)
+                                 key_max_age=key_max_age, interfaces_follow=True)
     listing_ahead.join()
 
     def configure(*, cluster: Cluster, node: NodeRef, key_switched: Mapping[str, float] | None = None) -> Attaching:
         return configure_phase(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
                                check_mode=check_mode, runtimes=runtimes, tables=tables, record_health=record_health,
-                               key_switched=key_switched)
+                               key_switched=key_switched, left_pending=_left_pending(reconciled.get(node.name)))
 
     # Threads pay off while interfaces are made or removed (wireguard-go starts and stops);
     # where every interface is in place, configuring only reads and compares, CPU work that
