@@ -47,6 +47,10 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.kube.side_by_s
 # Writes to one API server in flight at once (each thread has its own connection pool): the
 # 100 dtDomains or dtServices of a federation of 100 nodes took 1.5 to 1.8 s one after another.
 PARALLEL_WRITES = 8
+# LISTs of one stage's kinds sent at once.
+PARALLEL_LISTS = 8
+# How often a new CustomResourceDefinition is looked at until it is Established.
+ESTABLISHED_POLL_SECONDS = 0.1
 SELECTOR = ",".join(f"{k}={v}" for k, v in MANAGED_BY.items())
 
 # kind -> (API group/version path, plural, namespaced): the kinds deploy applies.
@@ -167,21 +171,23 @@ def _live(api: ApiClient, wanted: list[tuple[Collection, dict[str, Any]]], *,
     for collection in collections:
         if collection.namespace is not None:
             spread.setdefault((collection.base, collection.plural), []).append(collection)
-    for (base, plural), members in spread.items():
-        if len(members) < 2:
-            continue
+
+    def whole_cluster(kind: tuple[str, str]) -> dict[Collection, dict[str, dict]]:
+        """The kind's objects in every namespace wanted, from one LIST (none where it is refused)."""
+        base, plural = kind
+        members = spread[kind]
         names = {body["metadata"]["name"] for collection, body in wanted if collection in members}
         query = {"fieldSelector": f"metadata.name={next(iter(names))}"} if len(names) == 1 else None
         try:
             items = api.request("GET", f"{base}/{plural}", query=query)["items"]
         except ApiError as error:
             if error.status in (403, 404):
-                continue  # not granted cluster-wide (or not served): each namespace below says which
+                return {}  # not granted cluster-wide (or not served): each namespace below says which
             raise
         by_namespace: dict[str, dict[str, dict]] = {}
         for item in items:
             by_namespace.setdefault(item["metadata"]["namespace"], {})[item["metadata"]["name"]] = item
-        live.update({collection: by_namespace.get(collection.namespace or "", {}) for collection in members})
+        return {collection: by_namespace.get(collection.namespace or "", {}) for collection in members}
 
     def listing(collection: Collection) -> dict[str, dict] | None:
         query = {"labelSelector": SELECTOR} if collection.namespace is None else None
@@ -193,7 +199,13 @@ def _live(api: ApiClient, wanted: list[tuple[Collection, dict[str, Any]]], *,
             raise
         return {item["metadata"]["name"]: item for item in items}
 
-    return {**live, **{collection: listing(collection) for collection in collections if collection not in live}}
+    # Side by side: the first LIST of a kind made a moment before waits a second in the API
+    # server, and a first deploy waited for its two new kinds one after the other.
+    for found in side_by_side([kind for kind, members in spread.items() if len(members) >= 2], whole_cluster,
+                              at_most=PARALLEL_LISTS):
+        live.update(found)
+    rest = [collection for collection in collections if collection not in live]
+    return {**live, **dict(zip(rest, side_by_side(rest, listing, at_most=PARALLEL_LISTS), strict=True))}
 
 
 def _label(body: Mapping[str, Any], collection: Collection) -> str:
@@ -288,14 +300,19 @@ def _established(crd: Mapping[str, Any]) -> bool:
 
 
 def _wait_established(api: ApiClient, collection: Collection, crd: Mapping[str, Any], *, timeout: float) -> None:
+    """Until the CRD is Established: ``crd`` as applied, else as read now and every
+    ESTABLISHED_POLL_SECONDS after (a first deploy slept half a second before looking at each
+    of its two kinds, the second long Established by then)."""
     deadline = time.monotonic() + timeout
     name = crd["metadata"]["name"]
+    read = False
     while not _established(crd):
         if time.monotonic() > deadline:
             raise ApiError(status=0, reason="Timeout",
                            message=f"CustomResourceDefinition {name} not Established after {timeout:.0f}s")
-        time.sleep(0.5)
-        crd = api.request("GET", collection.path(name))
+        if read:
+            time.sleep(ESTABLISHED_POLL_SECONDS)
+        crd, read = api.request("GET", collection.path(name)), True
 
 
 def _stage_of(obj: Mapping[str, Any]) -> int:
