@@ -290,14 +290,18 @@ def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence
     # find them made. (A thread per node, like the phases', slowed 100 nodes' reconcile.)
     listing_ahead = threading.Thread(target=runtimes.list_ahead, args=(nodes,), daemon=True)
     listing_ahead.start()
+    # The agents write what comes of a new dtService in its reconcile's place; in check mode
+    # they change nothing, and the preview shows the reconcile's Pending.
+    follow = not check_mode
     reconciled = reconcile_nodes(phase, federation=federation, serves=serves, ports_of=ports_of,
-                                 key_max_age=key_max_age, interfaces_follow=True)
+                                 key_max_age=key_max_age, interfaces_follow=follow)
     listing_ahead.join()
 
     def configure(*, cluster: Cluster, node: NodeRef, key_switched: Mapping[str, float] | None = None) -> Attaching:
         return configure_phase(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
                                check_mode=check_mode, runtimes=runtimes, tables=tables, record_health=record_health,
-                               key_switched=key_switched, left_pending=_left_pending(reconciled.get(node.name)))
+                               key_switched=key_switched,
+                               left_pending=_left_pending(reconciled.get(node.name)) if follow else ())
 
     # Threads pay off while interfaces are made or removed (wireguard-go starts and stops);
     # where every interface is in place, configuring only reads and compares, CPU work that
