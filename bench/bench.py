@@ -443,8 +443,8 @@ def scaling_run(cfg: dict, run: int, args, workdir: Path) -> dict:
             record["noop"] = {
                 "wall_s": round(noop_s, 2), "floor_s": round(floor_s, 2), "ratio": round(noop_s / floor_s, 2),
                 "pairs": [[round(n, 2), round(f, 2)] for n, f in pairs],
-                "changed": max(sum(c.get("changed", 0) for c in run.values()) for run in [counts, *later]),
-                "failed": max(sum(c.get("failed", 0) for c in run.values()) for run in [counts, *later]),
+                "changed": max(sum(c.get("changed", 0) for c in each.values()) for each in [counts, *later]),
+                "failed": max(sum(c.get("failed", 0) for c in each.values()) for each in [counts, *later]),
                 "hosts": len(counts), "api": api,
                 "writes": sum(n for v, n in api["by_verb"].items() if v not in READ_VERBS) + later_writes,
                 "reads_per_node": round(sum(n for v, n in api["by_verb"].items() if v in READ_VERBS) / nodes, 1),
