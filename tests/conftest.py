@@ -72,14 +72,24 @@ def ansible_playbook(*args: str | Path, env: dict[str, str] | None = None) -> su
                           env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), **(env or {})})
 
 
-def run_playbook(bed, playbook: str, *extra: str, inventory: str | None = None,
-                 check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
-    """ansible-playbook from the project root against the bed's inventory."""
+def start_playbook(bed, playbook: str, *extra: str, inventory: str | None = None, env: dict | None = None,
+                   **popen) -> subprocess.Popen:
+    """ansible-playbook from the project root against the bed's inventory, started (``popen``:
+    subprocess.Popen's options)."""
     command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i",
                inventory or str(ROOT / "inventories/local"), str(ROOT / playbook), *extra]
     environment = {**os.environ, "DTSERVICE_TESTBED_DIR": str(bed.dir), "ANSIBLE_FORCE_COLOR": "0",
                    **(env or {})}
-    result = subprocess.run(command, cwd=ROOT, env=environment, text=True, capture_output=True, check=False)
+    return subprocess.Popen(command, cwd=ROOT, env=environment, **popen)
+
+
+def run_playbook(bed, playbook: str, *extra: str, inventory: str | None = None,
+                 check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """ansible-playbook from the project root against the bed's inventory, to its end."""
+    process = start_playbook(bed, playbook, *extra, inventory=inventory, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stdout, stderr = process.communicate()
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
         raise AssertionError(f"{playbook} failed ({result.returncode}):\n"
                              f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}")

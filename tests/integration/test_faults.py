@@ -13,12 +13,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_playbook, write_inventory
+from conftest import run_playbook, start_playbook, write_inventory
 from test_daemon_e2e import SEED_SERVER, connected, daemon_pid, get, wait_for
 from test_dataplane_e2e import ping
 
@@ -169,11 +168,9 @@ def test_a_run_sigkilled_mid_run_leaves_no_key_file_or_worker_and_the_next_run_c
     run_playbook(bed, "playbooks/reconcile.yml", inventory=faulty["plain"])
     apply_all(bed, "node2", "c2-pod", names)
     mark = f"faults-{os.getpid()}-killed"
-    command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", faulty["plain"],
-               str(ROOT / "playbooks/reconcile.yml")]
-    environment = {**os.environ, "DTSERVICE_TESTBED_DIR": str(bed.dir), "DTSERVICE_RUN_ID": mark}
-    playbook = subprocess.Popen(command, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+    playbook = start_playbook(bed, "playbooks/reconcile.yml", inventory=faulty["plain"],
+                              env={"DTSERVICE_RUN_ID": mark}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
     # Caught while a worker of the run holds a key file, i.e. while it changes a hub's
     # interface: the worker is frozen, so its directory is surely there when it is killed.
     holder = None
@@ -240,10 +237,8 @@ def test_a_joiner_whose_hub_does_not_answer_shows_pending_while_it_waits(faulty)
     seen: list[str | None] = []
     try:
         apply_all(bed, "node2", "c2-pod", ["quiet"])
-        command = [str(Path(sys.executable).parent / "ansible-playbook"), "-i", faulty["plain"],
-                   str(ROOT / "playbooks/reconcile.yml")]
-        playbook = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "DTSERVICE_TESTBED_DIR": str(bed.dir)},
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        playbook = start_playbook(bed, "playbooks/reconcile.yml", inventory=faulty["plain"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while playbook.poll() is None:
             now = status(bed, "node2", "quiet")
             if not seen or seen[-1] != now:

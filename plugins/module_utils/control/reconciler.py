@@ -70,6 +70,12 @@ class Outcome:
         return {"before_header": header, "after_header": header, "before": self.before, "after": self.after}
 
 
+def left_to_agent(outcome: Outcome) -> bool:
+    """Whether a reconcile whose interfaces follow in the same pass (``interfaces_follow``)
+    leaves the outcome's status for the pass's agent to write: a Pending one."""
+    return outcome.status == Status.PENDING
+
+
 def owned_fields(service: Mapping[str, Any]) -> dict[str, Any]:
     """The fields of a dtService the provisioner writes (the module's diff)."""
     return {"peers": service.get("peers") or {}, "server": (service.get("spec") or {}).get("server"),
@@ -167,7 +173,7 @@ class NodeReconciler:
             # foresaw: this dtService waits for the next pass, the others of the node go on.
             outcome = Outcome(name=name, status=Status.FAILED, message=describe(problem))
         current = self.view.service_on(self.node, name) or service
-        written = None if self.interfaces_follow and outcome.status == Status.PENDING else write_status(
+        written = None if self.interfaces_follow and left_to_agent(outcome) else write_status(
             cluster=self.cluster, node=self.node, service=current, status=outcome.status, message=outcome.message)
         if written is not None:
             self.view.remember(self.node, written)

@@ -202,8 +202,9 @@ class NodeAgent:
                     expected.add((netns, outcome.interface))
                 outcomes.append(outcome)
         self._decided.update(outcome.name for outcome in outcomes)
+        undecided = self.left_pending - self._decided
         for service in live:
-            if service["metadata"]["name"] in self.left_pending - self._decided:
+            if service["metadata"]["name"] in undecided:
                 try_write_status(cluster=self.cluster, node=self.node, service=service, status=Status.PENDING,
                                  message="")
         # Only the interface of a deleted dtService, of one its pod has moved away from, or of

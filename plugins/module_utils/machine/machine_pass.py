@@ -32,7 +32,11 @@ from typing import Any
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef
 from ansible_collections.sightline.dtservice.plugins.module_utils.control import teardown
-from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import NodeReconciler, Outcome
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import (
+    NodeReconciler,
+    Outcome,
+    left_to_agent,
+)
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.status import describe
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.mangle import TableMemory
@@ -214,7 +218,7 @@ def _left_pending(reconciled: Any) -> set[str]:
     whose Pending status it left to the pass's configure (``interfaces_follow``)."""
     if not isinstance(reconciled, tuple):
         return set()
-    return {outcome.name for outcome in reconciled[0] if outcome.status == contract.Status.PENDING}
+    return {outcome.name for outcome in reconciled[0] if left_to_agent(outcome)}
 
 
 def _merged(first: Mapping[str, Any], again: Mapping[str, Any]) -> dict[str, Any]:
