@@ -40,7 +40,7 @@ def in_ns(netns: str, *argv: str, check: bool = True, timeout: float = 30):
 
 
 def wireguard_go_pids(name: str) -> list[int]:
-    """PIDs whose argv is exactly ``wireguard-go NAME``."""
+    """PIDs of wireguard-go serving ``NAME`` (argv ``wireguard-go [--foreground] NAME``)."""
     pids = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -50,7 +50,7 @@ def wireguard_go_pids(name: str) -> list[int]:
                 args = [a.decode() for a in handle.read().split(b"\0") if a]
         except (OSError, UnicodeDecodeError):
             continue
-        if len(args) == 2 and os.path.basename(args[0]) == "wireguard-go" and args[1] == name:
+        if args and os.path.basename(args[0]) == "wireguard-go" and args[1:] in ([name], ["--foreground", name]):
             pids.append(int(entry))
     return pids
 

@@ -209,7 +209,7 @@ def test_deleting_one_member_leaves_the_others_connected_and_nothing_behind(fede
     assert key_secret(bed, "node2", check=False) is None
     assert interfaces_in(bed, "node2", "worker-pod") == []
     assert not Path(f"/run/dtservice/wireguard/{interface}.conf").exists()
-    assert subprocess.run(["pgrep", "-f", f"wireguard-go {interface}"], capture_output=True,
+    assert subprocess.run(["pgrep", "-f", f"wireguard-go (--foreground )?{interface}"], capture_output=True,
                           check=False).returncode == 1
     assert address not in service(bed, "node0")["peers"]
     hub_interface = interfaces_in(bed, "node0", "my-pod")[0]

@@ -89,7 +89,7 @@ def test_the_former_members_interfaces_and_wireguard_go_are_gone(removed):
     bed = removed["bed"]
     assert interfaces_in(bed, "node2", "client2") == []
     for interface in removed["before"]["interfaces"]:
-        assert subprocess.run(["pgrep", "-f", f"wireguard-go {interface}"], capture_output=True,
+        assert subprocess.run(["pgrep", "-f", f"wireguard-go (--foreground )?{interface}"], capture_output=True,
                               check=False).returncode == 1
     assert ping(bed, "node2", "client2", HUB, attempts=1) == 0
 

@@ -18,6 +18,7 @@ def calls(monkeypatch) -> list[str]:
     made: list[str] = []
     monkeypatch.setattr(wggo, "_NO_KERNEL_WIREGUARD", type(wggo._NO_KERNEL_WIREGUARD)())
     monkeypatch.setattr(wggo, "_start_wireguard_go", lambda name, netns: made.append("wireguard-go"))
+    monkeypatch.setattr(wggo, "move_link", lambda name, **_where: None)
     return made
 
 

@@ -4,11 +4,14 @@ Owns running a command in a network namespace (or in this process's own), with a
 and with secrets scrubbed from the error it raises; whether a namespace still exists; and
 reading one's links, addresses and forwarding switches from the kernel without a process
 (``snapshot``, over rtnetlink, from sockets and files the calling thread opens inside it and
-reads back home: ``_opened_in``), with the link of a name and the MTU of the link holding an address; the
-generation of its nftables rules (``rules_generation``); and which namespace a path holds
-(``namespace_identity``: its device and inode, which a new namespace there would not have). Namespaces
-are given as a path (``/var/run/netns/x``, ``/proc/PID/ns/net``) or as an ``ip netns``
-name; ``None`` means the namespace this process runs in. Every failure is a ``WireGuardError``.
+reads back home: ``_opened_in``), with the link of a name and the MTU of the link holding an
+address; the changes of links a new interface and a departed one need, asked of the kernel
+the same way (``move_link``, ``raise_link``, ``delete_link``); the generation of its
+nftables rules (``rules_generation``); and which namespace a path holds
+(``namespace_identity``: its device and inode, which a new namespace there would not have).
+Namespaces are given as a path (``/var/run/netns/x``, ``/proc/PID/ns/net``) or as an ``ip
+netns`` name; ``None`` means the namespace this process runs in. Every failure is a
+``WireGuardError``.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from typing import Any, TypeVar
 
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules import rtnetlink
 
-__all__ = ["NETNS_DIR", "TIMEOUT", "Snapshot", "WireGuardError", "argv_in", "find_link",
-           "namespace_alive", "namespace_identity", "namespace_path", "rules_generation", "run", "snapshot",
-           "underlay_mtu"]
+__all__ = ["NETNS_DIR", "TIMEOUT", "Snapshot", "WireGuardError", "argv_in", "delete_link", "find_link",
+           "move_link", "namespace_alive", "namespace_identity", "namespace_path", "raise_link", "rules_generation",
+           "run", "snapshot", "underlay_mtu"]
 
 NETNS_DIR = "/var/run/netns"
 TIMEOUT = 60
@@ -204,6 +207,72 @@ def snapshot(netns: str | None, *, forwarding: bool = False) -> Snapshot:
     except OSError as error:
         raise WireGuardError(f"reading the links of {netns or 'this namespace'}: {error}") from None
     return Snapshot(links=rtnetlink.links_view(replies), forwarding=read)
+
+
+def _reason(error: OSError) -> str:
+    """What the kernel's refusal means, in words (``No such device``)."""
+    return os.strerror(error.errno) if error.errno else str(error)
+
+
+def _ask(sock: socket.socket, requests: list[bytes]) -> None:
+    """Send each request (numbered from 1) and wait for the kernel's acknowledgement of it."""
+    with sock:
+        sock.settimeout(TIMEOUT)
+        for sequence, request in enumerate(requests, start=1):
+            sock.send(request)
+            rtnetlink.acknowledge(sock.recv(_RECEIVE_BYTES), sequence=sequence)
+
+
+def move_link(name: str, *, mtu: int, from_netns: str | None, to_netns: str) -> None:
+    """Give link ``name`` of ``from_netns`` its ``mtu`` there, then move it into ``to_netns``."""
+    try:
+        target = os.open(namespace_path(to_netns), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            _ask(_opened_in(from_netns, _route_socket), [
+                rtnetlink.link_request(name=name, mtu=mtu, sequence=1),
+                rtnetlink.link_request(name=name, netns_fd=target, sequence=2),
+            ])
+        finally:
+            os.close(target)
+    except OSError as error:
+        raise WireGuardError(f"moving {name} from {from_netns or 'this namespace'} into {to_netns}: "
+                             f"{_reason(error)}") from None
+
+
+def raise_link(name: str, *, netns: str, address: str, forwarding: str | None = None) -> None:
+    """Give link ``name`` of ``netns`` its ``address`` and bring it up; with ``forwarding`` (a
+    sysctl's name, ``net.ipv4.ip_forward``) switch that on in ``netns`` too."""
+    def open_them() -> tuple[socket.socket, int, Any]:
+        sock = _route_socket()
+        try:
+            index = socket.if_nametoindex(name)
+            switch = None if forwarding is None else open(  # noqa: SIM115 - written and closed below
+                "/proc/sys/" + forwarding.replace(".", "/"), "w", encoding="ascii")
+        except OSError:
+            sock.close()
+            raise
+        return sock, index, switch
+
+    try:
+        sock, index, switch = _opened_in(netns, open_them)
+        try:
+            _ask(sock, [rtnetlink.address_request(index=index, address=address, sequence=1),
+                        rtnetlink.link_request(name=name, up=True, sequence=2)])
+            if switch is not None:
+                switch.write("1")
+        finally:
+            if switch is not None:
+                switch.close()
+    except OSError as error:
+        raise WireGuardError(f"giving {name} in {netns} its address: {_reason(error)}") from None
+
+
+def delete_link(name: str, netns: str | None) -> None:
+    """Delete link ``name`` of ``netns``; raise ``WireGuardError`` if it cannot be deleted."""
+    try:
+        _ask(_opened_in(netns, _route_socket), [rtnetlink.delete_request(name=name, sequence=1)])
+    except OSError as error:
+        raise WireGuardError(f"deleting {name} in {netns or 'this namespace'}: {_reason(error)}") from None
 
 
 def rules_generation(netns: str | None) -> int | None:

@@ -19,6 +19,7 @@ any namespace and names must be unique machine-wide.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -32,7 +33,9 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns imp
     TIMEOUT,
     WireGuardError,
     argv_in,
+    delete_link,
     find_link,
+    move_link,
     namespace_path,
     run,
 )
@@ -246,9 +249,9 @@ def set_configuration(name: str, request: str) -> bool:
 
 
 def _wait_for_control_socket(name: str, log, seconds: float = 15) -> None:
-    """wireguard-go answers on its control socket a moment after it returns, and the
-    interface cannot be configured before. Its daemonised child can also fail after the
-    parent returned 0: then its errors, in ``log``, say why."""
+    """wireguard-go answers on its control socket a moment after setsid returns, and the
+    interface cannot be configured before. It can also fail after setsid returned 0: then
+    its errors, in ``log``, say why."""
     deadline = time.monotonic() + seconds
     while configuration(name) is None:
         if not wireguard_go_pids(name):
@@ -268,15 +271,18 @@ def _start_wireguard_go(name: str, node_netns: str | None) -> None:
     # Without the daemon's run mark: the interface outlives the run, also one killed for overstaying.
     env = {**{k: v for k, v in os.environ.items() if k != contract.RUN_MARK}, WIREGUARD_GO_ENV: "1",
            "LOG_LEVEL": "error"}
-    # Its output goes to an unlinked file, not a pipe: the daemonised child keeps it
-    # open, and waiting for a pipe's end would last as long as the interface.
+    # Its output goes to an unlinked file, not a pipe: the process keeps it open, and
+    # waiting for a pipe's end would last as long as the interface.
     with tempfile.TemporaryFile() as log:
         try:
-            # A session of its own: an agent run over SSH (with a terminal) ends with a
-            # SIGHUP to its session, which would take every interface it made with it.
-            proc = subprocess.run(argv_in(node_netns, ["wireguard-go", name]), stdin=subprocess.DEVNULL,
-                                  stdout=log, stderr=log, env=env, timeout=TIMEOUT, check=False,
-                                  start_new_session=True)
+            # setsid forks it into a session of its own and returns: an agent run over SSH
+            # (with a terminal) ends with a SIGHUP to its session, which would take every
+            # interface it made with it, and it is init's to reap, not this process's. In the
+            # foreground, wireguard-go starts once; left to daemonise itself, it starts a
+            # second Go process (100 more in a first deploy of 100 nodes).
+            proc = subprocess.run(argv_in(node_netns, ["setsid", "--fork", "wireguard-go", "--foreground", name]),
+                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, timeout=TIMEOUT,
+                                  check=False)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise WireGuardError(f"wireguard-go {name}: {exc}") from None
         if proc.returncode != 0:
@@ -299,8 +305,7 @@ def create_link(name: str, node_netns: str | None, pod_netns: str, mtu: int) -> 
             _start_wireguard_go(name, node_netns)
     # The MTU is set while still in the node namespace: wireguard-go learns it from netlink
     # there, and would not see a change made after the move.
-    run(["ip", "-batch", "-"], netns=node_netns,
-        input=f"link set dev {name} mtu {mtu}\nlink set dev {name} netns {namespace_path(pod_netns)}\n")
+    move_link(name, mtu=mtu, from_netns=node_netns, to_netns=pod_netns)
 
 
 def clear_leftovers(name: str, node_netns: str | None, pod_netns: str) -> None:
@@ -308,7 +313,7 @@ def clear_leftovers(name: str, node_netns: str | None, pod_netns: str) -> None:
     node_path = None if node_netns is None else namespace_path(node_netns)
     # Created but never moved (a run died in between): it carries nothing yet.
     if namespace_path(pod_netns) != node_path and find_link(name, node_netns) is not None:
-        run(["ip", "link", "del", "dev", name], netns=node_netns)
+        delete_link(name, node_netns)
     # wireguard-go makes its link and then its control socket before it daemonises, and a
     # killed one leaves the socket behind: with no socket there, no wireguard-go serves this
     # name, and the machine's processes need not be read. (Reading every process's command
@@ -328,6 +333,7 @@ def delete_everywhere(name: str, node_netns: str | None, pod_netns: str) -> None
     """Delete link ``name`` from both namespaces, and what wireguard-go left; best effort."""
     for netns in (pod_netns, node_netns):
         if find_link(name, netns) is not None:
-            run(["ip", "link", "del", "dev", name], netns=netns, check=False)
+            with contextlib.suppress(WireGuardError):
+                delete_link(name, netns)
     reap_orphans(name)
     remove_stale_socket(name)

@@ -1,11 +1,13 @@
 """The dtService data plane: WireGuard interfaces inside pod network namespaces.
 
 This module owns every change made to a live interface's configuration, through ``ip``
-and ``wg`` run as subprocesses (no extra Python dependency on the nodes), and reading one:
+and ``wg`` run as subprocesses or rtnetlink requests made in this process (no extra Python
+dependency on the nodes), and reading one:
 
 - ``ensure_interface`` has the link made where the node's address lives (``wggo``),
-  moved into the pod's namespace and configured (a UAPI ``set`` on wireguard-go's control
-  socket, ``wg setconf`` for kernel WireGuard); on later runs it
+  moved into the pod's namespace, configured (a UAPI ``set`` on wireguard-go's control
+  socket, ``wg setconf`` for kernel WireGuard), given its address and brought up (over
+  rtnetlink: ``netns.raise_link``); on later runs it
   changes only what differs (``rules.probe`` says what), never by recreating the
   interface, so live tunnels are not disturbed: new or changed peers through ``wg
   addconf``, departed ones through ``wg set ... remove``;
@@ -56,8 +58,10 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.data.mangle im
 from ansible_collections.sightline.dtservice.plugins.module_utils.data.netns import (
     Snapshot,
     WireGuardError,
+    delete_link,
     find_link,
     namespace_alive,
+    raise_link,
     run,
     snapshot,
 )
@@ -354,10 +358,8 @@ def ensure_interface(
             if not wggo.set_configuration(name, request):
                 _apply_config(name, pod_netns, "setconf", render_setconf(
                     private_key=private_key, listen_port=listen_port, peers=peers), secrets)
-            run(["ip", "-batch", "-"], netns=pod_netns,
-                input=f"address add {address} dev {name}\nlink set dev {name} up\n")
-            if forward:
-                run(["sysctl", "-q", "-w", f"{probe.forwarding_sysctl(address)}=1"], netns=pod_netns)
+            raise_link(name, netns=pod_netns, address=address,
+                       forwarding=probe.forwarding_sysctl(address) if forward else None)
             clamps = probe.clamp_changes(_live_clamps(name, pod_netns), name=name, mss=mss)
             if clamps:
                 # One process for every rule: a new link's two clamps were two iptables runs.
@@ -492,7 +494,7 @@ def remove_interface(*, name: str, pod_netns: str) -> bool:
     _check_name(name)
     removed = False
     if find_link(name, pod_netns) is not None:
-        run(["ip", "link", "del", "dev", name], netns=pod_netns)
+        delete_link(name, pod_netns)
         removed = True
     if namespace_alive(pod_netns):
         # A rule naming a deleted interface stays in the pod's table: a later link of that name
