@@ -1,6 +1,7 @@
 """The link changes data/netns.py asks of the kernel over rtnetlink (a new interface's move,
 address and state, a departed one's deletion), on real namespaces and a real veth link, each
-compared with what `ip` prints afterwards; and the kernel's refusals as errors.
+compared with what `ip` prints afterwards; and the kernel's refusals as errors. Also a
+wireguard-go that cannot make its link: the error says why, at once, and nothing is left.
 
 Needs root. Two namespaces of its own (`ip netns add`), deleted with whatever is in them
 also when a test fails; no bed, no pod.
@@ -12,9 +13,10 @@ import json
 import os
 import secrets
 import subprocess
+import time
 
 import pytest
-from ansible_collections.sightline.dtservice.plugins.module_utils.data import netns
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import netns, wggo
 
 pytestmark = [
     pytest.mark.integration,
@@ -102,3 +104,20 @@ def test_the_kernels_refusals_are_errors_that_name_the_link(two_namespaces):
     with pytest.raises(netns.WireGuardError, match="moving dtnl2"):
         netns.move_link("dtnl2", mtu=1380, from_netns=pod, to_netns="/var/run/netns/dtnl-not-there")
     assert link_in(pod, "dtnl2") is not None, "a refused move leaves the link where it was"
+
+
+def test_a_wireguard_go_that_cannot_make_its_link_is_an_error_saying_why_at_once(two_namespaces):
+    """wireguard-go starts in the foreground under setsid, which returns before it has done
+    anything: its failure is read from its log (and its absence from the machine's
+    processes) as soon as it logs it, not after a wait for its control socket."""
+    node, pod = two_namespaces
+    taken = f"dtnl{secrets.token_hex(4)}"
+    ip("-n", node, "link", "add", taken, "type", "veth", "peer", "name", "dtnl9")  # not a TUN: wireguard-go fails
+    started = time.monotonic()
+    with pytest.raises(netns.WireGuardError, match=f"wireguard-go for {taken} exited: .*TUN"):
+        wggo.create_link(taken, node, pod, 1380)
+    assert time.monotonic() - started < 5, "the failure was seen as it happened"
+    assert wggo.wireguard_go_pids(taken) == []
+    assert not wggo.control_socket_exists(taken)
+    with pytest.raises(netns.WireGuardError, match="wireguard-go .* failed"):
+        wggo.create_link(taken, "/var/run/netns/dtnl-not-there", pod, 1380)

@@ -249,12 +249,19 @@ def set_configuration(name: str, request: str) -> bool:
 
 
 def _wait_for_control_socket(name: str, log, seconds: float = 15) -> None:
-    """wireguard-go answers on its control socket a moment after setsid returns, and the
-    interface cannot be configured before. It can also fail after setsid returned 0: then
-    its errors, in ``log``, say why."""
-    deadline = time.monotonic() + seconds
+    """wireguard-go answers on its control socket a few milliseconds after setsid returns, and
+    the interface cannot be configured before. It can also fail after setsid returned 0: then
+    its errors, in ``log``, say why.
+
+    Whether it still runs is read from every process's command line, which costs more than
+    many looks at the socket: it is asked when something was logged (at level error, the
+    only lines there are errors), and once a second."""
+    started = time.monotonic()
+    logged, next_look = 0, started + 1.0
     while configuration(name) is None:
-        if not wireguard_go_pids(name):
+        now = time.monotonic()
+        size = os.fstat(log.fileno()).st_size
+        if (size > logged or now >= next_look) and not wireguard_go_pids(name):
             log.seek(0)
             errors = [line.strip() for line in log.read().decode(errors="replace").splitlines() if "ERROR" in line]
             hint = ""
@@ -262,9 +269,11 @@ def _wait_for_control_socket(name: str, log, seconds: float = 15) -> None:
                 # Each wireguard-go holds one inotify instance on its control socket.
                 hint = " (raise fs.inotify.max_user_instances: each wireguard-go interface takes one)"
             raise WireGuardError(f"wireguard-go for {name} exited: {'; '.join(errors) or 'no error logged'}{hint}")
-        if time.monotonic() > deadline:
+        if size > logged or now >= next_look:
+            logged, next_look = size, now + 1.0
+        if now - started > seconds:
             raise WireGuardError(f"wireguard-go for {name} did not open its control socket within {seconds:.0f}s")
-        time.sleep(0.05)
+        time.sleep(0.005)
 
 
 def _start_wireguard_go(name: str, node_netns: str | None) -> None:
