@@ -142,19 +142,20 @@ def test_create_hub_and_clients_keeps_key_out_of_argv(fed, monkeypatch):
     """Creation through the API: result contract, no private key in any argv or result,
     UDP sockets in the node namespaces, interfaces in the pods, handshakes happen."""
     seen_argv: list[list[str]] = []
-    real_run = subprocess.run
-
     key_files: list[tuple[str, int, int]] = []
 
-    def spy(argv, *args, **kwargs):
-        seen_argv.append(list(argv))
-        path = next((arg for arg in argv if "/dtwg-" in arg and arg.endswith("/wg.conf")), None)
-        if path is not None:
-            key_files.append((path, os.stat(path).st_mode & 0o777, os.stat(os.path.dirname(path)).st_mode & 0o777))
-        # The caller's own check= is in kwargs: the spy only passes it on.
-        return real_run(argv, *args, **kwargs)  # pylint: disable=subprocess-run-check
+    class Spy(subprocess.Popen):
+        """Every process started (subprocess.run starts its own through Popen too)."""
 
-    monkeypatch.setattr(subprocess, "run", spy)
+        def __init__(self, argv, *args, **kwargs):
+            seen_argv.append(list(argv))
+            path = next((arg for arg in argv if "/dtwg-" in arg and arg.endswith("/wg.conf")), None)
+            if path is not None:
+                key_files.append((path, os.stat(path).st_mode & 0o777,
+                                  os.stat(os.path.dirname(path)).st_mode & 0o777))
+            super().__init__(argv, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "Popen", Spy)
     results = {
         "hub": wireguard.ensure_interface(**fed.hub_args()),
         "c1": wireguard.ensure_interface(**fed.client_args(1)),

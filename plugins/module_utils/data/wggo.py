@@ -248,32 +248,31 @@ def set_configuration(name: str, request: str) -> bool:
 # ------------------------------------------------------------------------- the link
 
 
-def _wait_for_control_socket(name: str, log, seconds: float = 15) -> None:
-    """wireguard-go answers on its control socket a few milliseconds after setsid returns, and
-    the interface cannot be configured before. It can also fail after setsid returned 0: then
-    its errors, in ``log``, say why.
-
-    Whether it still runs is read from every process's command line, which costs more than
-    many looks at the socket: it is asked when something was logged (at level error, the
-    only lines there are errors), and once a second."""
-    started = time.monotonic()
-    logged, next_look = 0, started + 1.0
+def _wait_for_control_socket(name: str, process: subprocess.Popen, log, seconds: float = 15) -> None:
+    """wireguard-go answers on its control socket a few milliseconds after it starts, and the
+    interface cannot be configured before. If it exits first, its errors, in ``log``, say why."""
+    deadline = time.monotonic() + seconds
     while configuration(name) is None:
-        now = time.monotonic()
-        size = os.fstat(log.fileno()).st_size
-        if (size > logged or now >= next_look) and not wireguard_go_pids(name):
+        if process.poll() is not None:
             log.seek(0)
-            errors = [line.strip() for line in log.read().decode(errors="replace").splitlines() if "ERROR" in line]
+            output = log.read().decode(errors="replace")
+            errors = [line.strip() for line in output.splitlines() if "ERROR" in line] or [output.strip()[-500:]]
             hint = ""
             if any("too many open files" in line for line in errors):
                 # Each wireguard-go holds one inotify instance on its control socket.
                 hint = " (raise fs.inotify.max_user_instances: each wireguard-go interface takes one)"
-            raise WireGuardError(f"wireguard-go for {name} exited: {'; '.join(errors) or 'no error logged'}{hint}")
-        if size > logged or now >= next_look:
-            logged, next_look = size, now + 1.0
-        if now - started > seconds:
+            raise WireGuardError(f"wireguard-go for {name} exited ({process.returncode}): "
+                                 f"{'; '.join(filter(None, errors)) or 'nothing logged'}{hint}")
+        if time.monotonic() > deadline:
             raise WireGuardError(f"wireguard-go for {name} did not open its control socket within {seconds:.0f}s")
         time.sleep(0.005)
+
+
+# The wireguard-go processes this one started that may still run. Nobody else waits for
+# them: each start reaps those that exited since (a long-lived caller would gather zombies),
+# and those left when this process ends go to init.
+_started: list[subprocess.Popen] = []
+_started_lock = threading.Lock()
 
 
 def _start_wireguard_go(name: str, node_netns: str | None) -> None:
@@ -284,21 +283,19 @@ def _start_wireguard_go(name: str, node_netns: str | None) -> None:
     # waiting for a pipe's end would last as long as the interface.
     with tempfile.TemporaryFile() as log:
         try:
-            # setsid forks it into a session of its own and returns: an agent run over SSH
-            # (with a terminal) ends with a SIGHUP to its session, which would take every
-            # interface it made with it, and it is init's to reap, not this process's. In the
-            # foreground, wireguard-go starts once; left to daemonise itself, it starts a
-            # second Go process (100 more in a first deploy of 100 nodes).
-            proc = subprocess.run(argv_in(node_netns, ["setsid", "--fork", "wireguard-go", "--foreground", name]),
-                                  stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env, timeout=TIMEOUT,
-                                  check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
+            # In the foreground: wireguard-go left to daemonise itself starts a second Go
+            # process (100 more in a first deploy of 100 nodes). In a session of its own: an
+            # agent run over SSH (with a terminal) ends with a SIGHUP to its session, which
+            # would take every interface it made with it.
+            process = subprocess.Popen(argv_in(node_netns, ["wireguard-go", "--foreground", name]),
+                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                                       start_new_session=True)
+        except OSError as exc:
             raise WireGuardError(f"wireguard-go {name}: {exc}") from None
-        if proc.returncode != 0:
-            log.seek(0)
-            raise WireGuardError(f"wireguard-go {name} failed (exit {proc.returncode}): "
-                                 f"{log.read().decode(errors='replace').strip()[-500:]}")
-        _wait_for_control_socket(name, log)
+        with _started_lock:
+            _started[:] = [earlier for earlier in _started if earlier.poll() is None]
+            _started.append(process)
+        _wait_for_control_socket(name, process, log)
 
 
 def create_link(name: str, node_netns: str | None, pod_netns: str, mtu: int) -> None:
@@ -323,7 +320,7 @@ def clear_leftovers(name: str, node_netns: str | None, pod_netns: str) -> None:
     # Created but never moved (a run died in between): it carries nothing yet.
     if namespace_path(pod_netns) != node_path and find_link(name, node_netns) is not None:
         delete_link(name, node_netns)
-    # wireguard-go makes its link and then its control socket before it daemonises, and a
+    # wireguard-go makes its link and then its control socket as it starts, and a
     # killed one leaves the socket behind: with no socket there, no wireguard-go serves this
     # name, and the machine's processes need not be read. (Reading every process's command
     # line for each new link made a deploy of 100 links on one machine quadratic.)
