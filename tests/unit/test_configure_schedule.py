@@ -2,7 +2,9 @@
 interfaces, so the pass configures the nodes one at a time rather than side by side (threads
 help only while wireguard-go processes are started, stopped and waited on). A wrong True
 would slow a first deploy down; a wrong False only costs the converged pass its speed
-(bench/run measures both on real interfaces; the integration tests run both kinds of pass)."""
+(bench/run measures both on real interfaces; the integration tests run both kinds of pass).
+And machine_pass.goes_ahead: whether a node is configured right after its own reconcile,
+while the other nodes are still reconciled."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
-from ansible_collections.sightline.dtservice.plugins.module_utils.machine.machine_pass import only_examines
+from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import Outcome
+from ansible_collections.sightline.dtservice.plugins.module_utils.machine.machine_pass import goes_ahead, only_examines
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.plan import LABEL_PREFIX
 
 NODE = NodeRef(name="node1", namespace="tenant-a", address="198.18.0.11", netns="bed-node1")
@@ -82,3 +85,31 @@ def test_a_key_rotation_under_way_needs_the_threads(sockets):
     settled = {"net-a": {"data": {contract.PRIVATE_KEY_FIELD: "a2V5"}}}
     assert only_examines(cluster=Listed([service("net-a")], settled), node=NODE) is True
     assert only_examines(cluster=Listed([service("net-a")], staged), node=NODE) is False
+
+
+def outcome(name: str, *, role: str | None = contract.CLIENT, status: str = contract.Status.PENDING) -> Outcome:
+    return Outcome(name=name, status=status, role=role)
+
+
+def test_a_node_of_new_clients_of_planned_networks_goes_ahead():
+    """Its links are made while the other nodes are still reconciled (goes_ahead)."""
+    listed = Listed([service("net-a"), service("net-b")])
+    assert goes_ahead([outcome("net-a"), outcome("net-b")], planned={"net-a", "net-b"}, cluster=listed, node=NODE)
+
+
+@pytest.mark.parametrize(("outcomes", "why"), [
+    ([outcome("net-a", status=contract.Status.CONNECTED)], "nothing new: a converged node keeps its own order"),
+    ([outcome("net-a"), outcome("net-b", role=contract.SERVER)], "a hub's table is whole only after every reconcile"),
+    ([outcome("net-a"), outcome("net-c")], "net-c's hub was not registered by the call's hubs' step"),
+    ([outcome("net-a"), outcome("net-b", role=None, status=contract.Status.FAILED)], "a failed one waits for the phase"),
+])
+def test_a_node_with_a_hub_an_unplanned_network_or_nothing_new_waits_for_the_configure_phase(outcomes, why):
+    listed = Listed([service(o.name) for o in outcomes])
+    assert not goes_ahead(outcomes, planned={"net-a", "net-b"}, cluster=listed, node=NODE), why
+
+
+def test_a_deletion_or_a_staged_key_waits_for_the_configure_phase():
+    deleting = Listed([service("net-a"), service("net-b", deleting=True)])
+    assert not goes_ahead([outcome("net-a")], planned={"net-a"}, cluster=deleting, node=NODE)
+    staged = Listed([service("net-a")], secrets={"net-a": {"data": {contract.NEXT_PRIVATE_KEY_FIELD: "eA=="}}})
+    assert not goes_ahead([outcome("net-a")], planned={"net-a"}, cluster=staged, node=NODE)

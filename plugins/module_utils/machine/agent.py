@@ -242,13 +242,17 @@ class NodeAgent:
         outcome = self._attach(service, netns=netns, secrets=secrets, domains=domains)
         return None if outcome is None else (netns, outcome)
 
-    def settle(self) -> None:
+    def settle(self, *, servers_configured_at: float = 0.0) -> None:
         """Wait for the first handshake of each client ``configure`` left Pending; write its
         status. The clients are waited on side by side: a node with many clients whose hubs
-        do not answer waits one handshake timeout, not one for each of them. Then write the
-        pass's health annotations (``record_health``)."""
+        do not answer waits one handshake timeout, not one for each of them. A client
+        configured before ``servers_configured_at`` (``time.monotonic()``, when the servers
+        the pass configures were), whose first initiations found no server to answer them,
+        counts its wait from then. Then write the pass's health annotations
+        (``record_health``)."""
         if self._waiting:
-            side_by_side(self._waiting, self._settle_one, at_most=PARALLEL_WAITS)
+            side_by_side(self._waiting, lambda waiting: self._settle_one(waiting, since=max(
+                waiting.configured_at, servers_configured_at)), at_most=PARALLEL_WAITS)
         self._waiting = []
         # The health figures go last, side by side: a status is what someone waits for.
         if self._health_due:
@@ -256,11 +260,11 @@ class NodeAgent:
                          at_most=PARALLEL_HEALTH_WRITES)
         self._health_due = []
 
-    def _settle_one(self, waiting: _Waiting) -> None:
+    def _settle_one(self, waiting: _Waiting, *, since: float) -> None:
         outcome = waiting.outcome
         try:
             outcome.status, outcome.message, live = self._client_state(
-                waiting.interface, waiting.netns, waiting.server, since=waiting.configured_at,
+                waiting.interface, waiting.netns, waiting.server, since=since,
                 key_since=waiting.key_since,
                 still_waiting=(lambda: self._show_pending(waiting)) if outcome.name in self.left_pending else None)
             # What configure saw comes before any fresh start of the handshake here.

@@ -7,9 +7,11 @@ whole of the dtservice_reconcile module; the networks a node is the planned hub 
 before every other dtService, so the inventory's hubs register them), then bring the
 interfaces up (and remove those of deleted dtServices) on every node, then wait for the
 clients' first handshakes and finish the deletions users asked for. Because every
-node's claims are written before any interface is configured, a joiner and its server in the
-same call meet in that call: the server's interface already knows the joiner when the joiner
-waits for its first handshake. Each step is the same core code the separate modules run.
+node's claims are written before any hub's interface is configured, a joiner and its server
+in the same call meet in that call: the server's interface already knows the joiner when the
+joiner waits for its first handshake. A node with only new clients of the call's planned
+networks is configured as soon as it is reconciled (``goes_ahead``): its links are made
+while the other nodes' reconciles wait on the API servers. Each step is the same core code the separate modules run.
 When a node's interface put a rotated key to use, the nodes of the call are reconciled (the
 new public key is published) and configured once more before anyone is waited on, so its
 peers on this machine take the new key on in the same pass (docs/day2.md, "Key
@@ -24,6 +26,7 @@ nodes of the call go on."""
 from __future__ import annotations
 
 import threading
+import time
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -95,6 +98,24 @@ def only_examines(*, cluster: Cluster, node: NodeRef) -> bool:
     return True
 
 
+def goes_ahead(outcomes: Sequence[Outcome], *, planned: Collection[str], cluster: Cluster, node: NodeRef) -> bool:
+    """True for a node whose interfaces are best made right after its reconcile, while the
+    other nodes are still reconciled: making a link waits on the kernel (16 ms a move into a
+    pod's namespace, one after another on the machine), reconciling on the API servers, and
+    the two overlap. Such a node has a new dtService (its Pending left to the agent) and only
+    clients of networks the call's hubs' step registered (``planned``), so its claims and its
+    hub's own entry are in the hub's table; a hub goes after every node is reconciled (its
+    table is whole only then). None of its dtServices is being deleted and no next key is
+    staged: the pass orders those itself."""
+    if not any(left_to_agent(outcome) for outcome in outcomes) \
+            or not all(outcome.role == contract.CLIENT and outcome.name in planned for outcome in outcomes):
+        return False
+    if any(service["metadata"].get("deletionTimestamp") for service in cluster.list_services(node, shared=True)):
+        return False
+    return not any(contract.NEXT_PRIVATE_KEY_FIELD in (secret.get("data") or {})
+                   for secret in cluster.key_secrets(node).values())
+
+
 def read_ahead(*, cluster: Cluster, node: NodeRef) -> None:
     """List what reconciling the node reads: its key Secrets and pods, its cluster's dtServices
     and dtDomains. The listings are the call's, so the phases after find them made. Each is one
@@ -112,14 +133,16 @@ def reconcile_nodes(phase: Callable[..., dict[str, Any]], *, federation: Mapping
                     serves: Mapping[str, Collection[str]],
                     ports_of: Callable[[NodeRef], Collection[int]] | None = None, key_max_age: float | None = None,
                     rotate_key: str | None = None, rotate_only: Collection[str] | None = None,
-                    interfaces_follow: bool = False) -> dict[str, Any]:
+                    interfaces_follow: bool = False,
+                    then: Callable[..., None] | None = None) -> dict[str, Any]:
     """The reconcile phase over the nodes ``phase(work, only=names)`` runs ``work`` on (those
     named; every one without ``only``): first the networks
     each node is the planned hub of (``serves``, node name -> dtService names), on every node,
     so that no joiner of the call registers a network the inventory gives to another node;
     then every dtService. ``ports_of(node)``, where the call runs on the nodes' machine, tells
-    the UDP ports other processes hold there; ``interfaces_follow``: see ``reconcile_phase``.
-    Node name -> ``reconcile_phase``'s answer."""
+    the UDP ports other processes hold there; ``interfaces_follow``: see ``reconcile_phase``;
+    ``then(cluster=, node=, reconciled=)`` runs right after each node's reconcile, in its
+    thread. Node name -> ``reconcile_phase``'s answer."""
     def ports(node: NodeRef) -> Callable[[], Collection[int]] | None:
         return None if ports_of is None else lambda: ports_of(node)
 
@@ -133,9 +156,15 @@ def reconcile_nodes(phase: Callable[..., dict[str, Any]], *, federation: Mapping
                            key_max_age=key_max_age, interfaces_follow=interfaces_follow).provision(
                 only=set(serves[node.name]), rotate_key=rotate_key, rotate_only=rotate_only)
         phase(serve_first, only=hubs)
-    return phase(lambda *, cluster, node: reconcile_phase(
-        cluster=cluster, node=node, federation=federation, ports_in_use=ports(node), key_max_age=key_max_age,
-        rotate_key=rotate_key, rotate_only=rotate_only, interfaces_follow=interfaces_follow))
+
+    def reconcile(*, cluster: Cluster, node: NodeRef) -> tuple[list[Outcome], dict[str, Any]]:
+        reconciled = reconcile_phase(cluster=cluster, node=node, federation=federation, ports_in_use=ports(node),
+                                     key_max_age=key_max_age, rotate_key=rotate_key, rotate_only=rotate_only,
+                                     interfaces_follow=interfaces_follow)
+        if then is not None:
+            then(cluster=cluster, node=node, reconciled=reconciled)
+        return reconciled
+    return phase(reconcile)
 
 
 @dataclass
@@ -169,9 +198,11 @@ def configure_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str,
                      removed=removed)
 
 
-def settle_phase(attaching: Attaching, *, federation: Mapping[str, NodeRef]) -> dict[str, Any]:
-    """The node's clients waited on, and the deletions users asked for finished."""
-    attaching.agent.settle()
+def settle_phase(attaching: Attaching, *, federation: Mapping[str, NodeRef],
+                 servers_configured_at: float = 0.0) -> dict[str, Any]:
+    """The node's clients waited on (see ``NodeAgent.settle``), and the deletions users asked
+    for finished."""
+    attaching.agent.settle(servers_configured_at=servers_configured_at)
     finished, held = [], {}
     for service in attaching.services:
         finalizers = service["metadata"].get("finalizers") or []
@@ -297,22 +328,41 @@ def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence
     # The agents write what comes of a new dtService in its reconcile's place; in check mode
     # they change nothing, and the preview shows the reconcile's Pending.
     follow = not check_mode
-    reconciled = reconcile_nodes(phase, federation=federation, serves=serves, ports_of=ports_of,
-                                 key_max_age=key_max_age, interfaces_follow=follow)
-    listing_ahead.join()
 
-    def configure(*, cluster: Cluster, node: NodeRef, key_switched: Mapping[str, float] | None = None) -> Attaching:
+    def configure_node(*, cluster: Cluster, node: NodeRef, left_pending: Collection[str],
+                       key_switched: Mapping[str, float] | None = None) -> Attaching:
         return configure_phase(cluster=cluster, node=node, federation=federation, handshake_timeout=handshake_timeout,
                                check_mode=check_mode, runtimes=runtimes, tables=tables, record_health=record_health,
-                               key_switched=key_switched,
-                               left_pending=_left_pending(reconciled.get(node.name)) if follow else ())
+                               key_switched=key_switched, left_pending=left_pending)
+
+    # Clients of the call's planned networks are configured as soon as they are reconciled
+    # (goes_ahead): their links are made while the other nodes' reconciles wait on the API.
+    planned = {name for names in serves.values() for name in names}
+    ahead: dict[str, Attaching | NodeFailed] = {}
+
+    def configure_ahead(*, cluster: Cluster, node: NodeRef, reconciled: tuple[list[Outcome], dict]) -> None:
+        try:
+            if goes_ahead(reconciled[0], planned=planned, cluster=cluster, node=node):
+                ahead[node.name] = configure_node(cluster=cluster, node=node, left_pending=_left_pending(reconciled))
+        except Exception as problem:  # noqa: BLE001 - contained: it stays with this node
+            ahead[node.name] = NodeFailed(error=describe(problem))
+
+    reconciled = reconcile_nodes(phase, federation=federation, serves=serves, ports_of=ports_of,
+                                 key_max_age=key_max_age, interfaces_follow=follow,
+                                 then=configure_ahead if follow else None)
+    listing_ahead.join()
+    failed.update({name: result for name, result in ahead.items() if isinstance(result, NodeFailed)})
+
+    def configure(*, cluster: Cluster, node: NodeRef, key_switched: Mapping[str, float] | None = None) -> Attaching:
+        return configure_node(cluster=cluster, node=node, key_switched=key_switched,
+                              left_pending=_left_pending(reconciled.get(node.name)) if follow else ())
 
     # Threads pay off while interfaces are made or removed (wireguard-go starts and stops);
     # where every interface is in place, configuring only reads and compares, CPU work that
     # threads slow down (a converged configure of 100 nodes: 0.15 s of CPU in one thread,
     # 0.37 s in 16, most of the difference spent waiting on each other), and a second process
     # shares out (0.13 to 0.16 s down to 0.09 to 0.11 s).
-    examining = all(phase(only_examines, one_at_a_time=True).values())
+    examining = not ahead and all(phase(only_examines, one_at_a_time=True).values())
     if examining and len(nodes) >= SECOND_PROCESS_AT:
         # Nothing to rotate or delete here (only_examines): no step but these two.
         settled = examined_in_two(phase, nodes=nodes, configure=configure,
@@ -321,7 +371,8 @@ def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence
                                   timeout=handshake_timeout + SECOND_PROCESS_GRACE_SECONDS)
         failed.update({name: result for name, result in settled.items() if isinstance(result, NodeFailed)})
     else:
-        configured = phase(configure, one_at_a_time=examining)
+        configured = {**phase(configure, one_at_a_time=examining, only={n.name for n in nodes} - set(ahead)),
+                      **ahead}
         rotated = _rotated(configured)
         if any(rotated.values()):
             # Published only now that its owner uses it, the new key reaches the peers of this
@@ -336,7 +387,11 @@ def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence
                 for interface in getattr(attaching, "interfaces", []):
                     if interface.name in rotated.get(name, {}):
                         interface.key_rotated = interface.changed = True
-        settled = phase(lambda *, cluster, node: settle_phase(configured[node.name], federation=federation))
+        # Every interface of the call is configured now: a client configured ahead of its hub
+        # counts its wait for a first handshake from here.
+        servers_configured_at = time.monotonic()
+        settled = phase(lambda *, cluster, node: settle_phase(configured[node.name], federation=federation,
+                                                              servers_configured_at=servers_configured_at))
     if not check_mode:
         runtimes.keep()
         tables.keep()
