@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from ansible_collections.sightline.dtservice.plugins.module_utils import contract
 from ansible_collections.sightline.dtservice.plugins.module_utils.contract import NodeRef
-from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
 from ansible_collections.sightline.dtservice.plugins.module_utils.control.reconciler import Outcome
+from ansible_collections.sightline.dtservice.plugins.module_utils.data import wggo
 from ansible_collections.sightline.dtservice.plugins.module_utils.machine.machine_pass import goes_ahead, only_examines
 from ansible_collections.sightline.dtservice.plugins.module_utils.rules.plan import LABEL_PREFIX
 
@@ -101,7 +101,7 @@ def test_a_node_of_new_clients_of_planned_networks_goes_ahead():
     ([outcome("net-a", status=contract.Status.CONNECTED)], "nothing new: a converged node keeps its own order"),
     ([outcome("net-a"), outcome("net-b", role=contract.SERVER)], "a hub's table is whole only after every reconcile"),
     ([outcome("net-a"), outcome("net-c")], "net-c's hub was not registered by the call's hubs' step"),
-    ([outcome("net-a"), outcome("net-b", role=None, status=contract.Status.FAILED)], "a failed one waits for the phase"),
+    ([outcome("net-a"), outcome("net-b", role=None, status=contract.Status.FAILED)], "a failure waits for the phase"),
 ])
 def test_a_node_with_a_hub_an_unplanned_network_or_nothing_new_waits_for_the_configure_phase(outcomes, why):
     listed = Listed([service(o.name) for o in outcomes])

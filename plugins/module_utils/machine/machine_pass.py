@@ -29,6 +29,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,8 @@ from ansible_collections.sightline.dtservice.plugins.module_utils.rules import p
 # A converged pass over this many nodes or more examines half of their interfaces in a second
 # process (one thread's CPU work, 1.3 ms a node): below it, the fork costs about what it saves.
 SECOND_PROCESS_AT = 20
+# Nodes configured ahead (``Ahead``) at once, beside the phases' own threads.
+AHEAD_AT_ONCE = 16
 # How much longer than a client's handshake wait the second process may take before its
 # nodes are done here instead.
 SECOND_PROCESS_GRACE_SECONDS = 60
@@ -295,6 +298,56 @@ def examined_in_two(phase: Callable[..., dict[str, Any]], *, nodes: Sequence[Nod
     return {**settled, **answer}
 
 
+class Ahead:
+    """The nodes configured right after their own reconcile (``goes_ahead``), in threads of
+    their own: the reconcile phase goes on meanwhile, and the configure phase for the other
+    nodes. Leaving the ``with`` waits for them."""
+
+    def __init__(self, configure: Callable[..., Attaching], *, planned: Collection[str]) -> None:
+        self._configure = configure
+        self._planned = set(planned)
+        self._pool = ThreadPoolExecutor(max_workers=AHEAD_AT_ONCE, thread_name_prefix="ahead")
+        self._started: dict[str, Future] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Ahead:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._pool.shutdown(wait=True)
+
+    def after_reconcile(self, *, cluster: Cluster, node: NodeRef, reconciled: tuple[list[Outcome], dict]) -> None:
+        """``reconcile_nodes``' ``then``: start configuring the node if it goes ahead."""
+        try:
+            going = goes_ahead(reconciled[0], planned=self._planned, cluster=cluster, node=node)
+        except Exception:  # noqa: BLE001 - not ahead then: the configure phase meets it and reports it
+            return
+        if going:
+            future = self._pool.submit(contained_configure, self._configure, cluster=cluster, node=node,
+                                       left_pending=_left_pending(reconciled))
+            with self._lock:
+                self._started[node.name] = future
+
+    @property
+    def names(self) -> set[str]:
+        with self._lock:
+            return set(self._started)
+
+    def results(self) -> dict[str, Attaching | NodeFailed]:
+        """Node -> its ``Attaching``, or ``NodeFailed``; once every one has ended."""
+        with self._lock:
+            started = dict(self._started)
+        return {name: future.result() for name, future in started.items()}
+
+
+def contained_configure(configure: Callable[..., Attaching], **arguments: Any) -> Attaching | NodeFailed:
+    """``configure(**arguments)``, a failure kept with its node."""
+    try:
+        return configure(**arguments)
+    except Exception as problem:  # noqa: BLE001 - contained: it stays with this node
+        return NodeFailed(error=describe(problem))
+
+
 def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence[NodeRef],
                  federation: Mapping[str, NodeRef], serves: Mapping[str, Collection[str]], handshake_timeout: float,
                  check_mode: bool, record_health: bool = False,
@@ -335,35 +388,33 @@ def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence
                                check_mode=check_mode, runtimes=runtimes, tables=tables, record_health=record_health,
                                key_switched=key_switched, left_pending=left_pending)
 
-    # Clients of the call's planned networks are configured as soon as they are reconciled
-    # (goes_ahead): their links are made while the other nodes' reconciles wait on the API.
-    planned = {name for names in serves.values() for name in names}
-    ahead: dict[str, Attaching | NodeFailed] = {}
-
-    def configure_ahead(*, cluster: Cluster, node: NodeRef, reconciled: tuple[list[Outcome], dict]) -> None:
-        try:
-            if goes_ahead(reconciled[0], planned=planned, cluster=cluster, node=node):
-                ahead[node.name] = configure_node(cluster=cluster, node=node, left_pending=_left_pending(reconciled))
-        except Exception as problem:  # noqa: BLE001 - contained: it stays with this node
-            ahead[node.name] = NodeFailed(error=describe(problem))
-
-    reconciled = reconcile_nodes(phase, federation=federation, serves=serves, ports_of=ports_of,
-                                 key_max_age=key_max_age, interfaces_follow=follow,
-                                 then=configure_ahead if follow else None)
-    listing_ahead.join()
-    failed.update({name: result for name, result in ahead.items() if isinstance(result, NodeFailed)})
-
     def configure(*, cluster: Cluster, node: NodeRef, key_switched: Mapping[str, float] | None = None) -> Attaching:
         return configure_node(cluster=cluster, node=node, key_switched=key_switched,
                               left_pending=_left_pending(reconciled.get(node.name)) if follow else ())
 
-    # Threads pay off while interfaces are made or removed (wireguard-go starts and stops);
-    # where every interface is in place, configuring only reads and compares, CPU work that
-    # threads slow down (a converged configure of 100 nodes: 0.15 s of CPU in one thread,
-    # 0.37 s in 16, most of the difference spent waiting on each other), and a second process
-    # shares out (0.13 to 0.16 s down to 0.09 to 0.11 s).
-    examining = not ahead and all(phase(only_examines, one_at_a_time=True).values())
-    if examining and len(nodes) >= SECOND_PROCESS_AT:
+    # Clients of the call's planned networks are configured as soon as they are reconciled
+    # (goes_ahead): their links are made while the other nodes' reconciles wait on the API,
+    # and while the configure phase makes the rest.
+    with Ahead(configure_node, planned={name for names in serves.values() for name in names}) as ahead:
+        reconciled = reconcile_nodes(phase, federation=federation, serves=serves, ports_of=ports_of,
+                                     key_max_age=key_max_age, interfaces_follow=follow,
+                                     then=ahead.after_reconcile if follow else None)
+        listing_ahead.join()
+
+        # Threads pay off while interfaces are made or removed (wireguard-go starts and stops);
+        # where every interface is in place, configuring only reads and compares, CPU work that
+        # threads slow down (a converged configure of 100 nodes: 0.15 s of CPU in one thread,
+        # 0.37 s in 16, most of the difference spent waiting on each other), and a second process
+        # shares out (0.13 to 0.16 s down to 0.09 to 0.11 s).
+        examining = not ahead.names and all(phase(only_examines, one_at_a_time=True).values())
+        in_two = examining and len(nodes) >= SECOND_PROCESS_AT
+        if not in_two:
+            configured = phase(configure, one_at_a_time=examining, only={n.name for n in nodes} - ahead.names)
+            configured_ahead = ahead.results()
+            failed.update({name: result for name, result in configured_ahead.items()
+                           if isinstance(result, NodeFailed)})
+            configured.update(configured_ahead)
+    if in_two:
         # Nothing to rotate or delete here (only_examines): no step but these two.
         settled = examined_in_two(phase, nodes=nodes, configure=configure,
                                   settle=lambda attaching: settle_phase(attaching, federation=federation),
@@ -371,8 +422,6 @@ def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence
                                   timeout=handshake_timeout + SECOND_PROCESS_GRACE_SECONDS)
         failed.update({name: result for name, result in settled.items() if isinstance(result, NodeFailed)})
     else:
-        configured = {**phase(configure, one_at_a_time=examining, only={n.name for n in nodes} - set(ahead)),
-                      **ahead}
         rotated = _rotated(configured)
         if any(rotated.values()):
             # Published only now that its owner uses it, the new key reaches the peers of this
