@@ -11,7 +11,8 @@ node's claims are written before any hub's interface is configured, a joiner and
 in the same call meet in that call: the server's interface already knows the joiner when the
 joiner waits for its first handshake. A node with only new clients of the call's planned
 networks is configured as soon as it is reconciled (``goes_ahead``): its links are made
-while the other nodes' reconciles wait on the API servers. Each step is the same core code the separate modules run.
+while the other nodes' reconciles wait on the API servers. Each step is the same core code
+the separate modules run.
 When a node's interface put a rotated key to use, the nodes of the call are reconciled (the
 new public key is published) and configured once more before anyone is waited on, so its
 peers on this machine take the new key on in the same pass (docs/day2.md, "Key
@@ -25,6 +26,7 @@ nodes of the call go on."""
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 import zlib
@@ -323,8 +325,9 @@ class Ahead:
         except Exception:  # noqa: BLE001 - not ahead then: the configure phase meets it and reports it
             return
         if going:
-            future = self._pool.submit(contained_configure, self._configure, cluster=cluster, node=node,
-                                       left_pending=_left_pending(reconciled))
+            configure = contained(functools.partial(self._configure, left_pending=_left_pending(reconciled)),
+                                  failed={})
+            future = self._pool.submit(configure, cluster=cluster, node=node)
             with self._lock:
                 self._started[node.name] = future
 
@@ -338,14 +341,6 @@ class Ahead:
         with self._lock:
             started = dict(self._started)
         return {name: future.result() for name, future in started.items()}
-
-
-def contained_configure(configure: Callable[..., Attaching], **arguments: Any) -> Attaching | NodeFailed:
-    """``configure(**arguments)``, a failure kept with its node."""
-    try:
-        return configure(**arguments)
-    except Exception as problem:  # noqa: BLE001 - contained: it stays with this node
-        return NodeFailed(error=describe(problem))
 
 
 def machine_pass(run_on_nodes: Callable[..., dict[str, Any]], *, nodes: Sequence[NodeRef],
