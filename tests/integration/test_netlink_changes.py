@@ -13,9 +13,16 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from netns_fixture import in_ns, sh  # noqa: I001
+
 from ansible_collections.sightline.dtservice.plugins.module_utils.data import netns, wggo
 
 pytestmark = [
@@ -25,12 +32,11 @@ pytestmark = [
 
 
 def ip(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["ip", *argv], capture_output=True, text=True, check=True, timeout=30)
+    return sh("ip", *argv)
 
 
 def sysctl(namespace: str, *argv: str) -> str:
-    return subprocess.run(["ip", "netns", "exec", namespace, "sysctl", *argv], capture_output=True, text=True,
-                          check=True, timeout=30).stdout.strip()
+    return in_ns(namespace, "sysctl", *argv).stdout.strip()
 
 
 def link_in(namespace: str, name: str) -> dict | None:
@@ -63,7 +69,7 @@ def test_a_link_is_moved_addressed_raised_and_deleted_as_ip_would_do_it(two_name
     assert moved is not None and moved["mtu"] == 1380 and "UP" not in moved["flags"]
 
     sysctl(pod, "-w", "net.ipv4.ip_forward=0")  # a new namespace copies the host's
-    netns.raise_link(link, netns=pod, address="100.96.253.1/24", forwarding="net.ipv4.ip_forward")
+    netns.raise_link(link, netns=pod, address="100.96.253.1/24", forward=True)
     raised = link_in(pod, link)
     assert raised is not None and "UP" in raised["flags"]
     assert [(a["family"], a["local"], a["prefixlen"]) for a in raised["addr_info"]] == [("inet", "100.96.253.1", 24)]

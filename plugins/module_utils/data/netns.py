@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import ipaddress
 import os
 import socket
 import subprocess
@@ -239,15 +240,15 @@ def move_link(name: str, *, mtu: int, from_netns: str | None, to_netns: str) -> 
                              f"{_reason(error)}") from None
 
 
-def raise_link(name: str, *, netns: str, address: str, forwarding: str | None = None) -> None:
-    """Give link ``name`` of ``netns`` its ``address`` and bring it up; with ``forwarding`` (a
-    sysctl's name, ``net.ipv4.ip_forward``) switch that on in ``netns`` too."""
+def raise_link(name: str, *, netns: str, address: str, forward: bool = False) -> None:
+    """Give link ``name`` of ``netns`` its ``address`` and bring it up; with ``forward``,
+    switch on the namespace's forwarding of the address's IP version too."""
     def open_them() -> tuple[socket.socket, int, Any]:
         sock = _route_socket()
         try:
             index = socket.if_nametoindex(name)
-            switch = None if forwarding is None else open(  # noqa: SIM115 - written and closed below
-                "/proc/sys/" + forwarding.replace(".", "/"), "w", encoding="ascii")
+            switch = None if not forward else open(  # noqa: SIM115 - written and closed below
+                dict(_SWITCHES)[ipaddress.ip_interface(address).version], "w", encoding="ascii")
         except OSError:
             sock.close()
             raise

@@ -358,8 +358,7 @@ def ensure_interface(
             if not wggo.set_configuration(name, request):
                 _apply_config(name, pod_netns, "setconf", render_setconf(
                     private_key=private_key, listen_port=listen_port, peers=peers), secrets)
-            raise_link(name, netns=pod_netns, address=address,
-                       forwarding=probe.forwarding_sysctl(address) if forward else None)
+            raise_link(name, netns=pod_netns, address=address, forward=forward)
             clamps = probe.clamp_changes(_live_clamps(name, pod_netns), name=name, mss=mss)
             if clamps:
                 # One process for every rule: a new link's two clamps were two iptables runs.

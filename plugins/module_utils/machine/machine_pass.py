@@ -85,22 +85,24 @@ def reconcile_phase(*, cluster: Cluster, node: NodeRef, federation: Mapping[str,
     return outcomes, label_patches
 
 
-def only_examines(*, cluster: Cluster, node: NodeRef) -> bool:
-    """True when configuring the node can only examine interfaces: no dtService of it is being
-    deleted, none has a next key staged (putting it to use writes, and its peers hold back
-    traffic until they have it), and each one provisioned has its interface's wireguard-go
-    control socket on this machine. (Under kernel WireGuard there is none: False, and the
-    pass works as before.)"""
+def deletes_or_rotates(*, cluster: Cluster, node: NodeRef) -> bool:
+    """True when a dtService of the node is being deleted or has a next key staged: the pass
+    orders those steps itself (putting a key to use writes, and its peers hold back traffic
+    until they have it)."""
     secrets = cluster.key_secrets(node).values()
-    if any(contract.NEXT_PRIVATE_KEY_FIELD in (secret.get("data") or {}) for secret in secrets):
+    return any(contract.NEXT_PRIVATE_KEY_FIELD in (secret.get("data") or {}) for secret in secrets) \
+        or any(service["metadata"].get("deletionTimestamp") for service in cluster.list_services(node, shared=True))
+
+
+def only_examines(*, cluster: Cluster, node: NodeRef) -> bool:
+    """True when configuring the node can only examine interfaces: nothing is deleted or
+    rotated (``deletes_or_rotates``), and each dtService provisioned has its interface's
+    wireguard-go control socket on this machine. (Under kernel WireGuard there is none:
+    False, and the pass works as before.)"""
+    if deletes_or_rotates(cluster=cluster, node=node):
         return False
-    for service in cluster.list_services(node, shared=True):
-        if service["metadata"].get("deletionTimestamp"):
-            return False
-        if plan.self_entry(service) is not None and not wggo.control_socket_exists(
-                node.interface_of(service["metadata"]["name"])):
-            return False
-    return True
+    return all(plan.self_entry(service) is None or wggo.control_socket_exists(
+        node.interface_of(service["metadata"]["name"])) for service in cluster.list_services(node, shared=True))
 
 
 def goes_ahead(outcomes: Sequence[Outcome], *, planned: Collection[str], cluster: Cluster, node: NodeRef) -> bool:
@@ -110,15 +112,10 @@ def goes_ahead(outcomes: Sequence[Outcome], *, planned: Collection[str], cluster
     the two overlap. Such a node has a new dtService (its Pending left to the agent) and only
     clients of networks the call's hubs' step registered (``planned``), so its claims and its
     hub's own entry are in the hub's table; a hub goes after every node is reconciled (its
-    table is whole only then). None of its dtServices is being deleted and no next key is
-    staged: the pass orders those itself."""
-    if not any(left_to_agent(outcome) for outcome in outcomes) \
-            or not all(outcome.role == contract.CLIENT and outcome.name in planned for outcome in outcomes):
-        return False
-    if any(service["metadata"].get("deletionTimestamp") for service in cluster.list_services(node, shared=True)):
-        return False
-    return not any(contract.NEXT_PRIVATE_KEY_FIELD in (secret.get("data") or {})
-                   for secret in cluster.key_secrets(node).values())
+    table is whole only then). Nothing of it is deleted or rotated (``deletes_or_rotates``)."""
+    return any(left_to_agent(outcome) for outcome in outcomes) \
+        and all(outcome.role == contract.CLIENT and outcome.name in planned for outcome in outcomes) \
+        and not deletes_or_rotates(cluster=cluster, node=node)
 
 
 def read_ahead(*, cluster: Cluster, node: NodeRef) -> None:
